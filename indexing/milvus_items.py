@@ -1,0 +1,283 @@
+"""The Milvus items collection: schema, index, batched idempotent upsert, search, lookup.
+
+Works on a Milvus server (the local stack's standalone server, or standalone/distributed elsewhere: change
+``THAW_MILVUS__URI``) and on Milvus Lite (``THAW_MILVUS__URI=./thaw.db``) for single-process use. Lite's quirks are
+hidden here: rows are flushed after each upsert batch (unflushed rows are slow to search there), a reopened
+collection is loaded before use, and its index parameters are not relied on.
+
+Upsert is keyed by ``item_id``, so replaying a ``content.new`` event rewrites the same row: at-least-once delivery
+from Kafka becomes effectively-once in Milvus.
+
+Query the collection yourself with pymilvus::
+
+    from pymilvus import MilvusClient
+    c = MilvusClient("http://127.0.0.1:19531")
+    hits = c.search("thaw_items", data=[user_vector], limit=20, anns_field="vector",
+                    output_fields=["kind", "creator_id", "created_at"], filter='kind in ["track", "moment"]')
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from infra.settings import MilvusSettings
+
+log = logging.getLogger(__name__)
+
+MAX_ID = 128
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    item_id: str
+    vector: np.ndarray  # D float32
+    kind: str
+    creator_id: str
+    created_at_ms: int
+    model_version: str
+    indexed_at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Hit:
+    item_id: str
+    score: float
+    kind: str
+    creator_id: str
+    created_at_ms: int
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def id_filter(ids: Iterable[str]) -> str:
+    """A Milvus boolean expression ``item_id in [...]`` with safely quoted ids."""
+    return "item_id in [" + ",".join(_quote(i) for i in ids) + "]"
+
+
+class ItemIndex:
+    """One items collection in one CF/content space.
+
+    Args:
+        settings: Milvus connection settings.
+        dim: vector dimension of the space.
+        collection: collection (or alias) name; defaults to ``settings.items_collection``.
+    """
+
+    def __init__(self, settings: MilvusSettings, dim: int, collection: str | None = None) -> None:
+        from pymilvus import MilvusClient
+
+        self.settings = settings
+        self.dim = dim
+        self.name = collection or settings.items_collection
+        kwargs: dict[str, object] = {"uri": settings.uri}
+        if settings.token is not None:
+            kwargs["token"] = settings.token.get_secret_value()
+        if settings.db_name:
+            kwargs["db_name"] = settings.db_name
+        self.client = MilvusClient(**kwargs)  # type: ignore[arg-type]
+        self.lite = settings.is_lite
+        # Milvus Lite is single-process and not thread-safe; serialise calls on one client.
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- schema
+    def ensure(self) -> bool:
+        """Create the collection and its index if missing, and load it. Returns True when created."""
+        from pymilvus import DataType
+
+        with self._lock:
+            created = False
+            if not self.client.has_collection(self.name):
+                schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+                schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+                schema.add_field("kind", DataType.VARCHAR, max_length=16)
+                schema.add_field("creator_id", DataType.VARCHAR, max_length=MAX_ID)
+                schema.add_field("created_at", DataType.INT64)
+                schema.add_field("model_version", DataType.VARCHAR, max_length=64)
+                schema.add_field("indexed_at", DataType.INT64)
+                idx = self.client.prepare_index_params()
+                if self.lite:
+                    idx.add_index(field_name="vector", index_type="FLAT", metric_type=self.settings.metric_type)
+                else:
+                    idx.add_index(
+                        field_name="vector",
+                        index_type=self.settings.index_type,
+                        metric_type=self.settings.metric_type,
+                        params={"M": 16, "efConstruction": 200} if self.settings.index_type == "HNSW" else {},
+                    )
+                self.client.create_collection(
+                    self.name,
+                    schema=schema,
+                    index_params=idx,
+                    consistency_level=self.settings.consistency_level,
+                )
+                created = True
+            else:
+                self._check_dim()
+            self.client.load_collection(self.name)
+            return created
+
+    def _check_dim(self) -> None:
+        desc = self.client.describe_collection(self.name)
+        for f in desc.get("fields", []):
+            if f.get("name") == "vector":
+                d = int(f.get("params", {}).get("dim", self.dim))
+                if d != self.dim:
+                    raise ValueError(
+                        f"collection {self.name!r} holds {d}-d vectors but this space is {self.dim}-d; "
+                        "vectors of two spaces are never mixed: use a new collection"
+                    )
+
+    def drop(self) -> None:
+        with self._lock:
+            if self.client.has_collection(self.name):
+                self.client.drop_collection(self.name)
+
+    # ---------------------------------------------------------------- writes
+    def upsert(self, rows: Sequence[ItemRow], batch_size: int = 512) -> int:
+        """Idempotent upsert keyed by item_id, in batches. Returns rows written."""
+        if not rows:
+            return 0
+        now_ms = int(time.time() * 1000)
+        n = 0
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            data = []
+            for r in chunk:
+                v = np.asarray(r.vector, dtype=np.float32).reshape(-1)
+                if v.shape[0] != self.dim:
+                    raise ValueError(f"item {r.item_id}: vector has {v.shape[0]} dims, collection has {self.dim}")
+                data.append(
+                    {
+                        "item_id": r.item_id,
+                        "vector": v.tolist(),
+                        "kind": r.kind,
+                        "creator_id": r.creator_id,
+                        "created_at": int(r.created_at_ms),
+                        "model_version": r.model_version,
+                        "indexed_at": int(r.indexed_at_ms or now_ms),
+                    }
+                )
+            with self._lock:
+                self.client.upsert(self.name, data)
+            n += len(data)
+        if self.lite:
+            with self._lock:
+                self.client.flush(self.name)
+        return n
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            with self._lock:
+                self.client.delete(self.name, filter=id_filter(ids))
+
+    # ---------------------------------------------------------------- reads
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        exclude: Sequence[Sequence[str]] | None = None,
+        kinds: Sequence[str] | None = None,
+    ) -> list[list[Hit]]:
+        """Top-k by inner product for each query vector (Q x D). ``exclude[i]`` drops ids for query i."""
+        q = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if q.shape[0] == 0:
+            return []
+        extra = max((len(e) for e in exclude), default=0) if exclude else 0
+        expr = ""
+        if kinds:
+            expr = "kind in [" + ",".join(_quote(k) for k in kinds) + "]"
+        params = {"metric_type": self.settings.metric_type}
+        if not self.lite and self.settings.index_type == "HNSW":
+            params["params"] = {"ef": max(64, k + extra)}  # type: ignore[assignment]
+        with self._lock:
+            res = self.client.search(
+                self.name,
+                data=q.tolist(),
+                limit=min(k + extra, 16384),
+                anns_field="vector",
+                filter=expr,
+                output_fields=["kind", "creator_id", "created_at"],
+                search_params=params,
+            )
+        out: list[list[Hit]] = []
+        for i, hits in enumerate(res):
+            ex = set(exclude[i]) if exclude else set()
+            row = []
+            for h in hits:
+                iid = h.get("id") if "id" in h else h.get("item_id")
+                if iid in ex:
+                    continue
+                ent = h.get("entity", {})
+                row.append(
+                    Hit(
+                        item_id=str(iid),
+                        score=float(h.get("distance", 0.0)),
+                        kind=str(ent.get("kind", "")),
+                        creator_id=str(ent.get("creator_id", "")),
+                        created_at_ms=int(ent.get("created_at", 0)),
+                    )
+                )
+                if len(row) >= k:
+                    break
+            out.append(row)
+        return out
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors of the given items that exist (missing ids are simply absent)."""
+        if not ids:
+            return {}
+        uniq = list(dict.fromkeys(ids))
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(uniq), 1000):
+            chunk = uniq[start : start + 1000]
+            with self._lock:
+                rows = self.client.get(self.name, ids=chunk, output_fields=["item_id", "vector"])
+            for r in rows:
+                out[str(r["item_id"])] = np.asarray(r["vector"], dtype=np.float32)
+        return out
+
+    def get_rows(self, ids: Sequence[str]) -> list[dict[str, object]]:
+        if not ids:
+            return []
+        with self._lock:
+            return list(
+                self.client.get(
+                    self.name,
+                    ids=list(ids),
+                    output_fields=["item_id", "kind", "creator_id", "created_at", "model_version", "indexed_at"],
+                )
+            )
+
+    def newest(self, n: int, since_ms: int = 0) -> list[Hit]:
+        """The ``n`` most recently created items (created_at >= since_ms), newest first."""
+        with self._lock:
+            rows = self.client.query(
+                self.name,
+                filter=f"created_at >= {int(since_ms)}",
+                output_fields=["item_id", "kind", "creator_id", "created_at"],
+                limit=16384,
+            )
+        rows.sort(key=lambda r: int(r["created_at"]), reverse=True)
+        return [
+            Hit(str(r["item_id"]), 0.0, str(r["kind"]), str(r["creator_id"]), int(r["created_at"]))
+            for r in rows[:n]
+        ]
+
+    def count(self) -> int:
+        with self._lock:
+            res = self.client.query(self.name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()

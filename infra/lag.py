@@ -1,0 +1,112 @@
+"""Consumer-group lag from the Kafka admin API (committed offsets vs. log-end offsets).
+
+Matches what ``kafka-consumer-groups.sh --describe`` (``ConsumerGroupCommand``) reports for the committed
+partitions of a group: CURRENT-OFFSET is the committed offset, LOG-END-OFFSET the high watermark
+(read_uncommitted) and LAG their difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from infra.settings import KafkaSettings, Settings
+
+
+@dataclass(frozen=True, order=True)
+class PartitionLag:
+    group: str
+    topic: str
+    partition: int
+    committed: int | None  # None: the group has no committed offset for this partition
+    end_offset: int
+    lag: int | None  # end_offset - committed, None when nothing is committed
+
+
+def _client_config(kafka: KafkaSettings, timeout_ms: int) -> dict[str, Any]:
+    cfg: dict[str, Any] = dict(kafka.kafka_python_config())
+    ssl_context = kafka.ssl_context()
+    if ssl_context is not None:
+        cfg["ssl_context"] = ssl_context
+    cfg["request_timeout_ms"] = timeout_ms
+    return cfg
+
+
+class LagReader:
+    """Long-lived admin + consumer clients for repeated lag reads (e.g. by a Prometheus collector).
+
+    Works with kafka-python 2.x (``list_consumer_groups`` / ``list_consumer_group_offsets``) and 3.x
+    (``list_groups`` / ``list_group_offsets``).
+    """
+
+    def __init__(self, kafka: KafkaSettings, timeout_ms: int = 10_000) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer  # type: ignore[import-untyped]
+
+        cfg = _client_config(kafka, timeout_ms)
+        self._admin = KafkaAdminClient(**cfg)
+        try:
+            consumer_cfg = dict(cfg)
+            # KafkaConsumer requires request_timeout_ms > session/fetch timeouts
+            consumer_cfg["request_timeout_ms"] = max(timeout_ms, 30_500)
+            self._consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **consumer_cfg)
+        except Exception:
+            self._admin.close()
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._consumer.close()
+        with contextlib.suppress(Exception):
+            self._admin.close()
+
+    def __enter__(self) -> LagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def group_ids(self) -> list[str]:
+        """All consumer groups (classic and KIP-848 ``consumer`` groups) known to the cluster."""
+        admin = self._admin
+        if hasattr(admin, "list_groups"):
+            groups = admin.list_groups()
+            ids = [g["group_id"] for g in groups if g.get("protocol_type", "consumer") in ("consumer", "")]
+        else:  # kafka-python 2.x: [(group_id, protocol_type), ...]
+            ids = [g[0] for g in admin.list_consumer_groups() if g[1] in ("consumer", "")]
+        return sorted(set(ids))
+
+    def committed(self, group_id: str) -> dict[Any, int | None]:
+        """{TopicPartition: committed offset or None} for one group."""
+        admin = self._admin
+        if hasattr(admin, "list_group_offsets"):
+            offsets = admin.list_group_offsets({group_id: None}).get(group_id, {})
+        else:
+            offsets = admin.list_consumer_group_offsets(group_id)
+        return {tp: (om.offset if om.offset is not None and om.offset >= 0 else None) for tp, om in offsets.items()}
+
+    def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        if not partitions:
+            return {}
+        return dict(self._consumer.end_offsets(partitions))
+
+    def read(self, group_ids: list[str] | None = None) -> list[PartitionLag]:
+        groups = self.group_ids() if group_ids is None else list(group_ids)
+        committed = {group: self.committed(group) for group in groups}
+        partitions = sorted({tp for offsets in committed.values() for tp in offsets})
+        ends = self.end_offsets(partitions)
+        rows = []
+        for group, offsets in committed.items():
+            for tp, offset in offsets.items():
+                end = ends.get(tp)
+                if end is None:  # topic deleted since the commit
+                    continue
+                rows.append(PartitionLag(group, tp.topic, tp.partition, offset, end,
+                                         None if offset is None else end - offset))
+        return sorted(rows)
+
+
+def consumer_lag(settings: Settings, group_ids: list[str] | None = None) -> list[PartitionLag]:
+    """Lag of every committed partition of ``group_ids`` (all consumer groups when None), sorted."""
+    with LagReader(settings.kafka) as reader:
+        return reader.read(group_ids)

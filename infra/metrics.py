@@ -1,0 +1,211 @@
+"""Prometheus metrics of the engine, on a dedicated registry per :class:`EngineMetrics` (no global state).
+
+Exposed families::
+
+    thaw_events_total{topic,outcome}              counter   events handled, by outcome (ok, dlq, skipped, ...)
+    thaw_dlq_total{topic,error}                   counter   events sent to the dead-letter topic, by error class
+    thaw_consumer_lag{group,topic,partition}      gauge     committed-offset lag, read from Kafka at scrape time
+    thaw_consumer_lag_up                          gauge     1 if the last lag read succeeded, else 0
+    thaw_freshness_seconds                        histogram produce timestamp -> item searchable in the index
+    thaw_stage_seconds{stage}                     histogram wall time of a pipeline stage (decode, encode, upsert...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import start_http_server as _start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from infra.lag import LagReader, PartitionLag
+from infra.settings import Settings
+
+log = logging.getLogger("thaw.metrics")
+
+FRESHNESS_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STAGE_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+LagSource = Callable[[], list[PartitionLag]]
+
+
+class _LagCollector(Collector):
+    """Reads consumer lag at scrape time, at most once per ``refresh_s`` (cached in between)."""
+
+    def __init__(self, source: LagSource, refresh_s: float, clock: Callable[[], float]) -> None:
+        self._source = source
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cached: list[PartitionLag] = []
+        self._ok = False
+        self._read_at: float | None = None
+
+    def refresh(self, force: bool = False) -> None:
+        with self._lock:
+            now = self._clock()
+            if not force and self._read_at is not None and now - self._read_at < self._refresh_s:
+                return
+            self._read_at = now
+            try:
+                self._cached = list(self._source())
+                self._ok = True
+            except Exception as exc:  # noqa: BLE001 - a scrape must not fail because Kafka is away
+                log.warning("consumer lag read failed: %s: %s", type(exc).__name__, exc)
+                self._cached = []
+                self._ok = False
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        lag = GaugeMetricFamily("thaw_consumer_lag", "Consumer group lag (log-end offset - committed offset)",
+                                labels=["group", "topic", "partition"])
+        up = GaugeMetricFamily("thaw_consumer_lag_up", "1 if the last consumer lag read from Kafka succeeded")
+        return lag, up
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        self.refresh()
+        lag, up = self._families()
+        with self._lock:
+            for row in self._cached:
+                if row.lag is not None:
+                    lag.add_metric([row.group, row.topic, str(row.partition)], float(row.lag))
+            up.add_metric([], 1.0 if self._ok else 0.0)
+        return [lag, up]
+
+
+class _SettingsLagSource:
+    """A lag source over one long-lived :class:`LagReader`, rebuilt after a failure."""
+
+    def __init__(self, settings: Settings, group_ids: list[str] | None) -> None:
+        self._settings = settings
+        self._group_ids = group_ids
+        self._reader: LagReader | None = None
+
+    def __call__(self) -> list[PartitionLag]:
+        if self._reader is None:
+            self._reader = LagReader(self._settings.kafka)
+        try:
+            return self._reader.read(self._group_ids)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+class EngineMetrics:
+    """The engine's counters, gauges and histograms on their own :class:`CollectorRegistry`.
+
+    ``lag_source`` (e.g. ``lambda: consumer_lag(settings, [group])``) feeds ``thaw_consumer_lag`` at scrape time;
+    :meth:`for_settings` wires one to Kafka. Without a source the lag families are absent.
+    """
+
+    def __init__(
+        self,
+        lag_source: LagSource | None = None,
+        *,
+        lag_refresh_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._clock = clock
+        self._closers: list[Callable[[], None]] = []
+        self._server: Any = None
+        self.events_total = Counter(
+            "thaw_events", "Events handled by the engine, by topic and outcome",
+            ["topic", "outcome"], registry=self.registry,
+        )
+        self.dlq_total = Counter(
+            "thaw_dlq", "Events sent to the dead-letter topic, by source topic and error class",
+            ["topic", "error"], registry=self.registry,
+        )
+        self.freshness_seconds = Histogram(
+            "thaw_freshness_seconds", "Seconds from the event's produce timestamp until it is indexed/searchable",
+            buckets=FRESHNESS_BUCKETS, registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "thaw_stage_seconds", "Wall time of a pipeline stage", ["stage"],
+            buckets=STAGE_BUCKETS, registry=self.registry,
+        )
+        self._lag: _LagCollector | None = None
+        if lag_source is not None:
+            self._lag = _LagCollector(lag_source, lag_refresh_s, clock)
+            self.registry.register(self._lag)
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, group_ids: list[str] | None = None, *, lag_refresh_s: float = 5.0
+    ) -> EngineMetrics:
+        """Metrics whose ``thaw_consumer_lag`` comes from the Kafka in ``settings`` (all groups when None)."""
+        source = _SettingsLagSource(settings, group_ids)
+        metrics = cls(source, lag_refresh_s=lag_refresh_s)
+        metrics._closers.append(source.close)
+        return metrics
+
+    # ------------------------------------------------------------------ recording helpers
+
+    def event(self, topic: str, outcome: str, n: int = 1) -> None:
+        self.events_total.labels(topic=topic, outcome=outcome).inc(n)
+
+    def dlq(self, topic: str, error: str, n: int = 1) -> None:
+        self.dlq_total.labels(topic=topic, error=error).inc(n)
+
+    def observe_freshness(self, seconds: float) -> None:
+        self.freshness_seconds.observe(max(seconds, 0.0))
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds.labels(stage=stage).observe(seconds)
+
+    @contextlib.contextmanager
+    def stage(self, stage: str) -> Iterator[None]:
+        """``with metrics.stage("encode"): ...`` records the block's wall time (also when it raises)."""
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self.observe_stage(stage, self._clock() - started)
+
+    def refresh_lag(self) -> None:
+        """Read consumer lag now (otherwise it is read lazily at scrape time)."""
+        if self._lag is not None:
+            self._lag.refresh(force=True)
+
+    # ------------------------------------------------------------------ exposition
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def start_http_server(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns the bound port (``port=0`` picks one).
+
+        Loopback by default; pass ``addr="0.0.0.0"`` for a Prometheus on another host.
+        """
+        if self._server is not None:
+            raise RuntimeError("metrics HTTP server already started")
+        server, _thread = _start_http_server(port, addr=addr, registry=self.registry)
+        self._server = server
+        return int(server.server_address[1])
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for closer in self._closers:
+            with contextlib.suppress(Exception):
+                closer()
+        self._closers.clear()

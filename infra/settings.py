@@ -1,0 +1,173 @@
+"""One frozen settings object for the whole engine.
+
+Built once in the composition root (``thaw.cli``) with :func:`load_settings`; nothing reads the environment at
+import time. Every field can be set from the environment with the ``THAW_`` prefix and ``__`` between sections,
+e.g. ``THAW_KAFKA__BOOTSTRAP_SERVERS=10.0.0.5:9092`` or ``THAW_REDIS__PASSWORD=...``. Secrets are ``SecretStr`` and
+never appear in ``repr``, logs or error messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".cache" / "thaw"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Kafka client and local-broker settings."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    client_id: str = "thaw"
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    topic_prefix: str = ""
+    # local broker (thaw stack): controller listener port and the Kafka version fetched from Maven Central
+    controller_port: int = 19093
+    version: str = "4.4.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    def kafka_python_config(self) -> dict[str, object]:
+        """Connection options in the keyword form kafka-python and aiokafka both accept."""
+        cfg: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl_mechanism"] = self.sasl_mechanism
+            cfg["sasl_plain_username"] = self.sasl_username
+            cfg["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return cfg
+
+    def ssl_context(self):  # type: ignore[no-untyped-def]
+        """An ``ssl.SSLContext`` for SSL/SASL_SSL, else None."""
+        if "SSL" not in self.security_protocol:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        if self.ssl_certfile:
+            ctx.load_cert_chain(str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None)
+        return ctx
+
+
+class RedisSettings(_Section):
+    """Redis (user vectors, seen sets, offset fences)."""
+
+    host: str = "127.0.0.1"
+    port: int = 16379
+    db: int = 0
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    key_prefix: str = "thaw:"
+
+    def client_kwargs(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "db": self.db,
+            "username": self.username,
+            "password": self.password.get_secret_value() if self.password else None,
+            "ssl": self.tls,
+        }
+
+    def display(self) -> str:
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
+
+
+class MilvusSettings(_Section):
+    """Milvus: a server URI (standalone/distributed) or a local Milvus Lite ``.db`` path."""
+
+    uri: str = "http://127.0.0.1:19531"
+    token: SecretStr | None = None
+    db_name: str = ""
+    items_collection: str = "thaw_items"
+    consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Strong"
+    index_type: str = "HNSW"
+    metric_type: Literal["IP", "COSINE", "L2"] = "IP"
+
+    @property
+    def is_lite(self) -> bool:
+        return not self.uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
+class ModelSettings(_Section):
+    """Where versioned, exported models live and which ones the worker serves."""
+
+    dir: Path = Field(default_factory=lambda: _default_home() / "models")
+    text_encoder: str = "minilm-l6"
+    onnx_threads: int = Field(default=2, ge=1)
+
+
+class StreamSettings(_Section):
+    """Worker behaviour: batching, payload caps, decay."""
+
+    app_id: str = "thaw-engine"
+    batch_size: int = Field(default=256, ge=1)
+    batch_within_s: float = Field(default=0.05, gt=0)
+    content_batch_size: int = Field(default=32, ge=1)
+    max_event_bytes: int = 8 * 1024 * 1024
+    max_inline_image_bytes: int = 2 * 1024 * 1024
+    max_inline_audio_bytes: int = 6 * 1024 * 1024
+    max_audio_seconds: float = 600.0
+    max_text_chars: int = 10_000
+    user_half_life_s: float = 7 * 24 * 3600.0
+    web_port: int = 16066
+    metrics_port: int = 19108
+
+
+class StackSettings(_Section):
+    """The local no-Docker stack (``thaw stack up``)."""
+
+    home: Path = Field(default_factory=lambda: _default_home() / "stack")
+    milvus_port: int = 19531
+    ready_timeout_s: float = 120.0
+    # Milvus standalone also listens on 11 internal ports (embedded etcd client/peer, metrics/healthz, and the
+    # coordinator/node gRPC ports), allocated consecutively from this base: 19540..19550 by default.
+    milvus_port_base: int = 19540
+    kafka_heap_mb: int = Field(default=512, ge=128)
+    kafka_auto_create_topics: bool = False
+    # SIGTERM, then SIGKILL of the process group after this many seconds (``thaw stack down``)
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """All engine settings. Frozen; build once with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="THAW_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    milvus: MilvusSettings = MilvusSettings()
+    models: ModelSettings = ModelSettings()
+    stream: StreamSettings = StreamSettings()
+    stack: StackSettings = StackSettings()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment (``THAW_*``) plus explicit overrides."""
+    return Settings(**overrides)  # type: ignore[arg-type]

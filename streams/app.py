@@ -1,0 +1,165 @@
+"""The composition of the streaming engine: ``create_app(settings)`` builds the Faust app, its clients and agents.
+
+There is no module-level app. ``thaw worker`` calls :func:`create_app` and runs it; tests call it with their own
+settings (unique topic prefix, consumer group and collection).
+
+Agents are thin: take a batch (``stream.take_events``), run the matching :class:`~streams.engine.Engine` handler in
+a worker thread (encoding and sink I/O never block the event loop, so heartbeats continue), send its DLQ records
+(awaiting delivery) and traces, and only then let Faust ack the batch. A sink that is down is retried with backoff
+inside the agent: the partition waits (lag grows, visible in ``thaw lag``) and nothing is acked, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from encoders.registry import ModelRegistry
+from encoders.text import TextEncoder, ensure_minilm
+from indexing.milvus_items import ItemIndex
+from indexing.redis_users import UserStore
+from infra.metrics import EngineMetrics
+from infra.settings import Settings
+from streams.engine import BatchResult, Engine, Outgoing, Record
+from streams.topics import Topics, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything a running worker holds (for the CLI and tests)."""
+
+    app: faust.App
+    engine: Engine
+    topics: Topics
+    metrics: EngineMetrics
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    ctx = k.ssl_context()
+    if k.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+            ssl_context=ctx,
+            mechanism=k.sasl_mechanism or "PLAIN",
+        )
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
+
+
+def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
+    """Load the text model (exporting it on first use), connect Milvus and Redis, and build the engine."""
+    registry = ModelRegistry(settings.models.dir)
+    text = TextEncoder(ensure_minilm(registry), threads=settings.models.onnx_threads)
+    items = ItemIndex(settings.milvus, dim=text.dim)
+    items.ensure()
+    users = UserStore(settings.redis)
+    if users.current_space() is None:
+        users.set_space(text.model_version)
+    return Engine(settings, topics, text, items, users, group_id=group_id)
+
+
+async def _retrying(what: str, fn: Callable[[], Awaitable[Any]], metrics: EngineMetrics) -> Any:
+    """Run ``fn`` until it succeeds: sink outages hold the partition instead of losing the batch."""
+    delay = 0.2
+    while True:
+        try:
+            return await fn()
+        except Exception as exc:  # noqa: BLE001 - any sink failure is retried; the batch is not acked meanwhile
+            metrics.sink_errors.labels(stage=what).inc()
+            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, str(exc)[:200], delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def create_app(settings: Settings, *, topics: Topics | None = None, metrics: EngineMetrics | None = None,
+               engine: Engine | None = None) -> Runtime:
+    """Build the Faust app with the content, user and profile agents."""
+    topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
+    st = settings.stream
+    metrics = metrics or EngineMetrics()
+    k = settings.kafka
+    app = faust.App(
+        st.app_id,
+        broker=[f"kafka://{hp}" for hp in k.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=k.partitions,
+        topic_replication_factor=k.replication_factor,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    engine = engine or build_engine(settings, topics, group_id=st.app_id)
+    ensure_topics(k, topics)
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    out_topics = {n: topic(n) for n in (topics.content_indexed, topics.content_dlq, topics.user_dlq)}
+
+    async def send_all(msgs: Sequence[Outgoing]) -> None:
+        futs = [await out_topics[m.topic].send(key=m.key, value=m.value) for m in msgs]
+        for f in futs:
+            await f  # delivered (acks=all) before the batch is acked
+
+    def to_records(events: Sequence[faust.EventT]) -> list[Record]:
+        out = []
+        for e in events:
+            m = e.message
+            out.append(Record(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000)))
+        return out
+
+    def observe(topic_name: str, res: BatchResult) -> None:
+        metrics.record_batch(topic_name, res.ok, res.skipped, res.rejected, res.stage_ms)
+        for f in res.freshness_s:
+            metrics.freshness.observe(f)
+
+    @app.agent(topic(topics.content_new), name="content")
+    async def content_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(st.content_batch_size, within=st.batch_within_s):
+            recs = to_records(events)
+            res: BatchResult = await _retrying(
+                "content", lambda recs=recs: asyncio.to_thread(engine.handle_content, recs), metrics
+            )
+            await _retrying("send", lambda res=res: send_all(res.dlq + res.out), metrics)
+            observe(topics.content_new, res)
+
+    @app.agent(topic(topics.user_events), name="users")
+    async def user_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):
+            recs = to_records(events)
+            prep = await _retrying(
+                "users", lambda recs=recs: asyncio.to_thread(engine.prepare_user_events, recs), metrics
+            )
+            await _retrying("send", lambda prep=prep: send_all(prep.result.dlq), metrics)
+            res = await _retrying(
+                "commit", lambda prep=prep: asyncio.to_thread(engine.commit_user_events, prep), metrics
+            )
+            observe(topics.user_events, res)
+
+    @app.agent(topic(topics.user_profile), name="profiles")
+    async def profile_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):
+            recs = to_records(events)
+            res = await _retrying(
+                "profiles", lambda recs=recs: asyncio.to_thread(engine.handle_profiles, recs), metrics
+            )
+            await _retrying("send", lambda res=res: send_all(res.dlq), metrics)
+            observe(topics.user_profile, res)
+
+    _ = (content_agent, user_agent, profile_agent, time)
+    return Runtime(app=app, engine=engine, topics=topics, metrics=metrics)

@@ -1,0 +1,130 @@
+"""Decoding raw Kafka records into contract events, with a typed reason for every rejection.
+
+Pure: bytes in, an event or a :class:`Rejected` out. Nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from encoders.media import (
+    DecodedAudio,
+    DecodedImage,
+    MediaError,
+    decode_audio,
+    decode_image,
+    fetch,
+)
+from streams.events import ContentNew, DeadLetter, now_utc
+
+E = TypeVar("E", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Why one record was not used (becomes a DLQ record)."""
+
+    error_class: str  # InvalidJSON | SchemaViolation | Oversize | CorruptMedia | UnknownItem | ...
+    error: str
+
+
+def decode_event(raw: bytes | None, model: type[E], max_bytes: int) -> E | Rejected:
+    """Parse and validate one record's value."""
+    if raw is None:
+        return Rejected("InvalidJSON", "empty record value (tombstone)")
+    if len(raw) > max_bytes:
+        return Rejected("Oversize", f"record is {len(raw)} bytes, over the {max_bytes}-byte cap")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        # json_invalid errors are JSON syntax problems; everything else violates the schema.
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return Rejected("InvalidJSON", _first_error(exc))
+        return Rejected("SchemaViolation", _first_error(exc))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Rejected("InvalidJSON", str(exc)[:300])
+
+
+def _first_error(exc: ValidationError) -> str:
+    errs = exc.errors(include_url=False, include_input=False)
+    parts = []
+    for e in errs[:3]:
+        loc = ".".join(str(x) for x in e.get("loc", ())) or "<root>"
+        parts.append(f"{loc}: {e.get('msg')}")
+    more = f" (+{len(errs) - 3} more)" if len(errs) > 3 else ""
+    return "; ".join(parts) + more
+
+
+@dataclass(frozen=True)
+class DecodedMedia:
+    image: DecodedImage | None
+    audio: DecodedAudio | None
+
+
+def decode_media(
+    ev: ContentNew, *, max_image_bytes: int, max_audio_bytes: int, max_audio_s: float, fetch_uris: bool = True
+) -> DecodedMedia | Rejected:
+    """Fetch (if by URI) and decode the item's image and audio; corrupt or oversize media is a rejection."""
+    img = aud = None
+    try:
+        if ev.image is not None:
+            data = ev.image.inline_bytes()
+            if data is None and fetch_uris and ev.image.uri:
+                data = fetch(ev.image.uri, max_image_bytes)
+            if data is not None:
+                if len(data) > max_image_bytes:
+                    return Rejected("Oversize", f"image is {len(data)} bytes, over the {max_image_bytes}-byte cap")
+                img = decode_image(data)
+        if ev.audio is not None:
+            data = ev.audio.inline_bytes()
+            if data is None and fetch_uris and ev.audio.uri:
+                data = fetch(ev.audio.uri, max_audio_bytes)
+            if data is not None:
+                if len(data) > max_audio_bytes:
+                    return Rejected("Oversize", f"audio is {len(data)} bytes, over the {max_audio_bytes}-byte cap")
+                aud = decode_audio(data, max_audio_s)
+    except MediaError as exc:
+        return Rejected("CorruptMedia", str(exc))
+    except ValueError as exc:  # bad base64
+        return Rejected("CorruptMedia", str(exc)[:300])
+    return DecodedMedia(img, aud)
+
+
+def item_text(ev: ContentNew) -> str:
+    """The text an item is embedded from: its own text plus its tags."""
+    parts = [ev.text] if ev.text else []
+    if ev.tags:
+        parts.append("tags: " + ", ".join(ev.tags))
+    if not parts:
+        parts.append(ev.kind.value.replace("_", " "))
+    return ". ".join(parts)
+
+
+def dead_letter(
+    *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, why: Rejected
+) -> DeadLetter:
+    """The DLQ record for a rejected input (the original bytes kept, base64)."""
+    return DeadLetter(
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        key_b64=base64.b64encode(key).decode() if key is not None else None,
+        value_b64=base64.b64encode(value or b"").decode(),
+        error_class=why.error_class,
+        error=why.error[:2000],
+        failed_at=now_utc(),
+    )
+
+
+def parse_json_loose(raw: bytes) -> dict[str, object] | None:
+    """Best-effort JSON object parse (for keys/ids of records that failed validation)."""
+    try:
+        v = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return v if isinstance(v, dict) else None

@@ -1,0 +1,362 @@
+"""The engine's batch handlers, independent of Faust.
+
+The agents in ``streams/agents.py`` are thin: they take a batch of records from Kafka, hand it to one of these
+handlers (in a worker thread, so the event loop keeps heartbeating), and send what comes back (DLQ records,
+freshness traces). Everything here is synchronous and testable with plain :class:`Record` lists.
+
+Delivery:
+- content: Milvus upsert keyed by item_id is idempotent, so a redelivered batch rewrites the same rows.
+- user events: applied in Redis together with the partition's offset fence (see ``indexing.redis_users``);
+  redelivered events at or below the fence are skipped.
+- rejects: the DLQ records of a batch are delivered before the batch's state is committed, so a crash can repeat a
+  DLQ record but never lose one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from encoders.text import TextEncoder
+from indexing.milvus_items import ItemIndex, ItemRow
+from indexing.redis_users import FenceKey, FenceMovedError, UserCommit, UserState, UserStore
+from infra.settings import Settings
+from streams.cores.decode import Rejected, dead_letter, decode_event, decode_media, item_text
+from streams.cores.user_update import (
+    ACTION_WEIGHTS,
+    EventBatch,
+    apply_events,
+    prior_state,
+    profile_text,
+)
+from streams.events import ContentIndexed, ContentNew, UserEvent, UserProfile
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record as the handlers see it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchResult:
+    """What a handler produced: messages to send, and counts for metrics."""
+
+    out: list[Outgoing] = field(default_factory=list)
+    dlq: list[Outgoing] = field(default_factory=list)
+    ok: int = 0
+    skipped: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    freshness_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PreparedUserBatch:
+    result: BatchResult
+    commit: UserCommit | None
+    records: Sequence[Record]
+
+
+class _LRU:
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.d: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, k: str) -> np.ndarray | None:
+        v = self.d.get(k)
+        if v is not None:
+            self.d.move_to_end(k)
+        return v
+
+    def put(self, k: str, v: np.ndarray) -> None:
+        self.d[k] = v
+        self.d.move_to_end(k)
+        while len(self.d) > self.cap:
+            self.d.popitem(last=False)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+class Engine:
+    """Batch handlers for the three input topics.
+
+    Args:
+        settings: engine settings.
+        topics: topic names.
+        text: the text encoder (defines the vector space of this baseline engine).
+        items: the Milvus items collection of that space.
+        users: the Redis user store.
+        group_id: the consumer group the offset fences belong to.
+        clock: wall clock (epoch seconds), injectable for tests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        text: TextEncoder,
+        items: ItemIndex,
+        users: UserStore,
+        group_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.s = settings
+        self.topics = topics
+        self.text = text
+        self.items = items
+        self.users = users
+        self.group_id = group_id
+        self.clock = clock
+        self.space = text.model_version
+        self._vec_cache = _LRU(200_000)
+
+    # ------------------------------------------------------------------ common
+    def _reject(self, res: BatchResult, rec: Record, why: Rejected, dlq_topic: str) -> None:
+        dl = dead_letter(
+            topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value, why=why
+        )
+        res.dlq.append(Outgoing(dlq_topic, rec.key, dl.to_bytes()))
+        res.rejected[why.error_class] = res.rejected.get(why.error_class, 0) + 1
+        log.info(
+            "dead-lettered %s[%d]@%d: %s: %s", rec.topic, rec.partition, rec.offset, why.error_class, why.error
+        )
+
+    # ----------------------------------------------------------------- content
+    def handle_content(self, records: Sequence[Record]) -> BatchResult:
+        """Validate, decode media, embed, upsert into Milvus; returns DLQ records and freshness traces."""
+        st = self.s.stream
+        res = BatchResult()
+        consumed_at = datetime.fromtimestamp(self.clock(), UTC)
+        t0 = time.perf_counter()
+        good: list[tuple[Record, ContentNew, list[str]]] = []
+        latest: dict[str, int] = {}
+        for rec in records:
+            ev = decode_event(rec.value, ContentNew, st.max_event_bytes)
+            if isinstance(ev, Rejected):
+                self._reject(res, rec, ev, self.topics.content_dlq)
+                continue
+            if len(ev.text) > st.max_text_chars:
+                self._reject(res, rec, Rejected("Oversize", f"text over {st.max_text_chars} chars"),
+                             self.topics.content_dlq)
+                continue
+            media = decode_media(
+                ev,
+                max_image_bytes=st.max_inline_image_bytes,
+                max_audio_bytes=st.max_inline_audio_bytes,
+                max_audio_s=st.max_audio_seconds,
+            )
+            if isinstance(media, Rejected):
+                self._reject(res, rec, media, self.topics.content_dlq)
+                continue
+            mods = ["text"] + (["image"] if media.image is not None else []) + (
+                ["audio"] if media.audio is not None else []
+            )
+            # a batch can hold two versions of one item: the later record wins, as it would one batch later
+            latest[ev.item_id] = len(good)
+            good.append((rec, ev, mods))
+        good = [g for i, g in enumerate(good) if latest[g[1].item_id] == i]
+        res.stage_ms["decode"] = _ms(t0)
+        if not good:
+            return res
+
+        t1 = time.perf_counter()
+        vecs = self.text.encode([item_text(ev) for _, ev, _ in good])
+        res.stage_ms["encode"] = _ms(t1)
+
+        t2 = time.perf_counter()
+        now_ms = int(self.clock() * 1000)
+        rows = [
+            ItemRow(
+                item_id=ev.item_id,
+                vector=vecs[i],
+                kind=ev.kind.value,
+                creator_id=ev.creator_id,
+                created_at_ms=int(ev.created_at.timestamp() * 1000),
+                model_version=self.space,
+                indexed_at_ms=now_ms,
+            )
+            for i, (_, ev, _) in enumerate(good)
+        ]
+        self.items.upsert(rows)
+        self.users.add_fresh(self.space, {r.item_id: r.created_at_ms for r in rows})
+        for r in rows:
+            self._vec_cache.put(r.item_id, np.asarray(r.vector, dtype=np.float32))
+        res.stage_ms["upsert"] = _ms(t2)
+
+        indexed_at = datetime.fromtimestamp(self.clock(), UTC)
+        for rec, ev, mods in good:
+            trace = ContentIndexed(
+                item_id=ev.item_id,
+                kind=ev.kind,
+                collection=self.items.name,
+                model_versions={"text": self.text.model_version, "space": self.space},
+                created_at=ev.created_at,
+                produced_at=ev.produced_at,
+                consumed_at=consumed_at,
+                indexed_at=indexed_at,
+                stage_ms={k: round(v, 3) for k, v in res.stage_ms.items()},
+                modalities=mods,
+            )
+            res.out.append(Outgoing(self.topics.content_indexed, rec.key, trace.to_bytes()))
+            start = ev.produced_at.timestamp() if ev.produced_at else (
+                rec.timestamp_ms / 1000.0 if rec.timestamp_ms else None
+            )
+            if start is not None:
+                res.freshness_s.append(max(0.0, indexed_at.timestamp() - start))
+        res.ok = len(good)
+        return res
+
+    # -------------------------------------------------------------- user events
+    def prepare_user_events(self, records: Sequence[Record]) -> PreparedUserBatch:
+        """Everything up to the commit: fence filtering, validation, item lookup, new states."""
+        st = self.s.stream
+        res = BatchResult()
+        t0 = time.perf_counter()
+        fkeys = {(r.topic, r.partition): FenceKey(self.group_id, r.topic, r.partition) for r in records}
+        fences = self.users.read_fences(fkeys.values())
+        new_fence: dict[FenceKey, int] = {}
+        fresh: list[tuple[Record, UserEvent]] = []
+        for rec in records:
+            fk = fkeys[(rec.topic, rec.partition)]
+            if rec.offset <= fences[fk]:
+                res.skipped += 1
+                continue
+            new_fence[fk] = max(new_fence.get(fk, -1), rec.offset)
+            ev = decode_event(rec.value, UserEvent, st.max_event_bytes)
+            if isinstance(ev, Rejected):
+                self._reject(res, rec, ev, self.topics.user_dlq)
+                continue
+            fresh.append((rec, ev))
+        res.stage_ms["decode"] = _ms(t0)
+
+        t1 = time.perf_counter()
+        vecs = self._item_vectors([ev.item_id for _, ev in fresh])
+        res.stage_ms["lookup"] = _ms(t1)
+        known: list[UserEvent] = []
+        for rec, ev in fresh:
+            if ev.item_id not in vecs:
+                self._reject(res, rec, Rejected("UnknownItem", f"item {ev.item_id!r} is not indexed"),
+                             self.topics.user_dlq)
+            else:
+                known.append(ev)
+
+        t2 = time.perf_counter()
+        states: dict[str, UserState] = {}
+        seen: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        pop: dict[str, float] = defaultdict(float)
+        if known:
+            users = sorted({ev.user_id for ev in known})
+            cur = self.users.read_states(self.space, users)
+            batch = EventBatch(
+                users=[ev.user_id for ev in known],
+                item_vecs=np.stack([vecs[ev.item_id] for ev in known]),
+                actions=[ev.action.value for ev in known],
+                ts=np.array([ev.ts.timestamp() for ev in known]),
+            )
+            states = apply_events(cur, batch, st.user_half_life_s)
+            for ev in known:
+                if ev.action.value != "impression":
+                    seen[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
+                w = ACTION_WEIGHTS[ev.action.value]
+                if w > 0:
+                    pop[ev.item_id] += w
+        res.stage_ms["update"] = _ms(t2)
+        res.ok = len(known)
+        commit = None
+        if new_fence:
+            commit = UserCommit(
+                space=self.space,
+                states=states,
+                fences=new_fence,
+                expected_fences={k: fences[k] for k in new_fence},
+                seen=dict(seen),
+                popularity=dict(pop),
+            )
+        for ev in known:
+            if ev.produced_at is not None:
+                res.freshness_s.append(max(0.0, self.clock() - ev.produced_at.timestamp()))
+        return PreparedUserBatch(res, commit, records)
+
+    def commit_user_events(self, prepared: PreparedUserBatch, max_retries: int = 8) -> BatchResult:
+        """Commit a prepared batch; if a fence moved meanwhile, re-prepare (skipping what is now applied)."""
+        p = prepared
+        for _ in range(max_retries):
+            if p.commit is None:
+                return p.result
+            t0 = time.perf_counter()
+            try:
+                self.users.commit(p.commit)
+                p.result.stage_ms["commit"] = _ms(t0)
+                return p.result
+            except FenceMovedError:
+                log.warning("offset fence moved during commit; re-reading the batch")
+                p = self.prepare_user_events(p.records)
+        raise FenceMovedError("offset fences kept moving; another worker is writing the same partitions")
+
+    def _item_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        missing = []
+        for i in dict.fromkeys(ids):
+            v = self._vec_cache.get(i)
+            if v is None:
+                missing.append(i)
+            else:
+                out[i] = v
+        if missing:
+            found = self.items.get_vectors(missing)
+            for k, v in found.items():
+                self._vec_cache.put(k, v)
+                out[k] = v
+        return out
+
+    # ---------------------------------------------------------------- profiles
+    def handle_profiles(self, records: Sequence[Record]) -> BatchResult:
+        """A brand-new user's prior vector from their declared genres and artists."""
+        st = self.s.stream
+        res = BatchResult()
+        t0 = time.perf_counter()
+        good: list[UserProfile] = []
+        for rec in records:
+            ev = decode_event(rec.value, UserProfile, st.max_event_bytes)
+            if isinstance(ev, Rejected):
+                self._reject(res, rec, ev, self.topics.user_dlq)
+                continue
+            good.append(ev)
+        texts = [profile_text(p.genres, p.artists) for p in good]
+        with_text = [i for i, t in enumerate(texts) if t]
+        vecs = self.text.encode([texts[i] for i in with_text]) if with_text else np.zeros((0, self.text.dim))
+        vec_of = {i: vecs[j] for j, i in enumerate(with_text)}
+        for i, p in enumerate(good):
+            prof = {"gender": p.gender, "age": p.age_bucket, "region": p.region or ""}
+            if i in vec_of:
+                self.users.put_prior(self.space, p.user_id, prior_state(vec_of[i], p.ts.timestamp()), prof)
+            else:
+                self.users.put_prior_profile_only(p.user_id, prof)
+        res.ok = len(good)
+        res.stage_ms["profile"] = _ms(t0)
+        return res

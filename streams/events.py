@@ -1,0 +1,271 @@
+"""Event contracts: every message on a Thaw topic, as versioned pydantic v2 models.
+
+This module imports nothing but pydantic and the standard library, so producers (``workloads/``, or any user's
+code) can use it without pulling in the worker. JSON on the wire, UTF-8, one event per Kafka record; the key is
+``item_id`` for content topics and ``user_id`` for user topics. Every event carries ``schema_version``; a consumer
+accepts the versions in ``SUPPORTED_VERSIONS`` and dead-letters the rest.
+
+Datetimes must be timezone-aware (ISO-8601 with an offset or ``Z``); naive datetimes are rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+# Hard caps of the contract. Deployments may lower them (StreamSettings); they can never be raised past these.
+MAX_ID_CHARS = 128
+MAX_TEXT_CHARS = 10_000
+MAX_TAGS = 64
+MAX_TAG_CHARS = 64
+MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
+MAX_INLINE_AUDIO_BYTES = 6 * 1024 * 1024
+MAX_AUDIO_SECONDS = 600.0
+MAX_URI_CHARS = 2048
+
+
+class ContentKind(StrEnum):
+    TRACK = "track"
+    COMMENT = "comment"
+    MOMENT = "moment"
+    DYNAMIC = "dynamic"
+    FAN_GROUP = "fan_group"
+
+
+class Action(StrEnum):
+    IMPRESSION = "impression"
+    CLICK = "click"
+    PLAY = "play"
+    COMPLETE = "complete"
+    LIKE = "like"
+    COMMENT = "comment"
+    SHARE = "share"
+    SKIP = "skip"
+    FOLLOW = "follow"
+
+
+def _check_id(v: str) -> str:
+    if not v or len(v) > MAX_ID_CHARS or any(c.isspace() or not c.isprintable() for c in v):
+        raise ValueError(f"ids are 1..{MAX_ID_CHARS} printable characters without whitespace")
+    return v
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _supported(cls, v: int) -> int:
+        if v not in SUPPORTED_VERSIONS:
+            raise ValueError(f"unsupported schema_version {v}; supported: {sorted(SUPPORTED_VERSIONS)}")
+        return v
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class Media(BaseModel):
+    """An image or an audio clip, either by URI (``file://``, ``http(s)://``, ``s3://``) or inline base64.
+
+    Exactly one of ``uri`` and ``data_b64`` is set. Inline payloads are size-capped by the contract; the worker
+    decodes them and dead-letters corrupt media.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uri: str | None = Field(default=None, max_length=MAX_URI_CHARS)
+    data_b64: str | None = None
+    mime: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Media:
+        if (self.uri is None) == (self.data_b64 is None):
+            raise ValueError("media needs exactly one of 'uri' and 'data_b64'")
+        if self.uri is not None and "://" not in self.uri:
+            raise ValueError("media uri needs a scheme (file://, http://, https://, s3://)")
+        return self
+
+    def inline_bytes(self) -> bytes | None:
+        """Decoded inline payload (None for URI media). Raises ValueError on bad base64."""
+        if self.data_b64 is None:
+            return None
+        try:
+            return base64.b64decode(self.data_b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("media data_b64 is not valid base64") from exc
+
+    def inline_size(self) -> int:
+        """Decoded size in bytes of an inline payload, from its base64 length (0 for URI media)."""
+        if self.data_b64 is None:
+            return 0
+        n = len(self.data_b64)
+        return n * 3 // 4 - self.data_b64[-2:].count("=")
+
+
+class AudioMedia(Media):
+    duration_s: float | None = Field(default=None, gt=0, le=MAX_AUDIO_SECONDS)
+
+    @model_validator(mode="after")
+    def _cap(self) -> AudioMedia:
+        if self.inline_size() > MAX_INLINE_AUDIO_BYTES:
+            raise ValueError(f"inline audio exceeds {MAX_INLINE_AUDIO_BYTES} bytes")
+        return self
+
+
+class ImageMedia(Media):
+    @model_validator(mode="after")
+    def _cap(self) -> ImageMedia:
+        if self.inline_size() > MAX_INLINE_IMAGE_BYTES:
+            raise ValueError(f"inline image exceeds {MAX_INLINE_IMAGE_BYTES} bytes")
+        return self
+
+
+class ContentNew(_Event):
+    """``content.new``: a new post of any kind, published the moment it is created."""
+
+    item_id: Id
+    kind: ContentKind
+    creator_id: Id
+    created_at: AwareDatetime
+    text: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    tags: list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_TAGS
+    )
+    image: ImageMedia | None = None
+    audio: AudioMedia | None = None
+    parent_id: Id | None = None  # the track a comment belongs to, the group a dynamic was posted in, ...
+    produced_at: AwareDatetime | None = None  # stamped by the producer for freshness tracing
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ContentNew:
+        if not self.text and not self.tags and self.image is None and self.audio is None:
+            raise ValueError("content needs at least one of text, tags, image, audio")
+        return self
+
+
+class UserEvent(_Event):
+    """``user.events``: one behaviour of one user on one item."""
+
+    user_id: Id
+    item_id: Id
+    action: Action
+    ts: AwareDatetime
+    dwell_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
+    context: dict[str, str] = Field(default_factory=dict, max_length=32)
+    produced_at: AwareDatetime | None = None
+
+
+class UserProfile(_Event):
+    """``user.profile``: a new user's registration, before any behaviour."""
+
+    user_id: Id
+    gender: Literal["f", "m", "x", "unknown"] = "unknown"
+    age_bucket: Literal["<18", "18-24", "25-34", "35-44", "45-54", "55+", "unknown"] = "unknown"
+    region: str | None = Field(default=None, max_length=64)
+    genres: list[Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_TAGS
+    )
+    artists: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=MAX_TAGS
+    )
+    ts: AwareDatetime
+    produced_at: AwareDatetime | None = None
+
+
+class ContentIndexed(_Event):
+    """``content.indexed``: the freshness trace of one item, emitted after its vector is searchable."""
+
+    item_id: Id
+    kind: ContentKind
+    collection: str
+    model_versions: dict[str, str]
+    created_at: AwareDatetime
+    produced_at: AwareDatetime | None
+    consumed_at: AwareDatetime
+    indexed_at: AwareDatetime
+    stage_ms: dict[str, float]  # decode, encode, upsert, ... for the batch this item was in
+    modalities: list[str]
+
+
+class DeadLetter(_Event):
+    """``*.dlq``: an input the engine could not use, with the reason. Nothing is dropped silently."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str
+    error_class: str
+    error: str = Field(max_length=2000)
+    failed_at: AwareDatetime
+
+
+EVENT_TYPES: dict[str, type[_Event]] = {
+    "content.new": ContentNew,
+    "user.events": UserEvent,
+    "user.profile": UserProfile,
+    "content.indexed": ContentIndexed,
+}
+
+
+def example_events() -> dict[str, dict[str, Any]]:
+    """One valid JSON example per input topic (used by the README and the contract tests)."""
+    t = "2026-11-25T10:00:00Z"
+    return {
+        "content.new": {
+            "schema_version": 1,
+            "item_id": "track:9f2c",
+            "kind": "track",
+            "creator_id": "artist:77",
+            "created_at": t,
+            "text": "Late-night piano sketch in D minor",
+            "tags": ["piano", "ambient", "minor"],
+            "audio": {"uri": "s3://bucket/tracks/9f2c.ogg", "duration_s": 184.0},
+        },
+        "user.events": {
+            "schema_version": 1,
+            "user_id": "u:1024",
+            "item_id": "track:9f2c",
+            "action": "play",
+            "ts": t,
+            "dwell_ms": 95000,
+            "context": {"surface": "feed"},
+        },
+        "user.profile": {
+            "schema_version": 1,
+            "user_id": "u:2048",
+            "gender": "f",
+            "age_bucket": "18-24",
+            "region": "EU",
+            "genres": ["indie folk", "dream pop"],
+            "artists": ["Beach House"],
+            "ts": t,
+        },
+    }
+
+
+def now_utc() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)

@@ -1,0 +1,97 @@
+"""Topic declarations: every Kafka topic Thaw reads or writes, in one place.
+
+``ensure_topics`` creates the missing ones with the admin client (idempotent). Partition counts come from
+settings (``THAW_KAFKA__PARTITIONS``); keys keep one item's or one user's events in one partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from infra.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    doc: str
+    retention_ms: int | None = None
+    compacted: bool = False
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topic names for one deployment (an optional prefix isolates tests and tenants)."""
+
+    content_new: str
+    user_events: str
+    user_profile: str
+    content_indexed: str
+    content_dlq: str
+    user_dlq: str
+
+    @classmethod
+    def for_prefix(cls, prefix: str = "") -> Topics:
+        return cls(
+            content_new=f"{prefix}content.new",
+            user_events=f"{prefix}user.events",
+            user_profile=f"{prefix}user.profile",
+            content_indexed=f"{prefix}content.indexed",
+            content_dlq=f"{prefix}content.dlq",
+            user_dlq=f"{prefix}user.dlq",
+        )
+
+    def specs(self) -> list[TopicSpec]:
+        week = 7 * 24 * 3600 * 1000
+        return [
+            TopicSpec(self.content_new, "item_id", "new posts of all five kinds"),
+            TopicSpec(self.user_events, "user_id", "user behaviour"),
+            TopicSpec(self.user_profile, "user_id", "new-user registrations"),
+            TopicSpec(self.content_indexed, "item_id", "freshness traces", retention_ms=week),
+            TopicSpec(self.content_dlq, "item_id", "rejected content with reason", retention_ms=4 * week),
+            TopicSpec(self.user_dlq, "user_id", "rejected user events/profiles with reason", retention_ms=4 * week),
+        ]
+
+    def all(self) -> list[str]:
+        return [s.name for s in self.specs()]
+
+
+def ensure_topics(kafka: KafkaSettings, topics: Topics, partitions: int | None = None) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(**kafka.kafka_python_config(), ssl_context=kafka.ssl_context())
+    try:
+        existing = set(admin.list_topics())
+        new = []
+        for spec in topics.specs():
+            if spec.name in existing:
+                continue
+            cfg: dict[str, str] = {}
+            if spec.retention_ms is not None:
+                cfg["retention.ms"] = str(spec.retention_ms)
+            new.append(
+                NewTopic(
+                    name=spec.name,
+                    num_partitions=partitions or kafka.partitions,
+                    replication_factor=kafka.replication_factor,
+                    topic_configs=cfg,
+                )
+            )
+        created: list[str] = []
+        for t in new:
+            try:
+                admin.create_topics([t], validate_only=False)
+                created.append(t.name)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            log.info("created topics %s", created)
+        return created
+    finally:
+        admin.close()

@@ -1,0 +1,87 @@
+import base64
+import io
+import json
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+from streams.cores.decode import Rejected, dead_letter, decode_event, decode_media, item_text
+from streams.events import ContentNew, DeadLetter, UserEvent, example_events
+
+CAPS = {"max_image_bytes": 1 << 20, "max_audio_bytes": 1 << 22, "max_audio_s": 30.0}
+
+
+def _content(**kw) -> ContentNew:
+    base = {k: v for k, v in example_events()["content.new"].items() if k != "audio"}
+    return ContentNew.model_validate({**base, **kw})
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", (8, 6), (255, 0, 0, 128)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _wav(seconds: float, sr: int = 16000) -> bytes:
+    buf = io.BytesIO()
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(buf, np.stack([np.sin(2 * np.pi * 440 * t)] * 2, axis=1).astype(np.float32), sr, format="WAV")
+    return buf.getvalue()
+
+
+def test_invalid_json_schema_and_oversize_are_classified():
+    assert decode_event(b"{not json", UserEvent, 1000).error_class == "InvalidJSON"
+    bad = json.dumps({**example_events()["user.events"], "action": "dance"}).encode()
+    r = decode_event(bad, UserEvent, 10_000)
+    assert isinstance(r, Rejected) and r.error_class == "SchemaViolation" and "action" in r.error
+    assert decode_event(b"x" * 101, UserEvent, 100).error_class == "Oversize"
+    assert decode_event(None, UserEvent, 100).error_class == "InvalidJSON"
+    good = decode_event(json.dumps(example_events()["user.events"]).encode(), UserEvent, 10_000)
+    assert isinstance(good, UserEvent)
+
+
+def test_media_decoding_inline_and_file(tmp_path):
+    ev = _content(image={"data_b64": base64.b64encode(_png()).decode()},
+                  audio={"data_b64": base64.b64encode(_wav(0.5)).decode()})
+    m = decode_media(ev, **CAPS)
+    assert not isinstance(m, Rejected)
+    assert m.image.pixels.shape == (6, 8, 3)
+    # half-transparent red on white
+    assert tuple(m.image.pixels[0, 0]) == (255, 127, 127) or tuple(m.image.pixels[0, 0]) == (255, 128, 128)
+    assert abs(m.audio.duration_s - 0.5) < 1e-3
+    p = tmp_path / "a.png"
+    p.write_bytes(_png())
+    m2 = decode_media(_content(image={"uri": f"file://{p}"}), **CAPS)
+    assert m2.image is not None
+
+
+def test_corrupt_and_oversize_media_rejected(tmp_path):
+    corrupt = _content(image={"data_b64": base64.b64encode(b"\x89PNG garbage").decode()})
+    r = decode_media(corrupt, **CAPS)
+    assert isinstance(r, Rejected) and r.error_class == "CorruptMedia"
+    bad_audio = _content(audio={"data_b64": base64.b64encode(b"RIFF0000WAVEjunk").decode()})
+    assert decode_media(bad_audio, **CAPS).error_class == "CorruptMedia"
+    long_audio = _content(audio={"data_b64": base64.b64encode(_wav(2.0)).decode()})
+    r = decode_media(long_audio, **{**CAPS, "max_audio_s": 1.0})
+    assert r.error_class == "CorruptMedia" and "cap" in r.error
+    missing = _content(image={"uri": f"file://{tmp_path}/nope.png"})
+    assert decode_media(missing, **CAPS).error_class == "CorruptMedia"
+    s3 = _content(image={"uri": "s3://user:secret@bucket/x.png"})
+    r = decode_media(s3, **CAPS)
+    assert r.error_class == "CorruptMedia" and "secret" not in r.error
+    big = _content(image={"data_b64": base64.b64encode(_png()).decode()})
+    assert decode_media(big, **{**CAPS, "max_image_bytes": 10}).error_class == "Oversize"
+
+
+def test_dead_letter_keeps_original_bytes():
+    dl = dead_letter(topic="t", partition=2, offset=7, key=b"k", value=b"\xff\x00raw",
+                     why=Rejected("InvalidJSON", "bad"))
+    back = DeadLetter.model_validate_json(dl.to_bytes())
+    assert base64.b64decode(back.value_b64) == b"\xff\x00raw"
+    assert (back.partition, back.offset, back.error_class) == (2, 7, "InvalidJSON")
+
+
+def test_item_text_includes_tags():
+    assert item_text(_content(text="hello", tags=["a", "b"])) == "hello. tags: a, b"
+    assert item_text(_content(text="", tags=["x"])) == "tags: x"

@@ -1,0 +1,73 @@
+import base64
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from streams.events import (
+    MAX_INLINE_IMAGE_BYTES,
+    ContentNew,
+    UserEvent,
+    UserProfile,
+    example_events,
+)
+
+
+@pytest.mark.parametrize(
+    "topic,model", [("content.new", ContentNew), ("user.events", UserEvent), ("user.profile", UserProfile)]
+)
+def test_examples_validate_and_roundtrip(topic, model):
+    ex = example_events()[topic]
+    ev = model.model_validate_json(json.dumps(ex))
+    again = model.model_validate_json(ev.to_bytes())
+    assert again == ev
+    assert ev.schema_version == 1
+
+
+def test_every_content_kind_accepted():
+    base = example_events()["content.new"]
+    for kind in ["track", "comment", "moment", "dynamic", "fan_group"]:
+        ev = ContentNew.model_validate({**base, "kind": kind})
+        assert ev.kind.value == kind
+
+
+def test_naive_datetime_rejected():
+    ex = {**example_events()["user.events"], "ts": "2026-11-25T10:00:00"}
+    with pytest.raises(ValidationError, match="timezone"):
+        UserEvent.model_validate(ex)
+
+
+def test_unknown_fields_and_versions_rejected():
+    ex = example_events()["user.events"]
+    with pytest.raises(ValidationError):
+        UserEvent.model_validate({**ex, "surprise": 1})
+    with pytest.raises(ValidationError, match="schema_version"):
+        UserEvent.model_validate({**ex, "schema_version": 99})
+
+
+def test_media_needs_exactly_one_source_and_is_capped():
+    base = {k: v for k, v in example_events()["content.new"].items() if k != "audio"}
+    with pytest.raises(ValidationError, match="exactly one"):
+        ContentNew.model_validate({**base, "image": {}})
+    with pytest.raises(ValidationError, match="exactly one"):
+        ContentNew.model_validate({**base, "image": {"uri": "file:///x.png", "data_b64": "AAAA"}})
+    big = base64.b64encode(b"\0" * (MAX_INLINE_IMAGE_BYTES + 3)).decode()
+    with pytest.raises(ValidationError, match="exceeds"):
+        ContentNew.model_validate({**base, "image": {"data_b64": big}})
+    ok = base64.b64encode(b"\0" * 100).decode()
+    ev = ContentNew.model_validate({**base, "image": {"data_b64": ok}})
+    assert ev.image is not None and ev.image.inline_size() == 100
+
+
+def test_empty_content_rejected():
+    base = example_events()["content.new"]
+    with pytest.raises(ValidationError, match="at least one"):
+        ContentNew.model_validate({**base, "text": "", "tags": [], "audio": None})
+
+
+def test_ids_without_whitespace():
+    ex = example_events()["user.events"]
+    with pytest.raises(ValidationError):
+        UserEvent.model_validate({**ex, "user_id": "a b"})
+    with pytest.raises(ValidationError):
+        UserEvent.model_validate({**ex, "user_id": ""})

@@ -1,0 +1,224 @@
+"""The ``thaw`` command line: the composition root that assembles every command.
+
+Run ``thaw --help``. Settings come from ``THAW_*`` environment variables (see ``infra/settings.py``) and are built
+once here, per command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from infra.settings import Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Thaw: streaming real-time cold-start engine.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local stack: Kafka (KRaft), Redis, Milvus standalone.")
+models_app = typer.Typer(no_args_is_help=True, help="The versioned model directory.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(models_app, name="models")
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- stack
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start Kafka, Redis and Milvus locally (idempotent; reuses healthy services)."""
+    from infra.stack import LocalStack, StackError, format_statuses
+
+    t0 = time.perf_counter()
+    try:
+        st = LocalStack(_settings()).up()
+    except StackError as exc:
+        typer.echo(f"stack up failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(format_statuses(st))
+    typer.echo(f"all healthy in {time.perf_counter() - t0:.1f}s")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop what ``thaw stack up`` started (services it found running are left alone)."""
+    from infra.stack import LocalStack, format_statuses
+
+    typer.echo(format_statuses(LocalStack(_settings()).down()))
+
+
+@stack_app.command("status")
+def stack_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Health and address of each service."""
+    from infra.stack import LocalStack, format_statuses
+
+    st = LocalStack(_settings()).status()
+    if as_json:
+        typer.echo(json.dumps([vars(s) for s in st], default=str, indent=2))
+    else:
+        typer.echo(format_statuses(st))
+    if not all(s.healthy for s in st):
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------------------------------- models
+@models_app.command("export-text")
+def models_export_text(version: str = "1") -> None:
+    """Export the bundled all-MiniLM-L6-v2 to ONNX into the model directory."""
+    from encoders.registry import ModelRegistry
+    from encoders.text import MODEL_NAME, export_minilm
+
+    reg = ModelRegistry(_settings().models.dir)
+    if version in reg.versions(MODEL_NAME):
+        typer.echo(f"{MODEL_NAME} version {version} already exists at {reg.root / MODEL_NAME / version}")
+        return
+    mv = export_minilm(reg, version)
+    typer.echo(f"exported {MODEL_NAME}@{version} to {mv.path} (sha256 {mv.manifest.sha256[:12]})")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Published models, their versions and the current one."""
+    from encoders.registry import ModelRegistry
+
+    reg = ModelRegistry(_settings().models.dir)
+    if not reg.root.is_dir():
+        typer.echo(f"no models under {reg.root}")
+        return
+    for d in sorted(p for p in reg.root.iterdir() if p.is_dir()):
+        typer.echo(f"{d.name}: versions {reg.versions(d.name)} current {reg.current_version(d.name)}")
+
+
+# --------------------------------------------------------------------------------------------------- engine
+@app.command("topics")
+def topics_create(partitions: int | None = None) -> None:
+    """Create the engine's Kafka topics (idempotent)."""
+    from streams.topics import Topics, ensure_topics
+
+    s = _settings()
+    created = ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix), partitions)
+    typer.echo(f"created: {created or 'nothing (all exist)'}")
+
+
+@app.command("worker")
+def worker(loglevel: str = "info", metrics_port: int | None = None) -> None:
+    """Run the streaming engine (Faust worker: content, user and profile agents) with /metrics."""
+    import faust
+
+    from infra.metrics import EngineMetrics
+    from streams.app import create_app
+
+    _logging(loglevel.upper())
+    s = _settings()
+    metrics = EngineMetrics()
+    port = metrics_port if metrics_port is not None else s.stream.metrics_port
+    metrics.start_http_server(port, settings=s, groups=[s.stream.app_id])
+    rt = create_app(s, metrics=metrics)
+    typer.echo(f"metrics on http://127.0.0.1:{port}/metrics; space {rt.engine.space}", err=True)
+    faust.Worker(rt.app, loglevel=loglevel).execute_from_commandline()
+
+
+@app.command("recall")
+def recall(
+    user: Annotated[str, typer.Option("--user", help="user id")],
+    k: int = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Top-k items for a user from Milvus (user vector from Redis), or the fallback for a user without one."""
+    from encoders.registry import ModelRegistry
+    from encoders.text import MODEL_NAME
+    from indexing.milvus_items import ItemIndex
+    from indexing.redis_users import UserStore
+    from ranking.recall import Recaller
+
+    s = _settings()
+    users = UserStore(s.redis)
+    dim = ModelRegistry(s.models.dir).load(MODEL_NAME, verify=False).manifest.dim
+    items = ItemIndex(s.milvus, dim=dim)
+    items.ensure()
+    res = Recaller(users, items).recall(user, k)
+    if as_json:
+        typer.echo(json.dumps(res.to_dict(), indent=2))
+        return
+    typer.echo(f"user {user}: source={res.source} space={res.space} state={res.user_state} "
+               f"timings_ms={ {k: round(v, 1) for k, v in res.timings_ms.items()} }")
+    for i, it in enumerate(res.items, 1):
+        typer.echo(f"{i:3d}. {it.item_id:40s} {it.score:8.4f} {it.kind}")
+
+
+@app.command("lag")
+def lag(
+    group: Annotated[list[str] | None, typer.Option("--group")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    watch: Annotated[bool, typer.Option("--watch")] = False,
+    interval: float = 2.0,
+) -> None:
+    """Consumer lag per group/topic/partition (committed offset, end offset, lag) from the Kafka admin API."""
+    from infra.lag import consumer_lag
+
+    s = _settings()
+    while True:
+        rows = consumer_lag(s, group or None)
+        if as_json:
+            typer.echo(json.dumps([vars(r) for r in rows]))
+        else:
+            typer.echo(f"{'GROUP':24s} {'TOPIC':28s} {'PART':>4s} {'COMMITTED':>10s} {'END':>10s} {'LAG':>8s}")
+            for r in rows:
+                typer.echo(f"{r.group:24s} {r.topic:28s} {r.partition:4d} {str(r.committed):>10s} "
+                           f"{r.end_offset:10d} {r.lag:8d}")
+            typer.echo(f"total lag {sum(r.lag for r in rows)}")
+        if not watch:
+            return
+        time.sleep(interval)
+
+
+@app.command("replay")
+def replay(
+    source: Annotated[str, typer.Argument(help="lastfm | movielens | a generic interactions CSV path")],
+    rate: Annotated[float, typer.Option(help="events per second (0 = as fast as possible)")] = 200.0,
+    limit: Annotated[int | None, typer.Option(help="at most this many user events")] = None,
+    items_limit: Annotated[int | None, typer.Option(help="at most this many items")] = None,
+    item_content: Annotated[Path | None, typer.Option(help="item content file for a generic CSV")] = None,
+    seed: int = 0,
+) -> None:
+    """Publish a dataset to the Kafka topics as contract events (items, then profiles, then user events)."""
+    from workloads.replay import replay_dataset
+
+    _logging("WARNING")
+    s = _settings()
+    stats = replay_dataset(s, source, rate=rate, limit=limit, items_limit=items_limit,
+                           item_content=item_content, seed=seed)
+    typer.echo(json.dumps(stats, indent=2))
+
+
+@app.command("demo")
+def demo(
+    items: int = 400,
+    users: int = 60,
+    rate: float = 50.0,
+    keep: Annotated[bool, typer.Option(help="leave the stack and worker running afterwards")] = False,
+    report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+) -> None:
+    """The main job: local stack + engine + a replay of real data, then a freshness/quality report."""
+    from thaw.demo import run_demo
+
+    _logging("WARNING")
+    rep = run_demo(_settings(), n_items=items, n_users=users, rate=rate, keep=keep)
+    typer.echo(rep.render())
+    if report:
+        report.write_text(json.dumps(rep.to_dict(), indent=2))
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
