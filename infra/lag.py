@@ -83,7 +83,10 @@ class LagReader:
             offsets = admin.list_group_offsets({group_id: None}).get(group_id, {})
         else:
             offsets = admin.list_consumer_group_offsets(group_id)
-        return {tp: (om.offset if om.offset is not None and om.offset >= 0 else None) for tp, om in offsets.items()}
+        return {
+            tp: (om.offset if om.offset is not None and om.offset >= 0 else None)
+            for tp, om in offsets.items()
+        }
 
     def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
         if not partitions:
@@ -101,8 +104,11 @@ class LagReader:
                 end = ends.get(tp)
                 if end is None:  # topic deleted since the commit
                     continue
-                rows.append(PartitionLag(group, tp.topic, tp.partition, offset, end,
-                                         None if offset is None else end - offset))
+                rows.append(
+                    PartitionLag(
+                        group, tp.topic, tp.partition, offset, end, None if offset is None else end - offset
+                    )
+                )
         return sorted(rows)
 
 

@@ -3,11 +3,11 @@
 Exposed families::
 
     thaw_events_total{topic,outcome}              counter   events handled, by outcome (ok, dlq, skipped, ...)
-    thaw_dlq_total{topic,error}                   counter   events sent to the dead-letter topic, by error class
-    thaw_consumer_lag{group,topic,partition}      gauge     committed-offset lag, read from Kafka at scrape time
+    thaw_dlq_total{topic,error}                   counter   events sent to the dead-letter topic, by error
+    thaw_consumer_lag{group,topic,partition}      gauge     committed-offset lag, read from Kafka when scraped
     thaw_consumer_lag_up                          gauge     1 if the last lag read succeeded, else 0
     thaw_freshness_seconds                        histogram produce timestamp -> item searchable in the index
-    thaw_stage_seconds{stage}                     histogram wall time of a pipeline stage (decode, encode, upsert...)
+    thaw_stage_seconds{stage}                     histogram wall time of a pipeline stage (decode, encode...)
 """
 
 from __future__ import annotations
@@ -31,7 +31,21 @@ log = logging.getLogger("thaw.metrics")
 
 FRESHNESS_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 STAGE_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 
 LagSource = Callable[[], list[PartitionLag]]
@@ -64,8 +78,11 @@ class _LagCollector(Collector):
                 self._ok = False
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
-        lag = GaugeMetricFamily("thaw_consumer_lag", "Consumer group lag (log-end offset - committed offset)",
-                                labels=["group", "topic", "partition"])
+        lag = GaugeMetricFamily(
+            "thaw_consumer_lag",
+            "Consumer group lag (log-end offset - committed offset)",
+            labels=["group", "topic", "partition"],
+        )
         up = GaugeMetricFamily("thaw_consumer_lag_up", "1 if the last consumer lag read from Kafka succeeded")
         return lag, up
 
@@ -109,8 +126,8 @@ class _SettingsLagSource:
 class EngineMetrics:
     """The engine's counters, gauges and histograms on their own :class:`CollectorRegistry`.
 
-    ``lag_source`` (e.g. ``lambda: consumer_lag(settings, [group])``) feeds ``thaw_consumer_lag`` at scrape time;
-    :meth:`for_settings` wires one to Kafka. Without a source the lag families are absent.
+    ``lag_source`` (e.g. ``lambda: consumer_lag(settings, [group])``) feeds ``thaw_consumer_lag`` when
+    scraped; :meth:`for_settings` wires one to Kafka. Without a source the lag families are absent.
     """
 
     def __init__(
@@ -125,20 +142,29 @@ class EngineMetrics:
         self._closers: list[Callable[[], None]] = []
         self._server: Any = None
         self.events_total = Counter(
-            "thaw_events", "Events handled by the engine, by topic and outcome",
-            ["topic", "outcome"], registry=self.registry,
+            "thaw_events",
+            "Events handled by the engine, by topic and outcome",
+            ["topic", "outcome"],
+            registry=self.registry,
         )
         self.dlq_total = Counter(
-            "thaw_dlq", "Events sent to the dead-letter topic, by source topic and error class",
-            ["topic", "error"], registry=self.registry,
+            "thaw_dlq",
+            "Events sent to the dead-letter topic, by source topic and error class",
+            ["topic", "error"],
+            registry=self.registry,
         )
         self.freshness_seconds = Histogram(
-            "thaw_freshness_seconds", "Seconds from the event's produce timestamp until it is indexed/searchable",
-            buckets=FRESHNESS_BUCKETS, registry=self.registry,
+            "thaw_freshness_seconds",
+            "Seconds from the event's produce timestamp until it is indexed/searchable",
+            buckets=FRESHNESS_BUCKETS,
+            registry=self.registry,
         )
         self.stage_seconds = Histogram(
-            "thaw_stage_seconds", "Wall time of a pipeline stage", ["stage"],
-            buckets=STAGE_BUCKETS, registry=self.registry,
+            "thaw_stage_seconds",
+            "Wall time of a pipeline stage",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
         )
         self._lag: _LagCollector | None = None
         if lag_source is not None:
@@ -190,7 +216,7 @@ class EngineMetrics:
         return generate_latest(self.registry)
 
     def start_http_server(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns the bound port (``port=0`` picks one).
+        """Serve ``/metrics`` on ``addr:port`` from a daemon thread; returns the bound port (0 picks one).
 
         Loopback by default; pass ``addr="0.0.0.0"`` for a Prometheus on another host.
         """

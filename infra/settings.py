@@ -167,6 +167,29 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     stack: StackSettings = StackSettings()
 
+    def namespaced(self, ns: str) -> Settings:
+        """A copy isolated under ``ns``: own topic prefix, consumer group, Milvus collection and Redis keys.
+
+        Used by the demo (one namespace per run) and the tests (one per test); ``ns`` is letters, digits, ``_``.
+        """
+        if not ns or not ns.replace("_", "").isalnum():
+            raise ValueError("a namespace is letters, digits and '_'")
+        d = self.model_dump()
+        d["kafka"]["topic_prefix"] = f"{ns}."
+        d["milvus"]["items_collection"] = f"thaw_{ns}"
+        d["redis"]["key_prefix"] = f"thaw:{ns}:"
+        d["stream"]["app_id"] = f"thaw-{ns}"
+        return type(self).model_validate(d)
+
+    def env(self) -> dict[str, str]:
+        """The ``THAW_*`` variables that make another process (a worker) use this namespace."""
+        return {
+            "THAW_KAFKA__TOPIC_PREFIX": self.kafka.topic_prefix,
+            "THAW_MILVUS__ITEMS_COLLECTION": self.milvus.items_collection,
+            "THAW_REDIS__KEY_PREFIX": self.redis.key_prefix,
+            "THAW_STREAM__APP_ID": self.stream.app_id,
+        }
+
 
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from the environment (``THAW_*``) plus explicit overrides."""

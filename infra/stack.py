@@ -1,7 +1,8 @@
 """The local no-Docker stack: Kafka (KRaft), Redis and Milvus standalone as detached local processes.
 
-``LocalStack(settings).up()`` brings the three services up (in parallel), waits until each answers a real request
-and returns one :class:`ServiceStatus` per service; ``down()`` stops what ``up`` started; ``status()`` reports.
+``LocalStack(settings).up()`` brings the three services up (in parallel), waits until each answers a real
+request and returns one :class:`ServiceStatus` per service; ``down()`` stops what ``up`` started; ``status()``
+reports.
 Everything lives under ``settings.stack.home`` (default ``~/.cache/thaw/stack``)::
 
     kafka-libs/<version>/*.jar   Kafka jars from Maven Central (``mvn -q -B dependency:copy-dependencies``,
@@ -10,7 +11,7 @@ Everything lives under ``settings.stack.home`` (default ``~/.cache/thaw/stack``)
     kafka/log4j2.properties      Log4j2 config (file appender to logs/kafka-server.log)
     kafka/kraft-<ctrl-port>/     log.dirs, formatted once with kafka.tools.StorageTool (--standalone)
     redis/redis.conf, redis.pid  Debian redis-server, loopback only, no persistence
-    milvus/                      Milvus 2.3.5 standalone from the PyPI ``milvus`` wheel: configs/, data/, bin/, logs/
+    milvus/                      Milvus 2.3.5 standalone (PyPI ``milvus`` wheel): configs/ data/ bin/ logs/
     logs/                        stdout/stderr of every process, Kafka's server.log, redis.log
     state.json                   pids of the processes ``up`` started (so ``down`` stops only those)
 
@@ -80,6 +81,13 @@ _MILVUS_PORT_KEYS: tuple[str, ...] = (
 )
 
 
+_PORT_ENV = {
+    KAFKA: "THAW_KAFKA__BOOTSTRAP_SERVERS, THAW_KAFKA__CONTROLLER_PORT",
+    REDIS: "THAW_REDIS__PORT",
+    MILVUS: "THAW_STACK__MILVUS_PORT with THAW_MILVUS__URI, THAW_STACK__MILVUS_PORT_BASE",
+}
+
+
 class StackError(RuntimeError):
     """A local-stack service could not be fetched, started or reached; the message carries a hint."""
 
@@ -107,7 +115,7 @@ def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def _port_bindable(host: str, port: int) -> bool:
-    """True if nothing listens on ``host:port`` (SO_REUSEADDR, like the servers, so TIME_WAIT doesn't count)."""
+    """True if nothing listens on ``host:port`` (SO_REUSEADDR like the servers: TIME_WAIT doesn't count)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -165,7 +173,9 @@ def _java() -> str:
     if m:
         major = int(m.group(1)) if m.group(1) != "1" else int(m.group(2) or 0)
         if major < 17:
-            raise StackError(f"{java} is Java {major}; Kafka 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)")
+            raise StackError(
+                f"{java} is Java {major}; Kafka 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)"
+            )
     return java
 
 
@@ -195,7 +205,7 @@ def kafka_classpath(settings: Settings) -> str:
 
 
 def fetch_kafka(settings: Settings) -> Path:
-    """Fetch the Kafka jars (kafka_2.13, kafka-tools, Log4j2) once with Maven; a no-op when already present."""
+    """Fetch the Kafka jars (kafka_2.13, kafka-tools, Log4j2) once with Maven; a no-op when present."""
     libs = kafka_libs_dir(settings)
     if (libs / ".complete").exists():
         return libs
@@ -206,8 +216,15 @@ def fetch_kafka(settings: Settings) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     cmd = [
-        mvn, "-q", "-B", "-f", str(_POM), f"-Dkafka.version={settings.kafka.version}",
-        "dependency:copy-dependencies", f"-DoutputDirectory={partial}", "-DincludeScope=runtime",
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(_POM),
+        f"-Dkafka.version={settings.kafka.version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={partial}",
+        "-DincludeScope=runtime",
     ]
     log.info("fetching Kafka %s jars with Maven into %s", settings.kafka.version, libs)
     try:
@@ -220,7 +237,8 @@ def fetch_kafka(settings: Settings) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         out = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise StackError(
-            f"Maven could not fetch org.apache.kafka:kafka_2.13:{settings.kafka.version} (exit {proc.returncode}). "
+            f"Maven could not fetch org.apache.kafka:kafka_2.13:{settings.kafka.version} "
+            f"(exit {proc.returncode}). "
             "Check network access to Maven Central (proxy settings in ~/.m2/settings.xml) and the version "
             f"(THAW_KAFKA__VERSION).\n{out}"
         )
@@ -273,11 +291,14 @@ def probe_redis(settings: Settings, timeout_s: float = 5.0) -> tuple[bool, str]:
     if not _port_open(settings.redis.host, settings.redis.port, timeout=min(timeout_s, 1.0)):
         return False, f"nothing listening on {settings.redis.host}:{settings.redis.port}"
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     client = redis.Redis(
         **settings.redis.client_kwargs(),  # type: ignore[arg-type]
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),  # a probe answers once; redis-py 6+ retries 3x by default
     )
     try:
         if not client.ping():
@@ -302,8 +323,7 @@ def probe_milvus(settings: Settings, timeout_s: float = 5.0) -> tuple[bool, str]
 
     token = settings.milvus.token.get_secret_value() if settings.milvus.token else ""
     try:
-        client = MilvusClient(uri=settings.milvus.uri, token=token, db_name=settings.milvus.db_name,
-                              timeout=timeout_s)
+        client = MilvusClient(uri=settings.milvus.uri, token=token, db_name=settings.milvus.db_name, timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001
         return False, f"{type(exc).__name__}: {exc}"
     try:
@@ -317,7 +337,7 @@ def probe_milvus(settings: Settings, timeout_s: float = 5.0) -> tuple[bool, str]
             client.close()
 
 
-# --------------------------------------------------------------------------------------------------- the stack
+# ----------------------------------------------------------------------------------------------- the stack
 
 
 @dataclass
@@ -368,7 +388,7 @@ class LocalStack:
             return results
 
     def down(self) -> list[ServiceStatus]:
-        """Stop the processes ``up`` started (SIGTERM, then SIGKILL of the process group after a grace period)."""
+        """Stop the processes ``up`` started (SIGTERM, then SIGKILL of the process group after a grace)."""
         self.home.mkdir(parents=True, exist_ok=True)
         with self._flock():
             with ThreadPoolExecutor(max_workers=len(SERVICES), thread_name_prefix="stack-down") as pool:
@@ -420,8 +440,13 @@ class LocalStack:
         if pid is None and not healthy and entry:
             detail += " (the process thaw stack started has exited; see its log: " + str(entry.get("log")) + ")"
         return ServiceStatus(
-            name=name, address=self.address(name), healthy=healthy, pid=pid, managed=pid is not None,
-            detail=detail, startup_s=entry.get("startup_s") if pid is not None else None,
+            name=name,
+            address=self.address(name),
+            healthy=healthy,
+            pid=pid,
+            managed=pid is not None,
+            detail=detail,
+            startup_s=entry.get("startup_s") if pid is not None else None,
         )
 
     def _ensure(self, name: str) -> ServiceStatus:
@@ -430,8 +455,15 @@ class LocalStack:
         pid = self._managed_pid(name)
         if healthy:
             entry = self._read_state().get(name) or {}
-            return ServiceStatus(name, address, True, pid, pid is not None, detail,
-                                 entry.get("startup_s") if pid is not None else None)
+            return ServiceStatus(
+                name,
+                address,
+                True,
+                pid,
+                pid is not None,
+                detail,
+                entry.get("startup_s") if pid is not None else None,
+            )
         if not self.is_local(name):
             raise StackError(
                 f"{name} at {address} is not reachable ({detail}); thaw stack only starts services on "
@@ -447,8 +479,10 @@ class LocalStack:
         self._check_ports_free(name, detail)
         started = self.clock()
         launch = {KAFKA: self._start_kafka, REDIS: self._start_redis, MILVUS: self._start_milvus}[name]()
-        self._write_state(name, {"pid": launch.pid, "marker": launch.marker, "log": str(launch.log),
-                                 "started_at": time.time()})
+        self._write_state(
+            name,
+            {"pid": launch.pid, "marker": launch.marker, "log": str(launch.log), "started_at": time.time()},
+        )
         self._wait_ready(name, launch)
         elapsed = round(self.clock() - started, 3)
         self._update_state(name, startup_s=elapsed)
@@ -460,10 +494,11 @@ class LocalStack:
         while True:
             if not _pid_alive(launch.pid):
                 self._drop_state(name)
-                raise StackError(
-                    f"{name} (pid {launch.pid}) exited during startup; last lines of {launch.log}:\n"
-                    f"{_tail(launch.log)}"
-                )
+                logs = [launch.log]
+                if name == KAFKA:
+                    logs.append(self.home / "logs" / "kafka-server.log")
+                tails = "\n".join(f"last lines of {p}:\n{_tail(p)}" for p in logs if p.exists())
+                raise StackError(f"{name} (pid {launch.pid}) exited during startup; {tails}")
             healthy, detail = self.probe(name, timeout_s=3.0)
             if healthy:
                 return
@@ -490,8 +525,7 @@ class LocalStack:
         if busy:
             raise StackError(
                 f"port(s) {', '.join(map(str, busy))} needed by {name} are in use by something that is not a "
-                f"healthy {name} ({detail}). Stop that process or choose other ports "
-                f"(see `python -m infra.stack --help` / THAW_* settings)"
+                f"healthy {name} ({detail}). Stop that process or choose other ports ({_PORT_ENV[name]})"
             )
 
     def _check_config(self) -> None:
@@ -504,8 +538,9 @@ class LocalStack:
             port = _milvus_host_port(s)[1]
             if port != s.stack.milvus_port:
                 raise StackError(
-                    f"settings.milvus.uri ({s.milvus.uri}) points at port {port} but the local Milvus listens on "
-                    f"stack.milvus_port={s.stack.milvus_port}; set THAW_STACK__MILVUS_PORT={port} or fix the URI"
+                    f"settings.milvus.uri ({s.milvus.uri}) points at port {port} but the local Milvus "
+                    f"listens on stack.milvus_port={s.stack.milvus_port}; set "
+                    f"THAW_STACK__MILVUS_PORT={port} or fix the URI"
                 )
             own = {s.kafka.port, s.kafka.controller_port, s.redis.port, s.stack.milvus_port}
             clash = own & set(self._milvus_ports().values())
@@ -528,15 +563,35 @@ class LocalStack:
         log4j = kdir / "log4j2.properties"
         log4j.write_text(_LOG4J2.replace("@LOGDIR@", str(logs)), encoding="utf-8")
         cp = str(libs / "*")
-        jvm = [java, f"-Xms{min(256, s.stack.kafka_heap_mb)}m", f"-Xmx{s.stack.kafka_heap_mb}m",
-               "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={logs}"]
+        jvm = [
+            java,
+            f"-Xms{min(256, s.stack.kafka_heap_mb)}m",
+            f"-Xmx{s.stack.kafka_heap_mb}m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={logs}",
+        ]
         if not (data / "meta.properties").exists():
             shutil.rmtree(data, ignore_errors=True)
             fmt = subprocess.run(
-                [*jvm, "-cp", cp, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(),
-                 "-c", str(props)],
-                capture_output=True, text=True, timeout=300, check=False,
+                [
+                    *jvm,
+                    "-cp",
+                    cp,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    _cluster_id(),
+                    "-c",
+                    str(props),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
             )
             if fmt.returncode != 0:
                 shutil.rmtree(data, ignore_errors=True)
@@ -638,13 +693,24 @@ class LocalStack:
         # template directly.
         config = milvus_pkg.MilvusServerConfig(data_dir=str(base))
         config.resolve_storage()
-        port_items = {"proxy_port": self.settings.stack.milvus_port, "etcd_port": ports["etcd_port"],
-                      **{key: ports[key] for key in _MILVUS_PORT_KEYS}}
+        port_items = {
+            "proxy_port": self.settings.stack.milvus_port,
+            "etcd_port": ports["etcd_port"],
+            **{key: ports[key] for key in _MILVUS_PORT_KEYS},
+        }
         for key, port in port_items.items():
             if key not in config.configurable_items:
                 raise StackError(f"unexpected milvus package: its config template has no {key}")
             config.set(key, port)
-        for component in ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode"):
+        for component in (
+            "rootCoord",
+            "proxy",
+            "queryCoord",
+            "queryNode",
+            "indexNode",
+            "dataCoord",
+            "dataNode",
+        ):
             config.set(f"{component}.ip", "127.0.0.1")  # register loopback addresses (not the LAN address)
         unresolved = [k for k, v in config.configurable_items.items() if v[1] is None]
         if unresolved:
@@ -667,28 +733,37 @@ class LocalStack:
         milvus_pkg._initialize_data_files(str(base))  # unpack the bundled binary + libs into <base>/bin
         exe = base / "bin" / "milvus"
         env = dict(os.environ)
-        env.update({
-            "DEPLOY_MODE": "STANDALONE",
-            "METRICS_PORT": str(ports["metrics_port"]),
-            "MILVUS_RUN_DIR": str(base / "run"),
-            "LD_LIBRARY_PATH": ":".join(p for p in (str(exe.parent), os.environ.get("LD_LIBRARY_PATH", "")) if p),
-        })
+        env.update(
+            {
+                "DEPLOY_MODE": "STANDALONE",
+                "METRICS_PORT": str(ports["metrics_port"]),
+                "MILVUS_RUN_DIR": str(base / "run"),
+                "LD_LIBRARY_PATH": ":".join(p for p in (str(exe.parent), os.environ.get("LD_LIBRARY_PATH", "")) if p),
+            }
+        )
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         return self._spawn([str(exe), "run", "standalone"], logs / "milvus.out", marker=str(exe), cwd=base, env=env)
 
     # ----------------------------------------------------------------------------------------- processes
 
-    def _spawn(self, cmd: list[str], out_log: Path, marker: str, cwd: Path,
-               env: dict[str, str] | None = None) -> _Launch:
+    def _spawn(
+        self, cmd: list[str], out_log: Path, marker: str, cwd: Path, env: dict[str, str] | None = None
+    ) -> _Launch:
         out_log.parent.mkdir(parents=True, exist_ok=True)
         with open(out_log, "ab") as out:
             out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {Path(cmd[0]).name}\n".encode())
             out.flush()
             try:
                 proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env,
-                    start_new_session=True, close_fds=True,
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
                 )
             except OSError as exc:
                 raise StackError(f"could not start {cmd[0]}: {exc}") from exc
@@ -718,8 +793,7 @@ class LocalStack:
                 time.sleep(0.1)
         self._drop_state(name)
         how = "SIGKILL after grace period" if killed else "SIGTERM"
-        return ServiceStatus(name, address, False, pid, True,
-                             f"stopped ({how}, {self.clock() - started:.1f}s)")
+        return ServiceStatus(name, address, False, pid, True, f"stopped ({how}, {self.clock() - started:.1f}s)")
 
     @staticmethod
     def _signal(pid: int, sig: signal.Signals) -> None:
@@ -769,8 +843,11 @@ class LocalStack:
         self._mutate_state(lambda st: st.get(name, {}).update(fields))
 
     def _drop_state(self, name: str) -> None:
+        def drop(state: dict[str, dict[str, Any]]) -> None:
+            state.pop(name, None)
+
         if name in self._read_state():
-            self._mutate_state(lambda st: st.pop(name, None))
+            self._mutate_state(drop)
 
 
 _LOG4J2 = """\
@@ -808,11 +885,17 @@ def format_statuses(statuses: list[ServiceStatus]) -> str:
     """A small fixed-width table for terminals."""
     rows = [("SERVICE", "HEALTHY", "MANAGED", "PID", "STARTUP", "ADDRESS", "DETAIL")]
     for st in statuses:
-        rows.append((
-            st.name, "yes" if st.healthy else "NO", "yes" if st.managed else "no",
-            str(st.pid) if st.pid else "-", f"{st.startup_s:.1f}s" if st.startup_s is not None else "-",
-            st.address, st.detail,
-        ))
+        rows.append(
+            (
+                st.name,
+                "yes" if st.healthy else "NO",
+                "yes" if st.managed else "no",
+                str(st.pid) if st.pid else "-",
+                f"{st.startup_s:.1f}s" if st.startup_s is not None else "-",
+                st.address,
+                st.detail,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:6], widths, strict=True)) + "  " + r[6] for r in rows)
 

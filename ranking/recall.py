@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
@@ -33,7 +34,7 @@ class RecallResult:
     source: str  # vector | fallback
     space: str
     items: list[RecallItem]
-    user_state: dict[str, object] = field(default_factory=dict)
+    user_state: dict[str, Any] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
@@ -78,7 +79,7 @@ class Recaller:
         seen = self.users.seen(user_id) if exclude_seen else []
         t1 = time.perf_counter()
         timings = {"redis": (t1 - t0) * 1000}
-        info: dict[str, object] = {}
+        info: dict[str, Any] = {}
         if state is not None:
             info = {"n_events": state.n_events, "source": state.source, "weight": round(state.weight, 4)}
         if vec is not None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -26,7 +26,7 @@ from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
-from streams.engine import BatchResult, Engine, Outgoing, Record
+from streams.engine import BatchResult, Engine, Outgoing, PreparedUserBatch, Record
 from streams.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ async def _retrying(what: str, fn: Callable[[], Awaitable[Any]], metrics: Engine
         try:
             return await fn()
         except Exception as exc:  # noqa: BLE001 - any sink failure is retried; the batch is not acked meanwhile
-            metrics.sink_errors.labels(stage=what).inc()
+            metrics.event(what, "retry")
             log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, str(exc)[:200], delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -124,42 +124,45 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         return out
 
     def observe(topic_name: str, res: BatchResult) -> None:
-        metrics.record_batch(topic_name, res.ok, res.skipped, res.rejected, res.stage_ms)
-        for f in res.freshness_s:
-            metrics.freshness.observe(f)
+        metrics.event(topic_name, "ok", res.ok)
+        if res.skipped:
+            metrics.event(topic_name, "skipped", res.skipped)
+        for cls, n in res.rejected.items():
+            metrics.event(topic_name, "dlq", n)
+            metrics.dlq(topic_name, cls, n)
+        for stage, ms in res.stage_ms.items():
+            metrics.observe_stage(stage, ms / 1000.0)
+        if topic_name == topics.content_new:
+            for f in res.freshness_s:
+                metrics.observe_freshness(f)
+
+    def in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[Any]]:
+        return partial(asyncio.to_thread, fn, *args)
 
     @app.agent(topic(topics.content_new), name="content")
     async def content_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(st.content_batch_size, within=st.batch_within_s):
+        async for events in stream.take_events(st.content_batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
             recs = to_records(events)
-            res: BatchResult = await _retrying(
-                "content", lambda recs=recs: asyncio.to_thread(engine.handle_content, recs), metrics
-            )
-            await _retrying("send", lambda res=res: send_all(res.dlq + res.out), metrics)
+            res: BatchResult = await _retrying("content", in_thread(engine.handle_content, recs), metrics)
+            await _retrying("send", partial(send_all, res.dlq + res.out), metrics)
             observe(topics.content_new, res)
 
     @app.agent(topic(topics.user_events), name="users")
     async def user_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):
+        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
             recs = to_records(events)
-            prep = await _retrying(
-                "users", lambda recs=recs: asyncio.to_thread(engine.prepare_user_events, recs), metrics
-            )
-            await _retrying("send", lambda prep=prep: send_all(prep.result.dlq), metrics)
-            res = await _retrying(
-                "commit", lambda prep=prep: asyncio.to_thread(engine.commit_user_events, prep), metrics
-            )
+            prep: PreparedUserBatch = await _retrying("users", in_thread(engine.prepare_user_events, recs), metrics)
+            await _retrying("send", partial(send_all, prep.result.dlq), metrics)
+            res: BatchResult = await _retrying("commit", in_thread(engine.commit_user_events, prep), metrics)
             observe(topics.user_events, res)
 
     @app.agent(topic(topics.user_profile), name="profiles")
     async def profile_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):
+        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
             recs = to_records(events)
-            res = await _retrying(
-                "profiles", lambda recs=recs: asyncio.to_thread(engine.handle_profiles, recs), metrics
-            )
-            await _retrying("send", lambda res=res: send_all(res.dlq), metrics)
+            res: BatchResult = await _retrying("profiles", in_thread(engine.handle_profiles, recs), metrics)
+            await _retrying("send", partial(send_all, res.dlq), metrics)
             observe(topics.user_profile, res)
 
-    _ = (content_agent, user_agent, profile_agent, time)
+    _ = (content_agent, user_agent, profile_agent)
     return Runtime(app=app, engine=engine, topics=topics, metrics=metrics)

@@ -66,7 +66,7 @@ def stack_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         typer.echo(json.dumps([vars(s) for s in st], default=str, indent=2))
     else:
         typer.echo(format_statuses(st))
-    if not all(s.healthy for s in st):
+    if not all(x.healthy for x in st):
         raise typer.Exit(1)
 
 
@@ -119,9 +119,8 @@ def worker(loglevel: str = "info", metrics_port: int | None = None) -> None:
 
     _logging(loglevel.upper())
     s = _settings()
-    metrics = EngineMetrics()
-    port = metrics_port if metrics_port is not None else s.stream.metrics_port
-    metrics.start_http_server(port, settings=s, groups=[s.stream.app_id])
+    metrics = EngineMetrics.for_settings(s, [s.stream.app_id])
+    port = metrics.start_http_server(metrics_port if metrics_port is not None else s.stream.metrics_port)
     rt = create_app(s, metrics=metrics)
     typer.echo(f"metrics on http://127.0.0.1:{port}/metrics; space {rt.engine.space}", err=True)
     faust.Worker(rt.app, loglevel=loglevel).execute_from_commandline()
@@ -173,9 +172,12 @@ def lag(
         else:
             typer.echo(f"{'GROUP':24s} {'TOPIC':28s} {'PART':>4s} {'COMMITTED':>10s} {'END':>10s} {'LAG':>8s}")
             for r in rows:
-                typer.echo(f"{r.group:24s} {r.topic:28s} {r.partition:4d} {str(r.committed):>10s} "
-                           f"{r.end_offset:10d} {r.lag:8d}")
-            typer.echo(f"total lag {sum(r.lag for r in rows)}")
+                committed = "-" if r.committed is None else str(r.committed)
+                lag_s = "-" if r.lag is None else str(r.lag)
+                typer.echo(f"{r.group:24s} {r.topic:28s} {r.partition:4d} {committed:>10s} "
+                           f"{r.end_offset:10d} {lag_s:>8s}")
+            typer.echo(f"total lag {sum(r.lag or 0 for r in rows)} (partitions without a committed offset: "
+                       f"{sum(r.lag is None for r in rows)})")
         if not watch:
             return
         time.sleep(interval)

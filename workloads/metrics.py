@@ -210,3 +210,45 @@ def ranking_metrics(
     acc = RankingMetrics(scores.shape[1], (ks,) if isinstance(ks, int) else ks)
     acc.update(scores, relevant, exclude, batch_size=batch_size)
     return acc.result()
+
+
+def list_metrics(
+    ranked: Sequence[Sequence[str]], relevant: Sequence[Iterable[str]], k: int = 20
+) -> dict[str, float]:
+    """Precision/Recall/NDCG/Hit @K for ranked id lists (e.g. what a live recall returned per user).
+
+    The same definitions as :func:`ranking_metrics` (binary relevance, log2 discount, IDCG over
+    ``min(K, |relevant|)``, averaged over users with at least one relevant item), for when the ranking is a list of
+    ids rather than a score matrix. ``coverage@K`` is the number of distinct ids recommended across users.
+    """
+    if len(ranked) != len(relevant):
+        raise ValueError("ranked and relevant need one entry per user")
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    p = r = n = h = 0.0
+    users = 0
+    shown: set[str] = set()
+    for lst, rel_it in zip(ranked, relevant, strict=True):
+        rel = set(rel_it)
+        if not rel:
+            continue
+        top = list(lst)[:k]
+        shown.update(top)
+        hits = np.array([1.0 if i in rel else 0.0 for i in top] + [0.0] * (k - len(top)))
+        n_hit = hits.sum()
+        p += n_hit / k
+        r += n_hit / len(rel)
+        n += float(hits @ disc) / float(disc[: min(k, len(rel))].sum())
+        h += float(n_hit > 0)
+        users += 1
+    if users == 0:
+        nan = float("nan")
+        return {f"precision@{k}": nan, f"recall@{k}": nan, f"ndcg@{k}": nan, f"hit@{k}": nan,
+                f"coverage@{k}": 0.0, "n_users": 0.0}
+    return {
+        f"precision@{k}": round(p / users, 5),
+        f"recall@{k}": round(r / users, 5),
+        f"ndcg@{k}": round(n / users, 5),
+        f"hit@{k}": round(h / users, 5),
+        f"coverage@{k}": float(len(shown)),
+        "n_users": float(users),
+    }

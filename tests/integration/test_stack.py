@@ -47,12 +47,17 @@ def test_kafka_produce_consume(stack_settings: Settings, unique_name: str) -> No
         producer.flush()
         producer.close()
         consumer = KafkaConsumer(
-            topic, **cfg, group_id=f"g-{unique_name}", auto_offset_reset="earliest",
-            enable_auto_commit=False, consumer_timeout_ms=20_000,
+            topic,
+            **cfg,
+            group_id=f"g-{unique_name}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            consumer_timeout_ms=30_000,
         )
         try:
-            got = [(m.key, m.value) for m in consumer]
-            assert got[:1] == [(b"k", payload)]
+            first = next(iter(consumer))  # StopIteration after 30 s without a message
+            assert (first.key, first.value) == (b"k", payload)
+            consumer.commit()
         finally:
             consumer.close()
     finally:
@@ -71,7 +76,8 @@ def test_redis_set_get(stack_settings: Settings, unique_name: str) -> None:
         assert client.set(key, b"v1", ex=60)
         assert client.get(key) == b"v1"
         with client.pipeline(transaction=True) as pipe:
-            pipe.hset(key + ":h", mapping={"a": 1, "b": 2}).hgetall(key + ":h")
+            pipe.hset(key + ":h", mapping={"a": 1, "b": 2})
+            pipe.hgetall(key + ":h")
             _, h = pipe.execute()
         assert h == {b"a": b"1", b"b": b"2"}
     finally:
@@ -88,12 +94,12 @@ def test_milvus_create_insert_search_drop(stack_settings: Settings, unique_name:
     dim = 8
     rng = random.Random(7)
     try:
-        client.create_collection(name, dimension=dim, metric_type="IP", consistency_level="Strong")
+        client.create_collection(name, dimension=dim, metric_type="COSINE", consistency_level="Strong")
         rows = [{"id": i, "vector": [rng.uniform(-1, 1) for _ in range(dim)]} for i in range(100)]
         assert client.insert(name, rows)["insert_count"] == 100
         hits = client.search(name, data=[rows[42]["vector"]], limit=3, output_fields=["id"])
         assert len(hits) == 1 and len(hits[0]) == 3
-        assert hits[0][0]["id"] == 42  # its own vector is the best inner-product match among these
+        assert hits[0][0]["id"] == 42  # its own vector: cosine similarity 1
         assert name in client.list_collections()
     finally:
         if client.has_collection(name):

@@ -73,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("stats", help="print users/items/interactions/density/cold share per dataset")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    st.add_argument(
-        "--dataset", action="append", choices=sorted(DATASETS), help="only this dataset (repeatable)"
-    )
+    st.add_argument("--dataset", action="append", choices=sorted(DATASETS), help="only this dataset (repeatable)")
     st.add_argument("--seed", type=int, default=0, help="seed of the default random cold-item split")
     args = parser.parse_args(argv)
     rows = [dataset_stats(name, seed=args.seed) for name in (args.dataset or list(DATASETS))]

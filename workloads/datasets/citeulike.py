@@ -133,12 +133,10 @@ def citeulike_to_generic(
         for lineno, r in enumerate(rows[1:], start=2):
             if not r.strip():
                 continue
-            u, i = r.split(",")
-            uu, ii = int(u) - off, int(i) - off
+            su, si = r.strip().split(",")
+            uu, ii = int(su) - off, int(si) - off
             if uu < 0 or ii < 0:
-                raise ValueError(
-                    f"split-{split_source}/{s}.csv:{lineno}: negative id after shifting by {off}"
-                )
+                raise ValueError(f"split-{split_source}/{s}.csv:{lineno}: negative id after shifting by {off}")
             body.append(f"{uu},{ii}\n")
         _write(files.splits[s], "user,item\n" + "".join(body))
     _write(marker, json.dumps(stamp))

@@ -136,9 +136,7 @@ def _read_table(path: PathLike, has_header: bool | None, header_names: set[str])
         has_header = all(t in header_names for t in normed)
         if not has_header and len(first) >= 3 and len(lines) > 1:
             second = _split(lines[1][1], delim)
-            has_header = any(
-                not _is_number(a) and _is_number(b) for a, b in zip(first[2:], second[2:], strict=False)
-            )
+            has_header = any(not _is_number(a) and _is_number(b) for a, b in zip(first[2:], second[2:], strict=False))
     header = [_norm_header(t) for t in first] if has_header else None
     body = lines[1:] if has_header else lines
     rows = [_split(line, delim) for _, line in body]
@@ -196,9 +194,7 @@ def _read_interactions(path: PathLike, has_header: bool | None) -> _Interactions
             n_fields = len(table.rows[0])
         if not 2 <= n_fields <= 4:
             line = table.linenos[0] if table.linenos else 1
-            raise ValueError(
-                f"{table.path}:{line}: expected 2-4 fields (user,item[,weight][,ts]), got {n_fields}"
-            )
+            raise ValueError(f"{table.path}:{line}: expected 2-4 fields (user,item[,weight][,ts]), got {n_fields}")
         cols = dict(zip(("user", "item", "weight", "ts"), range(n_fields), strict=False))
     users: list[str] = []
     items: list[str] = []
@@ -491,9 +487,7 @@ def load_generic(
         item_images=[content.image.get(i) for i in item_ids] if content.image else None,
         item_audio=[content.audio.get(i) for i in item_ids] if content.audio else None,
         user_edges=undirected_edges(_lookup(uidx, ue[0]), _lookup(uidx, ue[1])) if ue else None,
-        item_edges=(
-            undirected_edges(_lookup(iidx, ie[0]), _lookup(iidx, ie[1]), allow_self=True) if ie else None
-        ),
+        item_edges=(undirected_edges(_lookup(iidx, ie[0]), _lookup(iidx, ie[1]), allow_self=True) if ie else None),
         splits=split_rows,
         meta={
             "source": str(inter.path),

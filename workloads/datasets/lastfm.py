@@ -78,9 +78,7 @@ def load_lastfm(
     raw_u = np.array([int(r[0]) for r in ua], dtype=np.int64)
     raw_i = np.array([int(r[1]) for r in ua], dtype=np.int64)
     plays = np.array([int(r[2]) for r in ua], dtype=np.int64)
-    user_raw = np.unique(
-        np.concatenate([raw_u, np.array([int(x) for r in friends for x in r], dtype=np.int64)])
-    )
+    user_raw = np.unique(np.concatenate([raw_u, np.array([int(x) for r in friends for x in r], dtype=np.int64)]))
 
     users = np.searchsorted(user_raw, raw_u)
     items = np.searchsorted(item_raw, raw_i)

@@ -62,9 +62,7 @@ def fetch_recbole_wheel(
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     found = sorted(cache.glob(pattern))
     if proc.returncode != 0 or not found:
-        raise RuntimeError(
-            f"pip download of {spec} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
-        )
+        raise RuntimeError(f"pip download of {spec} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return found[-1]
 
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything Thaw needs on a fresh Debian machine: OS packages, the Python package with its
+# dependencies (pip's cache is kept, so a second run is quick), the Kafka jars (Maven Central, cached under
+# ~/.cache/thaw/stack), the MovieLens wheel, and the ONNX export of the text model. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need+=(maven)
+if ((${#need[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+stamp_dir="${HOME}/.cache/thaw"
+mkdir -p "$stamp_dir"
+# reinstall only when pyproject.toml changed (pip still verifies the editable install points here)
+want="$(sha256sum pyproject.toml | cut -c1-16):$(pwd)"
+if [ "$(cat "$stamp_dir/pip.stamp" 2>/dev/null)" != "$want" ] || ! $PY -c "import thaw, faust, torch, pymilvus" 2>/dev/null; then
+  echo "setup: pip install -e '.[dev]'"
+  $PY -m pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$want" > "$stamp_dir/pip.stamp"
+fi
+
+echo "setup: Kafka jars"
+$PY -m infra.stack fetch >/dev/null
+echo "setup: datasets and models"
+$PY -c "from workloads.datasets import fetch_recbole_wheel; fetch_recbole_wheel()" >/dev/null
+$PY -m thaw models export-text >/dev/null
+echo "setup: done"

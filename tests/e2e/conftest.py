@@ -1,0 +1,100 @@
+"""End-to-end fixtures: the local stack plus a real ``thaw worker`` subprocess in its own namespace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from infra.settings import Settings
+from tests.integration.conftest import stack_settings, unique_name  # noqa: F401 - fixtures
+
+__all__ = ["stack_settings", "unique_name"]
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def start(self) -> None:
+        env = {**os.environ, **self.settings.env()}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "thaw", "worker", "--loglevel", "warning", "--metrics-port", "0"],
+            env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Until the worker has created its collection and its consumer group has members with partitions."""
+        from kafka.admin import KafkaAdminClient
+        from pymilvus import MilvusClient
+
+        mc = MilvusClient(self.settings.milvus.uri)
+        wait_for(lambda: mc.has_collection(self.settings.milvus.items_collection), timeout_s, "collection", self)
+        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap_servers)
+
+        def stable() -> bool:
+            (g,) = admin.describe_consumer_groups([self.settings.stream.app_id])
+            return g.state == "Stable" and any(m.member_assignment for m in g.members)
+
+        try:
+            wait_for(stable, timeout_s, "consumer group to be stable", self, poll_s=0.2)
+        finally:
+            admin.close()
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def wait_for(cond, timeout_s: float, what: str, worker: Worker | None = None, poll_s: float = 0.05):
+    """Poll ``cond`` until truthy; fail with the worker's log tail otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        if worker is not None and not worker.alive():
+            pytest.fail(f"worker died while waiting for {what}:\n{worker.log_tail()}")
+        time.sleep(poll_s)
+    tail = f"\n{worker.log_tail()}" if worker else ""
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}{tail}")
+
+
+@pytest.fixture
+def worker(stack_settings, unique_name, tmp_path) -> Iterator[Worker]:  # noqa: F811
+    from indexing.milvus_items import ItemIndex
+    from indexing.redis_users import UserStore
+    from streams.topics import Topics, ensure_topics
+
+    s = stack_settings.namespaced(unique_name)
+    ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix))
+    w = Worker(s, None, tmp_path / "worker.log")  # type: ignore[arg-type]
+    w.start()
+    w.wait_ready()
+    yield w
+    w.stop()
+    UserStore(s.redis).delete_prefix()
+    ItemIndex(s.milvus, dim=384).drop()

@@ -1,0 +1,95 @@
+"""Engine handlers against real Milvus (standalone server) and Redis, with the real MiniLM encoder.
+
+Kafka is not involved here: records are built directly; the e2e tests drive the same code through the worker.
+"""
+
+import json
+
+import pytest
+
+from encoders.registry import ModelRegistry
+from encoders.text import TextEncoder, ensure_minilm
+from indexing.milvus_items import ItemIndex
+from indexing.redis_users import UserStore
+from streams.engine import Engine, Record
+from streams.events import DeadLetter
+from streams.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+NOW = "2026-11-25T10:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def encoder(stack_settings):
+    return TextEncoder(ensure_minilm(ModelRegistry(stack_settings.models.dir)))
+
+
+@pytest.fixture
+def engine(stack_settings, unique_name, encoder):
+    s = stack_settings.namespaced(unique_name)
+    items = ItemIndex(s.milvus, dim=encoder.dim)
+    items.ensure()
+    users = UserStore(s.redis)
+    eng = Engine(s, Topics.for_prefix(s.kafka.topic_prefix), encoder, items, users, group_id=s.stream.app_id)
+    yield eng
+    items.drop()
+    users.delete_prefix()
+
+
+def _rec(topic, off, obj, part=0):
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return Record(topic, part, off, b"k", raw, 0)
+
+
+def _item(i, text, tags=()):
+    return {"item_id": f"it{i}", "kind": "track", "creator_id": "c1", "created_at": NOW, "text": text,
+            "tags": list(tags), "produced_at": NOW}
+
+
+def test_content_is_indexed_and_searchable(engine):
+    t = engine.topics.content_new
+    recs = [_rec(t, 0, _item(0, "heavy metal guitar riffs", ["metal"])),
+            _rec(t, 1, _item(1, "soft piano lullaby", ["piano", "sleep"])),
+            _rec(t, 2, b"{broken"),
+            _rec(t, 3, _item(0, "heavy metal guitar riffs, remastered", ["metal"]))]
+    res = engine.handle_content(recs)
+    assert res.ok == 2 and res.rejected == {"InvalidJSON": 1}
+    assert len(res.out) == 2 and all(o.topic == engine.topics.content_indexed for o in res.out)
+    dl = DeadLetter.model_validate_json(res.dlq[0].value)
+    assert dl.offset == 2 and dl.error_class == "InvalidJSON"
+    assert engine.items.count() == 2
+    q = engine.text.encode(["thrash metal"])
+    assert engine.items.search(q, 1)[0][0].item_id == "it0"
+    # replaying the same batch is idempotent
+    engine.handle_content(recs)
+    assert engine.items.count() == 2
+
+
+def test_user_events_fenced_and_unknown_items_dead_lettered(engine):
+    engine.handle_content([_rec(engine.topics.content_new, 0, _item(0, "metal", ["metal"]))])
+    t = engine.topics.user_events
+    ev = {"user_id": "u1", "item_id": "it0", "action": "like", "ts": NOW}
+    recs = [_rec(t, 5, ev), _rec(t, 6, {**ev, "item_id": "ghost"}), _rec(t, 7, {**ev, "action": "dance"})]
+    prep = engine.prepare_user_events(recs)
+    assert sorted(prep.result.rejected.items()) == [("SchemaViolation", 1), ("UnknownItem", 1)]
+    res = engine.commit_user_events(prep)
+    assert res.ok == 1
+    st = engine.users.read_states(engine.space, ["u1"])["u1"]
+    assert st.n_events == 1
+    # redelivery of the same records: all skipped, nothing applied twice
+    again = engine.commit_user_events(engine.prepare_user_events(recs))
+    assert again.skipped == 3 and again.ok == 0 and not again.dlq
+    assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
+
+
+def test_profile_prior(engine):
+    t = engine.topics.user_profile
+    res = engine.handle_profiles([
+        _rec(t, 0, {"user_id": "newbie", "genres": ["heavy metal"], "ts": NOW}),
+        _rec(t, 1, {"user_id": "blank", "ts": NOW}),
+        _rec(t, 2, {"user_id": "bad", "age_bucket": "old", "ts": NOW}),
+    ])
+    assert res.ok == 2 and res.rejected == {"SchemaViolation": 1}
+    st = engine.users.read_states(engine.space, ["newbie", "blank"])
+    assert st["newbie"].source == "prior" and st["blank"] is None

@@ -1,0 +1,303 @@
+"""The main job (``thaw demo``): local stack + engine + a replay of real data, then a freshness/quality report.
+
+What it does, in one isolated namespace per run (its own topic prefix, consumer group, Milvus collection and Redis
+key prefix, printed at the end so you can inspect it with ``thaw recall``/``thaw lag``):
+
+1. ``thaw stack up`` (reusing healthy services), and the text model exported to ONNX if it is not yet.
+2. Starts ``thaw worker`` as a subprocess.
+3. Samples Last.fm HetRec 2011: the most-listened artists become new ``track`` posts (name + listener tags), a
+   sample of their listeners becomes users. Each user's plays are split: the first 80% are replayed as
+   ``user.events``, the last 20% are held out. A few extra users are kept as brand-new users.
+   A small share of deliberately bad records is injected.
+4. Measures: produce->indexed freshness of every item (from ``content.indexed`` traces), new-user
+   first-event->recall-reflects-it latency, recall quality on the held-out plays (Milvus search with the users'
+   Redis vectors) next to the popularity fallback and random, DLQ accounting (every bad record must be in a DLQ),
+   and the final consumer lag.
+5. Stops the worker, and the stack if this run started it (``--keep`` leaves both running).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from encoders.registry import ModelRegistry
+from encoders.text import ensure_minilm
+from indexing.milvus_items import ItemIndex
+from indexing.redis_users import UserStore
+from infra.lag import consumer_lag
+from infra.settings import Settings
+from infra.stack import LocalStack
+from ranking.recall import Recaller
+from streams.events import ContentIndexed
+from streams.topics import Topics, ensure_topics
+from workloads.datasets import load_dataset
+from workloads.metrics import list_metrics
+from workloads.replay import Publisher, replay_sample, sample_dataset
+
+HOLDOUT_SHARE = 0.2
+NEW_USERS = 8
+
+
+@dataclass
+class DemoReport:
+    ok: bool = True
+    sections: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": self.problems, **self.sections}
+
+    def render(self) -> str:
+        lines = ["", "=== Thaw demo report ==="]
+        for name, sec in self.sections.items():
+            lines.append(f"\n[{name}]")
+            if isinstance(sec, dict):
+                for k, v in sec.items():
+                    lines.append(f"  {k:38s} {json.dumps(v) if isinstance(v, dict | list) else v}")
+            else:
+                lines.append(f"  {sec}")
+        lines.append("")
+        lines.append("RESULT: " + ("OK" if self.ok else "PROBLEMS: " + "; ".join(self.problems)))
+        return "\n".join(lines)
+
+    def fail(self, msg: str) -> None:
+        self.ok = False
+        self.problems.append(msg)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(xs, q)), 4) if xs else float("nan")
+
+
+def _consume_all(s: Settings, topic: str, expect: int, timeout_s: float) -> list[bytes]:
+    """Read a topic from the beginning until ``expect`` records or the timeout."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(
+        topic,
+        **s.kafka.kafka_python_config(),
+        ssl_context=s.kafka.ssl_context(),
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            for m in c:
+                out.append(m.value)
+                if len(out) >= expect:
+                    break
+    finally:
+        c.close()
+    return out
+
+
+def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: float = 50.0,
+             keep: bool = False) -> DemoReport:
+    rep = DemoReport()
+    run = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
+    s = settings.namespaced(f"demo_{run}")
+    topics = Topics.for_prefix(s.kafka.topic_prefix)
+
+    # 1. stack + model
+    t0 = time.perf_counter()
+    stack = LocalStack(settings)
+    statuses = stack.up()
+    started_here = [x.name for x in statuses if x.managed and x.startup_s]
+    rep.sections["stack"] = {
+        "up_s": round(time.perf_counter() - t0, 2),
+        **{x.name: f"{x.address} healthy={x.healthy} managed={x.managed}" for x in statuses},
+    }
+    t1 = time.perf_counter()
+    mv = ensure_minilm(ModelRegistry(s.models.dir))
+    rep.sections["model"] = {"text": f"{mv.manifest.name}@{mv.manifest.version}",
+                             "ready_s": round(time.perf_counter() - t1, 2)}
+    ensure_topics(s.kafka, topics)
+
+    # 2. worker
+    env = {**os.environ, **s.env()}
+    metrics_port = s.stream.metrics_port + 1
+    log_path = s.stack.home / f"demo-worker-{run}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    logf = log_path.open("wb")
+    worker = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "thaw", "worker", "--loglevel", "warning", "--metrics-port", str(metrics_port)],
+        env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        _run(rep, s, topics, run, n_items, n_users, rate, worker, mv.manifest.dim)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        logf.close()
+        if not keep and started_here:
+            stack.down()
+    rep.sections["inspect"] = {
+        "env": " ".join(f"{k}={v}" for k, v in s.env().items()),
+        "worker_log": str(log_path),
+        "stack_left_running": keep or not started_here,
+    }
+    return rep
+
+
+def _run(rep: DemoReport, s: Settings, topics: Topics, run: str, n_items: int, n_users: int, rate: float,
+         worker: subprocess.Popen[bytes], dim: int) -> None:
+    # 3. data: Last.fm sample, per-user holdout, brand-new users
+    ds = load_dataset("lastfm")
+    sample = sample_dataset(ds, items_limit=n_items, users_limit=n_users + NEW_USERS, seed=0)
+    users = [p["user_id"] for p in sample.profiles]
+    new_users = set(users[-NEW_USERS:])
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for e in sample.events:
+        by_user.setdefault(e["user_id"], []).append(e)
+    rng = np.random.default_rng(0)
+    replayed: list[dict[str, Any]] = []
+    held: dict[str, set[str]] = {}
+    for u, evs in by_user.items():
+        if u in new_users:
+            continue
+        order = rng.permutation(len(evs))  # Last.fm has no per-play time: a seeded random holdout
+        n_hold = max(1, int(round(HOLDOUT_SHARE * len(evs)))) if len(evs) >= 3 else 0
+        held[u] = {evs[i]["item_id"] for i in order[:n_hold]}
+        replayed.extend(evs[i] for i in sorted(order[n_hold:]))
+    sample.events = replayed
+    sample.profiles = [p for p in sample.profiles if p["user_id"] not in new_users]
+    rep.sections["data"] = {
+        "dataset": "Last.fm HetRec 2011 (non-commercial licence)",
+        "items": len(sample.items), "users": len(sample.profiles), "replayed_events": len(replayed),
+        "held_out_events": sum(len(v) for v in held.values()), "brand_new_users": len(new_users),
+    }
+
+    # 4a. replay (items at `rate`, then profiles and events as fast as the producer goes)
+    stats = replay_sample(s, sample, rate=rate, topics=topics, bad_share=0.02, progress=False, seed=1)
+    rep.sections["replay"] = stats
+    if stats["items_indexed_before_events"] != len(sample.items):
+        rep.fail(f"only {stats['items_indexed_before_events']}/{len(sample.items)} items became searchable")
+    if worker.poll() is not None:
+        rep.fail(f"worker exited with code {worker.returncode}")
+        return
+
+    # 4b. freshness of items from the content.indexed traces
+    traces = [ContentIndexed.model_validate_json(v) for v in
+              _consume_all(s, topics.content_indexed, len(sample.items), 60)]
+    fresh = [(t.indexed_at - t.produced_at).total_seconds() for t in traces if t.produced_at]
+    enc = [t.stage_ms.get("encode", 0.0) for t in traces]
+    rep.sections["freshness: produce -> searchable"] = {
+        "items_traced": len(traces), "p50_s": _pct(fresh, 50), "p99_s": _pct(fresh, 99), "max_s": _pct(fresh, 100),
+        "encode_batch_ms_p50": _pct(enc, 50),
+    }
+
+    # 4c. wait until the user agent caught up (lag 0 on user.events and user.profile)
+    deadline = time.monotonic() + 120
+    lag_total = -1
+    while time.monotonic() < deadline:
+        rows = [r for r in consumer_lag(s, [s.stream.app_id]) if r.topic in (topics.user_events, topics.user_profile)]
+        lag_total = sum(r.end_offset if r.lag is None else r.lag for r in rows)
+        if rows and lag_total == 0:
+            break
+        time.sleep(0.5)
+    if lag_total != 0:
+        rep.fail(f"user agent did not catch up (lag {lag_total})")
+
+    store = UserStore(s.redis)
+    items = ItemIndex(s.milvus, dim=dim)
+    items.ensure()
+    rec = Recaller(store, items)
+
+    # 4d. new users: profile without declared tastes -> fallback; first event -> own vector
+    pub = Publisher(s)
+    lat = []
+    fallback_ok = 0
+    for u in sorted(new_users):
+        pub.send_profile(topics.user_profile, {"user_id": u})
+    pub.flush()
+    time.sleep(0.5)
+    for u in sorted(new_users):
+        if rec.recall(u, 20).source == "fallback":
+            fallback_ok += 1
+        first = by_user[u][0]
+        t_sent = pub.send_event(topics.user_events, first)
+        pub.flush()
+        while time.time() - t_sent < 30:
+            r = rec.recall(u, 20)
+            if r.source == "vector" and int(r.user_state.get("n_events", 0)) >= 1:
+                lat.append(time.time() - t_sent)
+                break
+            time.sleep(0.01)
+    # a user who declares tastes at registration is personalised before any event
+    pub.send_profile(topics.user_profile, {"user_id": f"demo:{run}:declared", "genres": ["metal", "heavy metal"]})
+    pub.close()
+    t_decl = time.time()
+    declared_src = "fallback"
+    while time.time() - t_decl < 30 and declared_src != "vector":
+        declared_src = rec.recall(f"demo:{run}:declared", 10).source
+        time.sleep(0.05)
+    rep.sections["freshness: new user first event -> recall reflects it"] = {
+        "users": len(new_users), "reflected": len(lat), "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99),
+        "fallback_before_first_event": f"{fallback_ok}/{len(new_users)}",
+        "declared-genres user served from": declared_src,
+    }
+    if len(lat) != len(new_users):
+        rep.fail(f"only {len(lat)}/{len(new_users)} new users' first events reached recall within 30 s")
+
+    # 4e. quality on the held-out plays: user vectors vs popularity fallback vs random
+    eval_users = [u for u in held if held[u]]
+    ranked_vec, ranked_pop, ranked_rnd, rel = [], [], [], []
+    all_items = [i["item_id"] for i in sample.items]
+    t_q = time.perf_counter()
+    lat_recall = []
+    for u in eval_users:
+        t = time.perf_counter()
+        r = rec.recall(u, 20)
+        lat_recall.append((time.perf_counter() - t) * 1000)
+        seen = set(store.seen(u))
+        ranked_vec.append([i.item_id for i in r.items])
+        ranked_pop.append([i.item_id for i in rec.fallback(20, seen)])
+        pool = [i for i in all_items if i not in seen]
+        ranked_rnd.append(list(rng.choice(pool, size=min(20, len(pool)), replace=False)))
+        rel.append(held[u])
+    q: dict[str, Any] = {
+        "users": len(eval_users),
+        "user vectors (MiniLM space)": list_metrics(ranked_vec, rel, 20),
+        "popularity fallback": list_metrics(ranked_pop, rel, 20),
+        "random": list_metrics(ranked_rnd, rel, 20),
+        "recall_call_ms_p50": _pct(lat_recall, 50), "recall_call_ms_p99": _pct(lat_recall, 99),
+        "eval_s": round(time.perf_counter() - t_q, 2),
+    }
+    rep.sections["quality: held-out plays, top-20 from Milvus"] = q
+    if q["user vectors (MiniLM space)"]["recall@20"] <= q["random"]["recall@20"]:
+        rep.fail("user-vector recall is no better than random")
+
+    # 4f. DLQ accounting and final lag
+    n_bad = stats["bad_records"]
+    dlq = _consume_all(s, topics.content_dlq, 10**6, 5) + _consume_all(s, topics.user_dlq, 10**6, 5)
+    bad_keys = {json.loads(v)["key_b64"] for v in dlq}
+    injected_found = sum(1 for k in bad_keys if k and base64.b64decode(k).startswith(b"bad:"))
+    rep.sections["reliability"] = {
+        "bad_records_injected": n_bad, "found_in_dlq": injected_found, "dlq_records_total": len(dlq),
+        "worker_alive": worker.poll() is None,
+    }
+    if injected_found != n_bad:
+        rep.fail(f"{n_bad - injected_found} injected bad records missing from the DLQs")
+    lag_rows = consumer_lag(s, [s.stream.app_id])
+    rep.sections["consumer lag (thaw lag)"] = {
+        f"{r.topic}[{r.partition}]": ("-" if r.lag is None else r.lag) for r in lag_rows
+    }
+    items.close()
