@@ -38,6 +38,10 @@ class KafkaSettings(_Section):
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     topic_prefix: str = ""
+    # per-topic record size caps set at topic creation (the broker default is ~1 MB): inputs carry inline media
+    # up to StreamSettings caps, a DLQ record carries the original bytes base64-encoded
+    max_message_bytes: int = 16 * 1024 * 1024
+    dlq_max_message_bytes: int = 24 * 1024 * 1024
     # local broker (thaw stack): controller listener port and the Kafka version fetched from Maven Central
     controller_port: int = 19093
     version: str = "4.4.0"

@@ -100,6 +100,8 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_request_size=k.dlq_max_message_bytes,
+        consumer_max_fetch_size=k.max_message_bytes,
         key_serializer="raw",
         value_serializer="raw",
     )

@@ -20,7 +20,7 @@ class TopicSpec:
     key: str
     doc: str
     retention_ms: int | None = None
-    compacted: bool = False
+    dlq: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class Topics:
             TopicSpec(self.user_events, "user_id", "user behaviour"),
             TopicSpec(self.user_profile, "user_id", "new-user registrations"),
             TopicSpec(self.content_indexed, "item_id", "freshness traces", retention_ms=week),
-            TopicSpec(self.content_dlq, "item_id", "rejected content with reason", retention_ms=4 * week),
-            TopicSpec(self.user_dlq, "user_id", "rejected user events/profiles with reason", retention_ms=4 * week),
+            TopicSpec(self.content_dlq, "item_id", "rejected content with reason", retention_ms=4 * week, dlq=True),
+            TopicSpec(self.user_dlq, "user_id", "rejected user events/profiles with reason", 4 * week, dlq=True),
         ]
 
     def all(self) -> list[str]:
@@ -72,7 +72,9 @@ def ensure_topics(kafka: KafkaSettings, topics: Topics, partitions: int | None =
         for spec in topics.specs():
             if spec.name in existing:
                 continue
-            cfg: dict[str, str] = {}
+            cfg: dict[str, str] = {
+                "max.message.bytes": str(kafka.dlq_max_message_bytes if spec.dlq else kafka.max_message_bytes)
+            }
             if spec.retention_ms is not None:
                 cfg["retention.ms"] = str(spec.retention_ms)
             new.append(

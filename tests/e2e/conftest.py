@@ -57,8 +57,10 @@ class Worker:
         admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap_servers)
 
         def stable() -> bool:
-            (g,) = admin.describe_consumer_groups([self.settings.stream.app_id])
-            return g.state == "Stable" and any(m.member_assignment for m in g.members)
+            g = admin.describe_groups([self.settings.stream.app_id]).get(self.settings.stream.app_id) or {}
+            return g.get("group_state") == "Stable" and any(
+                m.get("member_assignment", {}).get("assigned_partitions") for m in g.get("members", [])
+            )
 
         try:
             wait_for(stable, timeout_s, "consumer group to be stable", self, poll_s=0.2)
@@ -93,8 +95,10 @@ def worker(stack_settings, unique_name, tmp_path) -> Iterator[Worker]:  # noqa: 
     ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix))
     w = Worker(s, None, tmp_path / "worker.log")  # type: ignore[arg-type]
     w.start()
-    w.wait_ready()
-    yield w
-    w.stop()
+    try:
+        w.wait_ready()
+        yield w
+    finally:
+        w.stop()
     UserStore(s.redis).delete_prefix()
     ItemIndex(s.milvus, dim=384).drop()
