@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -387,12 +387,19 @@ class LocalStack:
                 raise StackError("local stack is not up:\n" + "\n".join(errors))
             return results
 
-    def down(self) -> list[ServiceStatus]:
-        """Stop the processes ``up`` started (SIGTERM, then SIGKILL of the process group after a grace)."""
+    def down(self, services: Sequence[str] | None = None) -> list[ServiceStatus]:
+        """Stop the processes ``up`` started (SIGTERM, then SIGKILL of the process group after a grace).
+
+        ``services`` limits it to those names (default: all three).
+        """
+        names = tuple(services) if services is not None else SERVICES
+        unknown = set(names) - set(SERVICES)
+        if unknown:
+            raise StackError(f"unknown services {sorted(unknown)}; known: {list(SERVICES)}")
         self.home.mkdir(parents=True, exist_ok=True)
         with self._flock():
             with ThreadPoolExecutor(max_workers=len(SERVICES), thread_name_prefix="stack-down") as pool:
-                return list(pool.map(self._stop, SERVICES))
+                return list(pool.map(self._stop, names))
 
     def status(self) -> list[ServiceStatus]:
         """Health, address and pid of each service (a real request per service, short timeouts)."""

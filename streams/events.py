@@ -194,7 +194,12 @@ class UserProfile(_Event):
 
 
 class ContentIndexed(_Event):
-    """``content.indexed``: the freshness trace of one item, emitted after its vector is searchable."""
+    """``content.indexed``: the freshness trace of one item.
+
+    ``indexed_at`` is when Milvus acknowledged the upsert; reads at Bounded consistency (the default) see the row
+    one time tick later (~200 ms on Milvus 2.3.5, measured), Strong reads see it at once. ``benchmarks/freshness``
+    measures produce-to-searchable from outside the engine.
+    """
 
     item_id: Id
     kind: ContentKind

@@ -116,8 +116,9 @@ def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: fl
     # 1. stack + model
     t0 = time.perf_counter()
     stack = LocalStack(settings)
+    running_before = {x.name for x in stack.status() if x.healthy}
     statuses = stack.up()
-    started_here = [x.name for x in statuses if x.managed and x.startup_s]
+    started_here = [x.name for x in statuses if x.managed and x.name not in running_before]
     rep.sections["stack"] = {
         "up_s": round(time.perf_counter() - t0, 2),
         **{x.name: f"{x.address} healthy={x.healthy} managed={x.managed}" for x in statuses},
@@ -148,7 +149,7 @@ def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: fl
             worker.kill()
         logf.close()
         if not keep and started_here:
-            stack.down()
+            stack.down(started_here)
     rep.sections["inspect"] = {
         "env": " ".join(f"{k}={v}" for k, v in s.env().items()),
         "worker_log": str(log_path),

@@ -60,7 +60,7 @@ def test_content_is_indexed_and_searchable(engine):
     assert dl.offset == 2 and dl.error_class == "InvalidJSON"
     assert engine.items.count() == 2
     q = engine.text.encode(["thrash metal"])
-    assert engine.items.search(q, 1)[0][0].item_id == "it0"
+    assert engine.items.search(q, 1, consistency="Strong")[0][0].item_id == "it0"
     # replaying the same batch is idempotent
     engine.handle_content(recs)
     assert engine.items.count() == 2

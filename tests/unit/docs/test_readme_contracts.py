@@ -1,0 +1,30 @@
+"""The README's topic examples are what producers copy: each must validate against the contract."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from streams.events import ContentNew, UserEvent, UserProfile, example_events
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+MODELS = {"content.new": ContentNew, "user.events": UserEvent, "user.profile": UserProfile}
+
+
+def _examples() -> dict[str, str]:
+    text = README.read_text()
+    out = {}
+    for topic in MODELS:
+        m = re.search(rf"### `{re.escape(topic)}`.*?```json\n(.*?)```", text, re.S)
+        assert m, f"README has no JSON example for {topic}"
+        out[topic] = m.group(1)
+    return out
+
+
+@pytest.mark.parametrize("topic", sorted(MODELS))
+def test_readme_example_validates(topic):
+    raw = _examples()[topic]
+    ev = MODELS[topic].model_validate_json(raw)
+    assert json.loads(raw) == example_events()[topic]
+    assert ev.schema_version == 1
