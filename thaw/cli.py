@@ -185,20 +185,21 @@ def lag(
 
 @app.command("replay")
 def replay(
-    source: Annotated[str, typer.Argument(help="lastfm | movielens | a generic interactions CSV path")],
+    source: Annotated[str, typer.Argument(help="lastfm | ml-100k | sim (the simulator) | a generic interactions CSV")],
     rate: Annotated[float, typer.Option(help="events per second (0 = as fast as possible)")] = 200.0,
     limit: Annotated[int | None, typer.Option(help="at most this many user events")] = None,
     items_limit: Annotated[int | None, typer.Option(help="at most this many items")] = None,
     item_content: Annotated[Path | None, typer.Option(help="item content file for a generic CSV")] = None,
     seed: int = 0,
+    bad_share: Annotated[float, typer.Option(help="share of deliberately bad records to inject (0..0.5)")] = 0.0,
 ) -> None:
-    """Publish a dataset to the Kafka topics as contract events (items, then profiles, then user events)."""
+    """Publish a dataset or the simulator to the Kafka topics as contract events."""
     from workloads.replay import replay_dataset
 
     _logging("WARNING")
     s = _settings()
     stats = replay_dataset(s, source, rate=rate, limit=limit, items_limit=items_limit,
-                           item_content=item_content, seed=seed)
+                           item_content=item_content, seed=seed, bad_share=bad_share)
     typer.echo(json.dumps(stats, indent=2))
 
 

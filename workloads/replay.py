@@ -339,6 +339,66 @@ def replay_sample(
     }
 
 
+def replay_simulator(
+    settings: Settings,
+    sim: Any,
+    *,
+    rate: float = 0.0,
+    limit: int | None = None,
+    topics: Topics | None = None,
+    bad_share: float = 0.0,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Publish a :class:`workloads.simulator.CommunitySimulator` stream in its time order.
+
+    Event times are replay times (stamped at send); the simulated time is kept in ``context.sim_ts`` of user
+    events. User events are only sent for items the engine has had the chance to index: the stream is
+    content-first within each simulated step, and the engine dead-letters an event whose item is unknown.
+    """
+    topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
+    topic_of = {"content.new": topics.content_new, "user.profile": topics.user_profile,
+                "user.events": topics.user_events}
+    pub = Publisher(settings, rate=rate)
+    counts = {k: 0 for k in topic_of}
+    bad = bad_records(topics, 0)
+    t0 = time.perf_counter()
+    stream = sim.stream(max_events=limit)
+    if progress:
+        from tqdm import tqdm
+
+        stream = tqdm(stream, total=limit, desc="simulator", unit="ev", leave=False)
+    n_bad_every = int(1 / bad_share) if bad_share > 0 else 0
+    for n, ev in enumerate(stream, 1):
+        d = dict(ev.data)
+        if ev.topic == "content.new":
+            d.pop("created_at", None)
+            pub.send_item(topic_of[ev.topic], d)
+        elif ev.topic == "user.profile":
+            d.pop("ts", None)
+            pub.send_profile(topic_of[ev.topic], d)
+        else:
+            d.pop("ts", None)
+            d["context"] = {"sim_ts": f"{ev.ts:.3f}"}
+            pub.send_event(topic_of[ev.topic], d)
+        counts[ev.topic] += 1
+        if n_bad_every and n % n_bad_every == 0:
+            m = bad_records(topics, 1, seed=seed + n, max_event_bytes=settings.stream.max_event_bytes)[0]
+            pub.send_raw(m)
+            bad.append(m)
+    pub.close()
+    dt = time.perf_counter() - t0
+    return {
+        "source": "simulator",
+        **counts,
+        "bad_records": len(bad),
+        "publish_s": round(dt, 3),
+        "requested_rate": rate,
+        "achieved_rate": round(pub.achieved_rate(), 1),
+        "max_behind_schedule_s": round(pub.max_behind_s, 3),
+    }
+
+
 def load_source(source: str, item_content: Path | None = None) -> InteractionDataset:
     """A dataset by name (``lastfm``, ``ml-100k``/``movielens``) or a generic interactions CSV path."""
     name = {"movielens": "ml-100k"}.get(source, source)
@@ -358,7 +418,12 @@ def replay_dataset(
     seed: int = 0,
     bad_share: float = 0.0,
 ) -> dict[str, Any]:
-    """Load ``source``, sample it and replay it (the ``thaw replay`` command)."""
+    """Load ``source``, sample it and replay it (the ``thaw replay`` command). ``sim`` replays the simulator."""
+    if source == "sim":
+        from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
+
+        sim = CommunitySimulator(default_catalogue(), SimConfig(seed=seed))
+        return replay_simulator(settings, sim, rate=rate, limit=limit, bad_share=bad_share, seed=seed)
     ds = load_source(source, item_content)
     sample = sample_dataset(ds, items_limit=items_limit, events_limit=limit, seed=seed)
     return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed)
