@@ -67,6 +67,14 @@ class Worker:
         finally:
             admin.close()
 
+    def metrics_url(self) -> str:
+        """The worker's /metrics address (it logs the port it bound when started with --metrics-port 0)."""
+        import re
+
+        m = re.search(r"metrics on (http://\S+/metrics)", self.log.read_text(errors="replace"))
+        assert m, f"worker did not log its metrics address:\n{self.log_tail()}"
+        return m.group(1)
+
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 

@@ -159,6 +159,19 @@ def test_bad_input_goes_to_dlq_and_the_partition_keeps_flowing(worker):
     assert sorted(d.error_class for d in udl) == ["InvalidJSON", "SchemaViolation", "UnknownItem"]
     assert {base64.b64decode(d.value_b64) for d in cdl} == set(bad_content)
     assert worker.alive()
+    # the same counts on the worker's Prometheus endpoint
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = httpx.get(worker.metrics_url(), timeout=10).text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(body) for s in fam.samples}
+    dlq = {lab: v for (name, lab), v in samples.items() if name == "thaw_dlq_total"}
+    assert dlq[(("error", "Oversize"), ("topic", t.content_new))] == 1
+    assert dlq[(("error", "UnknownItem"), ("topic", t.user_events))] == 1
+    assert samples[("thaw_events_total", (("outcome", "ok"), ("topic", t.content_new)))] >= 1
+    assert any(name == "thaw_freshness_seconds_count" and v >= 1 for (name, _), v in samples.items())
+    assert any(name == "thaw_consumer_lag" for (name, _) in samples)
 
 
 def test_kill9_loses_nothing_and_applies_nothing_twice(worker):
