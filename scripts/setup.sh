@@ -10,6 +10,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -32,5 +34,6 @@ echo "setup: Kafka jars"
 $PY -m infra.stack fetch >/dev/null
 echo "setup: datasets and models"
 $PY -c "from workloads.datasets import fetch_recbole_wheel; fetch_recbole_wheel()" >/dev/null
+$PY -c "from workloads.imagetext import fetch_openmoji; fetch_openmoji()" >/dev/null
 $PY -m thaw models export-text >/dev/null
 echo "setup: done"
