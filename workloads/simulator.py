@@ -156,6 +156,38 @@ def lastfm_assets(ds: InteractionDataset | None = None, max_artists: int = 3000)
     return out
 
 
+def music_assets(corpus_dir: str | None = None) -> list[Asset]:
+    """Tracks from the rendered music21 corpus: audio clip + caption + its real metadata tags."""
+    from workloads.music import load_music_corpus  # type: ignore[import-not-found,unused-ignore]
+
+    c = load_music_corpus(corpus_dir)
+    out = []
+    for i in range(len(c.clip_ids)):
+        tags = tuple(f"{k}:{v}" for k, v in sorted(c.tags[i].items()) if v)
+        out.append(Asset("track", c.captions[i], tags, audio=str(c.paths[i]), source=f"music21:{c.clip_ids[i]}"))
+    return out
+
+
+def openmoji_assets(corpus_dir: str | None = None) -> list[Asset]:
+    """Moments from the OpenMoji image–text corpus (aligned pairs of base emojis: image + caption).
+
+    Their tags are the emoji's group and subgroup (e.g. ``food-drink/food-fruit``), so moment topics sit beside
+    the music topics instead of flooding the topic space with the emoji keyword vocabulary.
+    """
+    from workloads.imagetext import load_imagetext_corpus
+
+    c = load_imagetext_corpus(corpus_dir)
+    out = []
+    seen: set[str] = set()
+    for i in range(len(c.ids)):
+        if c.misaligned[i] or c.ids[i] in seen:
+            continue
+        seen.add(c.ids[i])
+        tags = (f"moment:{c.groups[i]}", f"moment:{c.subgroups[i]}")
+        out.append(Asset("moment", c.captions[i], tags, image=str(c.png_paths[i]), source=f"openmoji:{c.ids[i]}"))
+    return out
+
+
 def build_catalogue(assets: list[Asset], max_topics: int = 256, min_tag_count: int = 3) -> Catalogue:
     """Topic space from the assets' tags, and each asset's topic vector (assets without a topic are dropped)."""
     from collections import Counter
@@ -407,10 +439,29 @@ class CommunitySimulator:
                                                    "ts": ts})
 
 
-def default_catalogue(max_topics: int = 256) -> Catalogue:
-    """The catalogue from every real asset source available on this machine (Last.fm always)."""
+def default_catalogue(max_topics: int = 256, require_corpora: bool = False) -> Catalogue:
+    """The catalogue from every real asset source built on this machine.
+
+    Last.fm (dynamics, fan groups, and tracks unless the music corpus is built) is always there; moments need the
+    OpenMoji corpus (``python -m workloads.imagetext build``), audio tracks the music corpus
+    (``python -m workloads.music build``). With ``require_corpora`` a missing corpus is an error.
+    """
     assets = lastfm_assets()
-    return build_catalogue(assets, max_topics=max_topics)
+    sources = {"lastfm": len(assets)}
+    for name, loader in (("openmoji", openmoji_assets), ("music21", music_assets)):
+        try:
+            extra = loader()
+        except (FileNotFoundError, ImportError) as exc:
+            if require_corpora:
+                raise FileNotFoundError(f"the {name} corpus is not built: {exc}") from exc
+            continue
+        if name == "music21" and extra:
+            assets = [a for a in assets if a.kind != "track"]  # real audio replaces name-only tracks
+        assets += extra
+        sources[name] = len(extra)
+    cat = build_catalogue(assets, max_topics=max_topics)
+    cat.sources = {k: str(v) for k, v in sources.items()}
+    return cat
 
 
 def sim_stats(sim: CommunitySimulator) -> dict[str, Any]:

@@ -76,3 +76,19 @@ def test_users_niche_tastes_and_declarations(catalogue):
             assert set(u.declared) == top3
     rel_sets = sim.relevant_sets(list(range(len(sim.users))), list(range(len(sim.items))))
     assert sum(len(r) for r in rel_sets) > 0
+
+
+def test_moments_come_from_the_openmoji_corpus():
+    from pathlib import Path
+
+    from workloads.simulator import openmoji_assets
+
+    assets = openmoji_assets()
+    assert len(assets) > 2000
+    a = assets[0]
+    assert a.kind == "moment" and a.image and Path(a.image).is_file() and a.image.endswith(".png")
+    assert all(t.startswith("moment:") for t in a.tags) and " — " in a.text
+    cat = build_catalogue(assets + lastfm_assets(max_artists=300), max_topics=128)
+    sim = CommunitySimulator(cat, SMALL)
+    kinds = {e.data["kind"] for e in sim.stream() if e.topic == "content.new"}
+    assert kinds == set(KINDS)
