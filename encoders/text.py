@@ -124,12 +124,13 @@ class TextEncoder:
     Args:
         version: a published model version (see :class:`ModelRegistry`).
         threads: intra-op threads for ONNX Runtime.
-        micro_batch: texts per ONNX call after length sorting.
+        micro_batch: texts per ONNX call after length sorting (small micro-batches pad less: with 32-item
+            content batches of real post texts, 8 encoded about 2x faster than 32 on this 2-core machine).
     """
 
     dim = DIM
 
-    def __init__(self, version: ModelVersion, threads: int = 2, micro_batch: int = 32) -> None:
+    def __init__(self, version: ModelVersion, threads: int = 2, micro_batch: int = 8) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 

@@ -91,6 +91,10 @@ class LagReader:
     def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
         if not partitions:
             return {}
+        # a long-lived consumer only knows the topics of its first metadata fetch: ask for each topic's partitions
+        # first, or kafka-python raises KeyError for a topic that appeared since
+        for topic in {tp.topic for tp in partitions}:
+            self._consumer.partitions_for_topic(topic)
         return dict(self._consumer.end_offsets(partitions))
 
     def read(self, group_ids: list[str] | None = None) -> list[PartitionLag]:

@@ -140,6 +140,7 @@ class StreamSettings(_Section):
     max_audio_seconds: float = 600.0
     max_text_chars: int = 10_000
     user_half_life_s: float = 7 * 24 * 3600.0
+    data_dir: Path = Field(default_factory=lambda: _default_home() / "faust")  # Faust's per-app working data
     web_port: int = 16066
     metrics_port: int = 19108
 
@@ -149,6 +150,9 @@ class StackSettings(_Section):
 
     home: Path = Field(default_factory=lambda: _default_home() / "stack")
     milvus_port: int = 19531
+    # Milvus makes writes visible to searches one time tick after the upsert (the package default is 200 ms);
+    # a shorter tick is fresher for a little more background work
+    milvus_time_tick_ms: int = Field(default=50, ge=10, le=1000)
     ready_timeout_s: float = 120.0
     # Milvus standalone also listens on 11 internal ports (embedded etcd client/peer, metrics/healthz, and the
     # coordinator/node gRPC ports), allocated consecutively from this base: 19540..19550 by default.

@@ -736,6 +736,10 @@ class LocalStack:
         yaml_path = base / "configs" / "milvus.yaml"
         text = yaml_path.read_text(encoding="utf-8")
         text = re.sub(r"(?m)^etcd:\n", f"etcd:\n  config:\n    path: {etcd_conf}\n", text, count=1)
+        tick = int(self.settings.stack.milvus_time_tick_ms)
+        text, n_tick = re.subn(r"(?m)^(\s+timeTickInterval:\s*)\d+", rf"\g<1>{tick}", text)
+        if n_tick == 0:
+            raise StackError("unexpected milvus package: its config has no proxy.timeTickInterval")
         yaml_path.write_text(text, encoding="utf-8")
         milvus_pkg._initialize_data_files(str(base))  # unpack the bundled binary + libs into <base>/bin
         exe = base / "bin" / "milvus"

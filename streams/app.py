@@ -89,11 +89,13 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
     st = settings.stream
     metrics = metrics or EngineMetrics()
     k = settings.kafka
+    st.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         st.app_id,
         broker=[f"kafka://{hp}" for hp in k.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
+        datadir=str(st.data_dir / "{conf.name}"),
         web_enabled=False,
         topic_partitions=k.partitions,
         topic_replication_factor=k.replication_factor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,3 +111,4 @@ def worker(stack_settings, unique_name, tmp_path) -> Iterator[Worker]:  # noqa: 
         w.stop()
     UserStore(s.redis).delete_prefix()
     ItemIndex(s.milvus, dim=384).drop()
+    shutil.rmtree(s.stream.data_dir / s.stream.app_id, ignore_errors=True)
