@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -60,9 +61,12 @@ class Action(StrEnum):
     FOLLOW = "follow"
 
 
+_BAD_ID_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+
+
 def _check_id(v: str) -> str:
-    if not v or len(v) > MAX_ID_CHARS or any(c.isspace() or not c.isprintable() for c in v):
-        raise ValueError(f"ids are 1..{MAX_ID_CHARS} printable characters without whitespace")
+    if not v or len(v) > MAX_ID_CHARS or _BAD_ID_CHARS.search(v):
+        raise ValueError(f"ids are 1..{MAX_ID_CHARS} characters without whitespace or control characters")
     return v
 
 
