@@ -223,5 +223,27 @@ def demo(
         raise typer.Exit(1)
 
 
+def _service_errors() -> tuple[type[BaseException], ...]:
+    import redis
+    from kafka.errors import KafkaError
+    from pymilvus.exceptions import MilvusException
+
+    from encoders.registry import ModelNotFoundError
+    from infra.stack import StackError
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError, redis.exceptions.TimeoutError,
+            KafkaError, MilvusException, StackError, ModelNotFoundError)
+
+
 def main() -> None:
-    app()
+    """Entry point: unreachable services and missing models end in one clear line, not a traceback."""
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - classified below, re-raised when unknown
+        if isinstance(exc, _service_errors()):
+            s = load_settings()
+            where = f"(kafka {s.kafka.bootstrap_servers}, redis {s.redis.display()}, milvus {s.milvus.uri})"
+            typer.echo(f"error: {type(exc).__name__}: {str(exc)[:300]} {where}", err=True)
+            typer.echo("hint: is the stack up? `thaw stack status`", err=True)
+            sys.exit(2)
+        raise
