@@ -192,6 +192,8 @@ def replay(
     item_content: Annotated[Path | None, typer.Option(help="item content file for a generic CSV")] = None,
     seed: int = 0,
     bad_share: Annotated[float, typer.Option(help="share of deliberately bad records to inject (0..0.5)")] = 0.0,
+    speedup: Annotated[float, typer.Option(help="keep the source's own timing, this many times faster "
+                                           "(datasets with timestamps, the simulator); 0 = use --rate")] = 0.0,
 ) -> None:
     """Publish a dataset or the simulator to the Kafka topics as contract events."""
     from workloads.replay import replay_dataset
@@ -199,7 +201,7 @@ def replay(
     _logging("WARNING")
     s = _settings()
     stats = replay_dataset(s, source, rate=rate, limit=limit, items_limit=items_limit,
-                           item_content=item_content, seed=seed, bad_share=bad_share)
+                           item_content=item_content, seed=seed, bad_share=bad_share, speedup=speedup)
     typer.echo(json.dumps(stats, indent=2))
 
 

@@ -195,9 +195,15 @@ def bad_records(topics: Topics, n: int, seed: int = 0, max_event_bytes: int = 8 
 
 
 class Publisher:
-    """A rate-limited kafka-python producer for contract events."""
+    """A paced kafka-python producer for contract events.
 
-    def __init__(self, settings: Settings, rate: float = 0.0, clock: Callable[[], float] = time.time) -> None:
+    Pacing: with ``speedup > 0`` a send that carries its source time ``at`` (seconds since the source's start)
+    waits until ``at / speedup`` seconds after the replay started, so the source's own rhythm is kept, compressed;
+    otherwise sends are spaced at ``rate`` per second (0: as fast as possible).
+    """
+
+    def __init__(self, settings: Settings, rate: float = 0.0, clock: Callable[[], float] = time.time,
+                 speedup: float = 0.0) -> None:
         from kafka import KafkaProducer
 
         self.producer = KafkaProducer(
@@ -210,15 +216,19 @@ class Publisher:
             retries=5,
         )
         self.rate = rate
+        self.speedup = speedup
         self.clock = clock
         self.sent = 0
         self._t0 = time.perf_counter()
         self.max_behind_s = 0.0
 
-    def _pace(self) -> None:
-        if self.rate <= 0:
+    def _pace(self, at: float | None = None) -> None:
+        if at is not None and self.speedup > 0:
+            due = self._t0 + max(0.0, at) / self.speedup
+        elif self.rate > 0:
+            due = self._t0 + self.sent / self.rate
+        else:
             return
-        due = self._t0 + self.sent / self.rate
         now = time.perf_counter()
         if due > now:
             time.sleep(due - now)
@@ -230,23 +240,23 @@ class Publisher:
         self.producer.send(m.topic, key=m.key, value=m.value)
         self.sent += 1
 
-    def send_item(self, topic: str, item: dict[str, Any]) -> dict[str, Any]:
-        self._pace()
+    def send_item(self, topic: str, item: dict[str, Any], at: float | None = None) -> dict[str, Any]:
+        self._pace(at)
         now = self.clock()
         ev = ContentNew.model_validate({**item, "created_at": _iso(now), "produced_at": _iso(now)})
         self.producer.send(topic, key=ev.item_id.encode(), value=ev.to_bytes())
         self.sent += 1
         return {"item_id": ev.item_id, "produced_at": now}
 
-    def send_profile(self, topic: str, prof: dict[str, Any]) -> None:
-        self._pace()
+    def send_profile(self, topic: str, prof: dict[str, Any], at: float | None = None) -> None:
+        self._pace(at)
         now = self.clock()
         ev = UserProfile.model_validate({**prof, "ts": _iso(now), "produced_at": _iso(now)})
         self.producer.send(topic, key=ev.user_id.encode(), value=ev.to_bytes())
         self.sent += 1
 
-    def send_event(self, topic: str, e: dict[str, Any]) -> float:
-        self._pace()
+    def send_event(self, topic: str, e: dict[str, Any], at: float | None = None) -> float:
+        self._pace(at)
         now = self.clock()
         ev = UserEvent.model_validate({**e, "ts": _iso(now), "produced_at": _iso(now)})
         self.producer.send(topic, key=ev.user_id.encode(), value=ev.to_bytes())
@@ -302,8 +312,13 @@ def replay_sample(
     wait_for_items_s: float = 120.0,
     progress: bool = True,
     seed: int = 0,
+    speedup: float = 0.0,
 ) -> dict[str, Any]:
-    """Publish items, wait until they are searchable, then profiles and events. Returns replay statistics."""
+    """Publish items, wait until they are searchable, then profiles and events. Returns replay statistics.
+
+    With ``speedup`` and a dataset that has timestamps, user events keep their original spacing divided by
+    ``speedup`` (items and profiles are sent first, at ``rate``).
+    """
     topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
     pub = Publisher(settings, rate=rate)
     t0 = time.perf_counter()
@@ -319,8 +334,16 @@ def replay_sample(
     t1 = time.perf_counter()
     for p in _iter_progress(sample.profiles, "user.profile", progress):
         pub.send_profile(topics.user_profile, p)
-    for e in _iter_progress(sample.events, "user.events", progress):
-        pub.send_event(topics.user_events, e)
+    orig = [int(e.get("context", {}).get("orig_ts", 0)) for e in sample.events]
+    timed = speedup > 0 and any(orig)
+    ev_pub = Publisher(settings, rate=rate, speedup=speedup) if timed else pub
+    first = min(orig) if timed else 0
+    for e, o in zip(_iter_progress(sample.events, "user.events", progress), orig, strict=False):
+        ev_pub.send_event(topics.user_events, e, at=(o - first) if timed else None)
+    if ev_pub is not pub:
+        ev_pub.close()
+        pub.max_behind_s = max(pub.max_behind_s, ev_pub.max_behind_s)
+        pub.sent += ev_pub.sent
     pub.close()
     events_s = time.perf_counter() - t1
     return {
@@ -349,8 +372,11 @@ def replay_simulator(
     bad_share: float = 0.0,
     progress: bool = True,
     seed: int = 0,
+    speedup: float = 0.0,
 ) -> dict[str, Any]:
     """Publish a :class:`workloads.simulator.CommunitySimulator` stream in its time order.
+
+    ``speedup > 0`` keeps the simulated rhythm (simulated seconds / speedup); otherwise events go at ``rate``.
 
     Event times are replay times (stamped at send); the simulated time is kept in ``context.sim_ts`` of user
     events. User events are only sent for items the engine has had the chance to index: the stream is
@@ -359,8 +385,9 @@ def replay_simulator(
     topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
     topic_of = {"content.new": topics.content_new, "user.profile": topics.user_profile,
                 "user.events": topics.user_events}
-    pub = Publisher(settings, rate=rate)
+    pub = Publisher(settings, rate=rate, speedup=speedup)
     counts = {k: 0 for k in topic_of}
+    start = sim.cfg.start_ts
     bad = bad_records(topics, 0)
     t0 = time.perf_counter()
     stream = sim.stream(max_events=limit)
@@ -371,16 +398,17 @@ def replay_simulator(
     n_bad_every = int(1 / bad_share) if bad_share > 0 else 0
     for n, ev in enumerate(stream, 1):
         d = dict(ev.data)
+        at = ev.ts - start
         if ev.topic == "content.new":
             d.pop("created_at", None)
-            pub.send_item(topic_of[ev.topic], d)
+            pub.send_item(topic_of[ev.topic], d, at=at)
         elif ev.topic == "user.profile":
             d.pop("ts", None)
-            pub.send_profile(topic_of[ev.topic], d)
+            pub.send_profile(topic_of[ev.topic], d, at=at)
         else:
             d.pop("ts", None)
             d["context"] = {"sim_ts": f"{ev.ts:.3f}"}
-            pub.send_event(topic_of[ev.topic], d)
+            pub.send_event(topic_of[ev.topic], d, at=at)
         counts[ev.topic] += 1
         if n_bad_every and n % n_bad_every == 0:
             m = bad_records(topics, 1, seed=seed + n, max_event_bytes=settings.stream.max_event_bytes)[0]
@@ -417,13 +445,15 @@ def replay_dataset(
     item_content: Path | None = None,
     seed: int = 0,
     bad_share: float = 0.0,
+    speedup: float = 0.0,
 ) -> dict[str, Any]:
     """Load ``source``, sample it and replay it (the ``thaw replay`` command). ``sim`` replays the simulator."""
     if source == "sim":
         from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 
         sim = CommunitySimulator(default_catalogue(), SimConfig(seed=seed))
-        return replay_simulator(settings, sim, rate=rate, limit=limit, bad_share=bad_share, seed=seed)
+        return replay_simulator(settings, sim, rate=rate, limit=limit, bad_share=bad_share, seed=seed,
+                                speedup=speedup)
     ds = load_source(source, item_content)
     sample = sample_dataset(ds, items_limit=items_limit, events_limit=limit, seed=seed)
-    return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed)
+    return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed, speedup=speedup)
