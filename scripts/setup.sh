@@ -12,6 +12,9 @@ command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
+command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
+[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+[ -d /usr/share/games/singularity/music ] || need+=(singularity-music)
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
