@@ -140,6 +140,8 @@ class StreamSettings(_Section):
     max_audio_seconds: float = 600.0
     max_text_chars: int = 10_000
     user_half_life_s: float = 7 * 24 * 3600.0
+    # a user event on an item not indexed yet is retried (backoff 0.25 s doubling, at most 5 s) for this long
+    unknown_item_grace_s: float = Field(default=30.0, ge=0)
     data_dir: Path = Field(default_factory=lambda: _default_home() / "faust")  # Faust's per-app working data
     web_port: int = 16066
     metrics_port: int = 19108

@@ -113,7 +113,9 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    out_topics = {n: topic(n) for n in (topics.content_indexed, topics.content_dlq, topics.user_dlq)}
+    out_topics = {
+        n: topic(n) for n in (topics.content_indexed, topics.content_dlq, topics.user_dlq, topics.user_events_retry)
+    }
 
     async def send_all(msgs: Sequence[Outgoing]) -> None:
         futs = [await out_topics[m.topic].send(key=m.key, value=m.value) for m in msgs]
@@ -131,6 +133,8 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         metrics.event(topic_name, "ok", res.ok)
         if res.skipped:
             metrics.event(topic_name, "skipped", res.skipped)
+        if res.deferred:
+            metrics.event(topic_name, "deferred", res.deferred)
         for cls, n in res.rejected.items():
             metrics.event(topic_name, "dlq", n)
             metrics.dlq(topic_name, cls, n)
@@ -160,6 +164,19 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
             res: BatchResult = await _retrying("commit", in_thread(engine.commit_user_events, prep), metrics)
             observe(topics.user_events, res)
 
+    @app.agent(topic(topics.user_events_retry), name="users-retry")
+    async def user_retry_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
+            recs = to_records(events)
+            # a delay queue: wait until the batch's last record is due (bounded: records are at most 5 s apart)
+            wait = max((engine.retry_due(r) for r in recs), default=0.0) - engine.clock()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 5.0))
+            prep: PreparedUserBatch = await _retrying("users", in_thread(engine.prepare_user_events, recs), metrics)
+            await _retrying("send", partial(send_all, prep.result.dlq), metrics)
+            res: BatchResult = await _retrying("commit", in_thread(engine.commit_user_events, prep), metrics)
+            observe(topics.user_events_retry, res)
+
     @app.agent(topic(topics.user_profile), name="profiles")
     async def profile_agent(stream: faust.StreamT) -> None:
         async for events in stream.take_events(st.batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
@@ -168,5 +185,5 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
             await _retrying("send", partial(send_all, res.dlq), metrics)
             observe(topics.user_profile, res)
 
-    _ = (content_agent, user_agent, profile_agent)
+    _ = (content_agent, user_agent, user_retry_agent, profile_agent)
     return Runtime(app=app, engine=engine, topics=topics, metrics=metrics)

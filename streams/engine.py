@@ -14,6 +14,7 @@ Delivery:
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections import OrderedDict, defaultdict
@@ -35,7 +36,7 @@ from streams.cores.user_update import (
     prior_state,
     profile_text,
 )
-from streams.events import ContentIndexed, ContentNew, UserEvent, UserProfile
+from streams.events import ContentIndexed, ContentNew, RetryEnvelope, UserEvent, UserProfile
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class BatchResult:
     dlq: list[Outgoing] = field(default_factory=list)
     ok: int = 0
     skipped: int = 0
+    deferred: int = 0  # parked on the retry topic (their records travel with the DLQ ones, before the commit)
     rejected: dict[str, int] = field(default_factory=dict)
     stage_ms: dict[str, float] = field(default_factory=dict)
     freshness_s: list[float] = field(default_factory=list)
@@ -241,12 +243,22 @@ class Engine:
         fences = self.users.read_fences(fkeys.values())
         new_fence: dict[FenceKey, int] = {}
         fresh: list[tuple[Record, UserEvent]] = []
+        envelopes: dict[int, RetryEnvelope] = {}
         for rec in records:
             fk = fkeys[(rec.topic, rec.partition)]
             if rec.offset <= fences[fk]:
                 res.skipped += 1
                 continue
             new_fence[fk] = max(new_fence.get(fk, -1), rec.offset)
+            if rec.topic == self.topics.user_events_retry:
+                wrapped = decode_event(rec.value, RetryEnvelope, st.max_event_bytes * 2)
+                if isinstance(wrapped, Rejected):
+                    self._reject(res, rec, wrapped, self.topics.user_dlq)
+                    continue
+                rec = Record(self.topics.user_events, wrapped.source_partition, wrapped.source_offset,
+                             base64.b64decode(wrapped.key_b64) if wrapped.key_b64 else None,
+                             base64.b64decode(wrapped.value_b64), rec.timestamp_ms)
+                envelopes[id(rec)] = wrapped
             ev = decode_event(rec.value, UserEvent, st.max_event_bytes)
             if isinstance(ev, Rejected):
                 self._reject(res, rec, ev, self.topics.user_dlq)
@@ -258,12 +270,31 @@ class Engine:
         vecs = self._item_vectors([ev.item_id for _, ev in fresh])
         res.stage_ms["lookup"] = _ms(t1)
         known: list[UserEvent] = []
+        now = self.clock()
         for rec, ev in fresh:
-            if ev.item_id not in vecs:
-                self._reject(res, rec, Rejected("UnknownItem", f"item {ev.item_id!r} is not indexed"),
-                             self.topics.user_dlq)
-            else:
+            if ev.item_id in vecs:
                 known.append(ev)
+                continue
+            env = envelopes.get(id(rec))
+            first = env.first_seen.timestamp() if env else now
+            attempt = env.attempt + 1 if env else 1
+            delay = min(0.25 * 2 ** (attempt - 1), 5.0)
+            if now + delay - first <= st.unknown_item_grace_s:
+                retry = RetryEnvelope(
+                    attempt=attempt,
+                    first_seen=datetime.fromtimestamp(first, UTC),
+                    retry_at=datetime.fromtimestamp(now + delay, UTC),
+                    source_partition=rec.partition,
+                    source_offset=rec.offset,
+                    key_b64=base64.b64encode(rec.key).decode() if rec.key is not None else None,
+                    value_b64=base64.b64encode(rec.value or b"").decode(),
+                )
+                res.dlq.append(Outgoing(self.topics.user_events_retry, rec.key, retry.to_bytes()))
+                res.deferred += 1
+            else:
+                waited = f" after {now - first:.1f}s of retries" if env else ""
+                self._reject(res, rec, Rejected("UnknownItem", f"item {ev.item_id!r} is not indexed{waited}"),
+                             self.topics.user_dlq)
 
         t2 = time.perf_counter()
         states: dict[str, UserState] = {}
@@ -301,6 +332,15 @@ class Engine:
             if ev.produced_at is not None:
                 res.freshness_s.append(max(0.0, self.clock() - ev.produced_at.timestamp()))
         return PreparedUserBatch(res, commit, records)
+
+    def retry_due(self, rec: Record) -> float:
+        """Epoch seconds at which a retry-topic record is due (0 when it cannot be read: handled as a reject)."""
+        import json
+
+        try:
+            return datetime.fromisoformat(json.loads(rec.value or b"{}")["retry_at"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            return 0.0
 
     def commit_user_events(self, prepared: PreparedUserBatch, max_retries: int = 8) -> BatchResult:
         """Commit a prepared batch; if a fence moved meanwhile, re-prepare (skipping what is now applied)."""

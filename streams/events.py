@@ -230,6 +230,22 @@ class DeadLetter(_Event):
     failed_at: AwareDatetime
 
 
+class RetryEnvelope(_Event):
+    """``user.events.retry``: a user event whose item was not indexed yet, parked for another attempt.
+
+    Users react to new posts within seconds, often before the post's vector is searchable; such an event is
+    retried with backoff until ``first_seen + grace`` and only then dead-lettered as ``UnknownItem``.
+    """
+
+    attempt: int = Field(ge=1)
+    first_seen: AwareDatetime
+    retry_at: AwareDatetime
+    source_partition: int
+    source_offset: int
+    key_b64: str | None
+    value_b64: str
+
+
 EVENT_TYPES: dict[str, type[_Event]] = {
     "content.new": ContentNew,
     "user.events": UserEvent,

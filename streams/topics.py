@@ -29,6 +29,7 @@ class Topics:
 
     content_new: str
     user_events: str
+    user_events_retry: str
     user_profile: str
     content_indexed: str
     content_dlq: str
@@ -39,6 +40,7 @@ class Topics:
         return cls(
             content_new=f"{prefix}content.new",
             user_events=f"{prefix}user.events",
+            user_events_retry=f"{prefix}user.events.retry",
             user_profile=f"{prefix}user.profile",
             content_indexed=f"{prefix}content.indexed",
             content_dlq=f"{prefix}content.dlq",
@@ -50,6 +52,8 @@ class Topics:
         return [
             TopicSpec(self.content_new, "item_id", "new posts of all five kinds"),
             TopicSpec(self.user_events, "user_id", "user behaviour"),
+            TopicSpec(self.user_events_retry, "user_id", "user events waiting for their item to be indexed",
+                      retention_ms=week),
             TopicSpec(self.user_profile, "user_id", "new-user registrations"),
             TopicSpec(self.content_indexed, "item_id", "freshness traces", retention_ms=week),
             TopicSpec(self.content_dlq, "item_id", "rejected content with reason", retention_ms=4 * week, dlq=True),

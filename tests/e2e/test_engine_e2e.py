@@ -168,7 +168,7 @@ def test_bad_input_goes_to_dlq_and_the_partition_keeps_flowing(worker):
                for fam in text_string_to_metric_families(body) for s in fam.samples}
     dlq = {lab: v for (name, lab), v in samples.items() if name == "thaw_dlq_total"}
     assert dlq[(("error", "Oversize"), ("topic", t.content_new))] == 1
-    assert dlq[(("error", "UnknownItem"), ("topic", t.user_events))] == 1
+    assert dlq[(("error", "UnknownItem"), ("topic", t.user_events_retry))] == 1  # given up after retries
     assert samples[("thaw_events_total", (("outcome", "ok"), ("topic", t.content_new)))] >= 1
     assert any(name == "thaw_freshness_seconds_count" and v >= 1 for (name, _), v in samples.items())
     assert any(name == "thaw_consumer_lag" for (name, _) in samples)

@@ -3,6 +3,7 @@
 Kafka is not involved here: records are built directly; the e2e tests drive the same code through the worker.
 """
 
+import base64
 import json
 
 import pytest
@@ -66,21 +67,41 @@ def test_content_is_indexed_and_searchable(engine):
     assert engine.items.count() == 2
 
 
-def test_user_events_fenced_and_unknown_items_dead_lettered(engine):
+def test_user_events_fenced_and_unknown_items_retried_then_dead_lettered(engine):
     engine.handle_content([_rec(engine.topics.content_new, 0, _item(0, "metal", ["metal"]))])
     t = engine.topics.user_events
     ev = {"user_id": "u1", "item_id": "it0", "action": "like", "ts": NOW}
-    recs = [_rec(t, 5, ev), _rec(t, 6, {**ev, "item_id": "ghost"}), _rec(t, 7, {**ev, "action": "dance"})]
+    recs = [_rec(t, 5, ev), _rec(t, 6, {**ev, "item_id": "itlater"}), _rec(t, 7, {**ev, "action": "dance"})]
     prep = engine.prepare_user_events(recs)
-    assert sorted(prep.result.rejected.items()) == [("SchemaViolation", 1), ("UnknownItem", 1)]
+    assert prep.result.rejected == {"SchemaViolation": 1} and prep.result.deferred == 1
+    (retry,) = [o for o in prep.result.dlq if o.topic == engine.topics.user_events_retry]
     res = engine.commit_user_events(prep)
     assert res.ok == 1
-    st = engine.users.read_states(engine.space, ["u1"])["u1"]
-    assert st.n_events == 1
+    assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
     # redelivery of the same records: all skipped, nothing applied twice
     again = engine.commit_user_events(engine.prepare_user_events(recs))
     assert again.skipped == 3 and again.ok == 0 and not again.dlq
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
+    # the item arrives; the parked event, read back from the retry topic, now applies
+    engine.handle_content([_rec(engine.topics.content_new, 1, _item("later", "metal too", ["metal"]))])
+    engine.items.count()  # Strong read: the upsert is visible
+    rt = engine.topics.user_events_retry
+    ok = engine.commit_user_events(engine.prepare_user_events([Record(rt, 0, 0, retry.key, retry.value, 0)]))
+    assert ok.ok == 1 and engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 2
+    # an item that never arrives: retried until the grace period is over, then dead-lettered with the reason
+    ghost = engine.prepare_user_events([_rec(t, 8, {**ev, "item_id": "ghost"})])
+    engine.commit_user_events(ghost)
+    (env,) = [o for o in ghost.result.dlq if o.topic == rt]
+    real_clock = engine.clock
+    engine.clock = lambda: real_clock() + engine.s.stream.unknown_item_grace_s + 1
+    try:
+        final = engine.prepare_user_events([Record(rt, 0, 1, env.key, env.value, 0)])
+    finally:
+        engine.clock = real_clock
+    assert final.result.rejected == {"UnknownItem": 1} and final.result.deferred == 0
+    dl = DeadLetter.model_validate_json(final.result.dlq[0].value)
+    assert dl.source_topic == t and dl.offset == 8 and "after" in dl.error
+    assert json.loads(base64.b64decode(dl.value_b64))["item_id"] == "ghost"
 
 
 def test_profile_prior(engine):
