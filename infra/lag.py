@@ -116,6 +116,23 @@ class LagReader:
         return sorted(rows)
 
 
+def group_is_active(settings: Settings, group_id: str) -> bool:
+    """True when the consumer group is Stable and at least one member holds partitions (the worker is consuming)."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(**_client_config(settings.kafka, 10_000))
+    try:
+        desc = admin.describe_groups([group_id])
+    finally:
+        admin.close()
+    g = desc.get(group_id) if isinstance(desc, dict) else None
+    if not g:
+        return False
+    return g.get("group_state") == "Stable" and any(
+        (m.get("member_assignment") or {}).get("assigned_partitions") for m in g.get("members", [])
+    )
+
+
 def consumer_lag(settings: Settings, group_ids: list[str] | None = None) -> list[PartitionLag]:
     """Lag of every committed partition of ``group_ids`` (all consumer groups when None), sorted."""
     with LagReader(settings.kafka) as reader:

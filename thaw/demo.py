@@ -35,7 +35,7 @@ from encoders.registry import ModelRegistry
 from encoders.text import ensure_minilm
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
-from infra.lag import consumer_lag
+from infra.lag import consumer_lag, group_is_active
 from infra.settings import Settings
 from infra.stack import LocalStack
 from ranking.recall import Recaller
@@ -140,6 +140,13 @@ def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: fl
         env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
+        t_w = time.perf_counter()
+        while not group_is_active(s, s.stream.app_id):
+            if worker.poll() is not None or time.perf_counter() - t_w > 180:
+                rep.fail(f"the worker did not start consuming (see {log_path})")
+                return rep
+            time.sleep(0.5)
+        rep.sections["model"]["worker_ready_s"] = round(time.perf_counter() - t_w, 2)
         _run(rep, s, topics, run, n_items, n_users, rate, worker, mv.manifest.dim)
     finally:
         worker.send_signal(signal.SIGTERM)

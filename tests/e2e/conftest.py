@@ -51,23 +51,14 @@ class Worker:
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Until the worker has created its collection and its consumer group has members with partitions."""
-        from kafka.admin import KafkaAdminClient
         from pymilvus import MilvusClient
+
+        from infra.lag import group_is_active
 
         mc = MilvusClient(self.settings.milvus.uri)
         wait_for(lambda: mc.has_collection(self.settings.milvus.items_collection), timeout_s, "collection", self)
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka.bootstrap_servers)
-
-        def stable() -> bool:
-            g = admin.describe_groups([self.settings.stream.app_id]).get(self.settings.stream.app_id) or {}
-            return g.get("group_state") == "Stable" and any(
-                m.get("member_assignment", {}).get("assigned_partitions") for m in g.get("members", [])
-            )
-
-        try:
-            wait_for(stable, timeout_s, "consumer group to be stable", self, poll_s=0.2)
-        finally:
-            admin.close()
+        wait_for(lambda: group_is_active(self.settings, self.settings.stream.app_id), timeout_s,
+                 "consumer group to be stable", self, poll_s=0.2)
 
     def metrics_url(self) -> str:
         """The worker's /metrics address (it logs the port it bound when started with --metrics-port 0)."""
