@@ -1,0 +1,78 @@
+"""Non-neural cold-item baselines: random, popularity, content-kNN.
+
+Each builder returns a ``score(users, items) -> float32[U, I]`` function (see :data:`ranking.common.ScoreFn`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ranking.common import Interactions, ScoreFn
+
+
+def random_scorer(seed: int = 0) -> ScoreFn:
+    """Uniform random scores, one fixed seeded draw per (user, item) (the same pair always scores the same)."""
+
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        # hash (user, item, seed) into [0, 1): independent of batching order
+        x = (users.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)) ^ (
+            items.astype(np.uint64)[None, :] * np.uint64(0xC2B2AE3D27D4EB4F) + np.uint64(seed)
+        )
+        x ^= x >> np.uint64(31)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(29)
+        return (x >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)
+
+    return score
+
+
+def popularity_scorer(train: Interactions, seed: int = 0) -> ScoreFn:
+    """Training interaction count of the item; ties broken by :func:`random_scorer` (same seed).
+
+    For strictly cold items every count is 0, so this *is* the random ranking (identical numbers with the same
+    seed): popularity carries no information about items that have no history. It is reported to make that
+    explicit, since popularity is the usual fallback for warm recommendation.
+    """
+    counts = train.item_counts().astype(np.float32)
+    tie = random_scorer(seed)
+
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return counts[items][None, :] + tie(users, items)
+
+    return score
+
+
+def content_knn_scorer(item_content: np.ndarray, train: Interactions, k: int | None = None) -> ScoreFn:
+    """Content kNN: how similar the item's content is to what the user consumed.
+
+    ``score(u, i) = mean_{j in N_u} cos(c_i, c_j)`` where ``N_u`` are the user's distinct warm training items
+    (``k=None``: all of them, i.e. the cosine to the user's mean content vector, unnormalised), or, with ``k``, the
+    mean over the ``k`` items of ``N_u`` most similar to ``i`` (item-based kNN with the user's history as the
+    neighbourhood pool). Users without warm history score 0 everywhere.
+
+    Args:
+        item_content: ``float32[n_items, d]`` unit-norm content vectors (rows of items without content are zero).
+        train: Warm training pairs.
+        k: Neighbours per (user, item), or ``None`` for all.
+    """
+    c = np.ascontiguousarray(item_content, dtype=np.float32)
+    pairs = np.unique(np.stack([train.users, train.items], axis=1), axis=0)
+    starts = np.searchsorted(pairs[:, 0], np.arange(train.n_users + 1))
+    hist = pairs[:, 1]
+
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        ci = c[items]
+        out = np.zeros((len(users), len(items)), dtype=np.float32)
+        for r, u in enumerate(users):
+            h = hist[starts[u] : starts[u + 1]]
+            if len(h) == 0:
+                continue
+            if k is None or len(h) <= k:
+                out[r] = ci @ c[h].mean(axis=0)
+            else:
+                sims = ci @ c[h].T  # I x |N_u|
+                top = np.partition(sims, len(h) - k, axis=1)[:, len(h) - k :]
+                out[r] = top.mean(axis=1)
+        return out
+
+    return score

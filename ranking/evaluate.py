@@ -1,0 +1,577 @@
+"""Cold-item evaluation harness: CB2CF (each objective) against the baselines, on any generic-format dataset.
+
+Protocol (GAR / Heater / DropoutNet style): items are split into warm (training) and cold (validation, test) sets
+with *all* their interactions; models train on the warm interactions only; every test user (a user with at least
+one interaction on a test cold item) ranks **all** test cold items, and Precision/Recall/NDCG/Hit@K are averaged
+over those users (:mod:`workloads.metrics`). Validation cold items are used for every choice the harness makes
+(early stopping of CB2CF and DropoutNet, the CB2CF objective, the content-kNN neighbourhood size); test items are
+scored once, at the end, with the chosen settings. The DSSM (the CF space) early-stops on a hold-out of its own warm
+pairs, not on cold items. Every interaction counts as a positive unless ``min_weight`` is given.
+
+Models (``models=``):
+
+* ``random``: uniform random scores.
+* ``popularity``: training interaction count. Cold items have none, so it degenerates to ``random`` (identical
+  numbers by construction); reported to make that explicit.
+* ``content-knn``: mean content cosine of the item to the user's warm items (all, or the ``k`` most similar;
+  ``k`` chosen on validation among ``knn_ks``).
+* ``dropoutnet``: DropoutNet-style model over [DSSM vector, content] with input dropout on the CF part.
+* ``cb2cf``: CB2CF trained on warm items to land on the DSSM item vectors; one entry per objective
+  (``cb2cf-regression``, ``cb2cf-contrastive``, ``cb2cf-combined``) plus ``cb2cf`` = the objective that won on
+  validation.
+
+Run::
+
+    python -m ranking.evaluate cold-items --dataset ml-100k --json
+    python -m ranking.evaluate cold-items --interactions TRAIN.csv --item-content items.jsonl \\
+        [--cold-test TEST.csv] [--cold-val VAL.csv] [--k 20] [--seed 0] [--out report.json] [--json]
+
+With split files, ``--interactions`` holds the training interactions (rows on cold test/validation items, if any,
+are dropped and counted in the report); without ``--cold-val`` a seeded 10% of the warm items is held out as
+validation cold items; without ``--cold-test`` the harness makes the seeded 8:1:1 item split itself (or uses the
+dataset's predefined split, e.g. CiteULike-a's). CiteULike-a is a held-out benchmark: the harness only ever selects on
+validation, and its defaults were chosen on ml-100k / Last.fm validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranking.baselines import content_knn_scorer, popularity_scorer, random_scorer
+from ranking.common import Interactions, ScoreFn, evaluate_task
+from ranking.content import ContentFields, minilm_text_fields
+from ranking.models.cb2cf import OBJECTIVES, CB2CFConfig, Objective, cb2cf_score, train_cb2cf
+from ranking.models.dropoutnet import DropoutNetConfig, train_dropoutnet
+from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features, train_dssm
+from workloads.datasets import InteractionDataset, load_dataset, load_generic
+from workloads.splits import ColdItemSplit, EvalTask, default_cold_item_split
+
+MODELS: tuple[str, ...] = ("random", "popularity", "content-knn", "dropoutnet", "cb2cf")
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class ColdEvalConfig:
+    """Everything the harness can be told beyond the data.
+
+    Attributes:
+        k: Cut-off of the reported metrics (and of every validation choice).
+        seed: Seed of splits, initialisation and sampling.
+        models: Which of :data:`MODELS` to run.
+        objectives: CB2CF objectives to train and compare on validation.
+        fields: Text content fields (see :data:`ranking.content.TEXT_FIELDS`).
+        knn_ks: Content-kNN neighbourhood sizes tried on validation (``None`` = all of the user's items).
+        min_weight: Interactions with a lower weight are neither training positives nor relevant.
+        user_features: Feed the dataset's categorical user features to the DSSM user tower.
+        val_share: Share of warm items held out as validation cold items when no validation split is given.
+        dssm: DSSM hyper-parameters (``seed`` is overridden by ``seed``).
+        cb2cf: CB2CF hyper-parameters (``objective``/``seed`` overridden).
+        dropoutnet: DropoutNet hyper-parameters (``seed`` overridden).
+        models_dir: Versioned model directory holding MiniLM (default ``~/.cache/thaw/models``).
+        feature_cache: Text-embedding cache (default ``~/.cache/thaw/features``).
+        threads: torch intra-op threads of every model (1 measured fastest on this shared 2-core machine).
+        verbose: Progress lines on stderr.
+    """
+
+    k: int = 20
+    seed: int = 0
+    models: tuple[str, ...] = MODELS
+    objectives: tuple[Objective, ...] = OBJECTIVES
+    fields: tuple[str, ...] = ("doc",)
+    knn_ks: tuple[int | None, ...] = (None, 10, 50)
+    min_weight: float | None = None
+    user_features: bool = True
+    val_share: float = 0.1
+    dssm: DSSMConfig = field(default_factory=DSSMConfig)
+    cb2cf: CB2CFConfig = field(default_factory=CB2CFConfig)
+    dropoutnet: DropoutNetConfig = field(default_factory=DropoutNetConfig)
+    models_dir: Path | None = None
+    feature_cache: Path | None = None
+    threads: int = 1
+    verbose: bool = False
+
+
+@dataclass
+class ColdEvalArtifacts:
+    """The trained models of a run (for export / inspection); filled by :func:`run_cold_items`."""
+
+    dssm: DSSM | None = None
+    cb2cf: dict[str, Any] = field(default_factory=dict)
+    selected_objective: str | None = None
+    content: ContentFields | None = None
+    user_ids: list[str] = field(default_factory=list)
+    item_ids: list[str] = field(default_factory=list)
+
+
+def _log(cfg: ColdEvalConfig, msg: str) -> None:
+    if cfg.verbose:
+        print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def _carve_val(ds: InteractionDataset, train_rows: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Moves a seeded ``share`` of the warm items (with all their rows) from training to validation."""
+    warm = np.unique(ds.items[train_rows])
+    n_val = max(1, int(round(share * len(warm))))
+    val_items = np.sort(np.random.default_rng(seed + 1).permutation(warm)[:n_val])
+    is_val = np.isin(ds.items[train_rows], val_items)
+    return train_rows[~is_val], train_rows[is_val], val_items
+
+
+def load_cold_split(
+    interactions: PathLike | InteractionDataset | None = None,
+    item_content: PathLike | Sequence[PathLike] | None = None,
+    cold_test: PathLike | None = None,
+    cold_val: PathLike | None = None,
+    seed: int = 0,
+    dataset: str | None = None,
+    val_share: float = 0.1,
+) -> tuple[InteractionDataset, ColdItemSplit, dict[str, Any]]:
+    """Builds the dataset and the cold-item split the harness evaluates.
+
+    Args:
+        interactions: Training (or all) interactions file in the generic format, or a loaded dataset.
+        item_content: Tags / JSONL content file(s) (generic format).
+        cold_test: Test cold-item interactions file; ``None`` = make or use the default split.
+        cold_val: Validation cold-item interactions file; ``None`` with ``cold_test`` = carve a seeded
+            ``val_share`` of the warm items.
+        seed: Split seed.
+        dataset: A built-in dataset name instead of files.
+        val_share: See ``cold_val``.
+
+    Returns:
+        ``(dataset, split, info)``; ``info`` describes where the split came from.
+    """
+    info: dict[str, Any] = {}
+    if dataset is not None:
+        ds = load_dataset(dataset)
+        split = default_cold_item_split(ds, seed=seed)
+        info["source"] = "predefined" if split.seed is None else f"seeded 8:1:1 item split (seed {seed})"
+        return ds, split, info
+    if isinstance(interactions, InteractionDataset):
+        if cold_test is not None or cold_val is not None:
+            raise ValueError("split files go with an interactions file, not with a loaded dataset")
+        split = default_cold_item_split(interactions, seed=seed)
+        info["source"] = "predefined" if split.seed is None else f"seeded 8:1:1 item split (seed {seed})"
+        return interactions, split, info
+    if interactions is None:
+        raise ValueError("need an interactions file, a dataset or a dataset name")
+    if cold_test is None:
+        ds = load_generic(interactions, item_content)
+        split = default_cold_item_split(ds, seed=seed)
+        info["source"] = f"seeded 8:1:1 item split (seed {seed})"
+        return ds, split, info
+    files: dict[str, PathLike] = {"train": interactions, "cold_item_test": cold_test}
+    if cold_val is not None:
+        files["cold_item_val"] = cold_val
+    ds = load_generic(None, item_content, splits=files, name=Path(interactions).stem)
+    test_rows = ds.splits["cold_item_test"]
+    test_items = np.unique(ds.items[test_rows])
+    train_rows = ds.splits["train"]
+    if cold_val is not None:
+        val_rows = ds.splits["cold_item_val"]
+        val_items = np.unique(ds.items[val_rows])
+        if np.intersect1d(val_items, test_items).size:
+            raise ValueError("validation and test cold items overlap")
+    else:
+        val_items = np.zeros(0, dtype=np.int64)
+    # rows of the training file on cold items (e.g. a file holding all interactions) are not training data
+    leaked = np.isin(ds.items[train_rows], np.union1d(val_items, test_items))
+    info["train_rows_dropped_on_cold_items"] = int(leaked.sum())
+    train_rows = train_rows[~leaked]
+    if cold_val is not None:
+        info["source"] = "files (train, cold test, cold validation)"
+    else:
+        train_rows, val_rows, val_items = _carve_val(ds, train_rows, val_share, seed)
+        info["source"] = f"files (train, cold test); validation = seeded {val_share:.0%} of the warm items"
+    train_rows = np.sort(train_rows)
+    split = ColdItemSplit(
+        train=train_rows,
+        val=np.sort(val_rows),
+        test=np.sort(test_rows),
+        warm_items=np.unique(ds.items[train_rows]),
+        val_items=val_items,
+        test_items=test_items,
+        n_interactions=ds.n_interactions,
+        seed=seed if cold_val is None else None,
+    )
+    return ds, split, info
+
+
+# ---------------------------------------------------------------------------------------------------- harness
+
+
+def _metrics(task: EvalTask, score: ScoreFn, k: int) -> tuple[dict[str, float], float]:
+    t0 = time.perf_counter()
+    m = evaluate_task(task, score, k=k)
+    return {key: v for key, v in m.items() if key != "n_users"}, time.perf_counter() - t0
+
+
+def _entry(
+    val: EvalTask, test: EvalTask, score: ScoreFn, k: int, train_seconds: float, **extra: Any
+) -> dict[str, Any]:
+    vm, _ = _metrics(val, score, k)
+    tm, secs = _metrics(test, score, k)
+    return {
+        **tm,
+        f"val_ndcg@{k}": vm[f"ndcg@{k}"],
+        f"val_recall@{k}": vm[f"recall@{k}"],
+        "train_seconds": round(train_seconds, 3),
+        "score_seconds": round(secs, 3),
+        **extra,
+    }
+
+
+def run_cold_items(
+    ds: InteractionDataset,
+    split: ColdItemSplit,
+    config: ColdEvalConfig = ColdEvalConfig(),  # noqa: B008 - frozen dataclass
+    content: ContentFields | None = None,
+    artifacts: ColdEvalArtifacts | None = None,
+) -> dict[str, Any]:
+    """Trains every requested model on the warm part of ``split`` and evaluates it on the cold items.
+
+    Args:
+        ds: The dataset.
+        split: The cold-item split (``train`` rows must not touch cold items).
+        config: Harness configuration.
+        content: Precomputed content fields (default: MiniLM text fields of ``config.fields``).
+        artifacts: If given, receives the trained DSSM and CB2CF models.
+
+    Returns:
+        The report (see :func:`evaluate_cold_items`).
+    """
+    t_start = time.perf_counter()
+    k = config.k
+    unknown = set(config.models) - set(MODELS)
+    if unknown:
+        raise ValueError(f"unknown models {sorted(unknown)}; known: {list(MODELS)}")
+    if np.isin(ds.items[split.train], split.cold_items).any():
+        raise ValueError("training rows include cold items")
+    encode_seconds = 0.0
+    if content is None:
+        _log(config, f"embedding item text fields {config.fields} with MiniLM")
+        content, encode_seconds = minilm_text_fields(
+            ds, fields=config.fields, models_dir=config.models_dir, cache_dir=config.feature_cache
+        )
+    train_rows = split.train
+    if config.min_weight is not None:
+        train_rows = train_rows[ds.weights[train_rows] >= config.min_weight]
+    train = Interactions(ds.users[train_rows], ds.items[train_rows], ds.n_users, ds.n_items)
+    val_task = split.eval_task(ds, "val", min_weight=config.min_weight)
+    test_task = split.eval_task(ds, "test", min_weight=config.min_weight)
+    if val_task.n_rows == 0 or test_task.n_rows == 0:
+        raise ValueError(f"empty evaluation: {val_task.n_rows} validation users, {test_task.n_rows} test users")
+    report: dict[str, Any] = {
+        "dataset": {
+            "name": ds.name,
+            "users": ds.n_users,
+            "items": ds.n_items,
+            "interactions": ds.n_interactions,
+        },
+        "split": {
+            "train_interactions": len(train),
+            "warm_items": int(len(split.warm_items)),
+            "val_items": int(len(split.val_items)),
+            "test_items": int(len(split.test_items)),
+            "val_users": val_task.n_rows,
+            "test_users": test_task.n_rows,
+        },
+        "k": k,
+        "seed": config.seed,
+        "protocol": "each test user ranks all test cold items; binary relevance; mean over test users",
+        "content": {
+            "fields": list(content.names),
+            "dims": [int(v.shape[1]) for v in content.values],
+            "present_share": [round(float(p), 4) for p in content.present.mean(axis=0)],
+            "source": content.source,
+            "encode_seconds": round(encode_seconds, 3),
+        },
+        "models": {},
+        "selected": {},
+    }
+    models: dict[str, Any] = report["models"]
+
+    if "random" in config.models:
+        models["random"] = _entry(val_task, test_task, random_scorer(config.seed), k, 0.0)
+    if "popularity" in config.models:
+        t0 = time.perf_counter()
+        pop = popularity_scorer(train, config.seed)
+        models["popularity"] = _entry(
+            val_task, test_task, pop, k, time.perf_counter() - t0,
+            note="cold items have no training interactions: all scores tie and the seeded tie-break makes this "
+            "the random ranking",
+        )
+    if "content-knn" in config.models:
+        t0 = time.perf_counter()
+        cvec = content.concatenated()
+        per_k = {}
+        for kk in config.knn_ks:
+            per_k["all" if kk is None else str(kk)] = _metrics(val_task, content_knn_scorer(cvec, train, kk), k)[0][
+                f"ndcg@{k}"
+            ]
+        best = max(per_k, key=lambda s: per_k[s])
+        best_k = None if best == "all" else int(best)
+        tune = time.perf_counter() - t0
+        models["content-knn"] = _entry(
+            val_task, test_task, content_knn_scorer(cvec, train, best_k), k, tune,
+            neighbours=best, val_ndcg_by_neighbours=per_k,
+        )
+        report["selected"]["content_knn_neighbours"] = best
+
+    dssm = None
+    if "cb2cf" in config.models or "dropoutnet" in config.models:
+        _log(config, f"training DSSM on {len(train)} warm pairs")
+        uf = categorical_user_features(ds.user_features, n_users=ds.n_users) if config.user_features else None
+        dcfg_ = replace(config.dssm, seed=config.seed, eval_k=k, threads=config.threads)
+        dssm, dlog = train_dssm(train, dcfg_, uf, verbose=config.verbose)
+        report["dssm"] = {
+            **dlog.to_dict(),
+            f"holdout_ndcg@{k}": dlog.best_value,
+            "user_features": list(uf.names) if uf is not None else [],
+            "config": asdict(config.dssm),
+        }
+        if artifacts is not None:
+            artifacts.dssm = dssm
+            artifacts.content = content
+            artifacts.user_ids = list(ds.user_ids)
+            artifacts.item_ids = list(ds.item_ids)
+
+    if "cb2cf" in config.models and dssm is not None:
+        warm = np.flatnonzero(train.item_counts() > 0)
+        targets = dssm.item_vectors(warm)
+        results = {}
+        for obj in config.objectives:
+            cfg = replace(
+                config.cb2cf, objective=obj, seed=config.seed, eval_k=k, out_dim=config.dssm.dim,
+                threads=config.threads,
+            )
+            _log(config, f"training CB2CF ({obj}) on {len(warm)} warm items")
+            res = train_cb2cf(content, warm, targets, cfg, val_task, dssm.user_vectors, verbose=config.verbose)
+            results[obj] = res
+            models[f"cb2cf-{obj}"] = _entry(
+                val_task, test_task, cb2cf_score(res.model, content, dssm.user_vectors), k,
+                res.log.seconds, dssm_seconds=round(dlog.seconds, 3), objective=obj,
+                best_epoch=res.log.best_epoch, epochs_run=res.log.epochs_run,
+            )
+        best_obj = max(results, key=lambda o: models[f"cb2cf-{o}"][f"val_ndcg@{k}"])
+        models["cb2cf"] = {**models[f"cb2cf-{best_obj}"], "selected_on": "validation ndcg"}
+        report["selected"]["cb2cf_objective"] = best_obj
+        # diagnostic: the same item vectors scored with one mean user (no personalisation left)
+        best_model = results[best_obj].model
+        mean_user = dssm.user_vectors(np.unique(train.users)).mean(axis=0, keepdims=True)
+        report["diagnostics"] = {
+            f"cb2cf_non_personal_ndcg@{k}": _metrics(
+                test_task,
+                cb2cf_score(best_model, content, lambda u: np.repeat(mean_user, len(u), axis=0)),
+                k,
+            )[0][f"ndcg@{k}"],
+            "note": "the selected CB2CF with every user replaced by the mean user vector: the share of its "
+            "quality that is item quality/popularity predicted from content rather than personal taste",
+        }
+        if artifacts is not None:
+            artifacts.cb2cf = {o: r.model for o, r in results.items()}
+            artifacts.selected_objective = best_obj
+
+    if "dropoutnet" in config.models and dssm is not None:
+        _log(config, "training DropoutNet")
+        user_cf = dssm.user_vectors(np.arange(ds.n_users))
+        item_cf = dssm.item_vectors(np.arange(ds.n_items))
+        dcfg = replace(config.dropoutnet, seed=config.seed, eval_k=k, threads=config.threads)
+        _, dscore, dnlog = train_dropoutnet(train, user_cf, item_cf, content, dcfg, val_task, verbose=config.verbose)
+        models["dropoutnet"] = _entry(
+            val_task, test_task, dscore, k, dnlog.seconds,
+            dssm_seconds=round(dlog.seconds, 3), best_epoch=dnlog.best_epoch, epochs_run=dnlog.epochs_run,
+        )
+
+    order: list[str] = [m for m in ("random", "popularity", "content-knn", "dropoutnet") if m in models]
+    order += sorted(m for m in models if m.startswith("cb2cf-")) + (["cb2cf"] if "cb2cf" in models else [])
+    report["models"] = {m: models[m] for m in order}
+    report["total_seconds"] = round(time.perf_counter() - t_start, 3)
+    return report
+
+
+def evaluate_cold_items(
+    interactions: PathLike | InteractionDataset | None,
+    item_content: PathLike | Sequence[PathLike] | None = None,
+    cold_test: PathLike | None = None,
+    cold_val: PathLike | None = None,
+    k: int = 20,
+    seed: int = 0,
+    models: Sequence[str] | None = None,
+    *,
+    dataset: str | None = None,
+    config: ColdEvalConfig | None = None,
+    content: ContentFields | None = None,
+    artifacts: ColdEvalArtifacts | None = None,
+) -> dict[str, Any]:
+    """Evaluates cold-item recommenders on held-out cold items (see the module docstring for the protocol).
+
+    Args:
+        interactions: Interactions file (generic format: ``user,item[,weight][,ts]``) or a loaded
+            :class:`InteractionDataset`; ``None`` with ``dataset``.
+        item_content: Item content file(s) for an interactions file (tags file and/or JSONL).
+        cold_test: Test cold-item interactions file (optional).
+        cold_val: Validation cold-item interactions file (optional).
+        k: Cut-off.
+        seed: Seed.
+        models: Subset of :data:`MODELS` (default: all).
+        dataset: Built-in dataset name (``ml-100k``, ``lastfm``, ``citeulike-a``) instead of files.
+        config: Further settings; ``k``, ``seed`` and ``models`` given here win over it.
+        content: Precomputed content fields (skips MiniLM).
+        artifacts: Receives the trained models.
+
+    Returns:
+        JSON-ready dict: ``dataset``, ``split`` (sizes, ``source``), ``content``, ``dssm`` (training log),
+        ``models`` (per model ``precision@K``, ``recall@K``, ``ndcg@K``, ``hit@K``, ``coverage@K`` on test,
+        ``val_ndcg@K``, ``train_seconds``, ``score_seconds``, ...), ``selected`` (choices made on validation),
+        ``diagnostics`` and ``total_seconds``.
+    """
+    t0 = time.perf_counter()
+    cfg = config or ColdEvalConfig()
+    cfg = replace(cfg, k=k, seed=seed, models=tuple(models) if models is not None else cfg.models)
+    ds, split, info = load_cold_split(
+        interactions, item_content, cold_test, cold_val, seed=seed, dataset=dataset, val_share=cfg.val_share
+    )
+    load_seconds = time.perf_counter() - t0
+    report = run_cold_items(ds, split, cfg, content=content, artifacts=artifacts)
+    report["split"] = {**info, **report["split"]}
+    report["load_seconds"] = round(load_seconds, 3)
+    report["total_seconds"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------- output / CLI
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A fixed-width text table of the report's models."""
+    k = report["k"]
+    cols = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"val_ndcg@{k}", "train_seconds"]
+    head = f"{'model':<20}" + "".join(f"{c:>15}" for c in cols)
+    lines = [f"{report['dataset']['name']}: {report['split'].get('source', '')}", head, "-" * len(head)]
+    for name, m in report["models"].items():
+        cells = []
+        for c in cols:
+            v = m.get(c, float("nan"))
+            cells.append(f"{v:>15.1f}" if c == "train_seconds" else f"{v:>15.4f}")
+        lines.append(f"{name:<20}" + "".join(cells))
+    if "dssm" in report:
+        d = report["dssm"]
+        lines.append(f"DSSM: {d['seconds']:.1f}s, best epoch {d['best_epoch']}, warm hold-out ndcg@{k} "
+                     f"{d['best_value']:.4f}")
+    sel = report.get("selected", {})
+    if sel:
+        lines.append("selected on validation: " + ", ".join(f"{a}={b}" for a, b in sel.items()))
+    lines.append(f"total {report['total_seconds']:.1f}s")
+    return "\n".join(lines)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """The report as JSON (NaN/inf become ``null``)."""
+    return json.dumps(_clean(report), indent=2, default=_json_default)
+
+
+def _parse_knn(text: str) -> tuple[int | None, ...]:
+    return tuple(None if t.strip() == "all" else int(t) for t in text.split(","))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ranking.evaluate cold-items ...`` (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m ranking.evaluate", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cold-items", help="evaluate cold-item recommenders (CB2CF vs baselines)")
+    c.add_argument("--interactions", type=Path, help="training (or all) interactions: user,item[,weight][,ts]")
+    c.add_argument("--item-content", type=Path, action="append", default=[], help="tags file / JSONL (repeatable)")
+    c.add_argument("--cold-test", type=Path, help="test cold-item interactions")
+    c.add_argument("--cold-val", type=Path, help="validation cold-item interactions")
+    c.add_argument("--dataset", choices=["ml-100k", "lastfm", "citeulike-a"], help="built-in dataset instead")
+    c.add_argument("--k", type=int, default=20)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    c.add_argument("--objectives", default=",".join(OBJECTIVES), help="CB2CF objectives to compare")
+    c.add_argument("--fields", default="doc", help="text fields: doc,text,tags")
+    c.add_argument("--knn-ks", default="all,10,50", help="content-kNN neighbourhood sizes tried on validation")
+    c.add_argument("--min-weight", type=float, default=None, help="positives/relevant need weight >= this")
+    c.add_argument("--no-user-features", action="store_true", help="DSSM user tower on ids only")
+    c.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    c.add_argument("--models-dir", type=Path, default=None, help="model directory holding MiniLM")
+    c.add_argument("--publish-dir", type=Path, default=None,
+                   help="export the trained DSSM towers and the selected CB2CF to this model registry (ONNX)")
+    c.add_argument("--publish-version", default=None, help="version name for --publish-dir (default: timestamp)")
+    c.add_argument("--out", type=Path, help="also write the JSON report here")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.add_argument("-v", "--verbose", action="store_true")
+    a = p.parse_args(argv)
+    if a.dataset is None and a.interactions is None:
+        p.error("cold-items needs --interactions or --dataset")
+    cfg = ColdEvalConfig(
+        objectives=tuple(o.strip() for o in a.objectives.split(",")),  # type: ignore[misc]
+        fields=tuple(f.strip() for f in a.fields.split(",")),
+        knn_ks=_parse_knn(a.knn_ks),
+        min_weight=a.min_weight,
+        user_features=not a.no_user_features,
+        models_dir=a.models_dir,
+        threads=a.threads,
+        verbose=a.verbose,
+    )
+    artifacts = ColdEvalArtifacts() if a.publish_dir is not None else None
+    report = evaluate_cold_items(
+        a.interactions,
+        a.item_content or None,
+        a.cold_test,
+        a.cold_val,
+        k=a.k,
+        seed=a.seed,
+        models=[m.strip() for m in a.models.split(",")],
+        dataset=a.dataset,
+        config=cfg,
+        artifacts=artifacts,
+    )
+    if artifacts is not None:
+        from ranking.export import publish_cold_item_models
+
+        report["published"] = publish_cold_item_models(
+            artifacts, a.publish_dir, version=a.publish_version, report=report
+        )
+    text = report_json(report)
+    if a.out is not None:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(text + "\n")
+    print(text if a.json else format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

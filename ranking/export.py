@@ -1,0 +1,253 @@
+"""ONNX export of the cold-item models into the versioned model directory, and the ONNX Runtime CB2CF projector.
+
+Published models (``encoders.registry.ModelRegistry`` layout, manifest with name, version, inputs, outputs, dim,
+opset, sha256):
+
+* ``dssm-user``: ``user_index`` (B int64; ``-1`` or any id outside the table = unknown/brand-new user)
+  [+ ``user_features`` (B x n_features int64, 0 = unknown) when the tower has features] → ``user_vector`` (B x dim).
+  Side file ``ids.json``: the raw user ids in index order, and the feature vocabularies.
+* ``dssm-item``: ``item_index`` (B int64) → ``item_vector`` (B x dim), the CF space. Side file ``ids.json``.
+* ``cb2cf``: one input per content field (``<field>``: B x d_f float32) + ``present`` (B x F float32, 1 = the
+  field is present) → ``cf_vector`` (B x dim, unit norm), in the same space as ``dssm-item``.
+
+:class:`CB2CFProjector` is the pure core the content agent calls: ``project(fields, present) -> cf_vectors``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoders.registry import ModelRegistry, ModelVersion, TensorSpec
+from ranking.models.cb2cf import CB2CF
+from ranking.models.dssm import DSSM
+
+OPSET = 17
+DSSM_USER = "dssm-user"
+DSSM_ITEM = "dssm-item"
+CB2CF_NAME = "cb2cf"
+
+
+class _UserTowerExport(nn.Module):
+    def __init__(self, dssm: DSSM, with_features: bool) -> None:
+        super().__init__()
+        self.dssm = dssm
+        self.with_features = with_features
+
+    def forward(self, user_index: torch.Tensor, user_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.dssm.users(user_index, user_features if self.with_features else None)
+
+
+class _ItemTowerExport(nn.Module):
+    def __init__(self, dssm: DSSM) -> None:
+        super().__init__()
+        self.dssm = dssm
+
+    def forward(self, item_index: torch.Tensor) -> torch.Tensor:
+        return self.dssm.items(item_index)
+
+
+class _CB2CFExport(nn.Module):
+    def __init__(self, model: CB2CF) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.model(list(args[:-1]), args[-1])
+
+
+def _onnx_export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], output: str) -> None:
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as encoders.text uses
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=[output],
+            dynamic_axes={**{n: {0: "batch"} for n in inputs}, output: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def export_dssm(
+    dssm: DSSM,
+    registry: ModelRegistry,
+    version: str,
+    user_ids: Sequence[str] | None = None,
+    item_ids: Sequence[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    make_current: bool = True,
+) -> tuple[ModelVersion, ModelVersion]:
+    """Publishes the DSSM user and item towers as ``dssm-user`` and ``dssm-item`` (same version).
+
+    Args:
+        dssm: Trained model.
+        registry: Target model directory.
+        version: Version name of both towers.
+        user_ids: Raw user ids in index order (written to ``ids.json``).
+        item_ids: Raw item ids in index order.
+        extra: Extra manifest entries (e.g. metrics, dataset).
+        make_current: Point ``CURRENT`` at the new versions.
+
+    Returns:
+        ``(user_version, item_version)``.
+    """
+    dssm = dssm.eval()
+    dim = dssm.config.dim
+    n_feat = dssm.user_tower.n_features
+    base = {"space": f"dssm@{version}", **(dict(extra) if extra else {})}
+    user_args: tuple[torch.Tensor, ...] = (torch.tensor([0, -1], dtype=torch.long),)
+    user_inputs = [TensorSpec("user_index", "int64", ["batch"])]
+    if n_feat:
+        user_args = (*user_args, torch.zeros(2, n_feat, dtype=torch.long))
+        user_inputs.append(TensorSpec("user_features", "int64", ["batch", n_feat]))
+
+    def write_user(d: Path) -> None:
+        _onnx_export(
+            _UserTowerExport(dssm, bool(n_feat)), user_args, d / "model.onnx", [t.name for t in user_inputs],
+            "user_vector",
+        )
+        (d / "ids.json").write_text(json.dumps({"user_ids": list(user_ids or []),
+                                                "features": list(dssm.feature_names)}))
+
+    uv = registry.publish(
+        DSSM_USER, version, write_user, inputs=user_inputs,
+        outputs=[TensorSpec("user_vector", "float32", ["batch", dim])], dim=dim, opset=OPSET,
+        extra={**base, "user_features": list(dssm.feature_names), "unknown_user_index": -1},
+        make_current=make_current,
+    )
+
+    def write_item(d: Path) -> None:
+        _onnx_export(_ItemTowerExport(dssm), (torch.tensor([0, 1], dtype=torch.long),), d / "model.onnx",
+                     ["item_index"], "item_vector")
+        (d / "ids.json").write_text(json.dumps({"item_ids": list(item_ids or [])}))
+
+    iv = registry.publish(
+        DSSM_ITEM, version, write_item, inputs=[TensorSpec("item_index", "int64", ["batch"])],
+        outputs=[TensorSpec("item_vector", "float32", ["batch", dim])], dim=dim, opset=OPSET, extra=base,
+        make_current=make_current,
+    )
+    return uv, iv
+
+
+def export_cb2cf(
+    model: CB2CF,
+    registry: ModelRegistry,
+    version: str,
+    extra: Mapping[str, Any] | None = None,
+    make_current: bool = True,
+) -> ModelVersion:
+    """Publishes CB2CF as ``cb2cf``: inputs one ``B x d_f`` float32 per field + ``present`` ``B x F``."""
+    model = model.eval()
+    specs = model.specs
+    args = tuple(torch.randn(2, s.dim) for s in specs) + (torch.tensor([[1.0] * len(specs), [0.0] * len(specs)]),)
+    names = [s.name for s in specs] + ["present"]
+    if len(set(names)) != len(names):
+        raise ValueError(f"field names must be unique and not 'present': {names}")
+    inputs = [TensorSpec(s.name, "float32", ["batch", s.dim]) for s in specs]
+    inputs.append(TensorSpec("present", "float32", ["batch", len(specs)]))
+    dim = model.config.out_dim
+
+    def write(d: Path) -> None:
+        _onnx_export(_CB2CFExport(model), args, d / "model.onnx", names, "cf_vector")
+
+    return registry.publish(
+        CB2CF_NAME, version, write, inputs=inputs, outputs=[TensorSpec("cf_vector", "float32", ["batch", dim])],
+        dim=dim, opset=OPSET,
+        extra={"fields": [{"name": s.name, "dim": s.dim} for s in specs], "objective": model.config.objective,
+               **(dict(extra) if extra else {})},
+        make_current=make_current,
+    )
+
+
+class CB2CFProjector:
+    """Runs a published ``cb2cf`` in ONNX Runtime: content fields → CF-space vectors.
+
+    Args:
+        version: The published model version.
+        threads: ONNX Runtime intra-op threads.
+    """
+
+    def __init__(self, version: ModelVersion, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        from encoders.text import onnx_providers
+
+        self.version = version
+        self.fields = [(f["name"], int(f["dim"])) for f in version.manifest.extra["fields"]]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self._sess = ort.InferenceSession(str(version.onnx_path), so, providers=onnx_providers())
+
+    @property
+    def dim(self) -> int:
+        return int(self.version.manifest.dim)
+
+    def project(self, fields: Mapping[str, np.ndarray | None], present: np.ndarray | None = None) -> np.ndarray:
+        """CF vectors of a batch of items.
+
+        Args:
+            fields: ``name -> float32[B, d_f]``. A field that is absent from the mapping (or ``None``) is missing
+                for the whole batch.
+            present: Optional ``[B, F]`` presence flags (model field order); default: 1 for every given field.
+
+        Returns:
+            ``float32[B, dim]`` unit vectors.
+        """
+        given = [v for v in fields.values() if v is not None]
+        if not given:
+            raise ValueError("no content field given")
+        b = int(np.asarray(given[0]).shape[0])
+        feeds: dict[str, np.ndarray] = {}
+        flags = np.zeros((b, len(self.fields)), dtype=np.float32)
+        for k, (name, d) in enumerate(self.fields):
+            v = fields.get(name)
+            if v is None:
+                feeds[name] = np.zeros((b, d), dtype=np.float32)
+            else:
+                arr = np.asarray(v, dtype=np.float32)
+                if arr.shape != (b, d):
+                    raise ValueError(f"field {name!r}: expected shape {(b, d)}, got {arr.shape}")
+                feeds[name] = arr
+                flags[:, k] = 1.0
+        if present is not None:
+            flags = np.asarray(present, dtype=np.float32).reshape(b, len(self.fields)) * flags
+        feeds["present"] = flags
+        (out,) = self._sess.run(["cf_vector"], feeds)
+        return out
+
+
+def publish_cold_item_models(
+    artifacts: Any, root: Path, version: str | None = None, report: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """Exports a harness run's DSSM towers and selected CB2CF (see :class:`ranking.evaluate.ColdEvalArtifacts`).
+
+    Returns:
+        ``model name -> version directory``.
+    """
+    if artifacts.dssm is None or not artifacts.cb2cf or artifacts.selected_objective is None:
+        raise ValueError("publishing needs a run that trained the DSSM and CB2CF")
+    version = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    reg = ModelRegistry(Path(root))
+    extra: dict[str, Any] = {}
+    if report is not None:
+        extra = {"dataset": report["dataset"]["name"], "k": report["k"]}
+        sel = report["models"].get("cb2cf", {})
+        extra["test_ndcg"] = sel.get(f"ndcg@{report['k']}")
+    uv, iv = export_dssm(artifacts.dssm, reg, version, artifacts.user_ids, artifacts.item_ids, extra)
+    content_source = artifacts.content.source if artifacts.content is not None else {}
+    cv = export_cb2cf(artifacts.cb2cf[artifacts.selected_objective], reg, version,
+                      {**extra, "space": f"dssm@{version}", "field_sources": content_source})
+    return {DSSM_USER: str(uv.path), DSSM_ITEM: str(iv.path), CB2CF_NAME: str(cv.path)}

@@ -1,0 +1,18 @@
+"""Assembled ranking models: DSSM twin tower (the CF space), CB2CF (content → CF space), DropoutNet baseline."""
+
+from ranking.models.cb2cf import CB2CF, OBJECTIVES, CB2CFConfig, train_cb2cf
+from ranking.models.dropoutnet import DropoutNet, DropoutNetConfig, train_dropoutnet
+from ranking.models.dssm import DSSM, DSSMConfig, train_dssm
+
+__all__ = [
+    "CB2CF",
+    "DSSM",
+    "OBJECTIVES",
+    "CB2CFConfig",
+    "DSSMConfig",
+    "DropoutNet",
+    "DropoutNetConfig",
+    "train_cb2cf",
+    "train_dropoutnet",
+    "train_dssm",
+]
