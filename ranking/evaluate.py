@@ -508,9 +508,16 @@ def _parse_knn(text: str) -> tuple[int | None, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ranking.evaluate cold-items ...`` (see the module docstring)."""
+    """``python -m ranking.evaluate cold-items ...`` (see the module docstring); ``new-users ...`` is handed to
+    :func:`ranking.evaluate_users.main`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["new-users"]:
+        from ranking.evaluate_users import main as new_users_main
+
+        return new_users_main(args[1:])
     p = argparse.ArgumentParser(prog="python -m ranking.evaluate", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("new-users", help="evaluate new-user recommenders (see ranking.evaluate_users)", add_help=False)
     c = sub.add_parser("cold-items", help="evaluate cold-item recommenders (CB2CF vs baselines)")
     c.add_argument("--interactions", type=Path, help="training (or all) interactions: user,item[,weight][,ts]")
     c.add_argument("--item-content", type=Path, action="append", default=[], help="tags file / JSONL (repeatable)")
@@ -533,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--out", type=Path, help="also write the JSON report here")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("-v", "--verbose", action="store_true")
-    a = p.parse_args(argv)
+    a = p.parse_args(args)
     if a.dataset is None and a.interactions is None:
         p.error("cold-items needs --interactions or --dataset")
     cfg = ColdEvalConfig(
