@@ -99,9 +99,9 @@ class FlavaTrainConfig:
     progress: bool = True
 
     def signature(self) -> dict[str, Any]:
-        """The fields that define the trained weights (a checkpoint resumes only under the same signature)."""
-        skip = {"out_dir", "cache_dir", "models_dir", "threads", "resume", "export", "version", "progress",
-                "max_steps", "epochs"}
+        """The fields that define the trained weights (a checkpoint resumes only under the same signature; the
+        epoch count is part of it because the learning-rate schedule spans all epochs)."""
+        skip = {"out_dir", "cache_dir", "models_dir", "threads", "resume", "export", "version", "progress", "max_steps"}
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         d["model"] = asdict(self.model)
         return d
@@ -164,7 +164,11 @@ def _sha(text: str) -> str:
 
 
 def build_feature_cache(
-    corpus: Any, rows: dict[str, np.ndarray], cache_root: Path, cfg: FlavaConfig, threads: int = 1,
+    corpus: Any,
+    rows: dict[str, np.ndarray],
+    cache_root: Path,
+    cfg: FlavaConfig,
+    threads: int = 1,
     progress: bool = True,
 ) -> tuple[FeatureCache, PairData]:
     """Computes (or loads) the frozen backbone outputs of every image and caption the rows use.
@@ -207,8 +211,10 @@ def build_feature_cache(
                 imgs = [corpus.image(name_to_row[n]) for n in png_names[s : s + bs]]
                 f = ib(torch.from_numpy(preprocess_images(imgs, IMAGE_SIZE)))
                 if f.shape[1] != cfg.image_tokens or f.shape[2] != cfg.image_feat_dim:
-                    raise ValueError(f"image backbone gives {tuple(f.shape[1:])}, config expects "
-                                     f"({cfg.image_tokens}, {cfg.image_feat_dim})")
+                    raise ValueError(
+                        f"image backbone gives {tuple(f.shape[1:])}, config expects "
+                        f"({cfg.image_tokens}, {cfg.image_feat_dim})"
+                    )
                 feats[s : s + bs] = f.numpy().astype(np.float16)
         tb = load_text_backbone()
         tok = load_tokenizer(bundled_model_dir() / "tokenizer.json", cfg.max_text_tokens)
@@ -225,8 +231,9 @@ def build_feature_cache(
             tmp = d / f".{name}.tmp.npy"
             np.save(tmp, arr)
             tmp.replace(files[name])
-        (d / "index.json").write_text(json.dumps({"png_dir": str(png_dir), "png_names": png_names,
-                                                  "captions": captions}, ensure_ascii=False))
+        (d / "index.json").write_text(
+            json.dumps({"png_dir": str(png_dir), "png_names": png_names, "captions": captions}, ensure_ascii=False)
+        )
     cache = FeatureCache(
         image_tokens=np.load(files["image_tokens"]),
         text_states=np.load(files["text_states"]),
@@ -248,8 +255,13 @@ def build_feature_cache(
         md5[img_idx[corpus.png_paths[i].name]] = hashlib.md5(corpus.png_paths[i].read_bytes()).hexdigest()  # noqa: S324
     groups: dict[str, int] = {}
     image_group = np.asarray([groups.setdefault(md5[i], len(groups)) for i in range(len(png_names))], dtype=np.int64)
-    data = PairData(rows=rows, image_of_row=image_of_row, caption_of_row=caption_of_row, image_group=image_group,
-                    misaligned=np.asarray(corpus.misaligned, dtype=bool))
+    data = PairData(
+        rows=rows,
+        image_of_row=image_of_row,
+        caption_of_row=caption_of_row,
+        image_group=image_group,
+        misaligned=np.asarray(corpus.misaligned, dtype=bool),
+    )
     return cache, data
 
 
@@ -269,8 +281,9 @@ def _batch(cache: FeatureCache, data: PairData, rows: np.ndarray) -> tuple[torch
 
 # ------------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def pair_scores(model: FlavaModel, cache: FeatureCache, data: PairData, rows: np.ndarray,
-                batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def pair_scores(
+    model: FlavaModel, cache: FeatureCache, data: PairData, rows: np.ndarray, batch: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
     """ITM probability and contrastive cosine of each (image, caption) row, in eval mode: two float arrays."""
     was = model.training
     model.eval()
@@ -369,8 +382,10 @@ def evaluate(model: FlavaModel, cache: FeatureCache, data: PairData, split: str)
     model.eval()
     img, caps, rel = relevance(data, data.rows[split])
     ie, _ = model.encode_image(torch.from_numpy(cache.image_tokens[img].astype(np.float32)))
-    te, _ = model.encode_text(torch.from_numpy(cache.text_states[caps].astype(np.float32)),
-                              torch.from_numpy(cache.text_mask[caps].astype(np.int64)))
+    te, _ = model.encode_text(
+        torch.from_numpy(cache.text_states[caps].astype(np.float32)),
+        torch.from_numpy(cache.text_mask[caps].astype(np.int64)),
+    )
     out = retrieval_recall((ie @ te.T).numpy(), rel)
     det = data.rows[f"{split}_detect"]
     itm, cos = pair_scores(model, cache, data, det)
@@ -503,9 +518,11 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
             weights = misalignment_weights(scores, cfg.misaligned, cfg.drop_share, cfg.soft_power)
             mis = data.misaligned[train_rows]  # diagnostics only
             if mis.any() and (~mis).any():
-                diag = {"mean_weight_misaligned": float(weights[mis].mean()),
-                        "mean_weight_clean": float(weights[~mis].mean()),
-                        "train_detect_auc_itm": auc(-scores, mis)}
+                diag = {
+                    "mean_weight_misaligned": float(weights[mis].mean()),
+                    "mean_weight_clean": float(weights[~mis].mean()),
+                    "train_detect_auc_itm": auc(-scores, mis),
+                }
         else:
             weights = np.ones(len(train_rows), dtype=np.float32)
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -515,8 +532,12 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
         model.train()
         sums = {"total": 0.0, "itc": 0.0, "itm": 0.0, "itm_acc": 0.0}
         n_batches = 0
-        bar = tqdm(range(0, len(perm), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not cfg.progress, leave=False)
+        bar = tqdm(
+            range(0, len(perm), cfg.batch_size),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress,
+            leave=False,
+        )
         for s in bar:
             idx = perm[s : s + cfg.batch_size]
             if len(idx) < 2:
@@ -529,8 +550,13 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
             opt.step()
             sched.step()
             global_step += 1
-            rec = {"step": float(global_step), "total": float(loss.total.detach()), "itc": loss.itc,
-                   "itm": loss.itm, "itm_acc": loss.itm_acc}
+            rec = {
+                "step": float(global_step),
+                "total": float(loss.total.detach()),
+                "itc": loss.itc,
+                "itm": loss.itm,
+                "itm_acc": loss.itm_acc,
+            }
             steps.append(rec)
             for k in sums:
                 sums[k] += rec[k]
@@ -543,23 +569,43 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
         if stopped_early:
             break
         val = evaluate(model, cache, data, "val")
-        history.append({"epoch": epoch + 1, "seconds": time.perf_counter() - t0,
-                        **{k: v / max(1, n_batches) for k, v in sums.items()},
-                        "temperature": model.temperature, "val": val, "weights": diag})
-        ck = {"format": CHECKPOINT_FORMAT, "signature": signature, "run_id": run_id, "epoch": epoch + 1,
-              "global_step": global_step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-              "scheduler": sched.state_dict(), "history": history, "steps": steps, "train_seconds": train_seconds}
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "seconds": time.perf_counter() - t0,
+                **{k: v / max(1, n_batches) for k, v in sums.items()},
+                "temperature": model.temperature,
+                "val": val,
+                "weights": diag,
+            }
+        )
+        ck = {
+            "format": CHECKPOINT_FORMAT,
+            "signature": signature,
+            "run_id": run_id,
+            "epoch": epoch + 1,
+            "global_step": global_step,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "history": history,
+            "steps": steps,
+            "train_seconds": train_seconds,
+        }
         _save(out / "checkpoints" / f"epoch-{epoch + 1:03d}.pt", ck)
         shutil.copy2(out / "checkpoints" / f"epoch-{epoch + 1:03d}.pt", last)
         if cfg.progress:
-            print(f"epoch {epoch + 1}: loss {history[-1]['total']:.3f} (itc {history[-1]['itc']:.3f}, "
-                  f"itm {history[-1]['itm']:.3f}) val i2t R@1 {val['i2t_R@1']:.3f} R@10 {val['i2t_R@10']:.3f} "
-                  f"t2i R@1 {val['t2i_R@1']:.3f} detect AUC {val['detect_auc_itm']:.3f}", file=sys.stderr)
+            print(
+                f"epoch {epoch + 1}: loss {history[-1]['total']:.3f} (itc {history[-1]['itc']:.3f}, "
+                f"itm {history[-1]['itm']:.3f}) val i2t R@1 {val['i2t_R@1']:.3f} R@10 {val['i2t_R@10']:.3f} "
+                f"t2i R@1 {val['t2i_R@1']:.3f} detect AUC {val['detect_auc_itm']:.3f}",
+                file=sys.stderr,
+            )
 
     _plot(history, steps, out / "loss_curve.png", f"FLAVA-style, misaligned={cfg.misaligned}")
     report: dict[str, Any] = {
         "run_id": run_id,
-        "config": {**signature, "epochs": cfg.epochs, "threads": cfg.threads, "max_steps": cfg.max_steps},
+        "config": {**signature, "threads": cfg.threads, "max_steps": cfg.max_steps},
         "data": {
             "corpus_dir": str(corpus.root),
             "openmoji_version": corpus.meta.get("source", {}).get("version"),
@@ -568,18 +614,25 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
             "images_cached": len(cache.png_names),
             "captions_cached": len(cache.captions),
             "duplicates": "retrieval candidates are the distinct caption strings; a caption counts as correct for "
-                          "every pixel-identical image of an image it belongs to",
+            "every pixel-identical image of an image it belongs to",
         },
-        "timing": {"cache_seconds": cache.seconds, "train_seconds": train_seconds,
-                   "seconds_per_epoch": train_seconds / max(1, len(history))},
+        "timing": {
+            "cache_seconds": cache.seconds,
+            "train_seconds": train_seconds,
+            "seconds_per_epoch": train_seconds / max(1, len(history)),
+        },
         "resumed_from": resumed_from,
         "stopped_early": stopped_early,
         "epochs_done": len(history),
         "steps_done": global_step,
         "history": history,
         "steps": steps,
-        "paths": {"out_dir": str(out), "cache_dir": str(cache.dir), "loss_curve": str(out / "loss_curve.png"),
-                  "last_checkpoint": str(last) if last.is_file() else None},
+        "paths": {
+            "out_dir": str(out),
+            "cache_dir": str(cache.dir),
+            "loss_curve": str(out / "loss_curve.png"),
+            "last_checkpoint": str(last) if last.is_file() else None,
+        },
     }
     if not stopped_early:
         report["val"] = evaluate(model, cache, data, "val")
@@ -591,11 +644,17 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
         models_dir = Path(cfg.models_dir).expanduser() if cfg.models_dir else _default_models_dir()
         provenance = {
             "run_id": run_id,
-            "data": {**report["data"],
-                     "build": {k: corpus.meta.get(k) for k in ("source", "config") if k in corpus.meta},
-                     "truth_labels_used_for_training": False},
-            "training": {"config": report["config"], "train_seconds": train_seconds,
-                         "val": report.get("val"), "test": report.get("test")},
+            "data": {
+                **report["data"],
+                "build": {k: corpus.meta.get(k) for k in ("source", "config") if k in corpus.meta},
+                "truth_labels_used_for_training": False,
+            },
+            "training": {
+                "config": report["config"],
+                "train_seconds": train_seconds,
+                "val": report.get("val"),
+                "test": report.get("test"),
+            },
         }
         published = export_flava(model, ModelRegistry(models_dir), cfg.version or run_id, extra=provenance)
         report["published"] = {n: str(v.path) for n, v in published.items()}
@@ -621,16 +680,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--misaligned", choices=MISALIGNED_SCHEMES, default=d.misaligned,
-                   help="misaligned-pair handling driven by the model's own ITM score")
+    p.add_argument(
+        "--misaligned",
+        choices=MISALIGNED_SCHEMES,
+        default=d.misaligned,
+        help="misaligned-pair handling driven by the model's own ITM score",
+    )
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="epochs before the weighting starts")
     p.add_argument("--drop-share", type=float, default=d.drop_share, help="share dropped by --misaligned drop")
     p.add_argument("--soft-power", type=float, default=d.soft_power, help="exponent of --misaligned soft")
     p.add_argument("--itm-weight", type=float, default=d.itm_weight)
     p.add_argument("--dim", type=int, default=m.dim, help="shared embedding / fusion width")
     p.add_argument("--fusion-depth", type=int, default=m.fusion_depth)
-    p.add_argument("--text-adapter-layers", type=int, default=m.text_adapter_layers,
-                   help="trainable blocks over the frozen MiniLM token states")
+    p.add_argument(
+        "--text-adapter-layers",
+        type=int,
+        default=m.text_adapter_layers,
+        help="trainable blocks over the frozen MiniLM token states",
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N training pairs (smoke run)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
@@ -641,10 +708,24 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     cfg = FlavaTrainConfig(
         model=FlavaConfig(dim=a.dim, fusion_depth=a.fusion_depth, text_adapter_layers=a.text_adapter_layers),
-        corpus_dir=a.corpus_dir, out_dir=a.out, cache_dir=a.cache_dir, models_dir=a.models_dir, epochs=a.epochs,
-        batch_size=a.batch_size, lr=a.lr, misaligned=a.misaligned, warmup_epochs=a.warmup_epochs,
-        drop_share=a.drop_share, soft_power=a.soft_power, itm_weight=a.itm_weight, limit=a.limit, seed=a.seed,
-        threads=a.threads, version=a.version, resume=not a.no_resume, export=not a.no_export,
+        corpus_dir=a.corpus_dir,
+        out_dir=a.out,
+        cache_dir=a.cache_dir,
+        models_dir=a.models_dir,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        misaligned=a.misaligned,
+        warmup_epochs=a.warmup_epochs,
+        drop_share=a.drop_share,
+        soft_power=a.soft_power,
+        itm_weight=a.itm_weight,
+        limit=a.limit,
+        seed=a.seed,
+        threads=a.threads,
+        version=a.version,
+        resume=not a.no_resume,
+        export=not a.no_export,
         progress=not a.no_progress,
     )
     report = train(cfg)

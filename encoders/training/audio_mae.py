@@ -1,0 +1,276 @@
+"""Train the Audio MAE on the rendered music21 corpus, export it to ONNX and publish it as ``audio-mae``.
+
+Run: ``python -m encoders.training.audio_mae [--epochs 30] [--out-dir DIR] [--models-dir DIR] [--no-export]``
+(``--help`` lists everything). Build the corpus first: ``python -m workloads.music build --clips 1500``.
+
+Log-mels of the whole corpus are computed once and cached under ``<out-dir>/cache``; checkpoints go to
+``<out-dir>/checkpoints`` every epoch and a rerun resumes from the last one (``--no-resume`` starts over); the loss
+curve is ``<out-dir>/loss.png`` and the report ``<out-dir>/report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.audio_frontend import LogMelConfig
+from encoders.models.audio_mae import AudioMAEConfig
+
+
+@dataclass(frozen=True)
+class AudioMAETrainConfig:
+    """Audio MAE training run.
+
+    Attributes:
+        corpus_dir: Built music corpus (None: the default corpus dir).
+        out_dir: Run directory (cache, checkpoints, loss curve, report; None: ``~/.cache/thaw/runs/audio-mae``).
+        models_dir: Registry root to publish into (None: the settings' models dir).
+        model: Model sizes (``input_mean``/``input_std`` are filled from the training data).
+        frontend: Log-mel settings.
+        epochs: Total epochs.
+        batch_size: Clips per step.
+        lr: Peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: Linear warm-up.
+        seed: Run seed (model init, batch order, masks).
+        threads: torch intra-op threads (1 is polite on a shared machine).
+        train_splits: Corpus splits trained on.
+        val_split: Split for the validation loss.
+        max_clips: Use only the first N clips of each split (None: all).
+        resume: Continue from the last checkpoint of ``out_dir``.
+        export: Export to ONNX and publish at the end.
+        version: Registry version (None: UTC timestamp).
+        progress: tqdm bars.
+    """
+
+    corpus_dir: str | None = None
+    out_dir: str | None = None
+    models_dir: str | None = None
+    model: AudioMAEConfig = field(default_factory=AudioMAEConfig)
+    frontend: LogMelConfig = field(default_factory=LogMelConfig)
+    epochs: int = 24
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    seed: int = 0
+    threads: int = 1
+    train_splits: tuple[str, ...] = ("train",)
+    val_split: str = "val"
+    max_clips: int | None = None
+    resume: bool = True
+    export: bool = True
+    version: str | None = None
+    progress: bool = True
+
+
+def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
+    """Train, checkpoint every epoch, plot, and (unless ``cfg.export`` is False) export + publish.
+
+    Returns:
+        The report (also written to ``<out_dir>/report.json``): data sizes, losses per epoch, training time,
+        the published version.
+    """
+    import torch
+
+    from encoders.models.audio_mae import AudioMAE
+    from encoders.training.common import (
+        Checkpointer,
+        batch_indices,
+        cache_logmels,
+        corpus_provenance,
+        default_models_dir,
+        default_runs_dir,
+        fit,
+        input_stats,
+        new_version,
+        plot_history,
+        seed_everything,
+        split_indices,
+    )
+    from workloads.music import load_music_corpus
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_runs_dir() / "audio-mae"
+    corpus = load_music_corpus(cfg.corpus_dir)
+    if cfg.frontend.sample_rate != corpus.sample_rate:
+        raise ValueError("the corpus sample rate differs from the frontend's")
+    cached = cache_logmels(
+        corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, out / "cache", cfg.progress
+    )
+    t_cache = time.perf_counter() - t_start
+    train_idx = split_indices(corpus, cfg.train_splits, cached.valid, cfg.max_clips)
+    val_idx = split_indices(corpus, (cfg.val_split,), cached.valid, cfg.max_clips)
+    if len(train_idx) == 0:
+        raise ValueError(f"no training clips in splits {cfg.train_splits}")
+    mean, std = input_stats(cached.logmels, train_idx)
+    mcfg = replace(
+        cfg.model, n_mels=cfg.frontend.n_mels, n_frames=cfg.frontend.n_frames, input_mean=mean, input_std=std
+    )
+    model = AudioMAE(mcfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    data = cached.logmels
+
+    def batch_of(idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(data[np.sort(idx)], dtype=np.float32))
+
+    bs = min(cfg.batch_size, len(train_idx))
+
+    def batches(epoch: int, gen: torch.Generator) -> list[np.ndarray]:
+        return batch_indices(train_idx, bs, gen, drop_last=True)
+
+    def step_loss(idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        loss, _, _ = model(batch_of(idx), generator=gen)
+        return loss
+
+    def validate() -> dict[str, float]:
+        if len(val_idx) == 0:
+            return {"val_loss": float("nan")}
+        g = torch.Generator().manual_seed(12345)  # the same masks every epoch
+        losses, weights = [], []
+        for s in range(0, len(val_idx), 64):
+            chunk = val_idx[s : s + 64]
+            loss, _, _ = model(batch_of(chunk), generator=g)
+            losses.append(float(loss))
+            weights.append(len(chunk))
+        return {"val_loss": float(np.average(losses, weights=weights))}
+
+    ckpt = Checkpointer(out / "checkpoints")
+    steps = len(batches(0, torch.Generator()))
+    t_train0 = time.perf_counter()
+    history, started = fit(
+        model,
+        opt,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps,
+        batches=batches,
+        step_loss=step_loss,
+        validate=validate,
+        seed=cfg.seed,
+        base_lr=cfg.lr,
+        warmup_epochs=cfg.warmup_epochs,
+        ckpt=ckpt,
+        resume=cfg.resume,
+        meta={"model_config": mcfg.to_dict(), "frontend": cfg.frontend.to_dict()},
+        progress=cfg.progress,
+        desc="audio-mae",
+    )
+    train_s = time.perf_counter() - t_train0
+    plot_history(history, out / "loss.png", "Audio MAE (masked-patch MSE)")
+    splits = {"train": train_idx, "val": val_idx}
+    provenance = {
+        **corpus_provenance(corpus, splits),
+        "trained_on_splits": list(cfg.train_splits),
+        "epochs": cfg.epochs,
+        "batch_size": bs,
+        "seed": cfg.seed,
+        "final_train_loss": history.train[-1] if history.train else None,
+        "final_val_loss": history.val[-1] if history.val else None,
+        "train_seconds_all_epochs": float(sum(history.epoch_seconds)),
+    }
+    report: dict[str, Any] = {
+        "model": "audio-mae",
+        "out_dir": str(out),
+        "checkpoint": str(ckpt.last),
+        "loss_png": str(out / "loss.png"),
+        "logmel_cache": str(cached.path),
+        "logmel_cache_seconds": t_cache,
+        "resumed_from_epoch": started,
+        "train_seconds_this_run": train_s,
+        "history": history.to_dict(),
+        "model_config": mcfg.to_dict(),
+        "training": provenance,
+        "published": None,
+    }
+    if cfg.export:
+        from encoders.audio import export_audio_mae
+        from encoders.registry import ModelRegistry
+
+        reg = ModelRegistry(Path(cfg.models_dir).expanduser() if cfg.models_dir else default_models_dir())
+        mv = export_audio_mae(model, reg, cfg.version or new_version(), cfg.frontend, training=provenance)
+        report["published"] = {"name": mv.manifest.name, "version": mv.manifest.version, "path": str(mv.path)}
+    report["total_seconds"] = time.perf_counter() - t_start
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = AudioMAETrainConfig()
+    m = d.model
+    p = argparse.ArgumentParser(prog="python -m encoders.training.audio_mae", description=__doc__.split("\n")[0])
+    p.add_argument("--corpus-dir", default=None, help="built music corpus (default: the standard corpus dir)")
+    p.add_argument("--out-dir", default=None, help="run dir (default ~/.cache/thaw/runs/audio-mae)")
+    p.add_argument("--models-dir", default=None, help="registry root (default: settings' models dir)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--max-clips", type=int, default=None, help="cap clips per split (quick runs)")
+    p.add_argument("--dim", type=int, default=m.dim)
+    p.add_argument("--depth", type=int, default=m.depth)
+    p.add_argument("--heads", type=int, default=m.heads)
+    p.add_argument("--dec-dim", type=int, default=m.dec_dim)
+    p.add_argument("--dec-depth", type=int, default=m.dec_depth)
+    p.add_argument("--mask-ratio", type=float, default=m.mask_ratio)
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument("--no-export", action="store_true", help="do not export/publish")
+    p.add_argument("--version", default=None, help="registry version (default: UTC timestamp)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> AudioMAETrainConfig:
+    d = AudioMAETrainConfig()
+    return replace(
+        d,
+        corpus_dir=a.corpus_dir,
+        out_dir=a.out_dir,
+        models_dir=a.models_dir,
+        model=replace(
+            d.model,
+            dim=a.dim,
+            depth=a.depth,
+            heads=a.heads,
+            dec_dim=a.dec_dim,
+            dec_depth=a.dec_depth,
+            mask_ratio=a.mask_ratio,
+        ),
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        warmup_epochs=a.warmup_epochs,
+        seed=a.seed,
+        threads=a.threads,
+        max_clips=a.max_clips,
+        resume=not a.no_resume,
+        export=not a.no_export,
+        version=a.version,
+        progress=not a.no_progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; prints the report's summary as JSON."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = train(config_from_args(args))
+    summary = {k: v for k, v in report.items() if k not in ("history",)}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""Train MusicCLIP on the rendered music21 corpus (clip, caption) pairs, export both towers to ONNX and publish them.
+
+Run: ``python -m encoders.training.musicclip [--epochs 30] [--out-dir DIR] [--models-dir DIR] [--no-export]``
+(``--help`` lists everything). Build the corpus first: ``python -m workloads.music build --clips 1500``.
+
+The caption embeddings come from the registry's MiniLM (``minilm-l6``; exported first if the registry has none)
+and are cached with the log-mels under ``<out-dir>/cache``. Training uses random time crops of the log-mel
+(``--crop-frames``, default 4 s); validation and serving use the full 10 s. Checkpoints every epoch, resumable,
+loss curve ``<out-dir>/loss.png``, report ``<out-dir>/report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.audio_frontend import LogMelConfig
+from encoders.models.musicclip import MusicCLIPConfig
+
+
+@dataclass(frozen=True)
+class MusicCLIPTrainConfig:
+    """MusicCLIP training run.
+
+    Attributes:
+        corpus_dir: Built music corpus (None: the default corpus dir).
+        out_dir: Run directory (None: ``~/.cache/thaw/runs/musicclip``).
+        models_dir: Registry root holding MiniLM and receiving the export (None: the settings' models dir).
+        model: Model sizes (``input_mean``/``input_std`` are filled from the training data).
+        frontend: Log-mel settings.
+        epochs: Total epochs.
+        batch_size: Pairs per step (the in-batch negatives).
+        crop_frames: Random crop length in training (None or >= n_frames: full clips).
+        lr: Peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: Linear warm-up.
+        seed: Run seed.
+        threads: torch intra-op threads.
+        train_splits: Corpus splits trained on.
+        val_split: Split for validation loss and recall.
+        max_clips: Use only the first N clips of each split (None: all).
+        resume: Continue from the last checkpoint of ``out_dir``.
+        export: Export to ONNX and publish at the end.
+        version: Registry version (None: UTC timestamp).
+        progress: tqdm bars.
+    """
+
+    corpus_dir: str | None = None
+    out_dir: str | None = None
+    models_dir: str | None = None
+    model: MusicCLIPConfig = field(default_factory=MusicCLIPConfig)
+    frontend: LogMelConfig = field(default_factory=LogMelConfig)
+    epochs: int = 30
+    batch_size: int = 64
+    crop_frames: int | None = 400
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    train_splits: tuple[str, ...] = ("train",)
+    val_split: str = "val"
+    max_clips: int | None = None
+    resume: bool = True
+    export: bool = True
+    version: str | None = None
+    progress: bool = True
+
+
+def caption_embeddings(captions: list[str], text_encoder: Any, cache_dir: Path) -> np.ndarray:
+    """MiniLM embeddings (``N x 384``) of the captions, cached by text model version and caption list."""
+    key = hashlib.sha256(("|".join([text_encoder.model_version, *captions])).encode()).hexdigest()[:16]
+    path = cache_dir / f"captions-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    uniq = sorted(set(captions))
+    emb = text_encoder.encode(uniq)
+    pos = {c: i for i, c in enumerate(uniq)}
+    out = emb[[pos[c] for c in captions]].astype(np.float32)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def recall_at(sim: np.ndarray, hit: np.ndarray, ks: tuple[int, ...] = (1, 10)) -> dict[int, float]:
+    """Recall@k of a query x candidate similarity matrix.
+
+    Args:
+        sim: Q x C similarities.
+        hit: Q x C bool, True where a candidate counts as correct for the query.
+        ks: Cut-offs.
+
+    Returns:
+        ``k -> share of queries with a correct candidate among the top k`` (ties broken by candidate order).
+    """
+    order = np.argsort(-sim, axis=1, kind="stable")
+    ranked_hits = np.take_along_axis(hit, order, axis=1)
+    return {k: float(ranked_hits[:, :k].any(axis=1).mean()) for k in ks}
+
+
+def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
+    """Train, checkpoint every epoch, plot, and (unless ``cfg.export`` is False) export + publish both towers.
+
+    Returns:
+        The report (also written to ``<out_dir>/report.json``).
+    """
+    import torch
+
+    from encoders.models.musicclip import MusicCLIP
+    from encoders.registry import ModelRegistry
+    from encoders.text import TextEncoder, ensure_minilm
+    from encoders.training.common import (
+        Checkpointer,
+        batch_indices,
+        cache_logmels,
+        corpus_provenance,
+        default_models_dir,
+        default_runs_dir,
+        fit,
+        input_stats,
+        new_version,
+        plot_history,
+        seed_everything,
+        split_indices,
+    )
+    from workloads.music import load_music_corpus
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_runs_dir() / "musicclip"
+    reg = ModelRegistry(Path(cfg.models_dir).expanduser() if cfg.models_dir else default_models_dir())
+    text_encoder = TextEncoder(ensure_minilm(reg), threads=cfg.threads)
+    corpus = load_music_corpus(cfg.corpus_dir)
+    cached = cache_logmels(
+        corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, out / "cache", cfg.progress
+    )
+    text = caption_embeddings(corpus.captions, text_encoder, out / "cache")
+    uniq = {c: i for i, c in enumerate(sorted(set(corpus.captions)))}
+    cap_ids = np.array([uniq[c] for c in corpus.captions], dtype=np.int64)
+    t_cache = time.perf_counter() - t_start
+    train_idx = split_indices(corpus, cfg.train_splits, cached.valid, cfg.max_clips)
+    val_idx = split_indices(corpus, (cfg.val_split,), cached.valid, cfg.max_clips)
+    if len(train_idx) < 2:
+        raise ValueError(f"need at least 2 training clips in splits {cfg.train_splits}")
+    mean, std = input_stats(cached.logmels, train_idx)
+    mcfg = replace(cfg.model, n_mels=cfg.frontend.n_mels, text_dim=text.shape[1], input_mean=mean, input_std=std)
+    model = MusicCLIP(mcfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    data = cached.logmels
+    n_frames = cfg.frontend.n_frames
+    crop = cfg.crop_frames if cfg.crop_frames and cfg.crop_frames < n_frames else n_frames
+    bs = min(cfg.batch_size, len(train_idx))
+
+    def batches(epoch: int, gen: torch.Generator) -> list[np.ndarray]:
+        return batch_indices(train_idx, bs, gen, drop_last=True)
+
+    def step_loss(idx: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+        idx = np.sort(idx)
+        starts = torch.randint(0, n_frames - crop + 1, (len(idx),), generator=gen).numpy()
+        full = np.asarray(data[idx], dtype=np.float32)
+        x = np.stack([full[i, :, s : s + crop] for i, s in enumerate(starts)])
+        return model(torch.from_numpy(x), torch.from_numpy(text[idx]), torch.from_numpy(cap_ids[idx]))
+
+    def validate() -> dict[str, float]:
+        if len(val_idx) < 2:
+            return {"val_loss": float("nan")}
+        a = torch.cat(
+            [
+                model.audio(torch.from_numpy(np.asarray(data[val_idx[s : s + 64]], dtype=np.float32)))
+                for s in range(0, len(val_idx), 64)
+            ]
+        )
+        t = model.text(torch.from_numpy(text[val_idx]))
+        from encoders.models.musicclip import clip_loss
+
+        loss = float(clip_loss(a, t, model.scale(), torch.from_numpy(cap_ids[val_idx])))
+        # audio -> caption retrieval over the distinct validation captions
+        vcaps = sorted(set(cap_ids[val_idx].tolist()))
+        first = {c: int(val_idx[np.nonzero(cap_ids[val_idx] == c)[0][0]]) for c in vcaps}
+        tc = model.text(torch.from_numpy(text[[first[c] for c in vcaps]])).numpy()
+        hit = cap_ids[val_idx][:, None] == np.array(vcaps)[None, :]
+        r = recall_at(a.numpy() @ tc.T, hit)
+        return {"val_loss": loss, "val_a2t_r1": r[1], "val_a2t_r10": r[10], "logit_scale": float(model.scale())}
+
+    ckpt = Checkpointer(out / "checkpoints")
+    steps = len(batches(0, torch.Generator()))
+    t_train0 = time.perf_counter()
+    history, started = fit(
+        model,
+        opt,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps,
+        batches=batches,
+        step_loss=step_loss,
+        validate=validate,
+        seed=cfg.seed,
+        base_lr=cfg.lr,
+        warmup_epochs=cfg.warmup_epochs,
+        ckpt=ckpt,
+        resume=cfg.resume,
+        meta={"model_config": mcfg.to_dict(), "frontend": cfg.frontend.to_dict(), "crop_frames": crop},
+        progress=cfg.progress,
+        desc="musicclip",
+    )
+    train_s = time.perf_counter() - t_train0
+    plot_history(history, out / "loss.png", "MusicCLIP (symmetric InfoNCE)")
+    provenance = {
+        **corpus_provenance(corpus, {"train": train_idx, "val": val_idx}),
+        "trained_on_splits": list(cfg.train_splits),
+        "epochs": cfg.epochs,
+        "batch_size": bs,
+        "crop_frames": crop,
+        "seed": cfg.seed,
+        "text_model": text_encoder.model_version,
+        "duplicate_captions": "same-caption off-diagonal pairs masked out of the negatives",
+        "final_train_loss": history.train[-1] if history.train else None,
+        "final_val_loss": history.val[-1] if history.val else None,
+        "train_seconds_all_epochs": float(sum(history.epoch_seconds)),
+    }
+    report: dict[str, Any] = {
+        "model": "musicclip",
+        "out_dir": str(out),
+        "checkpoint": str(ckpt.last),
+        "loss_png": str(out / "loss.png"),
+        "logmel_cache": str(cached.path),
+        "cache_seconds": t_cache,
+        "resumed_from_epoch": started,
+        "train_seconds_this_run": train_s,
+        "history": history.to_dict(),
+        "model_config": mcfg.to_dict(),
+        "training": provenance,
+        "published": None,
+    }
+    if cfg.export:
+        from encoders.audio import export_musicclip
+
+        av, tv = export_musicclip(
+            model, reg, cfg.version or new_version(), cfg.frontend, text_encoder.model_version, training=provenance
+        )
+        report["published"] = {
+            "audio": {"name": av.manifest.name, "version": av.manifest.version, "path": str(av.path)},
+            "text": {"name": tv.manifest.name, "version": tv.manifest.version, "path": str(tv.path)},
+        }
+    report["total_seconds"] = time.perf_counter() - t_start
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = MusicCLIPTrainConfig()
+    m = d.model
+    p = argparse.ArgumentParser(prog="python -m encoders.training.musicclip", description=__doc__.split("\n")[0])
+    p.add_argument("--corpus-dir", default=None, help="built music corpus (default: the standard corpus dir)")
+    p.add_argument("--out-dir", default=None, help="run dir (default ~/.cache/thaw/runs/musicclip)")
+    p.add_argument("--models-dir", default=None, help="registry root (default: settings' models dir)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--crop-frames", type=int, default=d.crop_frames, help="training crop (0: full clips)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    p.add_argument("--max-clips", type=int, default=None, help="cap clips per split (quick runs)")
+    p.add_argument("--embed-dim", type=int, default=m.embed_dim)
+    p.add_argument("--channels", type=int, nargs=4, default=list(m.channels))
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    p.add_argument("--no-export", action="store_true", help="do not export/publish")
+    p.add_argument("--version", default=None, help="registry version (default: UTC timestamp)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> MusicCLIPTrainConfig:
+    d = MusicCLIPTrainConfig()
+    return replace(
+        d,
+        corpus_dir=a.corpus_dir,
+        out_dir=a.out_dir,
+        models_dir=a.models_dir,
+        model=replace(d.model, embed_dim=a.embed_dim, channels=tuple(a.channels)),
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        crop_frames=a.crop_frames or None,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        warmup_epochs=a.warmup_epochs,
+        seed=a.seed,
+        threads=a.threads,
+        max_clips=a.max_clips,
+        resume=not a.no_resume,
+        export=not a.no_export,
+        version=a.version,
+        progress=not a.no_progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; prints the report's summary as JSON."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = train(config_from_args(args))
+    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
