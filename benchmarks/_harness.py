@@ -392,6 +392,49 @@ def lastfm_items(n: int, seed: int = 0, max_tags: int = 20) -> list[dict[str, An
     return out
 
 
+def encoder_versions(settings: Settings) -> dict[str, str | None]:
+    """The current version of every encoder in the model directory the worker will load."""
+    from encoders.registry import ModelRegistry
+
+    reg = ModelRegistry(settings.models.dir)
+    names = ("minilm-l6", "musicclip-audio", "audio-mae", "flava-image", "flava-text", "flava-fusion")
+    return {n: reg.current_version(n) for n in names}
+
+
+def mixed_items(n: int, seed: int = 0, shares: tuple[float, float, float] = (0.4, 0.3, 0.3)) -> list[dict[str, Any]]:
+    """``n`` content.new payloads of mixed kinds with real media: tracks with an audio clip of the rendered music21
+    corpus (``file://`` URI, caption + metadata tags), moments with an OpenMoji image (caption as text) and
+    text-only dynamics from Last.fm artists, in the given shares, interleaved in a seeded order.
+
+    Raises:
+        FileNotFoundError: the music corpus is not built (``python -m workloads.music build``).
+    """
+    from workloads.imagetext import load_imagetext_corpus
+    from workloads.music import load_music_corpus  # type: ignore[import-not-found,unused-ignore]
+
+    rng = np.random.default_rng(seed)
+    n_track = round(n * shares[0])
+    n_moment = round(n * shares[1])
+    n_text = n - n_track - n_moment
+    mc = load_music_corpus()
+    tracks = []
+    for j, i in enumerate(rng.permutation(len(mc.clip_ids))[:n_track] if n_track else []):
+        tags = [f"{k}:{v}"[:64] for k, v in sorted(mc.tags[i].items()) if v]
+        tracks.append({"item_id": f"track:{mc.clip_ids[i]}:{j}", "kind": "track", "creator_id": "music21",
+                       "text": mc.captions[i], "tags": tags, "audio": {"uri": f"file://{mc.paths[i]}"}})
+    ic = load_imagetext_corpus()
+    clean = [i for i in range(len(ic.ids)) if not ic.misaligned[i]]
+    moments = []
+    for j, i in enumerate(rng.permutation(clean)[:n_moment] if n_moment else []):
+        moments.append({"item_id": f"moment:{ic.ids[i]}:{j}", "kind": "moment", "creator_id": "openmoji",
+                        "text": ic.captions[i], "tags": [ic.groups[i], ic.subgroups[i]],
+                        "image": {"uri": f"file://{ic.png_paths[i]}"}})
+    texts = [{**it, "kind": "dynamic", "item_id": it["item_id"].replace("lastfm:", "dynamic:", 1)}
+             for it in lastfm_items(n_text, seed=seed)] if n_text else []
+    out = tracks + moments + texts
+    return [out[i] for i in rng.permutation(len(out))]
+
+
 # --------------------------------------------------------------------------------------------------- output
 def machine_info() -> dict[str, Any]:
     load = os.getloadavg()

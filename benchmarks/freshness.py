@@ -37,8 +37,10 @@ from benchmarks._harness import (
     Worker,
     base_settings,
     cleanup_namespace,
+    encoder_versions,
     lastfm_items,
     machine_info,
+    mixed_items,
     new_namespace,
     parse_rates,
     stack_up,
@@ -406,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also poll with this consistency level (client.get), e.g. Strong for read-your-writes")
     ap.add_argument("--warmup", type=int, default=10, help="unmeasured items sent first (default 10)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--source", choices=["lastfm", "mixed"], default="lastfm",
+                    help="lastfm: text-only artists; mixed: 40%% tracks with audio, 30%% moments with images, "
+                         "30%% text dynamics (needs the built music corpus)")
     ap.add_argument("--ready-timeout", type=float, default=180.0, help="worker start timeout (s)")
     ap.add_argument("--drain-timeout", type=float, default=120.0,
                     help="after the last item is produced, max seconds until all are searchable")
@@ -421,7 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     base = base_settings()
     t0 = time.time()
     stack = stack_up(base)
-    items = lastfm_items(args.items + args.warmup, seed=args.seed)
+    if args.source == "mixed":
+        items = mixed_items(args.items + args.warmup, seed=args.seed)
+    else:
+        items = lastfm_items(args.items + args.warmup, seed=args.seed)
     warm, measured = items[: args.warmup], items[args.warmup :]
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
@@ -429,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"items": args.items, "rates": rates, "poll_ms": args.poll_ms, "extra_probe": args.extra_probe,
                    "milvus_consistency": base.milvus.consistency_level, "warmup": args.warmup,
-                   "seed": args.seed, "encoder": "minilm-l6 (ONNX)", "dataset": "lastfm artists (name + tags)",
+                   "seed": args.seed, "encoders": encoder_versions(base),
+                   "dataset": "lastfm artists (name + tags)" if args.source == "lastfm" else
+                   "mixed: music21 tracks (audio), OpenMoji moments (image), Last.fm dynamics (text)",
                    "batch_size": base.stream.content_batch_size, "batch_within_s": base.stream.batch_within_s,
                    "partitions": base.kafka.partitions},
         "machine": machine_info(),

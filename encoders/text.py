@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from encoders.registry import ModelRegistry, ModelVersion, TensorSpec
+from encoders.serving import onnx_providers
 
 MODEL_NAME = "minilm-l6"
 DIM = 384
@@ -106,16 +107,6 @@ def ensure_minilm(registry: ModelRegistry) -> ModelVersion:
     if registry.current_version(MODEL_NAME) is None:
         return export_minilm(registry)
     return registry.load(MODEL_NAME)
-
-
-def onnx_providers(prefer_gpu: bool = True) -> list[str]:
-    """CUDA execution provider when ONNX Runtime has it (``thaw[gpu]``), else CPU."""
-    import onnxruntime as ort
-
-    avail = ort.get_available_providers()
-    if prefer_gpu and "CUDAExecutionProvider" in avail:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 class TextEncoder:

@@ -8,6 +8,7 @@ partitions of a group: CURRENT-OFFSET is the committed offset, LOG-END-OFFSET th
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,13 +77,27 @@ class LagReader:
             ids = [g[0] for g in admin.list_consumer_groups() if g[1] in ("consumer", "")]
         return sorted(set(ids))
 
-    def committed(self, group_id: str) -> dict[Any, int | None]:
-        """{TopicPartition: committed offset or None} for one group."""
+    def committed(self, group_id: str, coordinator_wait_s: float = 15.0) -> dict[Any, int | None]:
+        """{TopicPartition: committed offset or None} for one group.
+
+        On a broker that has never hosted a group, the first FindCoordinator creates ``__consumer_offsets`` and
+        answers COORDINATOR_NOT_AVAILABLE meanwhile: that retriable error is retried for ``coordinator_wait_s``.
+        """
+        from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
+
         admin = self._admin
-        if hasattr(admin, "list_group_offsets"):
-            offsets = admin.list_group_offsets({group_id: None}).get(group_id, {})
-        else:
-            offsets = admin.list_consumer_group_offsets(group_id)
+        deadline = time.monotonic() + coordinator_wait_s
+        while True:
+            try:
+                if hasattr(admin, "list_group_offsets"):
+                    offsets = admin.list_group_offsets({group_id: None}).get(group_id, {})
+                else:
+                    offsets = admin.list_consumer_group_offsets(group_id)
+                break
+            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         return {
             tp: (om.offset if om.offset is not None and om.offset >= 0 else None)
             for tp, om in offsets.items()

@@ -182,7 +182,7 @@ class CB2CFProjector:
     def __init__(self, version: ModelVersion, threads: int = 2) -> None:
         import onnxruntime as ort
 
-        from encoders.text import onnx_providers
+        from encoders.serving import onnx_providers
 
         self.version = version
         self.fields = [(f["name"], int(f["dim"])) for f in version.manifest.extra["fields"]]

@@ -20,8 +20,8 @@ from typing import Any
 
 import faust
 
+from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelRegistry
-from encoders.text import TextEncoder, ensure_minilm
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
 from infra.metrics import EngineMetrics
@@ -58,15 +58,18 @@ def _credentials(settings: Settings) -> Any:
 
 
 def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
-    """Load the text model (exporting it on first use), connect Milvus and Redis, and build the engine."""
+    """Load the published encoders (exporting the text model on first use), connect Milvus and Redis, build the
+    engine."""
     registry = ModelRegistry(settings.models.dir)
-    text = TextEncoder(ensure_minilm(registry), threads=settings.models.onnx_threads)
+    featurizer = ContentFeaturizer.from_registry(registry, threads=settings.models.onnx_threads)
+    text = featurizer.text
+    log.info("content fields: %s (missing encoders: %s)", featurizer.dims(), list(featurizer.missing) or "none")
     items = ItemIndex(settings.milvus, dim=text.dim)
     items.ensure()
     users = UserStore(settings.redis)
     if users.current_space() is None:
         users.set_space(text.model_version)
-    return Engine(settings, topics, text, items, users, group_id=group_id)
+    return Engine(settings, topics, text, items, users, group_id=group_id, featurizer=featurizer)
 
 
 async def _retrying(what: str, fn: Callable[[], Awaitable[Any]], metrics: EngineMetrics) -> Any:

@@ -24,11 +24,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from encoders.featurizer import ContentFeaturizer, ContentInput
 from encoders.text import TextEncoder
 from indexing.milvus_items import ItemIndex, ItemRow
 from indexing.redis_users import FenceKey, FenceMovedError, UserCommit, UserState, UserStore
 from infra.settings import Settings
-from streams.cores.decode import Rejected, dead_letter, decode_event, decode_media, item_text
+from streams.cores.decode import DecodedMedia, Rejected, dead_letter, decode_event, decode_media, item_text
 from streams.cores.user_update import (
     ACTION_WEIGHTS,
     EventBatch,
@@ -110,11 +111,12 @@ class Engine:
     Args:
         settings: engine settings.
         topics: topic names.
-        text: the text encoder (defines the vector space of this baseline engine).
+        text: the text encoder (its space is the items' vector space until the CF projection is served).
         items: the Milvus items collection of that space.
         users: the Redis user store.
         group_id: the consumer group the offset fences belong to.
         clock: wall clock (epoch seconds), injectable for tests.
+        featurizer: the content featuriser (every published encoder); default: text only.
     """
 
     def __init__(
@@ -126,8 +128,10 @@ class Engine:
         users: UserStore,
         group_id: str,
         clock: Callable[[], float] = time.time,
+        featurizer: ContentFeaturizer | None = None,
     ) -> None:
         self.s = settings
+        self.featurizer = featurizer or ContentFeaturizer(text)
         self.topics = topics
         self.text = text
         self.items = items
@@ -155,7 +159,7 @@ class Engine:
         res = BatchResult()
         consumed_at = datetime.fromtimestamp(self.clock(), UTC)
         t0 = time.perf_counter()
-        good: list[tuple[Record, ContentNew, list[str]]] = []
+        good: list[tuple[Record, ContentNew, DecodedMedia]] = []
         latest: dict[str, int] = {}
         for rec in records:
             ev = decode_event(rec.value, ContentNew, st.max_event_bytes)
@@ -175,20 +179,28 @@ class Engine:
             if isinstance(media, Rejected):
                 self._reject(res, rec, media, self.topics.content_dlq)
                 continue
-            mods = ["text"] + (["image"] if media.image is not None else []) + (
-                ["audio"] if media.audio is not None else []
-            )
             # a batch can hold two versions of one item: the later record wins, as it would one batch later
             latest[ev.item_id] = len(good)
-            good.append((rec, ev, mods))
+            good.append((rec, ev, media))
         good = [g for i, g in enumerate(good) if latest[g[1].item_id] == i]
         res.stage_ms["decode"] = _ms(t0)
         if not good:
             return res
 
         t1 = time.perf_counter()
-        vecs = self.text.encode([item_text(ev) for _, ev, _ in good])
+        feats = self.featurizer.featurize([ContentInput(item_text(ev), m.image, m.audio) for _, ev, m in good])
         res.stage_ms["encode"] = _ms(t1)
+        for name, ms in feats.stage_ms.items():
+            res.stage_ms[f"encode_{name}"] = ms
+        if feats.errors:
+            for i, why in sorted(feats.errors.items()):
+                self._reject(res, good[i][0], Rejected("CorruptMedia", why), self.topics.content_dlq)
+        keep = [i for i in range(len(good)) if i not in feats.errors]
+        good = [good[i] for i in keep]
+        vecs = feats.values["text"][keep]
+        present = feats.present[keep]
+        if not good:
+            return res
 
         t2 = time.perf_counter()
         now_ms = int(self.clock() * 1000)
@@ -211,18 +223,23 @@ class Engine:
         res.stage_ms["upsert"] = _ms(t2)
 
         indexed_at = datetime.fromtimestamp(self.clock(), UTC)
-        for rec, ev, mods in good:
+        versions = {**feats.model_versions, "space": self.space}
+        for j, (rec, ev, media) in enumerate(good):
+            mods = ["text"] + (["image"] if media.image is not None else []) + (
+                ["audio"] if media.audio is not None else []
+            )
             trace = ContentIndexed(
                 item_id=ev.item_id,
                 kind=ev.kind,
                 collection=self.items.name,
-                model_versions={"text": self.text.model_version, "space": self.space},
+                model_versions=versions,
                 created_at=ev.created_at,
                 produced_at=ev.produced_at,
                 consumed_at=consumed_at,
                 indexed_at=indexed_at,
                 stage_ms={k: round(v, 3) for k, v in res.stage_ms.items()},
                 modalities=mods,
+                features=[n for k, n in enumerate(feats.names) if present[j, k]],
             )
             res.out.append(Outgoing(self.topics.content_indexed, rec.key, trace.to_bytes()))
             start = ev.produced_at.timestamp() if ev.produced_at else (

@@ -213,8 +213,9 @@ class ContentIndexed(_Event):
     produced_at: AwareDatetime | None
     consumed_at: AwareDatetime
     indexed_at: AwareDatetime
-    stage_ms: dict[str, float]  # decode, encode, upsert, ... for the batch this item was in
-    modalities: list[str]
+    stage_ms: dict[str, float]  # decode, encode (and per encoder), upsert, ... for the batch this item was in
+    modalities: list[str]  # decoded media: text, image, audio
+    features: list[str] = Field(default_factory=list)  # content feature fields computed (encoders.featurizer)
 
 
 class DeadLetter(_Event):

@@ -98,6 +98,69 @@ def models_list() -> None:
         typer.echo(f"{d.name}: versions {reg.versions(d.name)} current {reg.current_version(d.name)}")
 
 
+# -------------------------------------------------------------------------------------- training, evaluation
+_PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+_TRAINERS = {
+    "audio-mae": "encoders.training.audio_mae",
+    "musicclip": "encoders.training.musicclip",
+    "flava": "encoders.training.flava",
+}
+
+
+def _run_module_main(module: str, prog: str, args: list[str]) -> None:
+    """Run an entry module's argparse ``main`` with ``args`` (its own ``--help`` documents the options)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    saved = sys.argv
+    sys.argv = [prog, *args]
+    try:
+        rc = mod.main()
+    finally:
+        sys.argv = saved
+    if isinstance(rc, int) and rc:
+        raise typer.Exit(rc)
+
+
+@app.command("train", context_settings=_PASS)
+def train(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="audio-mae | musicclip | flava")],
+) -> None:
+    """Train an encoder on its real corpus, then export it to ONNX into the model directory.
+
+    Options after the model name go to the trainer: `thaw train musicclip --help`.
+    """
+    if model in ("--help", "-h"):
+        typer.echo(ctx.get_help())
+        return
+    if model not in _TRAINERS:
+        typer.echo(f"unknown model {model!r}: one of {', '.join(_TRAINERS)}", err=True)
+        raise typer.Exit(2)
+    _logging("WARNING")
+    _run_module_main(_TRAINERS[model], f"thaw train {model}", list(ctx.args))
+
+
+@app.command("evaluate", context_settings=_PASS)
+def evaluate(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Argument(help="cold-items | new-users")],
+) -> None:
+    """Offline cold-start evaluation on a packaged or generic-format dataset (`thaw evaluate cold-items --help`)."""
+    if task in ("--help", "-h"):
+        typer.echo(ctx.get_help())
+        return
+    if task not in ("cold-items", "new-users"):
+        typer.echo(f"unknown task {task!r}: cold-items or new-users", err=True)
+        raise typer.Exit(2)
+    _logging("WARNING")
+    from ranking.evaluate import main as evaluate_main
+
+    rc = evaluate_main([task, *ctx.args])
+    if rc:
+        raise typer.Exit(rc)
+
+
 # --------------------------------------------------------------------------------------------------- engine
 @app.command("topics")
 def topics_create(partitions: int | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Assembled encoder models (Audio MAE, MusicCLIP, FLAVA-style image-text)."""

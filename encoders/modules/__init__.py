@@ -1,0 +1,1 @@
+"""Building blocks of the encoders (transformer blocks, patch embeddings, projection heads)."""
