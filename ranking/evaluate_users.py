@@ -15,8 +15,8 @@ Methods (``results``):
 * ``random``; ``popularity`` (warm training counts).
 * ``group-prior``: the mean LightGCN vector of warm users in the user's group (:func:`ranking.new_users.default_groups`
   says what a group is per dataset); it ignores revealed items (the same vector at every ``n``).
-* ``lightgcn``: the LightGCN fold-in of the revealed items (``mean`` / ``propagate`` / ``gradient``, chosen on
-  validation); at ``n = 0`` it has nothing and is the all-warm-users mean vector.
+* ``lightgcn``: the LightGCN fold-in of the revealed items (``mean`` / ``propagate`` / ``gradient`` / ``regress``,
+  chosen on validation); at ``n = 0`` it has nothing and is the all-warm-users mean vector.
 * ``multimodal-enhanced``: :func:`ranking.new_users.blend` of the fold-in, the multimodal taste vector (ridge
   projection of the revealed items' mean content embedding, fitted on warm users) and the group prior, the prior's
   share shrinking as ``k / (n + k)``; ``k``, the taste weight ``beta`` and the projection's ridge are chosen on
@@ -55,7 +55,6 @@ from ranking.evaluate import report_json
 from ranking.models.dssm import DSSMConfig, categorical_user_features, train_dssm
 from ranking.models.lightgcn import (
     FOLD_INS,
-    FoldIn,
     LightGCNConfig,
     apply_linear_map,
     fit_linear_map,
@@ -100,7 +99,9 @@ class NewUserEvalConfig:
         shrink_ks: Prior-shrinkage ``k`` values tried on validation.
         betas: Taste weights tried on validation.
         taste_ridges: Ridge weights of the taste projection tried on validation.
-        fold_ins: Fold-in methods compared on validation.
+        fold_ins: Fold-in methods compared on validation: those of :func:`ranking.models.lightgcn.fold_in` and
+            ``"regress"`` (a ridge map from the mean LightGCN vector of ``n`` of a warm user's items to the user's
+            vector, fitted on warm users like the taste projection).
         align_dssm: Also train the DSSM and measure the LightGCN -> DSSM linear map.
         lightgcn: LightGCN hyper-parameters (``seed``/``eval_k``/``threads`` overridden).
         dssm: DSSM hyper-parameters for the alignment (``seed``/``eval_k``/``threads`` overridden).
@@ -119,10 +120,10 @@ class NewUserEvalConfig:
     min_weight: float | None = None
     fields: tuple[str, ...] = ("doc",)
     min_group: int = 5
-    shrink_ks: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-    betas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
-    taste_ridges: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
-    fold_ins: tuple[FoldIn, ...] = FOLD_INS
+    shrink_ks: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+    betas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+    taste_ridges: tuple[float, ...] = (1e-2, 1e-1, 1.0)
+    fold_ins: tuple[str, ...] = (*FOLD_INS, "regress")
     align_dssm: bool = True
     lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
     dssm: DSSMConfig = field(default_factory=DSSMConfig)
@@ -249,16 +250,22 @@ def run_new_users(
     pos_n = [n for n in reveal if n > 0]
     folds: dict[str, dict[str, dict[int, np.ndarray]]] = {"val": {}, "test": {}}
     val_fold: dict[str, dict[str, float]] = {}
+    # "regress": the same ridge recipe as the taste vector, with the revealed items' LightGCN vectors as input
+    cf_proj = fit_taste_projection(item_vecs, warm_sets, warm_vecs, sizes=pos_n or (1,), ridge=1e-2, seed=seed)
+
+    def fold(part: _Part, method: str, n: int) -> np.ndarray:
+        if method == "regress":
+            return cf_proj(item_vecs, part.revealed[n])
+        return fold_in(lgcn, part.revealed[n], method, seed=seed)  # type: ignore[arg-type]
+
     for fm in config.fold_ins:
-        folds["val"][fm] = {n: fold_in(lgcn, val.revealed[n], fm, seed=seed) for n in pos_n}
+        folds["val"][fm] = {n: fold(val, fm, n) for n in pos_n}
         val_fold[fm] = {
             str(n): _metrics(val.tasks[n], _vector_scorer(val.users, folds["val"][fm][n], item_vecs), k)[
                 f"ndcg@{k}"] for n in pos_n
         }
-    best_fold: FoldIn = max(config.fold_ins, key=lambda m: float(np.mean(list(val_fold[m].values()) or [0.0])))
-    for n in pos_n:
-        folds["test"][best_fold] = folds["test"].get(best_fold, {})
-        folds["test"][best_fold][n] = fold_in(lgcn, test.revealed[n], best_fold, seed=seed)
+    best_fold = max(config.fold_ins, key=lambda m: float(np.mean(list(val_fold[m].values()) or [0.0])))
+    folds["test"][best_fold] = {n: fold(test, best_fold, n) for n in pos_n}
 
     val_taste: dict[str, float] = {}
     projections = {}
