@@ -190,21 +190,42 @@ class ContentFeaturizer:
 
         errors: dict[int, str] = {}
         with_audio = [i for i, it in enumerate(items) if it.audio is not None]
-        audio_encoders = [("audio_clip", self.musicclip, "encode_audio"), ("audio_mae", self.audio_mae, "encode")]
-        for name, enc, method in audio_encoders:
-            if enc is None or not with_audio:
-                continue
-            t = time.perf_counter()
-            rows = self._run(getattr(enc, method), with_audio, lambda i: (items[i].audio,), errors)
-            for i, (v,) in rows.items():
-                values[name][i] = v
-                present[i, col[name]] = True
-            stage[name] = (time.perf_counter() - t) * 1000.0
+        audio_encoders = [(n, e) for n, e in (("audio_clip", self.musicclip), ("audio_mae", self.audio_mae)) if e]
+        if with_audio and audio_encoders:
+            # one log-mel per item and frontend config, shared by the encoders trained on the same frontend
+            mels: dict[Any, dict[int, np.ndarray]] = {}
+            for name, enc in audio_encoders:
+                cfg = enc.frontend
+                t = time.perf_counter()
+                if cfg not in mels:
+                    mels[cfg] = self._log_mels(items, with_audio, cfg, errors)
+                    stage["audio_frontend"] = stage.get("audio_frontend", 0.0) + (time.perf_counter() - t) * 1000.0
+                t = time.perf_counter()
+                per = mels[cfg]
+
+                def encode(m: list[np.ndarray], enc: Any = enc) -> np.ndarray:
+                    return np.asarray(enc.encode_logmel(np.stack(m)))
+
+                def args_of(i: int, per: dict[int, np.ndarray] = per) -> tuple[np.ndarray]:
+                    return (per[i],)
+
+                rows = self._run(encode, [i for i in with_audio if i in per], args_of, errors)
+                for i, (v,) in rows.items():
+                    values[name][i] = v
+                    present[i, col[name]] = True
+                stage[name] = (time.perf_counter() - t) * 1000.0
 
         with_image = [i for i, it in enumerate(items) if it.image is not None]
         if with_image and self.imagetext is not None:
             t = time.perf_counter()
-            rows = self._run(self.imagetext.encode_pair, with_image, lambda i: (items[i].image, items[i].text), errors)
+            it_enc = self.imagetext
+            pair = getattr(it_enc, "encode_pair", None)
+            if pair is None:  # an encoder without the one-pass method: image tower twice
+
+                def pair(images: list[Any], texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+                    return it_enc.encode_images(images), it_enc.fuse(images, texts)[0]
+
+            rows = self._run(pair, with_image, lambda i: (items[i].image, items[i].text), errors)
             for i, (img, fused) in rows.items():
                 values["image"][i] = img
                 values["image_text"][i] = fused
@@ -212,6 +233,24 @@ class ContentFeaturizer:
             stage["image"] = (time.perf_counter() - t) * 1000.0
 
         return FeatureBatch(names, values, present, {f: self.model_versions[f] for f in names}, stage, errors)
+
+    @staticmethod
+    def _log_mels(
+        items: Sequence[ContentInput], idx: list[int], cfg: Any, errors: dict[int, str]
+    ) -> dict[int, np.ndarray]:
+        """Log-mel spectrograms of the items' audio; audio the frontend refuses is recorded in ``errors``."""
+        from encoders.audio_frontend import AudioInputError, log_mel
+
+        out: dict[int, np.ndarray] = {}
+        for i in idx:
+            a = items[i].audio
+            if a is None or i in errors:
+                continue
+            try:
+                out[i] = log_mel(a.samples, a.sample_rate, cfg)
+            except AudioInputError as exc:
+                errors[i] = f"audio: {str(exc)[:300]}"
+        return out
 
     @staticmethod
     def _run(

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -25,10 +25,11 @@ class Worker:
     settings: Settings
     proc: subprocess.Popen[bytes]
     log: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         # a short grace for events on items that never arrive, so the DLQ test need not wait 30 s
-        env = {**os.environ, **self.settings.env(), "THAW_STREAM__UNKNOWN_ITEM_GRACE_S": "3"}
+        env = {**os.environ, **self.settings.env(), "THAW_STREAM__UNKNOWN_ITEM_GRACE_S": "3", **self.extra_env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "thaw", "worker", "--loglevel", "warning", "--metrics-port", "0"],
             env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
@@ -86,15 +87,14 @@ def wait_for(cond, timeout_s: float, what: str, worker: Worker | None = None, po
     pytest.fail(f"timed out after {timeout_s}s waiting for {what}{tail}")
 
 
-@pytest.fixture
-def worker(stack_settings, unique_name, tmp_path) -> Iterator[Worker]:  # noqa: F811
+def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = None) -> Iterator[Worker]:
+    """A started, ready worker in namespace ``s``; stopped and its namespace dropped afterwards."""
     from indexing.milvus_items import ItemIndex
     from indexing.redis_users import UserStore
     from streams.topics import Topics, ensure_topics
 
-    s = stack_settings.namespaced(unique_name)
     ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix))
-    w = Worker(s, None, tmp_path / "worker.log")  # type: ignore[arg-type]
+    w = Worker(s, None, log, dict(extra_env or {}))  # type: ignore[arg-type]
     w.start()
     try:
         w.wait_ready()
@@ -104,3 +104,8 @@ def worker(stack_settings, unique_name, tmp_path) -> Iterator[Worker]:  # noqa: 
     UserStore(s.redis).delete_prefix()
     ItemIndex(s.milvus, dim=384).drop()
     shutil.rmtree(s.stream.data_dir / s.stream.app_id, ignore_errors=True)
+
+
+@pytest.fixture
+def worker(stack_settings, unique_name, tmp_path) -> Iterator[Worker]:  # noqa: F811
+    yield from running_worker(stack_settings.namespaced(unique_name), tmp_path / "worker.log")
