@@ -1,9 +1,9 @@
 """Train the Audio MAE on the rendered music21 corpus, export it to ONNX and publish it as ``audio-mae``.
 
-Run: ``python -m encoders.training.audio_mae [--epochs 30] [--out-dir DIR] [--models-dir DIR] [--no-export]``
+Run: ``python -m encoders.training.audio_mae [--epochs 12] [--out-dir DIR] [--models-dir DIR] [--no-export]``
 (``--help`` lists everything). Build the corpus first: ``python -m workloads.music build --clips 1500``.
 
-Log-mels of the whole corpus are computed once and cached under ``<out-dir>/cache``; checkpoints go to
+Log-mels of the whole corpus are computed once and cached (``--cache-dir``); checkpoints go to
 ``<out-dir>/checkpoints`` every epoch and a rerun resumes from the last one (``--no-resume`` starts over); the loss
 curve is ``<out-dir>/loss.png`` and the report ``<out-dir>/report.json``.
 """
@@ -31,6 +31,8 @@ class AudioMAETrainConfig:
     Attributes:
         corpus_dir: Built music corpus (None: the default corpus dir).
         out_dir: Run directory (cache, checkpoints, loss curve, report; None: ``~/.cache/thaw/runs/audio-mae``).
+        cache_dir: Log-mel cache (None: ``~/.cache/thaw/runs/logmel-cache``, shared by the audio trainers; files
+            are keyed by frontend config and clip ids).
         models_dir: Registry root to publish into (None: the settings' models dir).
         model: Model sizes (``input_mean``/``input_std`` are filled from the training data).
         frontend: Log-mel settings.
@@ -53,9 +55,10 @@ class AudioMAETrainConfig:
     corpus_dir: str | None = None
     out_dir: str | None = None
     models_dir: str | None = None
+    cache_dir: str | None = None
     model: AudioMAEConfig = field(default_factory=AudioMAEConfig)
     frontend: LogMelConfig = field(default_factory=LogMelConfig)
-    epochs: int = 24
+    epochs: int = 12
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -102,11 +105,10 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_runs_dir() / "audio-mae"
     corpus = load_music_corpus(cfg.corpus_dir)
+    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_runs_dir() / "logmel-cache"
     if cfg.frontend.sample_rate != corpus.sample_rate:
         raise ValueError("the corpus sample rate differs from the frontend's")
-    cached = cache_logmels(
-        corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, out / "cache", cfg.progress
-    )
+    cached = cache_logmels(corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, cache_root, cfg.progress)
     t_cache = time.perf_counter() - t_start
     train_idx = split_indices(corpus, cfg.train_splits, cached.valid, cfg.max_clips)
     val_idx = split_indices(corpus, (cfg.val_split,), cached.valid, cfg.max_clips)
@@ -185,6 +187,7 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
         "logmel_cache": str(cached.path),
         "logmel_cache_seconds": t_cache,
         "resumed_from_epoch": started,
+        "threads": cfg.threads,
         "train_seconds_this_run": train_s,
         "history": history.to_dict(),
         "model_config": mcfg.to_dict(),
@@ -210,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-dir", default=None, help="built music corpus (default: the standard corpus dir)")
     p.add_argument("--out-dir", default=None, help="run dir (default ~/.cache/thaw/runs/audio-mae)")
     p.add_argument("--models-dir", default=None, help="registry root (default: settings' models dir)")
+    p.add_argument("--cache-dir", default=None, help="log-mel cache (default ~/.cache/thaw/runs/logmel-cache)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -238,6 +242,7 @@ def config_from_args(a: argparse.Namespace) -> AudioMAETrainConfig:
         corpus_dir=a.corpus_dir,
         out_dir=a.out_dir,
         models_dir=a.models_dir,
+        cache_dir=a.cache_dir,
         model=replace(
             d.model,
             dim=a.dim,

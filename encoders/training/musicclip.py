@@ -1,12 +1,12 @@
 """Train MusicCLIP on the rendered music21 corpus (clip, caption) pairs, export both towers to ONNX and publish them.
 
-Run: ``python -m encoders.training.musicclip [--epochs 30] [--out-dir DIR] [--models-dir DIR] [--no-export]``
+Run: ``python -m encoders.training.musicclip [--epochs 15] [--out-dir DIR] [--models-dir DIR] [--no-export]``
 (``--help`` lists everything). Build the corpus first: ``python -m workloads.music build --clips 1500``.
 
 The caption embeddings come from the registry's MiniLM (``minilm-l6``; exported first if the registry has none)
-and are cached with the log-mels under ``<out-dir>/cache``. Training uses random time crops of the log-mel
-(``--crop-frames``, default 4 s); validation and serving use the full 10 s. Checkpoints every epoch, resumable,
-loss curve ``<out-dir>/loss.png``, report ``<out-dir>/report.json``.
+and are cached with the log-mels (``--cache-dir``). Training uses random time crops of the log-mel
+(``--crop-frames``, default 3 s) with SpecAugment masking; validation and serving use the full 10 s. Checkpoints
+every epoch, resumable, loss curve ``<out-dir>/loss.png``, report ``<out-dir>/report.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from encoders.audio_frontend import LogMelConfig
 from encoders.models.musicclip import MusicCLIPConfig
@@ -33,12 +34,15 @@ class MusicCLIPTrainConfig:
     Attributes:
         corpus_dir: Built music corpus (None: the default corpus dir).
         out_dir: Run directory (None: ``~/.cache/thaw/runs/musicclip``).
+        cache_dir: Log-mel cache (None: ``~/.cache/thaw/runs/logmel-cache``, shared by the audio trainers; files
+            are keyed by frontend config and clip ids).
         models_dir: Registry root holding MiniLM and receiving the export (None: the settings' models dir).
         model: Model sizes (``input_mean``/``input_std`` are filled from the training data).
         frontend: Log-mel settings.
         epochs: Total epochs.
         batch_size: Pairs per step (the in-batch negatives).
         crop_frames: Random crop length in training (None or >= n_frames: full clips).
+        spec_augment: SpecAugment-style masking of the training crops (:func:`spec_augment`).
         lr: Peak AdamW learning rate.
         weight_decay: AdamW weight decay.
         warmup_epochs: Linear warm-up.
@@ -56,11 +60,13 @@ class MusicCLIPTrainConfig:
     corpus_dir: str | None = None
     out_dir: str | None = None
     models_dir: str | None = None
+    cache_dir: str | None = None
     model: MusicCLIPConfig = field(default_factory=MusicCLIPConfig)
     frontend: LogMelConfig = field(default_factory=LogMelConfig)
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 64
-    crop_frames: int | None = 400
+    crop_frames: int | None = 300
+    spec_augment: bool = True
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_epochs: float = 1.0
@@ -90,6 +96,24 @@ def caption_embeddings(captions: list[str], text_encoder: Any, cache_dir: Path) 
     return out
 
 
+def spec_augment(
+    x: torch.Tensor, fill: float, gen: torch.Generator, bands: int = 8, frames: int = 40, n_masks: int = 2
+) -> torch.Tensor:
+    """SpecAugment-style masking (Park et al., Interspeech 2019): per clip, ``n_masks`` random runs of up to
+    ``bands`` mel bands and ``n_masks`` runs of up to ``frames`` frames are set to ``fill``. ``x``: B x F x T."""
+    x = x.clone()
+    b, f, t = x.shape
+    for i in range(b):
+        for _ in range(n_masks):
+            w = int(torch.randint(0, bands + 1, (1,), generator=gen))
+            s = int(torch.randint(0, max(1, f - w), (1,), generator=gen))
+            x[i, s : s + w, :] = fill
+            w = int(torch.randint(0, frames + 1, (1,), generator=gen))
+            s = int(torch.randint(0, max(1, t - w), (1,), generator=gen))
+            x[i, :, s : s + w] = fill
+    return x
+
+
 def recall_at(sim: np.ndarray, hit: np.ndarray, ks: tuple[int, ...] = (1, 10)) -> dict[int, float]:
     """Recall@k of a query x candidate similarity matrix.
 
@@ -112,8 +136,6 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
     Returns:
         The report (also written to ``<out_dir>/report.json``).
     """
-    import torch
-
     from encoders.models.musicclip import MusicCLIP
     from encoders.registry import ModelRegistry
     from encoders.text import TextEncoder, ensure_minilm
@@ -140,10 +162,9 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
     reg = ModelRegistry(Path(cfg.models_dir).expanduser() if cfg.models_dir else default_models_dir())
     text_encoder = TextEncoder(ensure_minilm(reg), threads=cfg.threads)
     corpus = load_music_corpus(cfg.corpus_dir)
-    cached = cache_logmels(
-        corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, out / "cache", cfg.progress
-    )
-    text = caption_embeddings(corpus.captions, text_encoder, out / "cache")
+    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_runs_dir() / "logmel-cache"
+    cached = cache_logmels(corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, cache_root, cfg.progress)
+    text = caption_embeddings(corpus.captions, text_encoder, cache_root)
     uniq = {c: i for i, c in enumerate(sorted(set(corpus.captions)))}
     cap_ids = np.array([uniq[c] for c in corpus.captions], dtype=np.int64)
     t_cache = time.perf_counter() - t_start
@@ -167,8 +188,10 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
         idx = np.sort(idx)
         starts = torch.randint(0, n_frames - crop + 1, (len(idx),), generator=gen).numpy()
         full = np.asarray(data[idx], dtype=np.float32)
-        x = np.stack([full[i, :, s : s + crop] for i, s in enumerate(starts)])
-        return model(torch.from_numpy(x), torch.from_numpy(text[idx]), torch.from_numpy(cap_ids[idx]))
+        x = torch.from_numpy(np.stack([full[i, :, s : s + crop] for i, s in enumerate(starts)]))
+        if cfg.spec_augment:
+            x = spec_augment(x, mean, gen)
+        return model(x, torch.from_numpy(text[idx]), torch.from_numpy(cap_ids[idx]))
 
     def validate() -> dict[str, float]:
         if len(val_idx) < 2:
@@ -234,6 +257,7 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
         "logmel_cache": str(cached.path),
         "cache_seconds": t_cache,
         "resumed_from_epoch": started,
+        "threads": cfg.threads,
         "train_seconds_this_run": train_s,
         "history": history.to_dict(),
         "model_config": mcfg.to_dict(),
@@ -262,9 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-dir", default=None, help="built music corpus (default: the standard corpus dir)")
     p.add_argument("--out-dir", default=None, help="run dir (default ~/.cache/thaw/runs/musicclip)")
     p.add_argument("--models-dir", default=None, help="registry root (default: settings' models dir)")
+    p.add_argument("--cache-dir", default=None, help="log-mel cache (default ~/.cache/thaw/runs/logmel-cache)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--crop-frames", type=int, default=d.crop_frames, help="training crop (0: full clips)")
+    p.add_argument("--no-spec-augment", action="store_true", help="no SpecAugment masking of training crops")
+    p.add_argument("--dropout", type=float, default=m.dropout)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
@@ -287,7 +314,9 @@ def config_from_args(a: argparse.Namespace) -> MusicCLIPTrainConfig:
         corpus_dir=a.corpus_dir,
         out_dir=a.out_dir,
         models_dir=a.models_dir,
-        model=replace(d.model, embed_dim=a.embed_dim, channels=tuple(a.channels)),
+        cache_dir=a.cache_dir,
+        model=replace(d.model, embed_dim=a.embed_dim, channels=tuple(a.channels), dropout=a.dropout),
+        spec_augment=not a.no_spec_augment,
         epochs=a.epochs,
         batch_size=a.batch_size,
         crop_frames=a.crop_frames or None,

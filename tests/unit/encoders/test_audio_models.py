@@ -167,6 +167,7 @@ def test_training_resumes_exactly_and_publishes(tmp_path, tmp_path_factory, corp
 
     base = AudioMAETrainConfig(
         corpus_dir=str(corpus.root),
+        cache_dir=str(tmp_path / "cache"),
         model=TINY_MAE,
         epochs=2,
         batch_size=2,
@@ -184,7 +185,7 @@ def test_training_resumes_exactly_and_publishes(tmp_path, tmp_path_factory, corp
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6)
     assert (tmp_path / "b" / "loss.png").stat().st_size > 1000
-    assert len(list((tmp_path / "b" / "cache").glob("logmels-*.npy"))) == 2  # log-mels + validity mask
+    assert len(list((tmp_path / "cache").glob("logmels-*.npy"))) == 2  # log-mels + validity mask
     pub = resumed["published"]
     mv = ModelRegistry(tmp_path / "m").load(AUDIO_MAE)
     assert mv.manifest.version == pub["version"] and mv.manifest.extra["training"]["clips"] == 3
@@ -201,6 +202,7 @@ def test_musicclip_training_run_exports_both_towers(tmp_path, tmp_path_factory, 
     cfg = MusicCLIPTrainConfig(
         corpus_dir=str(corpus.root),
         out_dir=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "cache"),
         models_dir=str(models),
         model=TINY_CLIP,
         epochs=2,
