@@ -36,30 +36,36 @@ STYLE = {
 
 
 def plot_new_users(report: dict[str, Any], path: Path, methods: Sequence[str] = PLOTTED) -> None:
-    """Two panels (all test users, niche slice): NDCG@K against revealed interactions, one line per method."""
+    """NDCG@K against revealed interactions, one line per method: all test users (left) and the niche slice
+    (right); a second row for the fixed-target protocol when the report has it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     k = report["k"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, key, title in (
-        (axes[0], f"ndcg@{k}", f"all test users ({report['split']['test_users']})"),
-        (axes[1], f"niche_ndcg@{k}", f"niche slice ({report['niche']['test_users']} users, bottom third popularity)"),
-    ):
-        for m in methods:
-            per = report["results"].get(m)
-            if per is None:
-                continue
-            ns = sorted(int(n) for n in per)
-            ax.plot(ns, [per[str(n)][key] for n in ns], label=m, **STYLE.get(m, {}))  # type: ignore[arg-type]
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("revealed interactions n")
-        ax.set_xticks(report["reveal"])
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"NDCG@{k}")
-    axes[0].legend(fontsize=8)
+    blocks = [("results", "targets = the rest after n")]
+    if "results_fixed_targets" in report:
+        blocks.append(("results_fixed_targets", f"fixed targets (after the first {max(report['reveal'])})"))
+    fig, axes = plt.subplots(len(blocks), 2, figsize=(11, 4.0 * len(blocks)), squeeze=False)
+    for row, (block, what) in enumerate(blocks):
+        for col, key, title in (
+            (0, f"ndcg@{k}", f"all test users ({report['split']['test_users']})"),
+            (1, f"niche_ndcg@{k}", f"niche slice ({report['niche']['test_users']} users, bottom-third popularity)"),
+        ):
+            ax = axes[row][col]
+            for m in methods:
+                per = report[block].get(m)
+                if per is None:
+                    continue
+                ns = sorted(int(n) for n in per)
+                ax.plot(ns, [per[str(n)][key] for n in ns], label=m, **STYLE.get(m, {}))  # type: ignore[arg-type]
+            ax.set_title(f"{title}; {what}", fontsize=9)
+            ax.set_xlabel("revealed interactions n")
+            ax.set_xticks(report["reveal"])
+            ax.grid(alpha=0.3)
+        axes[row][0].set_ylabel(f"NDCG@{k}")
+    axes[0][0].legend(fontsize=8)
     fig.suptitle(f"New users, {report['dataset']['name']}: rank all items minus the revealed ones", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -7,8 +7,10 @@ and timestamp-less files have no order, so a seeded random one). For each ``n`` 
 first ``n`` interactions; it then ranks **all catalogue items minus the ``n`` revealed ones**, and Recall@K and
 NDCG@K are computed over its remaining interactions (binary relevance, every interaction counts unless
 ``min_weight``; :mod:`workloads.metrics`). The same users are evaluated at every ``n`` (the targets shrink as ``n``
-grows). The **niche slice** is the third of the test (validation) users whose interactions' mean item popularity
-(warm training interactions per item) is lowest; it is reported beside all users.
+grows; ``results_fixed_targets`` repeats the test scoring with one ground truth for every ``n``: the
+interactions after the first ``max(reveal)``, all of the first ``max(reveal)`` excluded). The **niche slice** is
+the third of the test (validation) users whose interactions' mean item popularity (warm training interactions per
+item) is lowest; it is reported beside all users.
 
 Methods (``results``):
 
@@ -121,8 +123,8 @@ class NewUserEvalConfig:
     fields: tuple[str, ...] = ("doc",)
     min_group: int = 5
     shrink_ks: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-    betas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-    taste_ridges: tuple[float, ...] = (1e-2, 1e-1, 1.0)
+    betas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    taste_ridges: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0)
     fold_ins: tuple[str, ...] = (*FOLD_INS, "regress")
     align_dssm: bool = True
     lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
@@ -170,6 +172,7 @@ class _Part:
     tasks: dict[int, EvalTask]
     revealed: dict[int, list[np.ndarray]]
     niche_threshold: float
+    fixed: dict[int, EvalTask]
 
 
 def _build_part(ds: InteractionDataset, rs: RevealSplit, part: str, reveal: Sequence[int], item_pop: np.ndarray,
@@ -181,7 +184,10 @@ def _build_part(ds: InteractionDataset, rs: RevealSplit, part: str, reveal: Sequ
         rev, tgt = rs.reveal(part, n)
         tasks[n] = make_eval_task(ds, tgt, exclude_rows=rev, min_weight=cfg.min_weight)
         revealed[n] = item_sets(ds, rev, users)
-    return _Part(part, users, users[niche_mask], tasks, revealed, thr)
+    # fixed targets: the interactions after the first max(reveal), which are excluded whatever n is
+    rev_max, tgt_max = rs.reveal(part, max(reveal))
+    fixed_task = make_eval_task(ds, tgt_max, exclude_rows=rev_max, min_weight=cfg.min_weight)
+    return _Part(part, users, users[niche_mask], tasks, revealed, thr, {n: fixed_task for n in reveal})
 
 
 def _metrics(task: EvalTask, score: ScoreFn, k: int) -> dict[str, float]:
@@ -250,11 +256,22 @@ def run_new_users(
     pos_n = [n for n in reveal if n > 0]
     folds: dict[str, dict[str, dict[int, np.ndarray]]] = {"val": {}, "test": {}}
     val_fold: dict[str, dict[str, float]] = {}
-    # "regress": the same ridge recipe as the taste vector, with the revealed items' LightGCN vectors as input
-    cf_proj = fit_taste_projection(item_vecs, warm_sets, warm_vecs, sizes=pos_n or (1,), ridge=1e-2, seed=seed)
+    # "regress": the same ridge recipe as the taste vector, with the revealed items' LightGCN vectors as input (its
+    # ridge chosen on validation among ``taste_ridges``)
+    val_regress: dict[str, float] = {}
+    cf_projs = {}
+    for ridge in config.taste_ridges if "regress" in config.fold_ins else ():
+        pr = fit_taste_projection(item_vecs, warm_sets, warm_vecs, sizes=pos_n or (1,), ridge=ridge, seed=seed)
+        cf_projs[ridge] = pr
+        val_regress[f"{ridge:g}"] = float(np.mean([
+            _metrics(val.tasks[n], _vector_scorer(val.users, pr(item_vecs, val.revealed[n]), item_vecs), k)[
+                f"ndcg@{k}"] for n in pos_n
+        ])) if pos_n else 0.0
+    cf_proj = cf_projs[max(cf_projs, key=lambda r: val_regress[f"{r:g}"])] if cf_projs else None
 
     def fold(part: _Part, method: str, n: int) -> np.ndarray:
         if method == "regress":
+            assert cf_proj is not None
             return cf_proj(item_vecs, part.revealed[n])
         return fold_in(lgcn, part.revealed[n], method, seed=seed)  # type: ignore[arg-type]
 
@@ -342,6 +359,19 @@ def run_new_users(
                 "niche_users": nm["n_users"],
             }
 
+    fixed: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in METHODS:
+        fixed[method] = {}
+        for n in reveal:
+            tm = _metrics(test.fixed[n], scorer(test, method, n), k)
+            nm = _metrics(_subtask(test.fixed[n], test.niche), scorer(test, method, n), k)
+            fixed[method][str(n)] = {
+                f"recall@{k}": tm[f"recall@{k}"],
+                f"ndcg@{k}": tm[f"ndcg@{k}"],
+                f"niche_recall@{k}": nm[f"recall@{k}"],
+                f"niche_ndcg@{k}": nm[f"ndcg@{k}"],
+            }
+
     report: dict[str, Any] = {
         "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions},
         "split": {
@@ -390,6 +420,7 @@ def run_new_users(
         "selected": {
             "fold_in": best_fold,
             "taste_ridge": best_ridge,
+            "regress_ridge": None if cf_proj is None else cf_proj.ridge,
             "multimodal_k": mm_k,
             "multimodal_beta": mm_beta,
             "lightgcn_prior_k": lp_k,
@@ -398,9 +429,16 @@ def run_new_users(
         "validation": {
             f"fold_in_ndcg@{k}": val_fold,
             f"taste_ridge_ndcg@{k}": val_taste,
+            f"regress_fold_in_ridge_ndcg@{k}": val_regress,
             f"blend_grid_ndcg@{k}": grid,
         },
         "results": results,
+        "results_fixed_targets": {
+            "protocol": f"same test users; targets = the interactions after the first {max(reveal)} for every n; "
+            f"all of the first {max(reveal)} are excluded from the ranking, whatever n is (so the curves over n "
+            "compare the same ground truth)",
+            **fixed,
+        },
         "selection_seconds": round(select_seconds, 3),
     }
     if config.align_dssm:
