@@ -210,7 +210,7 @@ class ContentIndexed(_Event):
     collection: str
     model_versions: dict[str, str]
     created_at: AwareDatetime
-    produced_at: AwareDatetime | None
+    produced_at: AwareDatetime | None = None  # absent when the producer did not stamp it
     consumed_at: AwareDatetime
     indexed_at: AwareDatetime
     stage_ms: dict[str, float]  # decode, encode (and per encoder), upsert, ... for the batch this item was in

@@ -344,6 +344,8 @@ def render_midi_to_wav(
 
     The child runs with ``RLIMIT_FSIZE = max_bytes`` (the kernel stops it with SIGXFSZ when the file would grow
     past the cap) in its own session, with ``SDL_AUDIODRIVER=dummy``, and is killed after ``timeout_s`` seconds.
+    The limit is set by util-linux ``prlimit`` exec'ing fluidsynth, not by a Python ``preexec_fn``: running Python
+    between fork and exec aborts the child in a process that has loaded gRPC (pymilvus), seen as exit code -6.
 
     Raises:
         RenderError: ``timeout``, ``size_cap`` or ``fluidsynth_error``.
@@ -370,14 +372,20 @@ def render_midi_to_wav(
     # fluidsynth 2.3 initialises SDL audio at start-up even for a file render; SDL's PulseAudio backend then
     # ftruncates a 64 MiB shared-memory file, which RLIMIT_FSIZE (rightly) kills. The dummy driver avoids it.
     env = {**os.environ, "SDL_AUDIODRIVER": "dummy"}
+    prlimit = shutil.which("prlimit")
+    limit: dict[str, Any] = {}
+    if prlimit is not None:
+        cmd = [prlimit, f"--fsize={int(max_bytes)}:{int(max_bytes)}", "--", *cmd]
+    else:  # no util-linux: fall back to setting the limit in the forked child
+        limit["preexec_fn"] = functools.partial(_limit_file_size, int(max_bytes))
     proc = subprocess.Popen(
         cmd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        preexec_fn=functools.partial(_limit_file_size, int(max_bytes)),
         start_new_session=True,
+        **limit,
     )
     try:
         _, err = proc.communicate(timeout=timeout_s)
