@@ -45,7 +45,7 @@ class ContentInput:
     """One item as the featuriser sees it.
 
     Attributes:
-        text: The item's text and tags as one string (``streams.cores.decode.item_text``).
+        text: The item's text and tags as one string (:func:`content_document`).
         image: The decoded image, or None.
         audio: The decoded audio, or None.
     """
@@ -89,6 +89,20 @@ class FeatureBatch:
     def row(self, i: int) -> dict[str, np.ndarray]:
         """Item ``i``'s present fields."""
         return {n: self.values[n][i] for k, n in enumerate(self.names) if self.present[i, k]}
+
+
+def content_document(text: str, tags: Sequence[str], fallback: str = "") -> str:
+    """The one text an item's ``text`` field is embedded from, online and offline alike.
+
+    ``"<text> | tag1, tag2, ..."``, or just one of the two parts when the other is empty, or ``fallback`` (the
+    stream passes the item's kind) when both are. It is the format of ``InteractionDataset.item_document``, so
+    models trained offline on dataset items see the same inputs as the stream produces for new posts.
+    """
+    body = text.strip()
+    tag_part = ", ".join(t.strip() for t in tags if t.strip())
+    if body and tag_part:
+        return f"{body} | {tag_part}"
+    return body or tag_part or fallback
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from encoders.featurizer import content_document
 from encoders.media import (
     DecodedAudio,
     DecodedImage,
@@ -96,13 +97,9 @@ def decode_media(
 
 
 def item_text(ev: ContentNew) -> str:
-    """The text an item is embedded from: its own text plus its tags."""
-    parts = [ev.text] if ev.text else []
-    if ev.tags:
-        parts.append("tags: " + ", ".join(ev.tags))
-    if not parts:
-        parts.append(ev.kind.value.replace("_", " "))
-    return ". ".join(parts)
+    """The text an item is embedded from: its own text and tags (:func:`encoders.featurizer.content_document`),
+    or its kind when it has neither."""
+    return content_document(ev.text or "", ev.tags or [], fallback=ev.kind.value.replace("_", " "))
 
 
 def dead_letter(

@@ -82,6 +82,18 @@ def test_dead_letter_keeps_original_bytes():
     assert (back.partition, back.offset, back.error_class) == (2, 7, "InvalidJSON")
 
 
-def test_item_text_includes_tags():
-    assert item_text(_content(text="hello", tags=["a", "b"])) == "hello. tags: a, b"
-    assert item_text(_content(text="", tags=["x"])) == "tags: x"
+def test_item_text_is_the_offline_document_format():
+    assert item_text(_content(text="hello", tags=["a", "b"])) == "hello | a, b"
+    assert item_text(_content(text="", tags=["x"])) == "x"
+    assert item_text(_content(text=" only text ", tags=[])) == "only text"
+
+
+def test_stream_documents_equal_the_offline_ones():
+    """Models trained offline on dataset items see exactly the text the stream embeds for the same content."""
+    from workloads.datasets import load_dataset
+
+    ds = load_dataset("lastfm")
+    for i in [0, 1, 2, 50, 500]:
+        tags = ds.item_tags[i][:20]
+        ev = _content(text=ds.item_text[i], tags=[t[:64] for t in tags])
+        assert item_text(ev) == ds.item_document(i)
