@@ -12,8 +12,15 @@ Differences from the paper, chosen for this project (the seed fixes the image en
 * The image encoder is a frozen, ImageNet-pretrained EfficientNet-lite0 (Tan & Le, "EfficientNet", ICML 2019)
   instead of a ViT: its final 7 x 7 x 1280 feature map gives 49 image tokens, their mean the pooled vector.
 * The text encoder is the frozen all-MiniLM-L6-v2 (:mod:`encoders.text`); its token states go through an optional
-  small trainable adapter (``text_adapter_layers`` pre-norm blocks) and a projection. The pooled text vector is the
-  attention-masked mean (MiniLM's own sentence pooling).
+  small trainable adapter (``text_adapter_layers`` pre-norm blocks) and a projection.
+* One projection per modality serves tokens and pooled vector: the unimodal embedding is the normalised mean of the
+  projected tokens (attention-masked for text, MiniLM's own pooling), as in CLIP where the projection is linear.
+* The fusion input gets one extra *agreement* token (projected elementwise product of the two unimodal
+  embeddings), and the ITM logit is ``head(CLS_M) + a * (cosine - c)`` with learnable ``a``, ``c``: measured here,
+  the matching head over ``[CLS_M, image, text]`` alone stayed at chance level (ITM loss 0.637-0.638, the entropy of
+  the 1:2 label prior, after 3-5 epochs, with or without the agreement token) on this ~2k-pair corpus, while the
+  contrastive cosine separated misaligned val pairs with AUC 0.93. The fusion transformer now refines the
+  contrastive agreement instead of having to rediscover it from a few hundred steps.
 * No masked-modelling objectives: the corpus is small and the backbones are frozen.
 
 This module holds only the trainable head (:class:`FlavaModel`, operating on backbone features) and the losses.
@@ -60,11 +67,16 @@ class FlavaConfig:
     max_text_tokens: int = 40
     dim: int = 128
     text_adapter_layers: int = 0
-    fusion_depth: int = 2
+    fusion_depth: int = 1
     fusion_heads: int = 4
     mlp_ratio: float = 2.0
     dropout: float = 0.1
     init_temperature: float = 0.07
+
+
+def _masked_mean(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of ``x`` (B x T x D) where ``m`` (B x T float) is 1; B x D."""
+    return (x * m.unsqueeze(-1)).sum(dim=1) / m.sum(dim=1, keepdim=True).clamp(min=1.0)
 
 
 class _TextAdapter(nn.Module):
@@ -94,16 +106,15 @@ class FlavaModel(nn.Module):
         self.cfg = cfg
         d = cfg.dim
         self.image_norm = nn.LayerNorm(cfg.image_feat_dim)
-        self.image_tokens_proj = nn.Linear(cfg.image_feat_dim, d)
-        self.image_pool_proj = nn.Linear(cfg.image_feat_dim, d)
+        self.image_proj = nn.Linear(cfg.image_feat_dim, d)
         self.text_adapter = (
             _TextAdapter(cfg.text_feat_dim, cfg.text_adapter_layers, cfg.dropout) if cfg.text_adapter_layers else None
         )
         self.text_norm = nn.LayerNorm(cfg.text_feat_dim)
-        self.text_tokens_proj = nn.Linear(cfg.text_feat_dim, d)
-        self.text_pool_proj = nn.Linear(cfg.text_feat_dim, d)
+        self.text_proj = nn.Linear(cfg.text_feat_dim, d)
         self.cls_mm = nn.Parameter(torch.zeros(1, 1, d))
-        self.type_embed = nn.Parameter(torch.zeros(2, d))
+        self.type_embed = nn.Parameter(torch.zeros(3, d))  # image, text, agreement token
+        self.agree_proj = nn.Linear(d, d)
         self.image_pos: torch.Tensor
         self.text_pos: torch.Tensor
         self.register_buffer("image_pos", sincos_1d(cfg.image_tokens, d), persistent=False)
@@ -111,6 +122,9 @@ class FlavaModel(nn.Module):
         self.fusion = Encoder(d, cfg.fusion_depth, cfg.fusion_heads, cfg.mlp_ratio, cfg.dropout)
         self.fused_proj = nn.Linear(d, d)
         self.itm_head = nn.Linear(d, 1)
+        # ITM logit = head(CLS_M) + a * (cosine - c): the fusion refines the contrastive agreement
+        self.itm_cos_scale = nn.Parameter(torch.tensor(10.0))
+        self.itm_cos_shift = nn.Parameter(torch.tensor(0.3))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)))
         nn.init.normal_(self.cls_mm, std=0.02)
         nn.init.normal_(self.type_embed, std=0.02)
@@ -123,12 +137,11 @@ class FlavaModel(nn.Module):
             feats: B x N x C_img backbone feature map, flattened row-major (N = ``image_tokens``).
 
         Returns:
-            ``(embedding, tokens)``: B x D unit vectors (contrastive space) and B x N x D fusion tokens.
+            ``(embedding, tokens)``: B x D unit vectors (the normalised token mean; contrastive space) and
+            B x N x D fusion tokens.
         """
-        h = self.image_norm(feats)
-        tokens = self.image_tokens_proj(h)
-        emb = F.normalize(self.image_pool_proj(h.mean(dim=1)), dim=-1)
-        return emb, tokens
+        tokens = self.image_proj(self.image_norm(feats))
+        return F.normalize(tokens.mean(dim=1), dim=-1), tokens
 
     def encode_text(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text side.
@@ -138,16 +151,14 @@ class FlavaModel(nn.Module):
             mask: B x T attention mask (1 for tokens, 0 for padding; any integer or bool dtype).
 
         Returns:
-            ``(embedding, tokens)``: B x D unit vectors and B x T x D fusion tokens (padding rows are not zeroed;
-            the fusion masks them).
+            ``(embedding, tokens)``: B x D unit vectors (normalised masked token mean) and B x T x D fusion tokens
+            (padding rows are not zeroed; the fusion masks them).
         """
         m = mask.to(states.dtype)
         if self.text_adapter is not None:
             states = self.text_adapter(states, m < 0.5)
-        h = self.text_norm(states)
-        pooled = (h * m.unsqueeze(-1)).sum(dim=1) / m.sum(dim=1, keepdim=True).clamp(min=1.0)
-        emb = F.normalize(self.text_pool_proj(pooled), dim=-1)
-        return emb, self.text_tokens_proj(h)
+        tokens = self.text_proj(self.text_norm(states))
+        return F.normalize(_masked_mean(tokens, m), dim=-1), tokens
 
     # --------------------------------------------------------------------------------------------- multimodal
     def fuse(
@@ -157,7 +168,11 @@ class FlavaModel(nn.Module):
         text_tokens: torch.Tensor,
         text_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fusion transformer over ``[CLS_M, image tokens, text tokens]``.
+        """Fusion transformer over ``[CLS_M, agreement, image tokens, text tokens]``.
+
+        The agreement token is a projection of the elementwise product of the two unimodal embeddings (the
+        normalised token means), and the matching logit adds a learnable affine function of their cosine, so the
+        matching head starts from the contrastive agreement and the attention layers add the token-level evidence.
 
         Args:
             image_tokens: B x N x D (from :meth:`encode_image`).
@@ -170,14 +185,20 @@ class FlavaModel(nn.Module):
         """
         b, n, _ = image_tokens.shape
         t = text_tokens.shape[1]
+        im = image_mask.to(image_tokens.dtype)
+        tm = text_mask.to(image_tokens.dtype)
+        # the unimodal embeddings are the normalised token means (shared projection), so their product is the
+        # contrastive agreement; it enters as one extra token
+        agree = F.normalize(_masked_mean(image_tokens, im), dim=-1) * F.normalize(_masked_mean(text_tokens, tm), dim=-1)
         img = image_tokens + self.image_pos[:n] + self.type_embed[0]
         txt = text_tokens + self.text_pos[:t] + self.type_embed[1]
+        agr = (self.agree_proj(agree) + self.type_embed[2]).unsqueeze(1)
         cls = self.cls_mm.expand(b, -1, -1)
-        x = torch.cat([cls, img, txt], dim=1)
-        im = image_mask.to(x.dtype)
-        keep = torch.cat([torch.ones_like(im[:, :1]), im, text_mask.to(x.dtype)], dim=1)
+        x = torch.cat([cls, agr, img, txt], dim=1)
+        keep = torch.cat([torch.ones_like(im[:, :2]), im, tm], dim=1)
         h = self.fusion(x, keep < 0.5)[:, 0]
-        return F.normalize(self.fused_proj(h), dim=-1), self.itm_head(h).squeeze(-1)
+        logit = self.itm_head(h).squeeze(-1) + self.itm_cos_scale * (agree.sum(dim=-1) - self.itm_cos_shift)
+        return F.normalize(self.fused_proj(h), dim=-1), logit
 
     @property
     def temperature(self) -> float:

@@ -78,7 +78,7 @@ class FlavaTrainConfig:
     out_dir: str = "~/.cache/thaw/runs/flava"
     cache_dir: str | None = None
     models_dir: str | None = None
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 64
     lr: float = 5e-4
     warmup_steps: int = 30
