@@ -96,11 +96,12 @@ class Worker:
     proc: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
     starts: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="thaw-bench-worker-"))
-        env = {**os.environ, **self.settings.env()}
+        env = {**os.environ, **self.settings.env(), **self.extra_env}
         # the worker runs in a temp cwd; make sure it still imports this checkout's packages
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -188,8 +189,7 @@ class Worker:
 
         mc = MilvusClient(self.settings.milvus.uri)
         try:
-            wait_for(lambda: mc.has_collection(self.settings.milvus.items_collection), timeout_s, "collection", self,
-                     poll_s=0.2)
+            wait_for(lambda: has_items_collection(mc, self.settings), timeout_s, "collection", self, poll_s=0.2)
         finally:
             mc.close()
         admin = KafkaAdminClient(**self.settings.kafka.kafka_python_config())
@@ -224,6 +224,16 @@ class Worker:
         return {"counts": counts, "first": first}
 
 
+def _is_items_collection(name: str, settings: Settings) -> bool:
+    base = settings.milvus.items_collection
+    return name == base or name.startswith(base + "__")
+
+
+def has_items_collection(client: Any, settings: Settings) -> bool:
+    """Whether the worker created its items collection (of the text space or of a CF space)."""
+    return any(_is_items_collection(c, settings) for c in client.list_collections())
+
+
 # -------------------------------------------------------------------------------------------------- cleanup
 def cleanup_namespace(settings: Settings, extra_groups: Sequence[str] = ()) -> dict[str, Any]:
     """Drop the namespace's Redis keys, Milvus collection, Kafka topics and consumer groups (best effort)."""
@@ -237,10 +247,16 @@ def cleanup_namespace(settings: Settings, extra_groups: Sequence[str] = ()) -> d
     except Exception as exc:  # noqa: BLE001
         out["redis_error"] = f"{type(exc).__name__}: {exc}"
     try:
-        ix = ItemIndex(settings.milvus, dim=384)
-        ix.drop()
-        ix.close()
-        out["milvus_collection_dropped"] = settings.milvus.items_collection
+        from pymilvus import MilvusClient
+
+        mc = MilvusClient(settings.milvus.uri)
+        names = [c for c in mc.list_collections() if _is_items_collection(c, settings)]
+        mc.close()
+        for name in names:  # the text space's and every CF space's collection of the namespace
+            ix = ItemIndex(settings.milvus, dim=384, collection=name)
+            ix.drop()
+            ix.close()
+        out["milvus_collections_dropped"] = names
     except Exception as exc:  # noqa: BLE001
         out["milvus_error"] = f"{type(exc).__name__}: {exc}"
     try:

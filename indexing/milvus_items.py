@@ -19,6 +19,7 @@ Query the collection yourself with pymilvus::
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -60,6 +61,19 @@ def _quote(s: str) -> str:
 def id_filter(ids: Iterable[str]) -> str:
     """A Milvus boolean expression ``item_id in [...]`` with safely quoted ids."""
     return "item_id in [" + ",".join(_quote(i) for i in ids) + "]"
+
+
+def collection_for(settings: MilvusSettings, space: str) -> str:
+    """The items collection of a vector space.
+
+    The MiniLM text space (``minilm-*``, the engine's baseline) uses the configured ``items_collection``; every
+    other space (a CF space such as ``cb2cf@<version>``) has its own collection
+    ``<items_collection>__<space with non-alphanumerics as _>``, so vectors of two spaces never meet in one search.
+    """
+    base = settings.items_collection
+    if not space or space.startswith("minilm"):
+        return base
+    return f"{base}__{re.sub(r'[^0-9A-Za-z]', '_', space)}"
 
 
 class ItemIndex:

@@ -217,7 +217,7 @@ class UserStore:
 
 _HEADER = struct.Struct("<BBIdd")  # format version, source code, n_events, weight, ts
 _FORMAT = 1
-_SOURCES = ("events", "prior")
+_SOURCES = ("events", "prior", "dssm")  # index packed in the state header; append only
 
 
 def pack_state(st: UserState) -> bytes:

@@ -142,6 +142,9 @@ class StreamSettings(_Section):
     user_half_life_s: float = 7 * 24 * 3600.0
     # a user event on an item not indexed yet is retried (backoff 0.25 s doubling, at most 5 s) for this long
     unknown_item_grace_s: float = Field(default=30.0, ge=0)
+    # the served vector space: "cf" = the published CB2CF/DSSM version (required), "text" = MiniLM,
+    # "auto" = cf when a cb2cf model is published, else text
+    space: Literal["auto", "text", "cf"] = "auto"
     data_dir: Path = Field(default_factory=lambda: _default_home() / "faust")  # Faust's per-app working data
     web_port: int = 16066
     metrics_port: int = 19108

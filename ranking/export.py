@@ -10,7 +10,8 @@ opset, sha256):
 * ``cb2cf``: one input per content field (``<field>``: B x d_f float32) + ``present`` (B x F float32, 1 = the
   field is present) → ``cf_vector`` (B x dim, unit norm), in the same space as ``dssm-item``.
 
-:class:`CB2CFProjector` is the pure core the content agent calls: ``project(fields, present) -> cf_vectors``.
+:class:`ranking.projector.CB2CFProjector` (re-exported here) is what the content agent calls:
+``project(fields, present) -> cf_vectors``; it needs ONNX Runtime only, not torch.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from encoders.registry import ModelRegistry, ModelVersion, TensorSpec
 from ranking.models.cb2cf import CB2CF
 from ranking.models.dssm import DSSM
+from ranking.projector import CB2CFProjector
+
+__all__ = ["CB2CFProjector", "export_cb2cf", "export_dssm", "publish_cold_item_models"]
 
 OPSET = 17
 DSSM_USER = "dssm-user"
@@ -118,8 +121,10 @@ def export_dssm(
             _UserTowerExport(dssm, bool(n_feat)), user_args, d / "model.onnx", [t.name for t in user_inputs],
             "user_vector",
         )
+        table = dssm.user_feature_table[:-1].tolist() if n_feat else []  # per-user feature indices (last = unknown)
         (d / "ids.json").write_text(json.dumps({"user_ids": list(user_ids or []),
-                                                "features": list(dssm.feature_names)}))
+                                                "features": list(dssm.feature_names),
+                                                "user_feature_rows": table}))
 
     uv = registry.publish(
         DSSM_USER, version, write_user, inputs=user_inputs,
@@ -169,64 +174,6 @@ def export_cb2cf(
                **(dict(extra) if extra else {})},
         make_current=make_current,
     )
-
-
-class CB2CFProjector:
-    """Runs a published ``cb2cf`` in ONNX Runtime: content fields → CF-space vectors.
-
-    Args:
-        version: The published model version.
-        threads: ONNX Runtime intra-op threads.
-    """
-
-    def __init__(self, version: ModelVersion, threads: int = 2) -> None:
-        import onnxruntime as ort
-
-        from encoders.serving import onnx_providers
-
-        self.version = version
-        self.fields = [(f["name"], int(f["dim"])) for f in version.manifest.extra["fields"]]
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        self._sess = ort.InferenceSession(str(version.onnx_path), so, providers=onnx_providers())
-
-    @property
-    def dim(self) -> int:
-        return int(self.version.manifest.dim)
-
-    def project(self, fields: Mapping[str, np.ndarray | None], present: np.ndarray | None = None) -> np.ndarray:
-        """CF vectors of a batch of items.
-
-        Args:
-            fields: ``name -> float32[B, d_f]``. A field that is absent from the mapping (or ``None``) is missing
-                for the whole batch.
-            present: Optional ``[B, F]`` presence flags (model field order); default: 1 for every given field.
-
-        Returns:
-            ``float32[B, dim]`` unit vectors.
-        """
-        given = [v for v in fields.values() if v is not None]
-        if not given:
-            raise ValueError("no content field given")
-        b = int(np.asarray(given[0]).shape[0])
-        feeds: dict[str, np.ndarray] = {}
-        flags = np.zeros((b, len(self.fields)), dtype=np.float32)
-        for k, (name, d) in enumerate(self.fields):
-            v = fields.get(name)
-            if v is None:
-                feeds[name] = np.zeros((b, d), dtype=np.float32)
-            else:
-                arr = np.asarray(v, dtype=np.float32)
-                if arr.shape != (b, d):
-                    raise ValueError(f"field {name!r}: expected shape {(b, d)}, got {arr.shape}")
-                feeds[name] = arr
-                flags[:, k] = 1.0
-        if present is not None:
-            flags = np.asarray(present, dtype=np.float32).reshape(b, len(self.fields)) * flags
-        feeds["present"] = flags
-        (out,) = self._sess.run(["cf_vector"], feeds)
-        return out
 
 
 def publish_cold_item_models(

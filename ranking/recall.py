@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexing.milvus_items import ItemIndex
+from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
 
 
@@ -112,3 +112,23 @@ class Recaller:
             scored.append(RecallItem(item, score, "", created))
         scored.sort(key=lambda r: r.score, reverse=True)
         return scored[:k]
+
+
+def served_index(milvus: Any, models_dir: Any, users: UserStore) -> ItemIndex:
+    """The items collection of the space Redis says is served (the text space when none is recorded yet).
+
+    Args:
+        milvus: ``infra.settings.MilvusSettings``.
+        models_dir: The versioned model directory (for the space's dimension).
+        users: The Redis user store.
+    """
+    from encoders.registry import ModelRegistry
+    from encoders.text import MODEL_NAME
+
+    reg = ModelRegistry(models_dir)
+    space = users.current_space() or ""
+    if space.startswith("cb2cf@"):
+        dim = reg.load("cb2cf", space.split("@", 1)[1], verify=False).manifest.dim
+    else:
+        dim = reg.load(MODEL_NAME, verify=False).manifest.dim
+    return ItemIndex(milvus, dim=dim, collection=collection_for(milvus, space))

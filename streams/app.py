@@ -21,11 +21,12 @@ from typing import Any
 import faust
 
 from encoders.featurizer import ContentFeaturizer
-from encoders.registry import ModelRegistry
-from indexing.milvus_items import ItemIndex
+from encoders.registry import ModelNotFoundError, ModelRegistry
+from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
+from streams.cores.space import load_cf_space
 from streams.engine import BatchResult, Engine, Outgoing, PreparedUserBatch, Record
 from streams.topics import Topics, ensure_topics
 
@@ -58,18 +59,32 @@ def _credentials(settings: Settings) -> Any:
 
 
 def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
-    """Load the published encoders (exporting the text model on first use), connect Milvus and Redis, build the
-    engine."""
+    """Load the published encoders (exporting the text model on first use) and the served space, connect Milvus
+    and Redis, build the engine."""
     registry = ModelRegistry(settings.models.dir)
     featurizer = ContentFeaturizer.from_registry(registry, threads=settings.models.onnx_threads)
     text = featurizer.text
     log.info("content fields: %s (missing encoders: %s)", featurizer.dims(), list(featurizer.missing) or "none")
-    items = ItemIndex(settings.milvus, dim=text.dim)
+    cf = None
+    if settings.stream.space in ("auto", "cf"):
+        cf = load_cf_space(registry, threads=settings.models.onnx_threads)
+        if cf is None and settings.stream.space == "cf":
+            raise ModelNotFoundError(f"THAW_STREAM__SPACE=cf but no cb2cf model is published under {registry.root}")
+        if cf is not None:
+            lacking = [f for f in cf.needs() if f not in featurizer.fields]
+            log.info("serving CF space %s (CB2CF reads %s%s)", cf.name, cf.needs(),
+                     f"; without an encoder for {lacking}" if lacking else "")
+    space = cf.name if cf is not None else text.model_version
+    items = ItemIndex(settings.milvus, dim=cf.dim if cf is not None else text.dim,
+                      collection=collection_for(settings.milvus, space))
     items.ensure()
     users = UserStore(settings.redis)
-    if users.current_space() is None:
-        users.set_space(text.model_version)
-    return Engine(settings, topics, text, items, users, group_id=group_id, featurizer=featurizer)
+    current = users.current_space()
+    if current != space:
+        if current is not None:
+            log.warning("served space changes from %s to %s (recall follows the new space)", current, space)
+        users.set_space(space)
+    return Engine(settings, topics, text, items, users, group_id=group_id, featurizer=featurizer, cf=cf)
 
 
 async def _retrying(what: str, fn: Callable[[], Awaitable[Any]], metrics: EngineMetrics) -> Any:

@@ -30,6 +30,7 @@ from indexing.milvus_items import ItemIndex, ItemRow
 from indexing.redis_users import FenceKey, FenceMovedError, UserCommit, UserState, UserStore
 from infra.settings import Settings
 from streams.cores.decode import DecodedMedia, Rejected, dead_letter, decode_event, decode_media, item_text
+from streams.cores.space import CFSpace
 from streams.cores.user_update import (
     ACTION_WEIGHTS,
     EventBatch,
@@ -117,6 +118,7 @@ class Engine:
         group_id: the consumer group the offset fences belong to.
         clock: wall clock (epoch seconds), injectable for tests.
         featurizer: the content featuriser (every published encoder); default: text only.
+        cf: the CF space to serve (CB2CF projection of new items); default: the text space of ``text``.
     """
 
     def __init__(
@@ -129,16 +131,18 @@ class Engine:
         group_id: str,
         clock: Callable[[], float] = time.time,
         featurizer: ContentFeaturizer | None = None,
+        cf: CFSpace | None = None,
     ) -> None:
         self.s = settings
         self.featurizer = featurizer or ContentFeaturizer(text)
+        self.cf = cf
         self.topics = topics
         self.text = text
         self.items = items
         self.users = users
         self.group_id = group_id
         self.clock = clock
-        self.space = text.model_version
+        self.space = cf.name if cf is not None else text.model_version
         self._vec_cache = _LRU(200_000)
 
     # ------------------------------------------------------------------ common
@@ -197,10 +201,15 @@ class Engine:
                 self._reject(res, good[i][0], Rejected("CorruptMedia", why), self.topics.content_dlq)
         keep = [i for i in range(len(good)) if i not in feats.errors]
         good = [good[i] for i in keep]
-        vecs = feats.values["text"][keep]
         present = feats.present[keep]
         if not good:
             return res
+        if self.cf is not None:
+            t_p = time.perf_counter()
+            vecs = self.cf.project(feats, keep)
+            res.stage_ms["project"] = _ms(t_p)
+        else:
+            vecs = feats.values["text"][keep]
 
         t2 = time.perf_counter()
         now_ms = int(self.clock() * 1000)
@@ -407,6 +416,8 @@ class Engine:
         texts = [profile_text(p.genres, p.artists) for p in good]
         with_text = [i for i, t in enumerate(texts) if t]
         vecs = self.text.encode([texts[i] for i in with_text]) if with_text else np.zeros((0, self.text.dim))
+        if self.cf is not None and len(vecs):
+            vecs = self.cf.project_text(vecs)  # the CF vector of an item described by the declared tastes
         vec_of = {i: vecs[j] for j, i in enumerate(with_text)}
         for i, p in enumerate(good):
             prof = {"gender": p.gender, "age": p.age_bucket, "region": p.region or ""}

@@ -22,6 +22,8 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local stack: Kafka (KRaf
 models_app = typer.Typer(no_args_is_help=True, help="The versioned model directory.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(models_app, name="models")
+cf_app = typer.Typer(no_args_is_help=True, help="The CF space: CB2CF + DSSM towers published together.")
+app.add_typer(cf_app, name="cf")
 
 
 def _settings() -> Settings:
@@ -96,6 +98,23 @@ def models_list() -> None:
         return
     for d in sorted(p for p in reg.root.iterdir() if p.is_dir()):
         typer.echo(f"{d.name}: versions {reg.versions(d.name)} current {reg.current_version(d.name)}")
+
+
+@cf_app.command("load")
+def cf_load(
+    version: Annotated[str | None, typer.Option(help="CF version (default: the current cb2cf)")] = None,
+    items: Annotated[bool, typer.Option("--items/--no-items", help="upsert the warm item vectors")] = True,
+    users: Annotated[bool, typer.Option("--users/--no-users", help="store the warm user states")] = True,
+    user_weight: float = 5.0,
+) -> None:
+    """Load a published CF space's warm item vectors (Milvus) and warm user vectors (Redis).
+
+    Publish one first: `thaw evaluate cold-items --dataset lastfm --models cb2cf --publish-dir ~/.cache/thaw/models`.
+    """
+    from streams.cf_load import load_warm_vectors
+
+    rep = load_warm_vectors(_settings(), version=version, items=items, users=users, user_weight=user_weight)
+    typer.echo(json.dumps(rep))
 
 
 # -------------------------------------------------------------------------------------- training, evaluation
@@ -196,16 +215,12 @@ def recall(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Top-k items for a user from Milvus (user vector from Redis), or the fallback for a user without one."""
-    from encoders.registry import ModelRegistry
-    from encoders.text import MODEL_NAME
-    from indexing.milvus_items import ItemIndex
     from indexing.redis_users import UserStore
-    from ranking.recall import Recaller
+    from ranking.recall import Recaller, served_index
 
     s = _settings()
     users = UserStore(s.redis)
-    dim = ModelRegistry(s.models.dir).load(MODEL_NAME, verify=False).manifest.dim
-    items = ItemIndex(s.milvus, dim=dim)
+    items = served_index(s.milvus, s.models.dir, users)
     items.ensure()
     res = Recaller(users, items).recall(user, k)
     if as_json:

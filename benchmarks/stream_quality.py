@@ -1,0 +1,187 @@
+"""Cold-item quality through the live stream vs offline: the stream must reproduce the offline numbers.
+
+Run::
+
+    python -m benchmarks.stream_quality                      # MovieLens-100k, seed 0
+    python -m benchmarks.stream_quality --dataset lastfm
+
+1. Offline: the cold-item harness (``ranking.evaluate.run_cold_items``, models ``cb2cf``) trains the DSSM on the
+   warm interactions and CB2CF on the warm items, picks the CB2CF objective on validation and scores the test cold
+   items (every test user ranks all test cold items). The trained DSSM towers and CB2CF are published with ONNX
+   into a fresh model directory (beside a copy of the MiniLM export), version ``stream-quality``.
+2. Live: a ``thaw worker`` in its own namespace serves that CF space (``THAW_STREAM__SPACE=cf``). The test users'
+   DSSM vectors are loaded into Redis (``streams.cf_load``; warm items are *not* loaded, so the collection holds
+   exactly the test cold items, as in the offline protocol). Every test cold item is published to
+   ``content.new`` as the replayer would publish it (text + tags); the worker embeds it with MiniLM, projects it
+   with CB2CF (ONNX Runtime) and upserts it into Milvus.
+3. For every test user, a Milvus top-``k`` search with their vector from Redis (the same search ``thaw recall``
+   runs); Precision/Recall/NDCG/Hit@k over the same relevance sets as offline.
+
+Differences can come from the ONNX graphs (float32, checked allclose in tests), the Milvus index (approximate
+search) and the text path (MiniLM through ONNX in the stream vs the cached offline embeddings). Writes
+``benchmarks/results/stream_quality_<dataset>.json`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._harness import (
+    DEFAULT_OUT,
+    Worker,
+    base_settings,
+    cleanup_namespace,
+    machine_info,
+    new_namespace,
+    stack_up,
+    wait_for,
+    write_json,
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.stream_quality", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="ml-100k", choices=["ml-100k", "lastfm"])
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rate", type=float, default=200.0, help="items/s published (default 200)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+
+    from encoders.registry import ModelRegistry
+    from encoders.text import MODEL_NAME, ensure_minilm
+    from indexing.milvus_items import ItemIndex, collection_for
+    from indexing.redis_users import UserStore
+    from ranking.common import evaluate_task
+    from ranking.evaluate import ColdEvalArtifacts, ColdEvalConfig, load_cold_split, run_cold_items
+    from ranking.export import publish_cold_item_models
+    from streams.cf_load import load_warm_vectors
+    from streams.topics import Topics, ensure_topics
+    from workloads.replay import Publisher, safe_id
+
+    t_all = time.perf_counter()
+    base = base_settings()
+    report: dict[str, Any] = {"benchmark": "stream_quality", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "config": vars(args) | {"out": str(args.out)}, "machine": machine_info()}
+
+    # ---- offline
+    t0 = time.perf_counter()
+    ds, split, info = load_cold_split(dataset=args.dataset, seed=args.seed)
+    art = ColdEvalArtifacts()
+    cfg = ColdEvalConfig(k=args.k, seed=args.seed, models=("cb2cf",), models_dir=base.models.dir)
+    offline = run_cold_items(ds, split, cfg, artifacts=art)
+    version = "stream-quality"
+    models_dir = Path(tempfile.mkdtemp(prefix="thaw-sq-models-"))
+    src = ModelRegistry(base.models.dir)
+    ensure_minilm(src)
+    mv = src.load(MODEL_NAME)
+    shutil.copytree(mv.path, models_dir / MODEL_NAME / mv.manifest.version)
+    ModelRegistry(models_dir).set_current(MODEL_NAME, mv.manifest.version)
+    publish_cold_item_models(art, models_dir, version=version, report=offline)
+    key = f"ndcg@{args.k}"
+    off = {k: v for k, v in offline["models"]["cb2cf"].items() if "@" in k and not k.startswith("val_")}
+    report["offline"] = {"metrics": off, "objective": offline["selected"].get("cb2cf_objective"),
+                         "split": offline["split"], "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"[stream_quality] offline cb2cf: {off}", file=sys.stderr)
+
+    # ---- live
+    report["stack"] = stack_up(base)
+    ns = new_namespace("sq")
+    s0 = base.namespaced(ns)
+    s = s0.model_copy(update={"models": s0.models.model_copy(update={"dir": models_dir})})
+    topics = Topics.for_prefix(s.kafka.topic_prefix)
+    ensure_topics(s.kafka, topics)
+    log_dir = args.out / "logs"
+    worker = Worker(s, log_dir / f"stream_quality-{args.dataset}-worker.log",
+                    extra_env={"THAW_MODELS__DIR": str(models_dir), "THAW_STREAM__SPACE": "cf"})
+    space = f"cb2cf@{version}"
+    try:
+        worker.start()
+        worker.wait_ready()
+        report["warm_load"] = load_warm_vectors(s, version=version, items=False, users=True)
+        test_task = split.eval_task(ds, "test")
+        prefix = ds.name.replace(" ", "_")
+        cold = [int(i) for i in test_task.candidates]
+        payloads = [{"item_id": safe_id(f"{prefix}:i:", ds.item_ids[i]), "kind": "track",
+                     "creator_id": safe_id(f"{prefix}:creator:", ds.item_ids[i]),
+                     "text": ds.item_text[i][:10_000], "tags": [t[:64] for t in ds.item_tags[i][:20] if t.strip()]}
+                    for i in cold]
+        t_pub = time.perf_counter()
+        pub = Publisher(s, rate=args.rate)
+        for it in payloads:
+            pub.send_item(topics.content_new, it)
+        pub.close()
+        dim = ModelRegistry(models_dir).load("cb2cf", version).manifest.dim
+        ix = ItemIndex(s.milvus, dim=dim, collection=collection_for(s.milvus, space))
+        wait_for(lambda: ix.count() >= len(payloads), 600, "every cold item in Milvus", worker, poll_s=0.5)
+        report["live_index_seconds"] = round(time.perf_counter() - t_pub, 1)
+        store = UserStore(s.redis)
+        col_of = {safe_id(f"{prefix}:i:", ds.item_ids[i]): c for c, i in enumerate(cold)}
+        lat: list[float] = []
+
+        def stream_scores(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+            out = np.full((len(users), len(items)), -1e9, dtype=np.float32)
+            for r, u in enumerate(users):
+                vec, _ = store.user_vector(space, safe_id(f"{prefix}:u:", ds.user_ids[int(u)]))
+                if vec is None:
+                    continue
+                t = time.perf_counter()
+                hits = ix.search(vec[None, :], args.k)[0]
+                lat.append((time.perf_counter() - t) * 1000)
+                for h in hits:
+                    out[r, col_of[h.item_id]] = h.score
+            return out
+
+        live = evaluate_task(test_task, stream_scores, k=args.k)
+        report["live"] = {"metrics": {k: v for k, v in live.items() if "@" in k},
+                          "search_ms_p50": round(float(np.percentile(lat, 50)), 2) if lat else None,
+                          "search_ms_p99": round(float(np.percentile(lat, 99)), 2) if lat else None,
+                          "users": test_task.n_rows, "items": len(payloads)}
+        report["difference"] = {k: round(report["live"]["metrics"][k] - off[k], 5) for k in off
+                                if k in report["live"]["metrics"]}
+        print(f"[stream_quality] live: {report['live']}", file=sys.stderr)
+        report["worker_log_issues"] = worker.log_issues()
+    finally:
+        worker.close()
+        report["cleanup"] = cleanup_namespace(s)
+        shutil.rmtree(models_dir, ignore_errors=True)
+    report["elapsed_s"] = round(time.perf_counter() - t_all, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"stream_quality_{args.dataset}.json"
+    write_json(path, report)
+    _plot(report, args.out / f"stream_quality_{args.dataset}.png", key)
+    print(json.dumps({"offline": off, "live": report["live"]["metrics"], "difference": report["difference"]}))
+    return 0
+
+
+def _plot(report: dict[str, Any], path: Path, key: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(report["offline"]["metrics"])
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(x - 0.2, [report["offline"]["metrics"][n] for n in names], 0.4, label="offline (torch)")
+    ax.bar(x + 0.2, [report["live"]["metrics"].get(n, 0.0) for n in names], 0.4,
+           label="live stream (Kafka → ONNX → Milvus)")
+    ax.set_xticks(x, names)
+    ax.set_title(f"CB2CF cold items, {report['config']['dataset']}: offline vs through the stream")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

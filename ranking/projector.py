@@ -1,0 +1,122 @@
+"""Serving the published CF models with ONNX Runtime only (no torch): the CB2CF projector and the DSSM towers.
+
+The worker imports this module; training and export (``ranking.export``) need torch, serving does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from encoders.registry import ModelVersion
+
+
+class CB2CFProjector:
+    """Runs a published ``cb2cf`` in ONNX Runtime: content fields → CF-space vectors.
+
+    Args:
+        version: The published model version.
+        threads: ONNX Runtime intra-op threads.
+    """
+
+    def __init__(self, version: ModelVersion, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        from encoders.serving import onnx_providers
+
+        self.version = version
+        self.fields = [(f["name"], int(f["dim"])) for f in version.manifest.extra["fields"]]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self._sess = ort.InferenceSession(str(version.onnx_path), so, providers=onnx_providers())
+
+    @property
+    def dim(self) -> int:
+        return int(self.version.manifest.dim)
+
+    def project(self, fields: Mapping[str, np.ndarray | None], present: np.ndarray | None = None) -> np.ndarray:
+        """CF vectors of a batch of items.
+
+        Args:
+            fields: ``name -> float32[B, d_f]``. A field that is absent from the mapping (or ``None``) is missing
+                for the whole batch.
+            present: Optional ``[B, F]`` presence flags (model field order); default: 1 for every given field.
+
+        Returns:
+            ``float32[B, dim]`` unit vectors.
+        """
+        given = [v for v in fields.values() if v is not None]
+        if not given:
+            raise ValueError("no content field given")
+        b = int(np.asarray(given[0]).shape[0])
+        feeds: dict[str, np.ndarray] = {}
+        flags = np.zeros((b, len(self.fields)), dtype=np.float32)
+        for k, (name, d) in enumerate(self.fields):
+            v = fields.get(name)
+            if v is None:
+                feeds[name] = np.zeros((b, d), dtype=np.float32)
+            else:
+                arr = np.asarray(v, dtype=np.float32)
+                if arr.shape != (b, d):
+                    raise ValueError(f"field {name!r}: expected shape {(b, d)}, got {arr.shape}")
+                feeds[name] = arr
+                flags[:, k] = 1.0
+        if present is not None:
+            flags = np.asarray(present, dtype=np.float32).reshape(b, len(self.fields)) * flags
+        feeds["present"] = flags
+        (out,) = self._sess.run(["cf_vector"], feeds)
+        return out
+
+
+class DSSMTower:
+    """A published DSSM tower (``dssm-user`` or ``dssm-item``) in ONNX Runtime: vectors of the ids it was trained on.
+
+    Args:
+        version: The published tower (``ids.json`` beside the graph lists the raw ids in index order).
+        threads: ONNX Runtime intra-op threads.
+    """
+
+    def __init__(self, version: ModelVersion, threads: int = 2) -> None:
+        import json
+
+        import onnxruntime as ort
+
+        from encoders.serving import onnx_providers
+
+        self.version = version
+        ids = json.loads((version.path / "ids.json").read_text())
+        self.kind = "user" if "user_ids" in ids else "item"
+        self.ids: list[str] = list(ids.get("user_ids") or ids.get("item_ids") or [])
+        self.index = {x: i for i, x in enumerate(self.ids)}
+        self.n_features = len(ids.get("features") or [])
+        self._feature_rows = np.asarray(ids.get("user_feature_rows") or np.zeros((0, self.n_features)), dtype=np.int64)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self._sess = ort.InferenceSession(str(version.onnx_path), so, providers=onnx_providers())
+
+    @property
+    def dim(self) -> int:
+        return int(self.version.manifest.dim)
+
+    def vectors(self, ids: list[str] | None = None, batch: int = 4096) -> tuple[list[str], np.ndarray]:
+        """``(known ids, float32[n, dim])`` for ``ids`` (default: all); ids the tower never saw are left out.
+
+        A user tower with categorical user features is fed each user's own feature row (``ids.json``), so these are
+        the vectors the DSSM scored with offline.
+        """
+        known = [x for x in (self.ids if ids is None else ids) if x in self.index]
+        out = np.zeros((len(known), self.dim), dtype=np.float32)
+        name = "user_index" if self.kind == "user" else "item_index"
+        for s in range(0, len(known), batch):
+            idx = np.array([self.index[x] for x in known[s : s + batch]], dtype=np.int64)
+            feeds: dict[str, np.ndarray] = {name: idx}
+            if self.kind == "user" and self.n_features:
+                if len(self._feature_rows) != len(self.ids):
+                    raise ValueError(f"{self.version.path}: ids.json lacks the users' feature rows")
+                feeds["user_features"] = self._feature_rows[idx]
+            (v,) = self._sess.run(None, feeds)
+            out[s : s + len(idx)] = v
+        return known, out

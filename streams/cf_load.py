@@ -1,0 +1,116 @@
+"""Loading a published CF space's warm vectors into the sinks: ``thaw cf load``.
+
+A CF space (``cb2cf@<v>``) is published together with the DSSM towers it was trained against (``dssm-item``,
+``dssm-user``, same version; ``ids.json`` beside each graph lists the dataset ids in index order). New items get
+their vectors in the stream (CB2CF); the items and users the DSSM was trained on get theirs from the towers here:
+
+* warm items: their DSSM item vectors are upserted into the space's Milvus collection, so recall ranks warm and
+  cold items together in one space;
+* warm users: their DSSM user vectors become their starting state in Redis (weight ``user_weight``, i.e. as strong
+  as that many events; later events move it incrementally). A user that already has events in this space is left
+  alone, so loading is safe to repeat.
+
+Dataset ids are mapped to stream ids the way the replayer publishes them (``workloads.replay.safe_id`` with the
+dataset name the models were trained on, e.g. ``lastfm:i:<artist id>``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from encoders.registry import ModelRegistry
+from indexing.milvus_items import ItemIndex, ItemRow, collection_for
+from indexing.redis_users import UserState, UserStore, pack_state
+from infra.settings import Settings
+from ranking.projector import DSSMTower
+from streams.cores.space import CFSpace, load_cf_space
+from workloads.replay import safe_id
+
+log = logging.getLogger(__name__)
+
+
+def load_warm_vectors(
+    settings: Settings,
+    *,
+    version: str | None = None,
+    items: bool = True,
+    users: bool = True,
+    user_weight: float = 5.0,
+    item_kind: str = "track",
+    batch: int = 2000,
+) -> dict[str, Any]:
+    """Upsert the warm item vectors and store the warm user states of a published CF version.
+
+    Args:
+        settings: Engine settings (Milvus, Redis, model directory).
+        version: The CF version (default: the current ``cb2cf``).
+        items: Load the item vectors.
+        users: Load the user states.
+        user_weight: Weight of a warm user's DSSM vector in their incremental state.
+        item_kind: ``kind`` recorded for warm items (datasets do not say).
+        batch: Rows per Milvus upsert / Redis pipeline.
+
+    Returns:
+        A report: space, collection, counts, seconds.
+    """
+    reg = ModelRegistry(settings.models.dir)
+    cf: CFSpace | None = load_cf_space(reg) if version is None else None
+    if version is None:
+        if cf is None:
+            raise FileNotFoundError(f"no cb2cf model is published under {reg.root}")
+        version = cf.version
+    cb = reg.load("cb2cf", version)
+    dataset = str(cb.manifest.extra.get("dataset", "")).replace(" ", "_")
+    if not dataset:
+        raise ValueError(f"cb2cf@{version} does not record the dataset it was trained on")
+    space = f"cb2cf@{version}"
+    report: dict[str, Any] = {"space": space, "dataset": dataset, "collection": collection_for(settings.milvus, space)}
+    now = time.time()
+    if items:
+        t0 = time.perf_counter()
+        tower = DSSMTower(reg.load("dssm-item", version))
+        ids, vecs = tower.vectors()
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        ix = ItemIndex(settings.milvus, dim=tower.dim, collection=report["collection"])
+        ix.ensure()
+        for s in range(0, len(ids), batch):
+            rows = [
+                ItemRow(item_id=safe_id(f"{dataset}:i:", raw), vector=vecs[s + j], kind=item_kind,
+                        creator_id=safe_id(f"{dataset}:creator:", raw), created_at_ms=0, model_version=space,
+                        indexed_at_ms=int(now * 1000))
+                for j, raw in enumerate(ids[s : s + batch])
+            ]
+            ix.upsert(rows)
+        report["items"] = len(ids)
+        report["items_seconds"] = round(time.perf_counter() - t0, 3)
+    if users:
+        t0 = time.perf_counter()
+        utower = DSSMTower(reg.load("dssm-user", version))
+        uids, uvecs = utower.vectors()
+        store = UserStore(settings.redis)
+        loaded = kept = 0
+        for s in range(0, len(uids), batch):
+            chunk = [safe_id(f"{dataset}:u:", raw) for raw in uids[s : s + batch]]
+            cur = store.read_states(space, chunk)
+            with store.r.pipeline(transaction=False) as pipe:
+                for j, uid in enumerate(chunk):
+                    st = cur.get(uid)
+                    if st is not None and st.n_events > 0:
+                        kept += 1
+                        continue
+                    v = uvecs[s + j]
+                    v = v / max(float(np.linalg.norm(v)), 1e-12)
+                    state = UserState(vec=(v * user_weight).astype(np.float32), weight=user_weight, ts=now,
+                                      n_events=0, source="dssm")
+                    pipe.set(store.user_key(space, uid), pack_state(state))
+                    loaded += 1
+                pipe.execute()
+        report["users"] = loaded
+        report["users_with_events_kept"] = kept
+        report["users_seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("loaded %s", report)
+    return report
