@@ -474,18 +474,26 @@ def _dssm_alignment(
         np.linalg.norm(fitted, axis=1) * np.linalg.norm(target, axis=1), 1e-12)))
     d_items = dssm.item_vectors(np.arange(ds.n_items))
     out: dict[str, Any] = {
-        "map": "ridge linear map (64+1 -> 64) from LightGCN user vectors to DSSM user vectors, fitted on warm users",
+        "map": "ridge linear map (64+1 -> 64) from LightGCN user vectors to DSSM user vectors, fitted on warm users; "
+        "new-user vectors are rescaled to the warm users' mean norm before the map",
         "fit_seconds": round(fit_seconds, 4),
         "warm_mean_cosine": round(cos, 4),
         "dssm_seconds": round(dlog.seconds, 3),
         f"dssm_holdout_ndcg@{k}": dlog.best_value,
         "results": {},
     }
+    # the blend and the fold-ins are not on the warm users' scale (the blend is unit-normalised): bring every input
+    # to the warm users' mean norm first, or the map's bias term would weigh differently per method
+    scale = float(np.linalg.norm(warm_vecs, axis=1).mean())
+
+    def mapped(x: np.ndarray) -> np.ndarray:
+        return apply_linear_map(x * (scale / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)), w)
+
     for method in ("lightgcn", "multimodal-enhanced"):
         per: dict[str, Any] = {}
         for n in reveal:
-            vec = apply_linear_map(method_vectors(test, method, n), w)
-            vec_val = apply_linear_map(method_vectors(val, method, n), w)
+            vec = mapped(method_vectors(test, method, n))
+            vec_val = mapped(method_vectors(val, method, n))
             tm = _metrics(test.tasks[n], _vector_scorer(test.users, vec, d_items), k)
             nm = _metrics(_subtask(test.tasks[n], test.niche), _vector_scorer(test.users, vec, d_items), k)
             vm = _metrics(val.tasks[n], _vector_scorer(val.users, vec_val, d_items), k)
