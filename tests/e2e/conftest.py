@@ -57,7 +57,9 @@ class Worker:
         from infra.lag import group_is_active
 
         mc = MilvusClient(self.settings.milvus.uri)
-        wait_for(lambda: mc.has_collection(self.settings.milvus.items_collection), timeout_s, "collection", self)
+        base = self.settings.milvus.items_collection
+        wait_for(lambda: any(c == base or c.startswith(base + "__") for c in mc.list_collections()), timeout_s,
+                 "collection", self)
         wait_for(lambda: group_is_active(self.settings, self.settings.stream.app_id), timeout_s,
                  "consumer group to be stable", self, poll_s=0.2)
 
@@ -94,7 +96,10 @@ def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = No
     from streams.topics import Topics, ensure_topics
 
     ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix))
-    w = Worker(s, None, log, dict(extra_env or {}))  # type: ignore[arg-type]
+    # the text space unless a test asks for another: a CF model published in the developer's model directory
+    # must not change what the text-space tests see
+    env = {"THAW_STREAM__SPACE": "text", **(extra_env or {})}
+    w = Worker(s, None, log, env)  # type: ignore[arg-type]
     w.start()
     try:
         w.wait_ready()
@@ -102,7 +107,12 @@ def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = No
     finally:
         w.stop()
     UserStore(s.redis).delete_prefix()
-    ItemIndex(s.milvus, dim=384).drop()
+    from pymilvus import MilvusClient
+
+    mc = MilvusClient(s.milvus.uri)
+    for name in mc.list_collections():
+        if name == s.milvus.items_collection or name.startswith(s.milvus.items_collection + "__"):
+            ItemIndex(s.milvus, dim=384, collection=name).drop()
     shutil.rmtree(s.stream.data_dir / s.stream.app_id, ignore_errors=True)
 
 

@@ -1,0 +1,108 @@
+"""End to end in a CF space: a worker serving a published CB2CF/DSSM version projects new items into that space
+(own collection), loads warm users, projects a new user's declared tastes, and recall searches the CF space."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+
+from encoders.registry import ModelRegistry
+from encoders.text import MODEL_NAME, ensure_minilm
+from indexing.milvus_items import ItemIndex, collection_for
+from indexing.redis_users import UserStore
+from ranking.evaluate import ColdEvalArtifacts, ColdEvalConfig, run_cold_items
+from ranking.export import publish_cold_item_models
+from ranking.models.cb2cf import CB2CFConfig
+from ranking.models.dssm import DSSMConfig
+from ranking.projector import CB2CFProjector, DSSMTower
+from ranking.recall import Recaller, served_index
+from streams.cf_load import load_warm_vectors
+from streams.topics import Topics
+from tests.e2e.conftest import running_worker, wait_for
+from workloads.datasets import load_movielens_100k
+from workloads.replay import safe_id
+from workloads.splits import cold_item_split
+
+pytestmark = pytest.mark.e2e
+VERSION = "e2e"
+
+
+@pytest.fixture(scope="module")
+def cf_models(tmp_path_factory):
+    """A small real CF space: DSSM + CB2CF trained briefly on 300 ml-100k users, published with MiniLM."""
+    ds = load_movielens_100k()
+    small = ds.subset(np.flatnonzero(ds.users < 300), name="ml-100k")
+    split = cold_item_split(small, cold_share=0.3, val_share=0.15, seed=0)
+    root = tmp_path_factory.mktemp("cf-models")
+    reg = ModelRegistry(root)
+    ensure_minilm(reg)
+    cfg = ColdEvalConfig(models=("cb2cf",), objectives=("regression",), models_dir=root,
+                         dssm=DSSMConfig(max_epochs=4, patience=2), cb2cf=CB2CFConfig(max_epochs=6, patience=3))
+    art = ColdEvalArtifacts()
+    report = run_cold_items(small, split, cfg, artifacts=art)
+    publish_cold_item_models(art, root, version=VERSION, report=report)
+    return root, small, split
+
+
+@pytest.fixture
+def cf_worker(stack_settings, unique_name, tmp_path, cf_models):
+    root = cf_models[0]
+    s0 = stack_settings.namespaced(unique_name)
+    s = s0.model_copy(update={"models": s0.models.model_copy(update={"dir": root})})
+    yield from running_worker(s, tmp_path / "worker.log", {"THAW_MODELS__DIR": str(root), "THAW_STREAM__SPACE": "cf"})
+
+
+def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
+    root, ds, split = cf_models
+    s = cf_worker.settings
+    space = f"cb2cf@{VERSION}"
+    users = UserStore(s.redis)
+    assert users.current_space() == space
+    rep = load_warm_vectors(s, version=VERSION)
+    assert rep["users"] == ds.n_users and rep["items"] == ds.n_items
+    cold = [int(i) for i in split.test_items[:12]]
+    now = datetime.now(UTC).isoformat()
+    items = [{"item_id": f"new:{ds.item_ids[i]}", "kind": "track", "creator_id": "c", "created_at": now,
+              "text": ds.item_text[i], "tags": ds.item_tags[i][:20]} for i in cold]
+    t = Topics.for_prefix(s.kafka.topic_prefix)
+    p = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
+    for it in items:
+        p.send(t.content_new, key=it["item_id"].encode(), value=json.dumps(it).encode())
+    p.send(t.user_profile, key=b"newbie", value=json.dumps(
+        {"user_id": "newbie", "gender": "f", "age_bucket": "25-34", "genres": ["Comedy", "Romance"], "ts": now}
+    ).encode())
+    p.flush()
+    reg = ModelRegistry(root)
+    dim = reg.load("cb2cf", VERSION).manifest.dim
+    ix = ItemIndex(s.milvus, dim=dim, collection=collection_for(s.milvus, space))
+    ids = [it["item_id"] for it in items]
+    wait_for(lambda: len(ix.get_rows(ids)) == len(ids), 60, "new items in the CF collection", cf_worker)
+    # the stream's vector of a new item is CB2CF's projection of its MiniLM document
+    from encoders.featurizer import content_document
+    from encoders.text import TextEncoder
+
+    text = TextEncoder(reg.load(MODEL_NAME), threads=1)
+    docs = [content_document(ds.item_text[i], ds.item_tags[i][:20]) for i in cold]
+    want = CB2CFProjector(reg.load("cb2cf", VERSION)).project({"doc": text.encode(docs)})
+    got = ix.get_vectors(ids)
+    np.testing.assert_allclose(np.stack([got[i] for i in ids]), want, atol=1e-4)
+    # a CF-space worker never creates the text space's collection: the two spaces never share a search
+    assert not ix.client.has_collection(s.milvus.items_collection)
+    # a warm user's state is their DSSM vector; recall searches the CF space (warm + new items)
+    uid = safe_id("ml-100k:u:", ds.user_ids[0])
+    vec, st = users.user_vector(space, uid)
+    known, uvecs = DSSMTower(reg.load("dssm-user", VERSION)).vectors([ds.user_ids[0]])
+    assert st is not None and st.source == "dssm" and known == [ds.user_ids[0]]
+    np.testing.assert_allclose(vec, uvecs[0] / np.linalg.norm(uvecs[0]), atol=1e-5)
+    rec = Recaller(users, served_index(s.milvus, root, users))
+    r = rec.recall(uid, 10)
+    assert r.source == "vector" and r.space == space and len(r.items) == 10
+    # the brand-new user's prior is the projection of their declared tastes, in the CF space
+    wait_for(lambda: users.user_vector(space, "newbie")[0] is not None, 30, "the new user's prior", cf_worker)
+    nv, nst = users.user_vector(space, "newbie")
+    assert nst.source == "prior" and nv.shape == (dim,)
+    assert rec.recall("newbie", 5).source == "vector"
