@@ -18,9 +18,10 @@ What it measures, on the corpus ``test`` split (tune titles never seen in traini
 * Audio MAE masked reconstruction MSE on test clips (per-patch normalised targets, mask ratio of the model, 5
   fixed mask draws) vs predicting the per-patch mean (zero in that normalised space), from the trained torch
   checkpoint.
-* Linear probes (logistic regression on standardised features, fitted on train, scored on test) for the
-  ``instrument`` tag (14 General MIDI timbres) and ``tempo`` bucket (4): Audio MAE (ONNX) embeddings vs log-mel
-  statistics vs MusicCLIP audio embeddings vs the majority class of train.
+* Linear probes (logistic regression on standardised features, fitted on train, scored on test) for the tags
+  ``instrument`` (14 General MIDI timbres), ``collection`` (33 corpus folders), ``era`` (7), ``mode`` (6) and
+  ``tempo`` bucket (4): Audio MAE (ONNX) embeddings vs log-mel statistics vs MusicCLIP audio embeddings vs the
+  majority class of train. (MusicCLIP saw these tags through its captions in training; the other two did not.)
 * Training times from the runs' ``report.json``.
 """
 
@@ -36,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks._harness import DEFAULT_OUT, machine_info, write_json
+
+PROBE_TAGS = ("instrument", "collection", "era", "mode", "tempo")
 
 
 def exact_random_recall(n_candidates: int, n_correct: np.ndarray, k: int) -> float:
@@ -196,7 +199,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # ---------------------------------------------------------------- linear probes
     probes: dict[str, dict[str, float | int]] = {}
-    for tag in ("instrument", "tempo"):
+    for tag in PROBE_TAGS:
         ytr = [corpus.tags[i].get(tag, "") for i in tr]
         yte = [corpus.tags[i].get(tag, "") for i in te]
         values, counts = np.unique(ytr, return_counts=True)
