@@ -1,8 +1,10 @@
-"""Assembled ranking models: DSSM twin tower (the CF space), CB2CF (content → CF space), DropoutNet baseline."""
+"""Assembled ranking models: DSSM twin tower (the CF space), CB2CF (content → CF space), DropoutNet baseline,
+LightGCN (user vectors from behaviour, new-user fold-in)."""
 
 from ranking.models.cb2cf import CB2CF, OBJECTIVES, CB2CFConfig, train_cb2cf
 from ranking.models.dropoutnet import DropoutNet, DropoutNetConfig, train_dropoutnet
 from ranking.models.dssm import DSSM, DSSMConfig, train_dssm
+from ranking.models.lightgcn import LightGCN, LightGCNConfig, fold_in, train_lightgcn
 
 __all__ = [
     "CB2CF",
@@ -12,7 +14,11 @@ __all__ = [
     "DSSMConfig",
     "DropoutNet",
     "DropoutNetConfig",
+    "LightGCN",
+    "LightGCNConfig",
+    "fold_in",
     "train_cb2cf",
     "train_dropoutnet",
     "train_dssm",
+    "train_lightgcn",
 ]
