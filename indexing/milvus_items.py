@@ -76,6 +76,42 @@ def collection_for(settings: MilvusSettings, space: str) -> str:
     return f"{base}__{re.sub(r'[^0-9A-Za-z]', '_', space)}"
 
 
+def serving_alias(settings: MilvusSettings) -> str:
+    """The Milvus alias that always names the served space's collection: ``<items_collection>_serving``."""
+    return f"{settings.items_collection}_serving"
+
+
+def point_serving_alias(settings: MilvusSettings, collection: str) -> str:
+    """Point the serving alias at ``collection`` (create it, or move it atomically from the previous space).
+
+    Returns the alias. Clients that query Milvus directly search the alias and follow a flip without a change.
+    """
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    kwargs: dict[str, object] = {"uri": settings.uri}
+    if settings.token is not None:
+        kwargs["token"] = settings.token.get_secret_value()
+    if settings.db_name:
+        kwargs["db_name"] = settings.db_name
+    client = MilvusClient(**kwargs)  # type: ignore[arg-type]
+    alias = serving_alias(settings)
+    quiet = logging.getLogger("pymilvus")
+    level = quiet.level
+    try:
+        if alias in client.list_aliases(collection).get("aliases", []):
+            return alias
+        quiet.setLevel(logging.CRITICAL)  # pymilvus logs a traceback for the expected "alias not found"
+        try:
+            client.alter_alias(collection, alias)
+        except MilvusException:
+            client.create_alias(collection, alias)
+    finally:
+        quiet.setLevel(level)
+        client.close()
+    return alias
+
+
 class ItemIndex:
     """One items collection in one CF/content space.
 

@@ -145,6 +145,9 @@ class StreamSettings(_Section):
     # the served vector space: "cf" = the published CB2CF/DSSM version (required), "text" = MiniLM,
     # "auto" = cf when a cb2cf model is published, else text
     space: Literal["auto", "text", "cf"] = "auto"
+    # pin the CF version this worker serves/writes (default: the cb2cf model's CURRENT); a blue/green roll-out
+    # runs a second worker group with the new version pinned
+    cf_version: str | None = None
     data_dir: Path = Field(default_factory=lambda: _default_home() / "faust")  # Faust's per-app working data
     web_port: int = 16066
     metrics_port: int = 19108

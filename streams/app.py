@@ -22,7 +22,7 @@ import faust
 
 from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelNotFoundError, ModelRegistry
-from indexing.milvus_items import ItemIndex, collection_for
+from indexing.milvus_items import ItemIndex, collection_for, point_serving_alias
 from indexing.redis_users import UserStore
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
@@ -67,7 +67,7 @@ def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
     log.info("content fields: %s (missing encoders: %s)", featurizer.dims(), list(featurizer.missing) or "none")
     cf = None
     if settings.stream.space in ("auto", "cf"):
-        cf = load_cf_space(registry, threads=settings.models.onnx_threads)
+        cf = load_cf_space(registry, threads=settings.models.onnx_threads, version=settings.stream.cf_version)
         if cf is None and settings.stream.space == "cf":
             raise ModelNotFoundError(f"THAW_STREAM__SPACE=cf but no cb2cf model is published under {registry.root}")
         if cf is not None:
@@ -80,10 +80,14 @@ def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
     items.ensure()
     users = UserStore(settings.redis)
     current = users.current_space()
-    if current != space:
-        if current is not None:
-            log.warning("served space changes from %s to %s (recall follows the new space)", current, space)
+    if current is None:
         users.set_space(space)
+        point_serving_alias(settings.milvus, collection_for(settings.milvus, space))
+    elif current != space:
+        # a worker never flips what is served: it writes its own space (a roll-out in progress, or a stale
+        # deployment) and `thaw cf flip` switches recall once the space has caught up
+        log.warning("this worker writes space %s while %s is served; recall switches on `thaw cf flip`", space,
+                    current)
     return Engine(settings, topics, text, items, users, group_id=group_id, featurizer=featurizer, cf=cf)
 
 

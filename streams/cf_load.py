@@ -114,3 +114,57 @@ def load_warm_vectors(
         report["users_seconds"] = round(time.perf_counter() - t0, 3)
     log.info("loaded %s", report)
     return report
+
+
+class FlipRefused(RuntimeError):
+    """The space cannot be served yet (missing collection, or its worker group has not caught up)."""
+
+
+def flip_space(settings: Settings, space: str, group: str | None = None, max_lag: int = 0) -> dict[str, Any]:
+    """Make ``space`` the served one: the Milvus serving alias and the Redis space key move together.
+
+    Blue/green roll-out of a new CF version ``V``: ``thaw cf load --version V`` (warm vectors), then a second worker
+    group serving nothing yet (``THAW_STREAM__CF_VERSION=V THAW_STREAM__APP_ID=<new group> thaw worker``) consumes
+    every topic from the beginning into V's own collection and user states while the old group keeps serving;
+    when it has caught up, this flips recall to V; the old group can then be stopped.
+
+    Args:
+        settings: Engine settings.
+        space: The space to serve (``cb2cf@<version>`` or the text space's ``minilm-l6@<v>``).
+        group: The consumer group writing ``space``; when given, the flip is refused while its lag on any input
+            topic partition exceeds ``max_lag``.
+        max_lag: Largest tolerated lag per partition.
+
+    Returns:
+        ``{"space", "previous", "collection", "alias", "rows", "max_lag_seen"}``.
+    """
+    from pymilvus import MilvusClient
+
+    from indexing.milvus_items import point_serving_alias
+    from infra.lag import consumer_lag
+    from streams.topics import Topics
+
+    collection = collection_for(settings.milvus, space)
+    mc = MilvusClient(settings.milvus.uri)
+    try:
+        if not mc.has_collection(collection):
+            raise FlipRefused(f"space {space} has no collection {collection!r}: start its worker group first")
+        rows = int(mc.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+    finally:
+        mc.close()
+    worst = 0
+    if group is not None:
+        t = Topics.for_prefix(settings.kafka.topic_prefix)
+        inputs = {t.content_new, t.user_events, t.user_events_retry, t.user_profile}
+        lags = [p for p in consumer_lag(settings, [group]) if p.topic in inputs]
+        if not lags:
+            raise FlipRefused(f"group {group!r} has committed nothing yet")
+        worst = max((p.lag if p.lag is not None else (0 if p.end_offset == 0 else 1 << 62)) for p in lags)
+        if worst > max_lag:
+            raise FlipRefused(f"group {group!r} is {worst} records behind on some partition (max {max_lag})")
+    users = UserStore(settings.redis)
+    previous = users.current_space()
+    alias = point_serving_alias(settings.milvus, collection)
+    users.set_space(space)
+    return {"space": space, "previous": previous, "collection": collection, "alias": alias, "rows": rows,
+            "max_lag_seen": worst}

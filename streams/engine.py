@@ -281,6 +281,9 @@ class Engine:
                 if isinstance(wrapped, Rejected):
                     self._reject(res, rec, wrapped, self.topics.user_dlq)
                     continue
+                if wrapped.group is not None and wrapped.group != self.group_id:
+                    res.skipped += 1  # another group's retry (roll-out): that group applies it
+                    continue
                 rec = Record(self.topics.user_events, wrapped.source_partition, wrapped.source_offset,
                              base64.b64decode(wrapped.key_b64) if wrapped.key_b64 else None,
                              base64.b64decode(wrapped.value_b64), rec.timestamp_ms)
@@ -314,6 +317,7 @@ class Engine:
                     source_offset=rec.offset,
                     key_b64=base64.b64encode(rec.key).decode() if rec.key is not None else None,
                     value_b64=base64.b64encode(rec.value or b"").decode(),
+                    group=self.group_id,
                 )
                 res.dlq.append(Outgoing(self.topics.user_events_retry, rec.key, retry.to_bytes()))
                 res.deferred += 1

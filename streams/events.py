@@ -245,6 +245,9 @@ class RetryEnvelope(_Event):
     source_offset: int
     key_b64: str | None
     value_b64: str
+    # the consumer group that parked it: during a blue/green roll-out two groups consume the same topics, and
+    # each applies only its own retries (the other group parks its own copy when it meets the original)
+    group: str | None = None
 
 
 EVENT_TYPES: dict[str, type[_Event]] = {

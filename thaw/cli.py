@@ -117,6 +117,23 @@ def cf_load(
     typer.echo(json.dumps(rep))
 
 
+@cf_app.command("flip")
+def cf_flip(
+    space: Annotated[str, typer.Argument(help="space to serve, e.g. cb2cf@20261201T0200Z")],
+    group: Annotated[str | None, typer.Option(help="consumer group writing that space (checked for lag)")] = None,
+    max_lag: int = 0,
+) -> None:
+    """Serve another space: the Milvus serving alias and the Redis space key move together (blue/green)."""
+    from streams.cf_load import FlipRefused, flip_space
+
+    try:
+        rep = flip_space(_settings(), space, group=group, max_lag=max_lag)
+    except FlipRefused as exc:
+        typer.echo(f"flip refused: {exc}", err=True)
+        raise typer.Exit(3) from None
+    typer.echo(json.dumps(rep))
+
+
 # -------------------------------------------------------------------------------------- training, evaluation
 _PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 _TRAINERS = {

@@ -85,13 +85,19 @@ class CFSpace:
         return self.project(fb, list(range(n)))
 
 
-def load_cf_space(registry: Any, threads: int = 2) -> CFSpace | None:
-    """The current published CB2CF as a :class:`CFSpace`, or None when none is published."""
+def load_cf_space(registry: Any, threads: int = 2, version: str | None = None) -> CFSpace | None:
+    """A published CB2CF (``version``, default the current one) as a :class:`CFSpace`, or None when there is none.
+
+    Raises:
+        ModelNotFoundError: an explicitly requested version is not published.
+    """
     from encoders.registry import ModelNotFoundError
     from ranking.projector import CB2CFProjector
 
     try:
-        v = registry.load("cb2cf")
+        v = registry.load("cb2cf", version)
     except ModelNotFoundError:
+        if version is not None:
+            raise
         return None
     return CFSpace(CB2CFProjector(v, threads=threads), v.manifest.version)
