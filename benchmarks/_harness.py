@@ -418,36 +418,24 @@ def encoder_versions(settings: Settings) -> dict[str, str | None]:
 
 
 def mixed_items(n: int, seed: int = 0, shares: tuple[float, float, float] = (0.4, 0.3, 0.3)) -> list[dict[str, Any]]:
-    """``n`` content.new payloads of mixed kinds with real media: tracks with an audio clip of the rendered music21
-    corpus (``file://`` URI, caption + metadata tags), moments with an OpenMoji image (caption as text) and
-    text-only dynamics from Last.fm artists, in the given shares, interleaved in a seeded order.
+    """``n`` content.new payloads of mixed kinds with real media, interleaved in a seeded order: tracks with audio
+    and moments with images (``workloads.replay.media_items``) and text-only dynamics from Last.fm artists.
 
     Raises:
-        FileNotFoundError: the music corpus is not built (``python -m workloads.music build``).
+        FileNotFoundError: a corpus is not built (``python -m workloads.music build``).
     """
-    from workloads.imagetext import load_imagetext_corpus
-    from workloads.music import load_music_corpus  # type: ignore[import-not-found,unused-ignore]
+    from workloads.replay import media_items
 
     rng = np.random.default_rng(seed)
     n_track = round(n * shares[0])
     n_moment = round(n * shares[1])
-    n_text = n - n_track - n_moment
-    mc = load_music_corpus()
-    tracks = []
-    for j, i in enumerate(rng.permutation(len(mc.clip_ids))[:n_track] if n_track else []):
-        tags = [f"{k}:{v}"[:64] for k, v in sorted(mc.tags[i].items()) if v]
-        tracks.append({"item_id": f"track:{mc.clip_ids[i]}:{j}", "kind": "track", "creator_id": "music21",
-                       "text": mc.captions[i], "tags": tags, "audio": {"uri": f"file://{mc.paths[i]}"}})
-    ic = load_imagetext_corpus()
-    clean = [i for i in range(len(ic.ids)) if not ic.misaligned[i]]
-    moments = []
-    for j, i in enumerate(rng.permutation(clean)[:n_moment] if n_moment else []):
-        moments.append({"item_id": f"moment:{ic.ids[i]}:{j}", "kind": "moment", "creator_id": "openmoji",
-                        "text": ic.captions[i], "tags": [ic.groups[i], ic.subgroups[i]],
-                        "image": {"uri": f"file://{ic.png_paths[i]}"}})
+    media = media_items(n_track, n_moment, seed=seed)
+    if sum(1 for m in media if m["kind"] == "track") < n_track or len(media) < n_track + n_moment:
+        raise FileNotFoundError("the music or image-text corpus is not built (or too small) for this mix")
+    n_text = n - len(media)
     texts = [{**it, "kind": "dynamic", "item_id": it["item_id"].replace("lastfm:", "dynamic:", 1)}
              for it in lastfm_items(n_text, seed=seed)] if n_text else []
-    out = tracks + moments + texts
+    out = media + texts
     return [out[i] for i in rng.permutation(len(out))]
 
 

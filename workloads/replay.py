@@ -457,3 +457,44 @@ def replay_dataset(
     ds = load_source(source, item_content)
     sample = sample_dataset(ds, items_limit=items_limit, events_limit=limit, seed=seed)
     return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed, speedup=speedup)
+
+
+def media_items(n_tracks: int, n_moments: int, seed: int = 0, tag: str = "") -> list[dict[str, Any]]:
+    """``content.new`` payloads with real media: tracks with a clip of the rendered music21 corpus (``file://``
+    URI, caption as text, metadata tags) and moments with an OpenMoji image (caption as text, group and subgroup as
+    tags). Fewer are returned when a corpus is smaller; none of a kind whose corpus is not built.
+
+    Args:
+        n_tracks: Tracks wanted (needs ``python -m workloads.music build``).
+        n_moments: Moments wanted (needs ``python -m workloads.imagetext build``, which setup runs).
+        seed: Which clips and images, in which order.
+        tag: Added to every item id (distinct ids per run).
+    """
+    from workloads.imagetext import load_imagetext_corpus
+    from workloads.music import load_music_corpus  # type: ignore[import-not-found,unused-ignore]
+
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, Any]] = []
+    if n_tracks:
+        try:
+            mc = load_music_corpus()
+        except FileNotFoundError:
+            mc = None
+        if mc is not None:
+            for j, i in enumerate(rng.permutation(len(mc.clip_ids))[:n_tracks]):
+                tags = [f"{k}:{v}"[:64] for k, v in sorted(mc.tags[i].items()) if v]
+                out.append({"item_id": safe_id("track:", f"{mc.clip_ids[i]}:{tag}{j}"), "kind": "track",
+                            "creator_id": "music21", "text": mc.captions[i], "tags": tags,
+                            "audio": {"uri": f"file://{mc.paths[i]}"}})
+    if n_moments:
+        try:
+            ic = load_imagetext_corpus()
+        except FileNotFoundError:
+            ic = None
+        if ic is not None:
+            clean = [i for i in range(len(ic.ids)) if not ic.misaligned[i]]
+            for j, i in enumerate(rng.permutation(clean)[:n_moments]):
+                out.append({"item_id": safe_id("moment:", f"{ic.ids[i]}:{tag}{j}"), "kind": "moment",
+                            "creator_id": "openmoji", "text": ic.captions[i], "tags": [ic.groups[i], ic.subgroups[i]],
+                            "image": {"uri": f"file://{ic.png_paths[i]}"}})
+    return out
