@@ -31,9 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from encoders.media import MediaError
 
-class AudioInputError(ValueError):
-    """The audio cannot be turned into a spectrogram (empty, too short, silent, non-finite, bad rate)."""
+
+class AudioInputError(MediaError):
+    """The audio cannot be turned into a spectrogram (empty, too short, silent, non-finite, bad rate).
+
+    A :class:`encoders.media.MediaError` (so a ``ValueError``): the content agent dead-letters the item with it.
+    """
 
 
 @dataclass(frozen=True)

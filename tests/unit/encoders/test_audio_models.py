@@ -28,6 +28,7 @@ from encoders.text import TextEncoder
 from workloads.music import load_music_corpus
 
 FE = LogMelConfig()
+STEPS = 20
 TINY_MAE = AudioMAEConfig(dim=32, depth=1, heads=2, dec_dim=16, dec_depth=1, dec_heads=2)
 TINY_CLIP = MusicCLIPConfig(channels=(4, 8, 8, 16), audio_hidden=32, text_hidden=32, embed_dim=16, dropout=0.0)
 
@@ -91,7 +92,7 @@ def test_a_few_steps_on_real_clips_lower_the_loss(name, logmels, captions):
 
     before = evaluate()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for step in range(25):
+    for step in range(STEPS):
         model.train()
         loss = loss_fn(step)
         opt.zero_grad()
