@@ -105,3 +105,20 @@ def test_config_round_trip_and_validation():
     assert LogMelConfig.from_dict(CFG.to_dict()) == CFG
     with pytest.raises(ValueError):
         LogMelConfig(f_max=9_000)
+
+
+def test_a_real_recording_at_its_own_rate():
+    """A singularity-music track (Ogg Vorbis, 44.1 kHz stereo, minutes long) as the worker would decode it."""
+    from encoders.media import decode_audio
+    from workloads.music import load_singularity
+
+    track = min(load_singularity(), key=lambda t: t.duration)
+    audio = decode_audio(track.path.read_bytes(), max_seconds=3600)
+    assert audio.sample_rate != 16_000 and audio.duration_s > 20
+    x = log_mel(audio.samples, audio.sample_rate, CFG)
+    assert x.shape == (64, 1000) and np.isfinite(x).all()
+    # the same as cutting the middle 10 s at the source rate first (up to resampling-filter edge effects)
+    n = int(10 * audio.sample_rate)
+    start = (len(audio.samples) - n) // 2
+    ref = log_mel(audio.samples[start : start + n], audio.sample_rate, CFG)
+    assert np.median(np.abs(x - ref)) < 0.05
