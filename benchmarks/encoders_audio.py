@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scaler = StandardScaler().fit(feats["stats"]["train"])
     va_caps, va_ids, va_first = candidates(va)
     best: tuple[float, float] = (-1.0, 1.0)
-    alphas = [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]
+    alphas = [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]
     val_scores = {}
     for a in alphas:
         rid = Ridge(alpha=a).fit(scaler.transform(feats["stats"]["train"]), minilm[tr])
