@@ -112,6 +112,7 @@ class ColdEvalArtifacts:
     content: ContentFields | None = None
     user_ids: list[str] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
+    dataset: InteractionDataset | None = None  # for the group priors published with the DSSM user tower
 
 
 def _log(cfg: ColdEvalConfig, msg: str) -> None:
@@ -349,6 +350,7 @@ def run_cold_items(
             artifacts.content = content
             artifacts.user_ids = list(ds.user_ids)
             artifacts.item_ids = list(ds.item_ids)
+            artifacts.dataset = ds
 
     if "cb2cf" in config.models and dssm is not None:
         warm = np.flatnonzero(train.item_counts() > 0)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -91,6 +92,7 @@ def export_dssm(
     item_ids: Sequence[str] | None = None,
     extra: Mapping[str, Any] | None = None,
     make_current: bool = True,
+    group_priors: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[ModelVersion, ModelVersion]:
     """Publishes the DSSM user and item towers as ``dssm-user`` and ``dssm-item`` (same version).
 
@@ -102,6 +104,8 @@ def export_dssm(
         item_ids: Raw item ids in index order.
         extra: Extra manifest entries (e.g. metrics, dataset).
         make_current: Point ``CURRENT`` at the new versions.
+        group_priors: Group key -> mean unit user vector (:func:`contract_group_priors`), written to
+            ``group_priors.json`` beside the user tower: the prior of a brand-new user of that group.
 
     Returns:
         ``(user_version, item_version)``.
@@ -125,6 +129,9 @@ def export_dssm(
         (d / "ids.json").write_text(json.dumps({"user_ids": list(user_ids or []),
                                                 "features": list(dssm.feature_names),
                                                 "user_feature_rows": table}))
+        if group_priors:
+            (d / "group_priors.json").write_text(json.dumps({k: [round(float(x), 7) for x in v]
+                                                             for k, v in group_priors.items()}))
 
     uv = registry.publish(
         DSSM_USER, version, write_user, inputs=user_inputs,
@@ -176,6 +183,44 @@ def export_cb2cf(
     )
 
 
+def contract_group_priors(
+    user_features: Mapping[str, np.ndarray] | None, user_vectors: np.ndarray, min_users: int = 5
+) -> dict[str, list[float]]:
+    """Mean unit user vector per group, keyed in the ``user.profile`` contract's vocabulary.
+
+    Keys: ``gender=<f|m>|age=<bucket>``, ``gender=<g>``, ``age=<bucket>`` (the stream's age buckets, from a numeric
+    ``age`` column) and ``*`` (every user). Groups with fewer than ``min_users`` users are left out; a new user
+    falls back to the next coarser key.
+
+    Args:
+        user_features: The dataset's raw user columns (``gender``, ``age`` used when present).
+        user_vectors: ``float32[n_users, dim]`` DSSM user vectors.
+        min_users: Smallest group kept.
+    """
+    from workloads.replay import age_bucket
+
+    n = len(user_vectors)
+    unit = user_vectors / np.maximum(np.linalg.norm(user_vectors, axis=1, keepdims=True), 1e-12)
+    uf = user_features or {}
+    genders = [str(x).lower() for x in uf["gender"]] if "gender" in uf and len(uf["gender"]) == n else None
+    ages = [age_bucket(x) for x in uf["age"]] if "age" in uf and len(uf["age"]) == n else None
+    groups: dict[str, list[int]] = {"*": list(range(n))}
+    for u in range(n):
+        g = genders[u] if genders is not None and genders[u] in ("f", "m") else None
+        a = ages[u] if ages is not None and ages[u] != "unknown" else None
+        keys = [f"gender={g}"] if g else []
+        keys += [f"age={a}"] if a else []
+        keys += [f"gender={g}|age={a}"] if g and a else []
+        for k in keys:
+            groups.setdefault(k, []).append(u)
+    out: dict[str, list[float]] = {}
+    for k, members in groups.items():
+        if len(members) >= min_users:
+            m = unit[members].mean(axis=0)
+            out[k] = (m / max(float(np.linalg.norm(m)), 1e-12)).astype(np.float32).tolist()
+    return out
+
+
 def publish_cold_item_models(
     artifacts: Any, root: Path, version: str | None = None, report: Mapping[str, Any] | None = None
 ) -> dict[str, str]:
@@ -193,7 +238,12 @@ def publish_cold_item_models(
         extra = {"dataset": report["dataset"]["name"], "k": report["k"]}
         sel = report["models"].get("cb2cf", {})
         extra["test_ndcg"] = sel.get(f"ndcg@{report['k']}")
-    uv, iv = export_dssm(artifacts.dssm, reg, version, artifacts.user_ids, artifacts.item_ids, extra)
+    priors = None
+    if artifacts.dataset is not None:
+        ds = artifacts.dataset
+        priors = contract_group_priors(ds.user_features, artifacts.dssm.user_vectors(np.arange(ds.n_users)))
+    uv, iv = export_dssm(artifacts.dssm, reg, version, artifacts.user_ids, artifacts.item_ids, extra,
+                         group_priors=priors)
     content_source = artifacts.content.source if artifacts.content is not None else {}
     cv = export_cb2cf(artifacts.cb2cf[artifacts.selected_objective], reg, version,
                       {**extra, "space": f"dssm@{version}", "field_sources": content_source})

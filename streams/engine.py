@@ -405,6 +405,17 @@ class Engine:
         return out
 
     # ---------------------------------------------------------------- profiles
+    def _prior(self, taste: np.ndarray | None, p: UserProfile) -> np.ndarray | None:
+        """A new user's prior: declared tastes and, in a CF space, the group prior of their gender and age
+        (the two unit vectors summed when both exist)."""
+        group = self.cf.group_prior(p.gender, p.age_bucket) if self.cf is not None else None
+        if taste is None:
+            return group
+        if group is None:
+            return taste
+        t = taste / max(float(np.linalg.norm(taste)), 1e-12)
+        return t + group
+
     def handle_profiles(self, records: Sequence[Record]) -> BatchResult:
         """A brand-new user's prior vector from their declared genres and artists."""
         st = self.s.stream
@@ -425,8 +436,9 @@ class Engine:
         vec_of = {i: vecs[j] for j, i in enumerate(with_text)}
         for i, p in enumerate(good):
             prof = {"gender": p.gender, "age": p.age_bucket, "region": p.region or ""}
-            if i in vec_of:
-                self.users.put_prior(self.space, p.user_id, prior_state(vec_of[i], p.ts.timestamp()), prof)
+            prior = self._prior(vec_of.get(i), p)
+            if prior is not None:
+                self.users.put_prior(self.space, p.user_id, prior_state(prior, p.ts.timestamp()), prof)
             else:
                 self.users.put_prior_profile_only(p.user_id, prof)
         res.ok = len(good)

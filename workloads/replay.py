@@ -130,7 +130,7 @@ def sample_dataset(
             gv = str(g[u]).lower()
             prof["gender"] = gv if gv in ("f", "m") else "unknown"
         if a is not None:
-            prof["age_bucket"] = _age_bucket(a[u])
+            prof["age_bucket"] = age_bucket(a[u])
         profiles.append(prof)
     events = []
     for j in r:
@@ -145,7 +145,7 @@ def sample_dataset(
     return Sample(ds.name, items, profiles, events, item_index, user_index)
 
 
-def _age_bucket(age: Any) -> str:
+def age_bucket(age: Any) -> str:
     try:
         x = int(age)
     except (TypeError, ValueError):

@@ -17,7 +17,7 @@ Vectors of two spaces are never compared: each space has its own Milvus collecti
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,10 +36,13 @@ class CFSpace:
     Attributes:
         projector: ``ranking.projector.CB2CFProjector`` of the version (``fields``, ``dim``, ``project``).
         version: The published version (shared by ``cb2cf``, ``dssm-user`` and ``dssm-item``).
+        group_priors: Group key (``gender=f|age=25-34``, ``gender=f``, ``age=25-34``, ``*``) -> mean unit DSSM
+            vector of the warm users of that group (``group_priors.json`` of the user tower; may be empty).
     """
 
     projector: Any
     version: str
+    group_priors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -77,6 +80,18 @@ class CFSpace:
             raise ValueError(f"{self.name} reads {self.needs()}, none of which the featuriser produces")
         return np.asarray(self.projector.project(fields, present), dtype=np.float32)
 
+    def group_prior(self, gender: str | None, age_bucket: str | None) -> np.ndarray | None:
+        """The prior of a brand-new user from their registration's gender and age bucket: the finest published
+        group among gender x age, gender, age, everyone; None when no priors were published."""
+        g = gender if gender in ("f", "m") else None
+        a = age_bucket if age_bucket and age_bucket != "unknown" else None
+        keys = ([f"gender={g}|age={a}"] if g and a else []) + ([f"gender={g}"] if g else [])
+        keys += ([f"age={a}"] if a else []) + ["*"]
+        for k in keys:
+            if k in self.group_priors:
+                return self.group_priors[k]
+        return None
+
     def project_text(self, text_vectors: np.ndarray) -> np.ndarray:
         """CF vectors of texts alone (MiniLM ``text`` field present, every other field absent)."""
         n = len(text_vectors)
@@ -91,6 +106,8 @@ def load_cf_space(registry: Any, threads: int = 2, version: str | None = None) -
     Raises:
         ModelNotFoundError: an explicitly requested version is not published.
     """
+    import json
+
     from encoders.registry import ModelNotFoundError
     from ranking.projector import CB2CFProjector
 
@@ -100,4 +117,11 @@ def load_cf_space(registry: Any, threads: int = 2, version: str | None = None) -
         if version is not None:
             raise
         return None
-    return CFSpace(CB2CFProjector(v, threads=threads), v.manifest.version)
+    priors: dict[str, np.ndarray] = {}
+    try:
+        f = registry.load("dssm-user", v.manifest.version, verify=False).path / "group_priors.json"
+        if f.is_file():
+            priors = {k: np.asarray(x, dtype=np.float32) for k, x in json.loads(f.read_text()).items()}
+    except ModelNotFoundError:
+        pass
+    return CFSpace(CB2CFProjector(v, threads=threads), v.manifest.version, priors)

@@ -75,6 +75,8 @@ def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
     p.send(t.user_profile, key=b"newbie", value=json.dumps(
         {"user_id": "newbie", "gender": "f", "age_bucket": "25-34", "genres": ["Comedy", "Romance"], "ts": now}
     ).encode())
+    p.send(t.user_profile, key=b"groupie", value=json.dumps(
+        {"user_id": "groupie", "gender": "m", "age_bucket": "35-44", "ts": now}).encode())
     p.flush()
     reg = ModelRegistry(root)
     dim = reg.load("cb2cf", VERSION).manifest.dim
@@ -105,4 +107,14 @@ def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
     wait_for(lambda: users.user_vector(space, "newbie")[0] is not None, 30, "the new user's prior", cf_worker)
     nv, nst = users.user_vector(space, "newbie")
     assert nst.source == "prior" and nv.shape == (dim,)
+    # declared tastes and the gender x age group prior together
+    priors = json.loads((reg.load("dssm-user", VERSION).path / "group_priors.json").read_text())
+    declared = text.encode(["music genres: Comedy, Romance"])
+    taste = CB2CFProjector(reg.load("cb2cf", VERSION)).project({"doc": declared})[0]
+    both = taste / np.linalg.norm(taste) + np.asarray(priors["gender=f|age=25-34"])
+    np.testing.assert_allclose(nv, both / np.linalg.norm(both), atol=1e-4)
+    # a registration with only gender and age starts from that group's prior (mean DSSM vector of its warm users)
+    wait_for(lambda: users.user_vector(space, "groupie")[0] is not None, 30, "the group prior", cf_worker)
+    gv, _ = users.user_vector(space, "groupie")
+    np.testing.assert_allclose(gv, np.asarray(priors["gender=m|age=35-44"]), atol=1e-5)
     assert rec.recall("newbie", 5).source == "vector"
