@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from encoders.registry import ModelVersion
+from encoders.serving import OnnxModel
 
 
 class CB2CFProjector:
@@ -21,16 +22,9 @@ class CB2CFProjector:
     """
 
     def __init__(self, version: ModelVersion, threads: int = 2) -> None:
-        import onnxruntime as ort
-
-        from encoders.serving import onnx_providers
-
         self.version = version
         self.fields = [(f["name"], int(f["dim"])) for f in version.manifest.extra["fields"]]
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        self._sess = ort.InferenceSession(str(version.onnx_path), so, providers=onnx_providers())
+        self._model = OnnxModel(version, threads=threads, micro_batch=1024)
 
     @property
     def dim(self) -> int:
@@ -66,7 +60,7 @@ class CB2CFProjector:
         if present is not None:
             flags = np.asarray(present, dtype=np.float32).reshape(b, len(self.fields)) * flags
         feeds["present"] = flags
-        (out,) = self._sess.run(["cf_vector"], feeds)
+        (out,) = self._model.run(feeds, ["cf_vector"])
         return out
 
 
@@ -81,10 +75,6 @@ class DSSMTower:
     def __init__(self, version: ModelVersion, threads: int = 2) -> None:
         import json
 
-        import onnxruntime as ort
-
-        from encoders.serving import onnx_providers
-
         self.version = version
         ids = json.loads((version.path / "ids.json").read_text())
         self.kind = "user" if "user_ids" in ids else "item"
@@ -92,31 +82,26 @@ class DSSMTower:
         self.index = {x: i for i, x in enumerate(self.ids)}
         self.n_features = len(ids.get("features") or [])
         self._feature_rows = np.asarray(ids.get("user_feature_rows") or np.zeros((0, self.n_features)), dtype=np.int64)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        self._sess = ort.InferenceSession(str(version.onnx_path), so, providers=onnx_providers())
+        self._model = OnnxModel(version, threads=threads, micro_batch=4096)
 
     @property
     def dim(self) -> int:
         return int(self.version.manifest.dim)
 
-    def vectors(self, ids: list[str] | None = None, batch: int = 4096) -> tuple[list[str], np.ndarray]:
+    def vectors(self, ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
         """``(known ids, float32[n, dim])`` for ``ids`` (default: all); ids the tower never saw are left out.
 
         A user tower with categorical user features is fed each user's own feature row (``ids.json``), so these are
         the vectors the DSSM scored with offline.
         """
         known = [x for x in (self.ids if ids is None else ids) if x in self.index]
-        out = np.zeros((len(known), self.dim), dtype=np.float32)
-        name = "user_index" if self.kind == "user" else "item_index"
-        for s in range(0, len(known), batch):
-            idx = np.array([self.index[x] for x in known[s : s + batch]], dtype=np.int64)
-            feeds: dict[str, np.ndarray] = {name: idx}
-            if self.kind == "user" and self.n_features:
-                if len(self._feature_rows) != len(self.ids):
-                    raise ValueError(f"{self.version.path}: ids.json lacks the users' feature rows")
-                feeds["user_features"] = self._feature_rows[idx]
-            (v,) = self._sess.run(None, feeds)
-            out[s : s + len(idx)] = v
+        if not known:
+            return known, np.zeros((0, self.dim), dtype=np.float32)
+        idx = np.array([self.index[x] for x in known], dtype=np.int64)
+        feeds: dict[str, np.ndarray] = {"user_index" if self.kind == "user" else "item_index": idx}
+        if self.kind == "user" and self.n_features:
+            if len(self._feature_rows) != len(self.ids):
+                raise ValueError(f"{self.version.path}: ids.json lacks the users' feature rows")
+            feeds["user_features"] = self._feature_rows[idx]
+        (out,) = self._model.run(feeds)
         return known, out
