@@ -1,6 +1,6 @@
 """Benchmark of the FLAVA-style image–text encoder on held-out OpenMoji pairs.
 
-Run: ``python -m benchmarks.encoders_imagetext [--epochs 8] [--schemes none,soft,drop] [--threads 1]``
+Run: ``python -m benchmarks.encoders_imagetext [--epochs 6] [--schemes none,soft,drop] [--threads 1]``
 (needs the built corpus: ``python -m workloads.imagetext build``). Writes
 ``benchmarks/results/encoders_imagetext.json`` and ``.png`` (change with ``--out``).
 

@@ -11,8 +11,11 @@ Differences from the paper, chosen for this project (the seed fixes the image en
 
 * The image encoder is a frozen, ImageNet-pretrained EfficientNet-lite0 (Tan & Le, "EfficientNet", ICML 2019)
   instead of a ViT: its final 7 x 7 x 1280 feature map gives 49 image tokens, their mean the pooled vector.
-* The text encoder is the frozen all-MiniLM-L6-v2 (:mod:`encoders.text`); its token states go through an optional
-  small trainable adapter (``text_adapter_layers`` pre-norm blocks) and a projection.
+* The text encoder is the frozen all-MiniLM-L6-v2 (:mod:`encoders.text`); its token states go through a small
+  trainable adapter (``text_adapter_layers`` pre-norm blocks at MiniLM's width) and a projection. Measured on val
+  (OpenMoji, 6 epochs, ``soft`` weighting): projection only i2t/t2i R@1 0.267/0.267, R@10 0.654/0.654; one adapter
+  block 0.325/0.321, 0.667/0.667; plus 0.2 dropout on the backbone features 0.329/0.313, 0.688/0.675 (the
+  default). The MiniLM weights themselves stay frozen (no tuned last layer).
 * One projection per modality serves tokens and pooled vector: the unimodal embedding is the normalised mean of the
   projected tokens (attention-masked for text, MiniLM's own pooling), as in CLIP where the projection is linear.
 * The fusion input gets one extra *agreement* token (projected elementwise product of the two unimodal
@@ -58,6 +61,7 @@ class FlavaConfig:
         fusion_heads: Attention heads (``dim`` must be divisible by it).
         mlp_ratio: Hidden width of the blocks' MLP relative to ``dim``.
         dropout: Dropout in the adapter and fusion blocks.
+        feature_dropout: Dropout on the frozen backbone features before the projections (training only).
         init_temperature: Initial contrastive temperature (learnable, as ``log(1/T)``, capped at 1/100).
     """
 
@@ -66,11 +70,12 @@ class FlavaConfig:
     text_feat_dim: int = 384
     max_text_tokens: int = 40
     dim: int = 128
-    text_adapter_layers: int = 0
+    text_adapter_layers: int = 1
     fusion_depth: int = 1
     fusion_heads: int = 4
     mlp_ratio: float = 2.0
     dropout: float = 0.1
+    feature_dropout: float = 0.2
     init_temperature: float = 0.07
 
 
@@ -105,6 +110,7 @@ class FlavaModel(nn.Module):
             raise ValueError(f"dim {cfg.dim} is not divisible by fusion_heads {cfg.fusion_heads}")
         self.cfg = cfg
         d = cfg.dim
+        self.feat_drop = nn.Dropout(cfg.feature_dropout)
         self.image_norm = nn.LayerNorm(cfg.image_feat_dim)
         self.image_proj = nn.Linear(cfg.image_feat_dim, d)
         self.text_adapter = (
@@ -140,7 +146,7 @@ class FlavaModel(nn.Module):
             ``(embedding, tokens)``: B x D unit vectors (the normalised token mean; contrastive space) and
             B x N x D fusion tokens.
         """
-        tokens = self.image_proj(self.image_norm(feats))
+        tokens = self.image_proj(self.feat_drop(self.image_norm(feats)))
         return F.normalize(tokens.mean(dim=1), dim=-1), tokens
 
     def encode_text(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,7 +163,7 @@ class FlavaModel(nn.Module):
         m = mask.to(states.dtype)
         if self.text_adapter is not None:
             states = self.text_adapter(states, m < 0.5)
-        tokens = self.text_proj(self.text_norm(states))
+        tokens = self.text_proj(self.feat_drop(self.text_norm(states)))
         return F.normalize(_masked_mean(tokens, m), dim=-1), tokens
 
     # --------------------------------------------------------------------------------------------- multimodal

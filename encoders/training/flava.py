@@ -1,6 +1,6 @@
 """Training of the FLAVA-style image–text model (:mod:`encoders.models.flava`) on the OpenMoji corpus.
 
-Run: ``python -m encoders.training.flava [--epochs 8] [--misaligned soft|drop|none] [--out DIR] [--no-export]``
+Run: ``python -m encoders.training.flava [--epochs 6] [--misaligned soft|drop|none] [--out DIR] [--no-export]``
 (``--help`` lists everything). The corpus must be built first: ``python -m workloads.imagetext build``.
 
 * Both backbones are frozen, so their outputs are computed once per corpus and cached as ``.npy`` files
@@ -656,8 +656,15 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
                 "test": report.get("test"),
             },
         }
-        published = export_flava(model, ModelRegistry(models_dir), cfg.version or run_id, extra=provenance)
-        report["published"] = {n: str(v.path) for n, v in published.items()}
+        from encoders.imagetext import MODEL_NAMES
+
+        registry = ModelRegistry(models_dir)
+        version = cfg.version or run_id
+        if all(version in registry.versions(n) for n in MODEL_NAMES):  # a finished run re-entered via resume
+            report["published"] = {n: str(registry.root / n / version) for n in MODEL_NAMES}
+        else:
+            published = export_flava(model, registry, version, extra=provenance)
+            report["published"] = {n: str(v.path) for n, v in published.items()}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return model, report
 
@@ -692,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--itm-weight", type=float, default=d.itm_weight)
     p.add_argument("--dim", type=int, default=m.dim, help="shared embedding / fusion width")
     p.add_argument("--fusion-depth", type=int, default=m.fusion_depth)
+    p.add_argument("--feature-dropout", type=float, default=m.feature_dropout, help="dropout on backbone features")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument(
         "--text-adapter-layers",
         type=int,
@@ -707,7 +716,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     cfg = FlavaTrainConfig(
-        model=FlavaConfig(dim=a.dim, fusion_depth=a.fusion_depth, text_adapter_layers=a.text_adapter_layers),
+        model=FlavaConfig(dim=a.dim, fusion_depth=a.fusion_depth, text_adapter_layers=a.text_adapter_layers,
+                          feature_dropout=a.feature_dropout),
+        weight_decay=a.weight_decay,
         corpus_dir=a.corpus_dir,
         out_dir=a.out,
         cache_dir=a.cache_dir,

@@ -49,7 +49,7 @@ from workloads.imagetext import (
     load_openmoji_entries,
 )
 
-SMALL = FlavaConfig(dim=64, fusion_depth=1, fusion_heads=4, mlp_ratio=2.0, dropout=0.0)
+SMALL = FlavaConfig(dim=64, fusion_depth=1, fusion_heads=4, mlp_ratio=2.0, dropout=0.0, text_adapter_layers=1)
 
 
 @pytest.fixture(scope="module")
