@@ -417,18 +417,29 @@ class ImageTextEncoder:
         Raises:
             ValueError: ``images`` and ``texts`` differ in length.
         """
+        _, fused, match = self._pair(images, texts)
+        return fused, match
+
+    def encode_pair(self, images: Sequence[DecodedImage], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(image embeddings, fused vectors)``, both float32 N x D unit rows, running the image tower once
+        (what the content featuriser needs for its ``image`` and ``image_text`` fields)."""
+        img, fused, _ = self._pair(images, texts)
+        return img, fused
+
+    def _pair(self, images: Sequence[DecodedImage], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if len(images) != len(texts):
             raise ValueError(f"fuse needs one text per image, got {len(images)} images and {len(texts)} texts")
         if not len(images):
-            return np.zeros((0, self.dim), dtype=np.float32), np.zeros((0,), dtype=np.float32)
-        _, img_tok = self._image_outputs(images)
+            z = np.zeros((0, self.dim), dtype=np.float32)
+            return z, z.copy(), np.zeros((0,), dtype=np.float32)
+        img_emb, img_tok = self._image_outputs(images)
         _, txt_tok, mask = self._text_outputs(texts)
         imask = np.ones(img_tok.shape[:2], dtype=np.int64)
         fused, match = self._fusion.run(
             {"image_tokens": img_tok, "image_mask": imask, "text_tokens": txt_tok, "text_mask": mask},
             ["fused", "match"],
         )
-        return fused.astype(np.float32), match.astype(np.float32)
+        return img_emb, fused.astype(np.float32), match.astype(np.float32)
 
 
 def load_imagetext_encoder(registry: ModelRegistry, threads: int = 2, micro_batch: int = 16) -> ImageTextEncoder | None:

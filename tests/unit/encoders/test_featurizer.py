@@ -56,6 +56,7 @@ def test_mixed_batch_fields_and_masks(registry, media):
     np.testing.assert_allclose(fb.values["audio_mae"][[0, 3]], fz.audio_mae.encode([audios[0], audios[2]]),
                                atol=1e-5)
     np.testing.assert_allclose(fb.values["image"][1], fz.imagetext.encode_images([img])[0], atol=1e-5)
+    np.testing.assert_allclose(fb.values["image_text"][1], fz.imagetext.fuse([img], [caption])[0][0], atol=1e-5)
     # both audio encoders share one frontend, so the log-mels are computed once per batch
     assert "audio_frontend" in fb.stage_ms and {"text", "audio_clip", "audio_mae", "image"} <= set(fb.stage_ms)
     assert fb.model_versions["audio_mae"] == "audio-mae@t1" and fb.model_versions["image"].startswith("flava")
