@@ -127,7 +127,10 @@ class TorchFeaturizer:
                 img_g, txt_g, fus_g = self.flava
                 pix = torch.from_numpy(preprocess_images([it.image for it in imgs]))
                 _, itok = img_g(pix)
-                tids, tmask = self._text([it.text for it in imgs])
+                from encoders.imagetext import tokenize
+
+                ids_np, mask_np = tokenize(self.fz.imagetext._tok, [it.text for it in imgs])  # same truncation
+                tids, tmask = torch.from_numpy(ids_np), torch.from_numpy(mask_np)
                 _, ttok = txt_g(tids, tmask)
                 fus_g(itok, torch.ones(itok.shape[:2], dtype=torch.long), ttok, tmask)
 
