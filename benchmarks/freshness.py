@@ -16,7 +16,8 @@ two ways in the same run:
   another consistency level (e.g. Strong).
 
 Report: ``<out>/freshness.json`` (p50/p90/p99/max per definition and rate, achieved produce rate, per-batch stage ms
-from the traces, where the time goes) and ``<out>/freshness.png`` (CDFs).
+from the traces, where the time goes) and ``<out>/freshness.png`` (CDFs); ``--source mixed`` writes
+``freshness_mixed.{json,png}``.
 """
 
 from __future__ import annotations
@@ -463,12 +464,13 @@ def main(argv: list[str] | None = None) -> int:
               f" ms p99 {lat['trace_indexed_minus_produced']['p99']} ms", file=sys.stderr)
     report["machine"]["loadavg_after"] = machine_info()["loadavg_1_5_15"]
     report["elapsed_s"] = round(time.time() - t0, 1)
-    png = args.out / "freshness.png"
+    name = "freshness" if args.source == "lastfm" else f"freshness_{args.source}"
+    png = args.out / f"{name}.png"
     plot(report, png)
     if not args.keep_raw:
         for ph in report["phases"]:
             ph.pop("_raw", None)
-    js = args.out / "freshness.json"
+    js = args.out / f"{name}.json"
     write_json(js, report)
     print(f"[freshness] wrote {js} and {png} in {report['elapsed_s']} s", file=sys.stderr)
     return 1 if failed else 0
