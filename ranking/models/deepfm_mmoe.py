@@ -306,7 +306,7 @@ def train_deepfm_mmoe(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
             steps += 1
         probs = model.predict(valid)
         aucs = [task_metrics(valid.labels[:, t], probs[:, t])["auc"] for t in range(n_tasks)]

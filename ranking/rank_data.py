@@ -1,0 +1,348 @@
+"""Multi-task ranking data from real logs: labels, temporal split, user groups and category-interest features.
+
+Two sources, one :class:`EventLog` form (one row per exposure with a label per task):
+
+* **MovieLens-100k** (:func:`movielens_log`). Each rating is a positive exposure: task ``watch`` = 1 (the user chose
+  to rate the film), task ``like`` = 1 when the rating is >= 4. MovieLens has no impressions, so for every rating
+  ``negatives`` films the user never rated (anywhere in the log) are sampled with probability proportional to their
+  rating count over the whole log (a popularity-shaped "exposure" distribution; uniform negatives would make task 1
+  a popularity detector), with the rating's timestamp; they are 0 for both tasks. Task 2 is therefore "liked among
+  everything shown", not "liked given rated".
+* **The community simulator** (:func:`simulator_log`). Every ``user.events`` row is a real exposure: impressions
+  and skips are the negatives; task ``play`` = click/play/complete/like/comment/share, task ``like`` =
+  like/comment/share.
+
+Split (:func:`build_rank_split`): rows are ordered by time; the last ``test_share`` of rows is the test period, the
+``valid_share`` before it the validation period (early stopping), the rest the fit period. Vocabularies (which user
+and item ids get their own embedding) and group statistics come from the fit period only.
+
+User groups: a row's user is **new** when the user had fewer than ``new_user_max_history`` engaged rows strictly
+before the row's time, else **old**; the gating group is ``status x gender`` (``2 x n_genders``).
+
+Category-level interest differences (the talk's "category-level interest diffs"): for every row, the user's
+category profile from their engaged rows strictly before the row, shrunk towards their group's mean profile,
+``p = (counts + k * m_g) / (n + k)``, where ``m_g`` is the mean category share of engaged rows of the row's group
+(status x gender, fit period) — the gender-based prior a brand-new user starts from. Dense features:
+
+* ``interest_dev`` (``C``): ``p - m_g``, the user's deviation from their group, per category;
+* ``affinity`` (5): the item's mean over its categories of ``p``, of ``m_g``, of ``p - m_g``, of
+  ``m_(new, gender) - m_(old, gender)`` (how much more new than old users of that gender engage with the item's
+  categories), and ``log1p(n) / log(100)``.
+
+Dense columns are standardised with fit-period statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ranking.models.deepfm_mmoe import RankData, RankSchema
+from ranking.modules.fields import FieldSpec
+
+
+@dataclass(frozen=True, eq=False)
+class EventLog:
+    """Exposures with per-task labels and the side information the ranker uses.
+
+    Attributes:
+        name: Source name.
+        users: ``int64[N]`` user index per row.
+        items: ``int64[N]`` item index per row.
+        ts: ``float64[N]`` time (seconds).
+        labels: ``float32[N, T]``; column 0 is the "engaged" task that defines history and profiles.
+        context: ``int64[N]`` context bucket (1-based, 0 = unknown).
+        tasks: Task names.
+        user_gender: ``int64[n_users]`` index into ``genders`` + 1 (0 = unknown).
+        genders: Gender vocabulary.
+        user_age: ``int64[n_users]`` age bucket (1-based, 0 = unknown).
+        user_extra: ``int64[n_users]`` one more categorical user column (e.g. occupation; 0 = unknown).
+        item_categories: ``float32[n_items, C]`` multi-hot categories.
+        item_extra: ``int64[n_items]`` one more categorical item column (e.g. kind, decade; 0 = unknown).
+        category_names: Category vocabulary.
+        meta: Provenance notes.
+    """
+
+    name: str
+    users: np.ndarray
+    items: np.ndarray
+    ts: np.ndarray
+    labels: np.ndarray
+    context: np.ndarray
+    tasks: tuple[str, ...]
+    user_gender: np.ndarray
+    genders: tuple[str, ...]
+    user_age: np.ndarray
+    user_extra: np.ndarray
+    item_categories: np.ndarray
+    item_extra: np.ndarray
+    category_names: tuple[str, ...]
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def n_users(self) -> int:
+        return int(len(self.user_gender))
+
+    def subset(self, rows: np.ndarray) -> EventLog:
+        """The log restricted to ``rows`` (index or boolean mask); users, items and vocabularies stay whole."""
+        r = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+        return replace(self, users=self.users[r], items=self.items[r], ts=self.ts[r], labels=self.labels[r],
+                       context=self.context[r])
+
+    @property
+    def n_items(self) -> int:
+        return int(len(self.item_categories))
+
+
+def _vocab(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    keys = np.array([str(v) for v in values])
+    uniq = sorted(set(keys.tolist()) - {"", "None", "nan", "unknown"})
+    lookup = {k: j + 1 for j, k in enumerate(uniq)}
+    return np.array([lookup.get(k, 0) for k in keys], dtype=np.int64), tuple(uniq)
+
+
+def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
+    """MovieLens-100k ratings as two-task exposures (see the module docstring)."""
+    from workloads.datasets import load_movielens_100k
+    from workloads.replay import age_bucket
+
+    ds = load_movielens_100k()
+    assert ds.timestamps is not None and ds.user_features is not None
+    rng = np.random.default_rng(seed)
+    n = ds.n_interactions
+    rated = set((ds.users * np.int64(ds.n_items) + ds.items).tolist())
+    pop = ds.item_counts().astype(np.float64)
+    pop /= pop.sum()
+    neg_u = np.repeat(ds.users, negatives)
+    neg_i = rng.choice(ds.n_items, size=len(neg_u), p=pop)
+    for _ in range(20):  # resample the (few) draws that hit a rated film
+        bad = np.flatnonzero(np.fromiter(((int(u) * ds.n_items + int(i)) in rated
+                                          for u, i in zip(neg_u, neg_i, strict=True)), bool, len(neg_u)))
+        if not len(bad):
+            break
+        neg_i[bad] = rng.choice(ds.n_items, size=len(bad), p=pop)
+    keep = np.ones(len(neg_u), bool)
+    keep[bad] = False
+    users = np.concatenate([ds.users, neg_u[keep]])
+    items = np.concatenate([ds.items, neg_i[keep]])
+    ts = np.concatenate([ds.timestamps, np.repeat(ds.timestamps, negatives)[keep]]).astype(np.float64)
+    labels = np.zeros((len(users), 2), np.float32)
+    labels[:n, 0] = 1.0
+    labels[:n, 1] = (ds.weights >= 4).astype(np.float32)
+    hour = ((ts // 3600) % 24).astype(np.int64)
+    context = hour // 4 + 1  # six 4-hour buckets (UTC)
+    gender, genders = _vocab(np.array([str(g).lower() for g in ds.user_features["gender"]]))
+    age, _ = _vocab(np.array([age_bucket(a) for a in ds.user_features["age"]]))
+    occ, _ = _vocab(ds.user_features["occupation"])
+    cats = sorted({g for tags in ds.item_tags for g in tags})
+    col = {c: j for j, c in enumerate(cats)}
+    ic = np.zeros((ds.n_items, len(cats)), np.float32)
+    for i, tags in enumerate(ds.item_tags):
+        for g in tags:
+            ic[i, col[g]] = 1.0
+    year = ds.item_features["year"].astype(np.int64)
+    decade = np.where(year > 0, np.clip((year - 1920) // 10, 0, 8) + 1, 0).astype(np.int64)
+    return EventLog("ml-100k", users.astype(np.int64), items.astype(np.int64), ts, labels, context,
+                    ("watch", "like"), gender, genders, age, occ, ic, decade, tuple(cats),
+                    {"negatives_per_rating": negatives, "negative_sampling": "popularity over the whole log",
+                     "context": "hour of day (UTC) in 4-hour buckets", "item_extra": "release decade"})
+
+
+def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48) -> EventLog:
+    """The simulator's exposures (impressions and skips are negatives) as two-task rows.
+
+    Args:
+        steps: Simulated steps (``SimConfig.steps``).
+        seed: Simulator seed.
+        max_categories: Categories = the most frequent topics over the simulated items (at most this many).
+    """
+    from workloads.simulator import AGES, KINDS, CommunitySimulator, SimConfig, default_catalogue
+
+    sim = CommunitySimulator(default_catalogue(), SimConfig(seed=seed, steps=steps))
+    rows_u, rows_i, rows_t, acts = [], [], [], []
+    uix: dict[str, int] = {}
+    iix: dict[str, int] = {}
+    for ev in sim.stream():
+        if ev.topic != "user.events":
+            continue
+        rows_u.append(ev.data["user_id"])
+        rows_i.append(ev.data["item_id"])
+        rows_t.append(float(ev.ts))
+        acts.append(ev.data["action"])
+    uix = {u.user_id: j for j, u in enumerate(sim.users)}
+    iix = {it.item_id: j for j, it in enumerate(sim.items)}
+    users = np.array([uix[u] for u in rows_u], np.int64)
+    items = np.array([iix[i] for i in rows_i], np.int64)
+    ts = np.array(rows_t, np.float64)
+    act = np.array(acts)
+    labels = np.stack([np.isin(act, ["click", "play", "complete", "like", "comment", "share"]),
+                       np.isin(act, ["like", "comment", "share"])], axis=1).astype(np.float32)
+    topics = np.stack([it.topic for it in sim.items]) > 0
+    top = np.argsort(-topics.sum(0), kind="stable")[:max_categories]
+    ic = topics[:, top].astype(np.float32)
+    created = np.array([it.created_ts for it in sim.items])
+    age_steps = (ts - created[items]) / sim.cfg.step_s
+    context = (np.digitize(age_steps, [1, 3, 10]) + 1).astype(np.int64)  # item age at exposure, in steps
+    gender, genders = _vocab(np.array([u.gender for u in sim.users]))
+    age = np.array([AGES.index(u.age_bucket) + 1 for u in sim.users], np.int64)
+    kind = np.array([KINDS.index(it.kind) + 1 for it in sim.items], np.int64)
+    return EventLog("sim", users, items, ts, labels, context, ("play", "like"), gender, genders, age,
+                    np.zeros(len(sim.users), np.int64), ic, kind, tuple(sim.cat.topics[j] for j in top),
+                    {"steps": steps, "seed": seed, "context": "item age at exposure (<1, 1-3, 3-10, >=10 steps)",
+                     "item_extra": "item kind", "actions": {a: int((act == a).sum()) for a in np.unique(act)}})
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How :func:`build_rank_split` cuts and featurises the log.
+
+    Attributes:
+        test_share: Latest share of rows (by time) in the test period.
+        valid_share: Share of rows before the test period used for early stopping.
+        new_user_max_history: A user is *new* at a row while they have fewer engaged rows before it.
+        shrinkage: Pseudo-count ``k`` pulling a user's category profile towards their group mean.
+        id_dropout: Share of fit rows whose user id (and, independently, item id) is replaced by "unknown", so
+            the unknown rows are trained (users/items first seen after the fit period map to them).
+        seed: Seed of the id dropout.
+    """
+
+    test_share: float = 0.2
+    valid_share: float = 0.1
+    new_user_max_history: int = 10
+    shrinkage: float = 5.0
+    id_dropout: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class RankSplit:
+    """Featurised fit / validation / test rows, the schema, and what each group index means."""
+
+    schema: RankSchema
+    fit: RankData
+    valid: RankData
+    test: RankData
+    group_names: tuple[str, ...]
+    test_is_new: np.ndarray
+    test_gender: np.ndarray
+    genders: tuple[str, ...]
+    info: dict[str, object]
+
+    def test_groups(self) -> dict[str, np.ndarray]:
+        """Report groups of the test rows: ``all``, ``new``, ``old`` and ``gender=<g>`` (boolean masks)."""
+        out = {"all": np.ones(len(self.test), bool), "new": self.test_is_new, "old": ~self.test_is_new}
+        for j, g in enumerate(self.genders):
+            out[f"gender={g}"] = self.test_gender == j + 1
+        return out
+
+
+def _prior_history(users: np.ndarray, ts: np.ndarray, engaged: np.ndarray, cats: np.ndarray,
+                   n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: engaged rows of its user strictly before its time, and their summed categories (``N x C``)."""
+    n_rows, c = len(users), cats.shape[1]
+    count = np.zeros(n_rows, np.int64)
+    profile = np.zeros((n_rows, c), np.float32)
+    order = np.lexsort((ts, users))
+    bounds = np.searchsorted(users[order], np.arange(n_users + 1))
+    for u in range(n_users):
+        rows = order[bounds[u] : bounds[u + 1]]
+        if not len(rows):
+            continue
+        eng = rows[engaged[rows]]
+        if not len(eng):
+            continue
+        e_ts = ts[eng]  # sorted (lexsort by ts within user)
+        before = np.searchsorted(e_ts, ts[rows], side="left")
+        count[rows] = before
+        csum = np.vstack([np.zeros((1, c), np.float32), np.cumsum(cats[eng], axis=0, dtype=np.float32)])
+        profile[rows] = csum[before]
+    return count, profile
+
+
+def build_rank_split(log: EventLog, config: SplitConfig = SplitConfig()) -> RankSplit:  # noqa: B008
+    """Temporal split + features + schema (see the module docstring)."""
+    rng = np.random.default_rng(config.seed)
+    order = np.argsort(log.ts, kind="stable")
+    n = len(order)
+    t_cut = int(round((1 - config.test_share) * n))
+    v_cut = int(round((1 - config.test_share - config.valid_share) * n))
+    period = np.zeros(n, np.int64)  # 0 fit, 1 valid, 2 test
+    period[order[v_cut:t_cut]] = 1
+    period[order[t_cut:]] = 2
+    fit_rows = period == 0
+    engaged = log.labels[:, 0] > 0
+    item_cats = log.item_categories[log.items]  # N x C
+    count, sums = _prior_history(log.users, log.ts, engaged, item_cats, log.n_users)
+    is_new = count < config.new_user_max_history
+    n_g = len(log.genders) + 1  # + unknown
+    group = (~is_new).astype(np.int64) * n_g + log.user_gender[log.users]
+    n_groups = 2 * n_g
+    # group mean category share of engaged fit rows (per row: categories normalised to sum 1)
+    share = item_cats / np.maximum(item_cats.sum(1, keepdims=True), 1.0)
+    overall = share[fit_rows & engaged].mean(0) if (fit_rows & engaged).any() else np.zeros(share.shape[1])
+    means = np.tile(overall, (n_groups, 1)).astype(np.float64)
+    for g in range(n_groups):
+        m = fit_rows & engaged & (group == g)
+        if m.sum() >= 20:
+            means[g] = share[m].mean(0)
+    means /= np.maximum(means.sum(1, keepdims=True), 1e-12)
+    m_row = means[group]
+    k = config.shrinkage
+    total = np.maximum(sums.sum(1, keepdims=True), 0.0)
+    prof = (sums / np.maximum(total, 1e-12) * count[:, None] + k * m_row) / (count[:, None] + k)
+    dev = prof - m_row
+    gender_of_row = log.user_gender[log.users]
+    new_minus_old = means[gender_of_row] - means[n_g + gender_of_row]  # m_(new, gender) - m_(old, gender)
+    denom = np.maximum(item_cats.sum(1), 1.0)
+    affinity = np.stack([(prof * item_cats).sum(1) / denom, (m_row * item_cats).sum(1) / denom,
+                         (dev * item_cats).sum(1) / denom, (new_minus_old * item_cats).sum(1) / denom,
+                         np.log1p(count) / np.log(100.0)], axis=1)
+    dense = np.concatenate([dev, affinity], axis=1).astype(np.float32)
+    mu, sd = dense[fit_rows].mean(0), dense[fit_rows].std(0) + 1e-6
+    dense = ((dense - mu) / sd).astype(np.float32)
+    # id vocabularies from the fit period (0 = unknown)
+    known_u = np.zeros(log.n_users, bool)
+    known_u[log.users[fit_rows]] = True
+    known_i = np.zeros(log.n_items, bool)
+    known_i[log.items[fit_rows]] = True
+    uid = np.where(known_u[log.users], log.users + 1, 0)
+    iid = np.where(known_i[log.items], log.items + 1, 0)
+    drop_u = fit_rows & (rng.random(n) < config.id_dropout)
+    drop_i = fit_rows & (rng.random(n) < config.id_dropout)
+    uid[drop_u] = 0
+    iid[drop_i] = 0
+    status = np.where(is_new, 1, 2)
+    sparse = np.stack([uid, iid, gender_of_row, log.user_age[log.users], log.user_extra[log.users], status,
+                       log.context, log.item_extra[log.items]], axis=1).astype(np.int64)
+    names = ("user_id", "item_id", "gender", "age", "user_extra", "status", "context", "item_extra")
+    cards = tuple(int(sparse[:, j].max()) + 1 for j in range(sparse.shape[1]))
+    cards = (log.n_users + 1, log.n_items + 1, *cards[2:])
+    schema = RankSchema(sparse=tuple(zip(names, cards, strict=True)), n_categories=log.item_categories.shape[1],
+                        dense=(FieldSpec("interest_dev", dev.shape[1]), FieldSpec("affinity", 5)),
+                        n_groups=n_groups, tasks=log.tasks)
+    data = RankData(sparse, item_cats.astype(np.float32), dense, group, log.labels.astype(np.float32))
+
+    def part(p: int) -> RankData:
+        rows = order[period[order] == p]  # time order
+        return data.take(rows)
+
+    test_rows = order[period[order] == 2]
+    g_names = tuple(f"{'new' if s == 0 else 'old'}|{(('unknown',) + log.genders)[g]}"
+                    for s in range(2) for g in range(n_g))
+    info: dict[str, object] = {
+        "rows": {"fit": int((period == 0).sum()), "valid": int((period == 1).sum()), "test": int((period == 2).sum())},
+        "test_new_share": float(is_new[test_rows].mean()) if len(test_rows) else float("nan"),
+        "test_unknown_user_share": float((uid[test_rows] == 0).mean()) if len(test_rows) else float("nan"),
+        "test_unknown_item_share": float((iid[test_rows] == 0).mean()) if len(test_rows) else float("nan"),
+        "positive_rate_fit": [float(x) for x in log.labels[period == 0].mean(0)],
+        "positive_rate_test": [float(x) for x in log.labels[period == 2].mean(0)],
+        "categories": len(log.category_names),
+        "group_category_means": {g_names[g]: [round(float(x), 4) for x in means[g]] for g in range(n_groups)},
+        "category_names": list(log.category_names),
+        "config": {"test_share": config.test_share, "valid_share": config.valid_share,
+                   "new_user_max_history": config.new_user_max_history, "shrinkage": config.shrinkage,
+                   "id_dropout": config.id_dropout},
+    }
+    return RankSplit(schema, part(0), part(1), part(2), g_names, is_new[test_rows],
+                     gender_of_row[test_rows], log.genders, info)
