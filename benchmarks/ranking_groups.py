@@ -7,8 +7,9 @@ Run::
 
 For each dataset (:mod:`ranking.rank_data`: MovieLens-100k ratings with popularity-sampled negatives -> watch / like;
 the simulator's exposures -> play / like; temporal split, new vs old users, genders) and each seed, the ranker is
-trained twice with identical data, seed and hyper-parameters, once with plain MMoE gates and once with gates
-conditioned on the user group (:mod:`ranking.rank_eval`). Test-period AUC and logloss per task and group, training
+trained with identical data, seed and hyper-parameters, once with plain MMoE gates and once with gates
+conditioned on the user group (:mod:`ranking.rank_eval`), and (ablation) once more with group gates but without the
+category-interest features. Test-period AUC and logloss per task and group, training
 times, and an ONNX export check of the first seed's gated model are written to
 ``benchmarks/results/ranking_groups_<dataset>.{json,png}``.
 """
@@ -39,15 +40,19 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
     x = np.arange(len(groups))
     for ax, task in zip(axes[0], tasks, strict=True):
-        for k, (variant, label) in enumerate((("no_group_gating", "plain gates"), ("group_gating", "group gates"))):
+        labels = {"no_group_gating": "plain gates", "group_gating": "group gates",
+                  "group_gating_no_interest_features": "group gates, no interest feats"}
+        shown = [v for v in labels if v in runs]
+        width = 0.8 / len(shown)
+        for k, variant in enumerate(shown):
             vals = np.array([[runs[variant][s]["metrics"][g][task]["auc"] for g in groups] for s in runs[variant]])
-            ax.bar(x + (k - 0.5) * 0.38, vals.mean(0), 0.38, yerr=vals.std(0) if len(vals) > 1 else None,
-                   label=label, capsize=3)
+            ax.bar(x + (k - (len(shown) - 1) / 2) * width, vals.mean(0), width,
+                   yerr=vals.std(0) if len(vals) > 1 else None, label=labels[variant], capsize=3)
         ax.set_xticks(x, groups, rotation=20)
         lo = min(min(runs[v][s]["metrics"][g][task]["auc"] for g in groups for s in runs[v]) for v in runs)
         ax.set_ylim(max(0.0, lo - 0.05), None)
         ax.set_title(f"{task}: test AUC per user group")
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=8)
     secs = {v: report["mean"][v]["train_seconds"] for v in runs}
     fig.suptitle(f"{report['dataset']} DeepFM+MMoE, {len(report['seeds'])} seed(s), mean +- sd; train s: "
                  + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()))
@@ -62,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sim-steps", type=int, default=240)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-ablation", action="store_true", help="skip group gating without interest features")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
 
     from ranking.models.deepfm_mmoe import DeepFMMMoEConfig
     from ranking.rank_data import SplitConfig
-    from ranking.rank_eval import check_export, format_table, load_split, run_rank_eval
+    from ranking.rank_eval import ABLATION, VARIANTS, check_export, format_table, load_split, run_rank_eval
 
     datasets = ["ml-100k", "sim"] if args.dataset == "both" else [args.dataset]
     for name in datasets:
@@ -75,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         split = load_split(name, SplitConfig(), sim_steps=args.sim_steps)
         prep = time.perf_counter() - t0
         cfg = DeepFMMMoEConfig(threads=min(2, args.threads))
-        report, models = run_rank_eval(split, cfg, args.seeds, verbose=True)
+        variants = VARIANTS if args.no_ablation else (*VARIANTS, ABLATION)
+        report, models = run_rank_eval(split, cfg, args.seeds, verbose=True, variants=variants)
         with tempfile.TemporaryDirectory() as tmp:
             export = check_export(models[("group_gating", args.seeds[0])], split, Path(tmp), "bench",
                                   {"dataset": name})

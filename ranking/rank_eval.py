@@ -6,7 +6,8 @@ Run::
     python -m ranking.rank_eval --dataset sim --sim-steps 240     # simulator exposures -> play / like
     python -m ranking.rank_eval --dataset ml-100k --seeds 0 1 2 --json out.json --export ~/.cache/thaw/models
 
-For every seed both variants (``group_gating`` off / on) are trained with the same seed, the same rows and the same
+For every seed both variants (``group_gating`` off / on; with ``--ablate-interest`` also group gating without the
+category-interest features) are trained with the same seed, the same rows and the same
 hyper-parameters; the test period (latest 20% of rows, see :mod:`ranking.rank_data`) is scored and AUC / logloss
 are reported per task for all rows, new users, old users and each gender. ``--export`` publishes the gated model of
 the first seed as ``deepfm-mmoe`` into a model directory and checks ONNX Runtime against torch (``allclose``).
@@ -18,16 +19,54 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, task_metrics, train_deepfm_mmoe
+from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, task_metrics, train_deepfm_mmoe
 from ranking.rank_data import RankSplit, SplitConfig, build_rank_split, movielens_log, simulator_log
 
-VARIANTS = {"no_group_gating": False, "group_gating": True}
+
+@dataclass(frozen=True)
+class Variant:
+    """One trained configuration: group-conditioned gates or not, category-interest features or not."""
+
+    name: str
+    group_gating: bool
+    interest_features: bool = True
+
+
+VARIANTS = (Variant("no_group_gating", False), Variant("group_gating", True))
+"""The comparison every run makes (same seeds, rows and hyper-parameters)."""
+ABLATION = Variant("group_gating_no_interest_features", True, interest_features=False)
+"""Group gating with the ``interest_dev`` / ``affinity`` dense fields held at their mean (zero after scaling)."""
+
+
+def without_interest_features(split: RankSplit) -> RankSplit:
+    """The split with every dense column set to 0 (its fit-period mean after standardisation)."""
+
+    def blank(d: RankData) -> RankData:
+        return replace(d, dense=np.zeros_like(d.dense))
+
+    return replace(split, fit=blank(split.fit), valid=blank(split.valid), test=blank(split.test))
+
+
+@torch.no_grad()
+def gate_usage(model: DeepFMMMoE, split: RankSplit, batch: int = 8192) -> dict[str, dict[str, list[float]]]:
+    """Mean gate weight per expert on the test rows, per gating group (``new|f``, ...) and task."""
+    model.eval()
+    gates = torch.cat([model.gates(*split.test.tensors(slice(s, s + batch)))
+                       for s in range(0, len(split.test), batch)], dim=1).numpy()  # T x N x n
+    out: dict[str, dict[str, list[float]]] = {}
+    for g, name in enumerate(split.group_names):
+        m = split.test.group == g
+        if m.sum() >= 50:
+            out[name] = {t: [round(float(x), 4) for x in gates[k, m].mean(0)]
+                         for k, t in enumerate(split.schema.tasks)}
+    return out
 
 
 def evaluate_groups(model: DeepFMMMoE, split: RankSplit) -> dict[str, dict[str, dict[str, float]]]:
@@ -47,21 +86,25 @@ def run_rank_eval(
     config: DeepFMMMoEConfig,
     seeds: list[int],
     verbose: bool = False,
+    variants: tuple[Variant, ...] = VARIANTS,
 ) -> tuple[dict[str, Any], dict[tuple[str, int], DeepFMMMoE]]:
-    """Trains both variants per seed and evaluates them per group.
+    """Trains every variant per seed and evaluates them per group.
 
     Returns:
         ``(report, models)``; ``report["runs"][variant][str(seed)]`` holds the per-group metrics and training log,
         ``report["mean"][variant]`` the mean over seeds; ``models[(variant, seed)]`` the trained models.
     """
-    runs: dict[str, dict[str, Any]] = {v: {} for v in VARIANTS}
+    runs: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
     models: dict[tuple[str, int], DeepFMMMoE] = {}
+    blank = without_interest_features(split) if any(not v.interest_features for v in variants) else split
     for seed in seeds:
-        for variant, gated in VARIANTS.items():
-            cfg = replace(config, group_gating=gated, seed=seed)
-            model, log = train_deepfm_mmoe(split.fit, split.valid, split.schema, cfg, verbose=verbose)
-            metrics = evaluate_groups(model, split)
-            runs[variant][str(seed)] = {"metrics": metrics, "train": log.to_dict(), "history": log.history}
+        for v in variants:
+            variant, data = v.name, (split if v.interest_features else blank)
+            cfg = replace(config, group_gating=v.group_gating, seed=seed)
+            model, log = train_deepfm_mmoe(data.fit, data.valid, data.schema, cfg, verbose=verbose)
+            metrics = evaluate_groups(model, data)
+            runs[variant][str(seed)] = {"metrics": metrics, "train": log.to_dict(), "history": log.history,
+                                        "gate_usage": gate_usage(model, data)}
             models[(variant, seed)] = model
             if verbose:
                 brief = {g: {t: round(m[t]["auc"], 4) for t in m} for g, m in metrics.items()}
@@ -136,8 +179,12 @@ def format_table(report: dict[str, Any]) -> str:
             l0, l1 = by_task[t]["logloss"], mean["group_gating"][g][t]["logloss"]
             row += f"  {f'{a0:.4f}/{a1:.4f}':>20}  {f'{l0:.4f}/{l1:.4f}':>22}"
         lines.append(row)
+    for extra in (v for v in mean if v not in ("no_group_gating", "group_gating")):
+        lines.append(f"{extra}: " + ", ".join(
+            f"{g} " + "/".join(f"{mean[extra][g][t]['auc']:.4f}" for t in tasks)
+            for g in mean[extra] if isinstance(mean[extra][g], dict)) + " (AUC " + "/".join(tasks) + ")")
     lines.append("train seconds (mean over seeds): " + ", ".join(
-        f"{v}={mean[v]['train_seconds']:.1f}" for v in VARIANTS))
+        f"{v}={mean[v]['train_seconds']:.1f}" for v in mean))
     return "\n".join(lines)
 
 
@@ -154,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (<= 2 on this machine)")
     ap.add_argument("--json", type=Path, default=None, help="write the report here")
     ap.add_argument("--export", type=Path, default=None, help="model directory to publish the gated model into")
+    ap.add_argument("--ablate-interest", action="store_true",
+                    help="also train group gating without the category-interest features")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
 
@@ -163,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     prep = time.perf_counter() - t0
     cfg = DeepFMMMoEConfig(max_epochs=args.max_epochs, patience=args.patience, n_experts=args.experts,
                            threads=min(2, args.threads))
-    report, models = run_rank_eval(split, cfg, args.seeds, verbose=args.verbose)
+    variants = (*VARIANTS, ABLATION) if args.ablate_interest else VARIANTS
+    report, models = run_rank_eval(split, cfg, args.seeds, verbose=args.verbose, variants=variants)
     report["dataset"] = args.dataset
     report["prepare_seconds"] = round(prep, 2)
     if args.export is not None:
