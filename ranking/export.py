@@ -183,6 +183,51 @@ def export_cb2cf(
     )
 
 
+LIGHTGCN_USER = "lightgcn-user"
+
+
+class _MappedTableExport(nn.Module):
+    def __init__(self, table: np.ndarray, w: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32)))
+        self.register_buffer("w", torch.from_numpy(np.ascontiguousarray(w[:-1], dtype=np.float32)))
+        self.register_buffer("b", torch.from_numpy(np.ascontiguousarray(w[-1], dtype=np.float32)))
+
+    def forward(self, user_index: torch.Tensor) -> torch.Tensor:
+        return self.table[user_index] @ self.w + self.b  # type: ignore[operator,index]
+
+
+def export_lightgcn_users(
+    registry: ModelRegistry,
+    version: str,
+    user_vectors: np.ndarray,
+    linear_map: np.ndarray,
+    user_ids: Sequence[str],
+    extra: Mapping[str, Any] | None = None,
+    make_current: bool = True,
+) -> ModelVersion:
+    """Publishes warm users' LightGCN vectors mapped into a DSSM space as ``lightgcn-user`` (same version as the
+    CF space it serves): ``user_index`` (B int64) -> ``user_vector`` (B x dim), the table and the ridge map
+    (:func:`ranking.models.lightgcn.fit_linear_map`) in the graph, ``ids.json`` with the raw user ids. It runs like a
+    DSSM user tower (:class:`ranking.projector.DSSMTower`), so ``thaw cf load --users-from lightgcn`` starts warm
+    users from their LightGCN vectors instead of the DSSM user tower's."""
+    module = _MappedTableExport(user_vectors, linear_map).eval()
+    dim = int(linear_map.shape[1])
+
+    def write(d: Path) -> None:
+        _onnx_export(module, (torch.tensor([0, 1], dtype=torch.long),), d / "model.onnx", ["user_index"],
+                     "user_vector")
+        (d / "ids.json").write_text(json.dumps({"user_ids": list(user_ids), "features": []}))
+
+    return registry.publish(
+        LIGHTGCN_USER, version, write, inputs=[TensorSpec("user_index", "int64", ["batch"])],
+        outputs=[TensorSpec("user_vector", "float32", ["batch", dim])], dim=dim, opset=OPSET,
+        extra={"space": f"dssm@{version}", "lightgcn_dim": int(user_vectors.shape[1]),
+               **(dict(extra) if extra else {})},
+        make_current=make_current,
+    )
+
+
 def contract_group_priors(
     user_features: Mapping[str, np.ndarray] | None, user_vectors: np.ndarray, min_users: int = 5
 ) -> dict[str, list[float]]:

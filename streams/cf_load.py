@@ -42,6 +42,7 @@ def load_warm_vectors(
     user_weight: float = 5.0,
     item_kind: str = "track",
     batch: int = 2000,
+    users_from: str = "dssm",
 ) -> dict[str, Any]:
     """Upsert the warm item vectors and store the warm user states of a published CF version.
 
@@ -53,6 +54,8 @@ def load_warm_vectors(
         user_weight: Weight of a warm user's DSSM vector in their incremental state.
         item_kind: ``kind`` recorded for warm items (datasets do not say).
         batch: Rows per Milvus upsert / Redis pipeline.
+        users_from: ``dssm`` (the DSSM user tower) or ``lightgcn`` (LightGCN vectors mapped into the DSSM space,
+            published as ``lightgcn-user`` with the same version).
 
     Returns:
         A report: space, collection, counts, seconds.
@@ -89,7 +92,9 @@ def load_warm_vectors(
         report["items_seconds"] = round(time.perf_counter() - t0, 3)
     if users:
         t0 = time.perf_counter()
-        utower = DSSMTower(reg.load("dssm-user", version))
+        if users_from not in ("dssm", "lightgcn"):
+            raise ValueError(f"users_from must be dssm or lightgcn, not {users_from!r}")
+        utower = DSSMTower(reg.load("dssm-user" if users_from == "dssm" else "lightgcn-user", version))
         uids, uvecs = utower.vectors()
         store = UserStore(settings.redis)
         loaded = kept = 0
@@ -105,11 +110,12 @@ def load_warm_vectors(
                     v = uvecs[s + j]
                     v = v / max(float(np.linalg.norm(v)), 1e-12)
                     state = UserState(vec=(v * user_weight).astype(np.float32), weight=user_weight, ts=now,
-                                      n_events=0, source="dssm")
+                                      n_events=0, source="dssm")  # "dssm": a warm start from the CF space
                     pipe.set(store.user_key(space, uid), pack_state(state))
                     loaded += 1
                 pipe.execute()
         report["users"] = loaded
+        report["users_from"] = users_from
         report["users_with_events_kept"] = kept
         report["users_seconds"] = round(time.perf_counter() - t0, 3)
     log.info("loaded %s", report)

@@ -106,6 +106,7 @@ def cf_load(
     items: Annotated[bool, typer.Option("--items/--no-items", help="upsert the warm item vectors")] = True,
     users: Annotated[bool, typer.Option("--users/--no-users", help="store the warm user states")] = True,
     user_weight: float = 5.0,
+    users_from: Annotated[str, typer.Option(help="dssm | lightgcn (published as lightgcn-user)")] = "dssm",
 ) -> None:
     """Load a published CF space's warm item vectors (Milvus) and warm user vectors (Redis).
 
@@ -113,7 +114,8 @@ def cf_load(
     """
     from streams.cf_load import load_warm_vectors
 
-    rep = load_warm_vectors(_settings(), version=version, items=items, users=users, user_weight=user_weight)
+    rep = load_warm_vectors(_settings(), version=version, items=items, users=users, user_weight=user_weight,
+                            users_from=users_from)
     typer.echo(json.dumps(rep))
 
 

@@ -94,3 +94,22 @@ def test_cb2cf_matches_torch_with_missing_fields(tmp_path, fields):
     np.testing.assert_allclose(only_first, ref_first, atol=1e-5)
     with pytest.raises(ValueError):
         proj.project({specs[0].name: xs[0][:, :5]})
+
+
+def test_lightgcn_users_export_runs_as_a_user_tower(tmp_path):
+    """LightGCN user vectors mapped into a DSSM space serve like the DSSM user tower (ids in, mapped vectors out)."""
+    from encoders.registry import ModelRegistry
+    from ranking.export import LIGHTGCN_USER, export_lightgcn_users
+    from ranking.models.lightgcn import apply_linear_map, fit_linear_map
+    from ranking.projector import DSSMTower
+
+    rng = np.random.default_rng(0)
+    lg = rng.normal(size=(6, 4)).astype(np.float32)
+    target = rng.normal(size=(6, 3)).astype(np.float32)
+    w = fit_linear_map(lg, target)
+    reg = ModelRegistry(tmp_path)
+    export_lightgcn_users(reg, "1", lg, w, [f"u{i}" for i in range(6)])
+    tower = DSSMTower(reg.load(LIGHTGCN_USER, "1"))
+    ids, vecs = tower.vectors(["u4", "nobody", "u1"])
+    assert ids == ["u4", "u1"] and tower.dim == 3
+    np.testing.assert_allclose(vecs, apply_linear_map(lg[[4, 1]], w), atol=1e-5)
