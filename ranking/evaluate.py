@@ -113,6 +113,7 @@ class ColdEvalArtifacts:
     user_ids: list[str] = field(default_factory=list)
     item_ids: list[str] = field(default_factory=list)
     dataset: InteractionDataset | None = None  # for the group priors published with the DSSM user tower
+    train: Interactions | None = None  # the warm training pairs (for a LightGCN published with the space)
 
 
 def _log(cfg: ColdEvalConfig, msg: str) -> None:
@@ -351,6 +352,7 @@ def run_cold_items(
             artifacts.user_ids = list(ds.user_ids)
             artifacts.item_ids = list(ds.item_ids)
             artifacts.dataset = ds
+            artifacts.train = train
 
     if "cb2cf" in config.models and dssm is not None:
         warm = np.flatnonzero(train.item_counts() > 0)
@@ -539,6 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--publish-dir", type=Path, default=None,
                    help="export the trained DSSM towers and the selected CB2CF to this model registry (ONNX)")
     c.add_argument("--publish-version", default=None, help="version name for --publish-dir (default: timestamp)")
+    c.add_argument("--publish-lightgcn", action="store_true",
+                   help="with --publish-dir: also train LightGCN on the warm pairs and publish its user vectors "
+                        "mapped into the DSSM space (lightgcn-user; thaw cf load --users-from lightgcn)")
     c.add_argument("--out", type=Path, help="also write the JSON report here")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.add_argument("-v", "--verbose", action="store_true")
@@ -572,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ranking.export import publish_cold_item_models
 
         report["published"] = publish_cold_item_models(
-            artifacts, a.publish_dir, version=a.publish_version, report=report
+            artifacts, a.publish_dir, version=a.publish_version, report=report, lightgcn=a.publish_lightgcn
         )
     text = report_json(report)
     if a.out is not None:

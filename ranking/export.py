@@ -267,7 +267,9 @@ def contract_group_priors(
 
 
 def publish_cold_item_models(
-    artifacts: Any, root: Path, version: str | None = None, report: Mapping[str, Any] | None = None
+    artifacts: Any, root: Path, version: str | None = None, report: Mapping[str, Any] | None = None,
+    lightgcn: bool = False,
+    lightgcn_config: Any | None = None,
 ) -> dict[str, str]:
     """Exports a harness run's DSSM towers and selected CB2CF (see :class:`ranking.evaluate.ColdEvalArtifacts`).
 
@@ -292,4 +294,17 @@ def publish_cold_item_models(
     content_source = artifacts.content.source if artifacts.content is not None else {}
     cv = export_cb2cf(artifacts.cb2cf[artifacts.selected_objective], reg, version,
                       {**extra, "space": f"dssm@{version}", "field_sources": content_source})
-    return {DSSM_USER: str(uv.path), DSSM_ITEM: str(iv.path), CB2CF_NAME: str(cv.path)}
+    out = {DSSM_USER: str(uv.path), DSSM_ITEM: str(iv.path), CB2CF_NAME: str(cv.path)}
+    if lightgcn:
+        if artifacts.train is None:
+            raise ValueError("publishing LightGCN users needs the run's warm training pairs")
+        from ranking.models.lightgcn import LightGCNConfig, fit_linear_map, train_lightgcn
+
+        lg, _ = train_lightgcn(artifacts.train, lightgcn_config or LightGCNConfig())
+        everyone = np.arange(artifacts.train.n_users)
+        warm = np.unique(artifacts.train.users)
+        lv = lg.user_vectors(everyone)
+        w = fit_linear_map(lv[warm], artifacts.dssm.user_vectors(warm))
+        lu = export_lightgcn_users(reg, version, lv, w, artifacts.user_ids, extra)
+        out[LIGHTGCN_USER] = str(lu.path)
+    return out

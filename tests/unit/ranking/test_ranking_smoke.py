@@ -95,3 +95,25 @@ def test_published_models_reproduce_the_harness_scores(run, sample, tmp_path):
     model = artifacts.cb2cf[artifacts.selected_objective]
     ref = cb2cf_score(model, content, artifacts.dssm.user_vectors)(users, items)
     np.testing.assert_allclose(user_vecs @ item_vecs.T, ref, atol=1e-4)
+
+
+def test_published_lightgcn_users_live_in_the_dssm_space(run, sample, tmp_path):
+    """``--publish-lightgcn``: LightGCN user vectors mapped into the DSSM space rank cold items better than random."""
+    from encoders.registry import ModelRegistry
+    from ranking.export import LIGHTGCN_USER, publish_cold_item_models
+    from ranking.models.cb2cf import cb2cf_score
+    from ranking.projector import DSSMTower
+
+    report, artifacts, best_random = run
+    ds, split, content = sample
+    from ranking.models.lightgcn import LightGCNConfig
+
+    paths = publish_cold_item_models(artifacts, tmp_path, version="lg", report=report, lightgcn=True,
+                                     lightgcn_config=LightGCNConfig(max_epochs=12, eval_every=3, patience=2))
+    assert LIGHTGCN_USER in paths
+    tower = DSSMTower(ModelRegistry(tmp_path).load(LIGHTGCN_USER, "lg"))
+    ids, vecs = tower.vectors()
+    assert ids == list(ds.user_ids) and vecs.shape == (ds.n_users, artifacts.dssm.config.dim)
+    model = artifacts.cb2cf[artifacts.selected_objective]
+    ndcg = evaluate_task(split.eval_task(ds, "test"), cb2cf_score(model, content, lambda u: vecs[u]), k=K)[f"ndcg@{K}"]
+    assert ndcg > best_random
