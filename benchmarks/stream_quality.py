@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rate", type=float, default=20.0, help="items/s published (default 20)")
     ap.add_argument("--new-users", type=int, default=30, help="brand-new users timed first event -> recall")
+    ap.add_argument("--lightgcn", action="store_true",
+                    help="also start warm users from LightGCN vectors mapped into the DSSM space (offline and live)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
 
@@ -91,6 +93,28 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(mv.path, models_dir / MODEL_NAME / mv.manifest.version)
     ModelRegistry(models_dir).set_current(MODEL_NAME, mv.manifest.version)
     publish_cold_item_models(art, models_dir, version=version, report=offline)
+    if args.lightgcn:
+        from ranking.common import Interactions
+        from ranking.export import export_lightgcn_users
+        from ranking.models.cb2cf import cb2cf_score
+        from ranking.models.lightgcn import LightGCNConfig, apply_linear_map, fit_linear_map, train_lightgcn
+
+        t_lg = time.perf_counter()
+        train = Interactions(ds.users[split.train], ds.items[split.train], ds.n_users, ds.n_items)
+        lg, lglog = train_lightgcn(train, LightGCNConfig(seed=args.seed, threads=2))
+        everyone = np.arange(ds.n_users)
+        warm_u = np.unique(train.users)
+        lv = lg.user_vectors(everyone)
+        assert art.dssm is not None and art.content is not None and art.selected_objective is not None
+        w = fit_linear_map(lv[warm_u], art.dssm.user_vectors(warm_u))
+        export_lightgcn_users(ModelRegistry(models_dir), version, lv, w, list(ds.user_ids))
+        mapped = apply_linear_map(lv, w)
+        score = cb2cf_score(art.cb2cf[art.selected_objective], art.content, lambda u: mapped[u])
+        test_task0 = split.eval_task(ds, "test")
+        lg_off = {k: v for k, v in evaluate_task(test_task0, score, k=args.k).items() if "@" in k}
+        report["offline_lightgcn_users"] = {"metrics": lg_off, "train_seconds": round(time.perf_counter() - t_lg, 1),
+                                            "best_epoch": lglog.best_epoch}
+        print(f"[stream_quality] offline cb2cf with LightGCN users: {lg_off}", file=sys.stderr)
     key = f"ndcg@{args.k}"
     off = {k: v for k, v in offline["models"]["cb2cf"].items() if "@" in k and not k.startswith("val_")}
     report["offline"] = {"metrics": off, "objective": offline["selected"].get("cb2cf_objective"),
@@ -146,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             return out
 
         live = evaluate_task(test_task, stream_scores, k=args.k)
+        if args.lightgcn:
+            report["warm_load_lightgcn"] = load_warm_vectors(s, version=version, items=False, users=True,
+                                                             users_from="lightgcn")
+            live_lg = evaluate_task(test_task, stream_scores, k=args.k)
+            report["live_lightgcn_users"] = {"metrics": {k: v for k, v in live_lg.items() if "@" in k}}
+            print(f"[stream_quality] live with LightGCN users: {report['live_lightgcn_users']}", file=sys.stderr)
 
         # freshness in the CF space: produce -> indexed from the worker's traces; a brand-new user's first event
         # -> recall serves their own vector
