@@ -211,7 +211,13 @@ def topics_create(partitions: int | None = None) -> None:
 
 
 @app.command("worker")
-def worker(loglevel: str = "info", metrics_port: int | None = None) -> None:
+def worker(
+    loglevel: str = "info",
+    metrics_port: int | None = None,
+    follow_cf: Annotated[bool, typer.Option("--follow-cf", help="supervise CF-space worker groups: pick up each "
+                                            "new cb2cf version without a restart, rolled out blue/green")] = False,
+    poll_s: Annotated[float, typer.Option(help="with --follow-cf: seconds between model-directory checks")] = 5.0,
+) -> None:
     """Run the streaming engine (Faust worker: content, user and profile agents) with /metrics."""
     import faust
 
@@ -220,6 +226,18 @@ def worker(loglevel: str = "info", metrics_port: int | None = None) -> None:
 
     _logging(loglevel.upper())
     s = _settings()
+    if follow_cf:
+        import signal
+        import threading
+
+        from streams.follow import CFFollower
+
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        typer.echo(f"following cb2cf versions under {s.models.dir} (groups {s.stream.app_id}-<version>)", err=True)
+        CFFollower(s, poll_s=poll_s, extra_args=["--metrics-port", "0"]).run(stop)
+        return
     metrics = EngineMetrics.for_settings(s, [s.stream.app_id])
     port = metrics.start_http_server(metrics_port if metrics_port is not None else s.stream.metrics_port)
     rt = create_app(s, metrics=metrics)
