@@ -116,14 +116,16 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
     pop /= pop.sum()
     neg_u = np.repeat(ds.users, negatives)
     neg_i = rng.choice(ds.n_items, size=len(neg_u), p=pop)
+    def hits_rated() -> np.ndarray:
+        return np.fromiter(((int(u) * ds.n_items + int(i)) in rated for u, i in zip(neg_u, neg_i, strict=True)),
+                           bool, len(neg_u))
+
     for _ in range(20):  # resample the (few) draws that hit a rated film
-        bad = np.flatnonzero(np.fromiter(((int(u) * ds.n_items + int(i)) in rated
-                                          for u, i in zip(neg_u, neg_i, strict=True)), bool, len(neg_u)))
+        bad = np.flatnonzero(hits_rated())
         if not len(bad):
             break
         neg_i[bad] = rng.choice(ds.n_items, size=len(bad), p=pop)
-    keep = np.ones(len(neg_u), bool)
-    keep[bad] = False
+    keep = ~hits_rated()  # draws still on a rated film after 20 rounds are dropped
     users = np.concatenate([ds.users, neg_u[keep]])
     items = np.concatenate([ds.items, neg_i[keep]])
     ts = np.concatenate([ds.timestamps, np.repeat(ds.timestamps, negatives)[keep]]).astype(np.float64)
