@@ -22,9 +22,10 @@ with a hash per user and a MULTI pipeline spent most of its time in ~4 client-si
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -73,6 +74,9 @@ class UserCommit:
     expected_fences: Mapping[FenceKey, int]  # what the fences were when the batch was read (-1: none)
     seen: Mapping[str, Sequence[tuple[str, float]]]  # user -> [(item, ts)]
     popularity: Mapping[str, float]  # item -> positive weight to add
+    # user -> sha1 hex of the packed state the batch was computed from ("" = no state): the commit is refused if a
+    # state changed meanwhile (the user and retry agents of one worker can hold the same user in two batches)
+    expected_states: Mapping[str, str] = field(default_factory=dict)
 
 
 def make_client(settings: RedisSettings):  # type: ignore[no-untyped-def]
@@ -126,6 +130,21 @@ class UserStore:
                 out[u] = unpack_state(v) if v else None
         return out
 
+    def read_states_with_digests(
+        self, space: str, users: Sequence[str]
+    ) -> tuple[dict[str, UserState | None], dict[str, str]]:
+        """:meth:`read_states` plus each state's digest (sha1 hex of its packed bytes, "" when absent), for a
+        commit that must not overwrite a state another batch changed in between."""
+        states: dict[str, UserState | None] = {}
+        digests: dict[str, str] = {}
+        for start in range(0, len(users), 2000):
+            chunk = users[start : start + 2000]
+            vals = self.r.mget([self.user_key(space, u) for u in chunk])
+            for u, v in zip(chunk, vals, strict=True):
+                states[u] = unpack_state(v) if v else None
+                digests[u] = hashlib.sha1(v, usedforsecurity=False).hexdigest() if v else ""
+        return states, digests
+
     def user_vector(self, space: str, user: str) -> tuple[np.ndarray | None, UserState | None]:
         st = self.read_states(space, [user]).get(user)
         return (st.unit() if st else None), st
@@ -156,6 +175,7 @@ class UserStore:
         args += [c.expected_fences.get(f, -1) for f in fks]
         args += [c.fences[f] for f in fks]
         args += [pack_state(st) for st in c.states.values()]
+        args += [c.expected_states.get(u, "-") for u in c.states]  # "-": not checked
         for u in seen_users:
             items = c.seen[u]
             args.append(len(items))
@@ -165,7 +185,7 @@ class UserStore:
             args += [repr(float(w)), item]
         res = self._commit_script(keys=keys, args=args)
         if res != b"OK" and res != "OK":
-            raise FenceMovedError(f"a partition fence moved before the commit ({res!r})")
+            raise FenceMovedError(f"a partition fence or a user state moved before the commit ({res!r})")
 
     def put_prior(self, space: str, user: str, state: UserState, profile: Mapping[str, str]) -> bool:
         """Store a brand-new user's prior state unless real events already shaped the user. Returns True if set.
@@ -237,7 +257,7 @@ def unpack_state(raw: bytes) -> UserState:
 
 
 # KEYS: F fence keys, U user keys, S seen keys, 1 popularity key.
-# ARGV: F, U, S, seen_cap, F expected fences, F new fences, U packed states,
+# ARGV: F, U, S, seen_cap, F expected fences, F new fences, U packed states, U expected state digests ("-": any),
 #       then per seen key: count, (score, member) * count; then (increment, member) pairs for popularity.
 _COMMIT_LUA = """
 local F, U, S, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -250,10 +270,21 @@ for i = 1, F do
   end
 end
 a = a + F
+local sa = a + F + U
+for i = 1, U do
+  local want = ARGV[sa + i - 1]
+  if want ~= '-' then
+    local cur = redis.call('GET', KEYS[F + i])
+    local have = cur and redis.sha1hex(cur) or ''
+    if have ~= want then
+      return 'STATE_MOVED'
+    end
+  end
+end
 for i = 1, F do redis.call('SET', KEYS[i], ARGV[a + i - 1]) end
 a = a + F
 for i = 1, U do redis.call('SET', KEYS[F + i], ARGV[a + i - 1]) end
-a = a + U
+a = a + U + U
 for i = 1, S do
   local key = KEYS[F + U + i]
   local n = tonumber(ARGV[a]); a = a + 1

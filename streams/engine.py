@@ -328,11 +328,12 @@ class Engine:
 
         t2 = time.perf_counter()
         states: dict[str, UserState] = {}
+        digests: dict[str, str] = {}
         seen: dict[str, list[tuple[str, float]]] = defaultdict(list)
         pop: dict[str, float] = defaultdict(float)
         if known:
             users = sorted({ev.user_id for ev in known})
-            cur = self.users.read_states(self.space, users)
+            cur, digests = self.users.read_states_with_digests(self.space, users)
             batch = EventBatch(
                 users=[ev.user_id for ev in known],
                 item_vecs=np.stack([vecs[ev.item_id] for ev in known]),
@@ -357,6 +358,7 @@ class Engine:
                 expected_fences={k: fences[k] for k in new_fence},
                 seen=dict(seen),
                 popularity=dict(pop),
+                expected_states={u: digests[u] for u in states},
             )
         for ev in known:
             if ev.produced_at is not None:

@@ -49,3 +49,21 @@ def test_prior_only_for_users_without_events(store):
     store.commit(UserCommit("sp", {"old": _state(1.0)}, {fk: 0}, {fk: -1}, {}, {}))
     assert not store.put_prior("sp", "old", prior, {})
     assert store.read_states("sp", ["old"])["old"].source == "events"
+
+
+def test_a_state_changed_by_another_batch_refuses_the_commit(store):
+    """Two batches of one worker (user agent, retry agent) that read the same user: the later commit is refused
+    (and re-prepared by the engine) instead of overwriting the first one's update."""
+    fk_events, fk_retry = FenceKey("g", "user.events", 0), FenceKey("g", "user.events.retry", 0)
+    states, digests = store.read_states_with_digests("sp", ["u"])
+    assert states == {"u": None} and digests == {"u": ""}
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {fk_events: 5}, {fk_events: -1}, {}, {},
+                            expected_states=digests))
+    with pytest.raises(FenceMovedError):  # computed from the state before the first commit
+        store.commit(UserCommit("sp", {"u": _state(2.0)}, {fk_retry: 3}, {fk_retry: -1}, {}, {},
+                                expected_states=digests))
+    assert store.read_states("sp", ["u"])["u"].vec[0] == pytest.approx(1.0)
+    assert store.read_fences([fk_retry])[fk_retry] == -1  # nothing of the refused batch was written
+    _, fresh = store.read_states_with_digests("sp", ["u"])
+    store.commit(UserCommit("sp", {"u": _state(3.0)}, {fk_retry: 3}, {fk_retry: -1}, {}, {}, expected_states=fresh))
+    assert store.read_states("sp", ["u"])["u"].vec[0] == pytest.approx(3.0)
