@@ -33,6 +33,24 @@ import numpy as np
 from benchmarks._harness import DEFAULT_OUT, machine_info, write_json
 
 
+def simulate(steps: int, seed: int) -> tuple[Any, list[tuple[str, str, float, float]], int]:
+    """Run the simulator on the real corpora: ``(simulator, positive interactions (user, item, action weight, ts),
+    number of user events)``."""
+    from streams.cores.user_update import ACTION_WEIGHTS
+    from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
+
+    sim = CommunitySimulator(default_catalogue(require_corpora=True), SimConfig(seed=seed, steps=steps))
+    rows: list[tuple[str, str, float, float]] = []
+    n_events = 0
+    for ev in sim.stream():
+        if ev.topic == "user.events":
+            n_events += 1
+            w = ACTION_WEIGHTS[ev.data["action"]]
+            if w > 0:
+                rows.append((ev.data["user_id"], ev.data["item_id"], w, ev.ts))
+    return sim, rows, n_events
+
+
 def _featurize(items: list[Any], batch: int = 32) -> tuple[Any, dict[str, Any]]:
     """ContentFields of every sim item through the stream's featuriser (media decoded from the asset files)."""
     from encoders.featurizer import ContentFeaturizer, ContentInput, content_document
@@ -78,21 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     from ranking.common import Interactions, evaluate_task
     from ranking.models.cb2cf import CB2CFConfig, cb2cf_score, train_cb2cf
     from ranking.models.dssm import DSSMConfig, train_dssm
-    from streams.cores.user_update import ACTION_WEIGHTS
-    from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
     from workloads.splits import EvalTask
 
     t_all = time.perf_counter()
-    sim = CommunitySimulator(default_catalogue(require_corpora=True), SimConfig(seed=args.seed, steps=args.steps))
-    pos_u: list[str] = []
-    pos_i: list[str] = []
-    n_events = 0
-    for ev in sim.stream():
-        if ev.topic == "user.events":
-            n_events += 1
-            if ACTION_WEIGHTS[ev.data["action"]] > 0:
-                pos_u.append(ev.data["user_id"])
-                pos_i.append(ev.data["item_id"])
+    sim, rows, n_events = simulate(args.steps, args.seed)
+    pos_u = [r[0] for r in rows]
+    pos_i = [r[1] for r in rows]
     items, users = sim.items, sim.users
     item_ix = {it.item_id: j for j, it in enumerate(items)}
     user_ix = {u.user_id: j for j, u in enumerate(users)}

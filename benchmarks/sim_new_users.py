@@ -36,20 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
 
-    from benchmarks.sim_cold_start import _featurize
+    from benchmarks.sim_cold_start import _featurize, simulate
     from ranking.evaluate_users import NewUserEvalConfig, run_new_users
-    from streams.cores.user_update import ACTION_WEIGHTS
     from workloads.datasets import InteractionDataset
-    from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 
     t_all = time.perf_counter()
-    sim = CommunitySimulator(default_catalogue(require_corpora=True), SimConfig(seed=args.seed, steps=args.steps))
-    rows: list[tuple[str, str, float, float]] = []
-    for ev in sim.stream():
-        if ev.topic == "user.events":
-            w = ACTION_WEIGHTS[ev.data["action"]]
-            if w > 0:
-                rows.append((ev.data["user_id"], ev.data["item_id"], w, ev.ts))
+    sim, rows, _ = simulate(args.steps, args.seed)
     items, users = sim.items, sim.users
     item_ix = {it.item_id: j for j, it in enumerate(items)}
     user_ix = {u.user_id: j for j, u in enumerate(users)}
