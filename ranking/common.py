@@ -191,3 +191,18 @@ class TrainLog:
             "seconds": round(self.seconds, 3),
             **self.reference,
         }
+
+
+def finish_holdout(
+    log: TrainLog, stopper: EarlyStopping, model: torch.nn.Module, task: EvalTask | None, reference: ScoreFn, k: int
+) -> None:
+    """Closes a training run that early-stopped on a warm hold-out: restores the best weights and records the best
+    epoch, its value and the hold-out NDCG@k of ``reference`` (random scores); without a hold-out the last epoch
+    counts."""
+    if task is not None:
+        stopper.restore(model)
+        log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
+        rnd = evaluate_task(task, reference, k=k)
+        log.reference[f"holdout_random_ndcg@{k}"] = rnd[f"ndcg@{k}"]
+    else:
+        log.best_epoch = log.epochs_run - 1

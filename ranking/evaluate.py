@@ -511,6 +511,15 @@ def _parse_knn(text: str) -> tuple[int | None, ...]:
     return tuple(None if t.strip() == "all" else int(t) for t in text.split(","))
 
 
+def emit_report(report: dict[str, Any], out: Path | None, as_json: bool, table: Any) -> None:
+    """Writes the JSON report to ``out`` (when given) and prints it as JSON or as ``table(report)``."""
+    text = report_json(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text if as_json else table(report))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ranking.evaluate cold-items ...`` (see the module docstring); ``new-users ...`` is handed to
     :func:`ranking.evaluate_users.main`."""
@@ -579,11 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["published"] = publish_cold_item_models(
             artifacts, a.publish_dir, version=a.publish_version, report=report, lightgcn=a.publish_lightgcn
         )
-    text = report_json(report)
-    if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text + "\n")
-    print(text if a.json else format_table(report))
+    emit_report(report, a.out, a.json, format_table)
     return 0
 
 

@@ -68,7 +68,7 @@ import numpy as np
 from ranking.baselines import popularity_scorer, random_scorer
 from ranking.common import Interactions, ScoreFn, evaluate_task
 from ranking.content import ContentFields, minilm_text_fields
-from ranking.evaluate import report_json
+from ranking.evaluate import emit_report
 from ranking.models.dssm import DSSMConfig, categorical_user_features, train_dssm
 from ranking.models.lightgcn import (
     FOLD_INS,
@@ -652,11 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=a.seed,
         config=cfg,
     )
-    text = report_json(report)
-    if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(text + "\n")
-    print(text if a.json else format_table(report))
+    emit_report(report, a.out, a.json, format_table)
     return 0
 
 

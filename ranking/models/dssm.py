@@ -39,7 +39,15 @@ import torch
 from torch import nn
 
 from ranking.baselines import random_scorer
-from ranking.common import EarlyStopping, Interactions, TrainLog, evaluate_task, pairs_task, seed_everything
+from ranking.common import (
+    EarlyStopping,
+    Interactions,
+    TrainLog,
+    evaluate_task,
+    finish_holdout,
+    pairs_task,
+    seed_everything,
+)
 from ranking.modules.mlp import MLP
 
 
@@ -379,13 +387,7 @@ def train_dssm(
             print(f"dssm epoch {epoch}: {entry}", flush=True)
         if stop:
             break
-    if task is not None:
-        stopper.restore(model)
-        log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
-        rnd = evaluate_task(task, random_scorer(config.seed), k=config.eval_k)
-        log.reference[f"holdout_random_ndcg@{config.eval_k}"] = rnd[f"ndcg@{config.eval_k}"]
-    else:
-        log.best_epoch = log.epochs_run - 1
+    finish_holdout(log, stopper, model, task, random_scorer(config.seed), config.eval_k)
     model.eval()
     log.seconds = time.perf_counter() - t0
     return model, log

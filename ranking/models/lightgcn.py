@@ -51,7 +51,16 @@ import torch
 from torch import nn
 
 from ranking.baselines import random_scorer
-from ranking.common import EarlyStopping, Interactions, ScoreFn, TrainLog, evaluate_task, pairs_task, seed_everything
+from ranking.common import (
+    EarlyStopping,
+    Interactions,
+    ScoreFn,
+    TrainLog,
+    evaluate_task,
+    finish_holdout,
+    pairs_task,
+    seed_everything,
+)
 
 FoldIn = Literal["mean", "propagate", "gradient"]
 FOLD_INS: tuple[FoldIn, ...] = ("mean", "propagate", "gradient")
@@ -289,13 +298,7 @@ def train_lightgcn(
             print(f"lightgcn epoch {epoch}: {entry}", flush=True)
         if stop:
             break
-    if task is not None:
-        stopper.restore(model)
-        log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
-        rnd = evaluate_task(task, random_scorer(config.seed), k=config.eval_k)
-        log.reference[f"holdout_random_ndcg@{config.eval_k}"] = rnd[f"ndcg@{config.eval_k}"]
-    else:
-        log.best_epoch = log.epochs_run - 1
+    finish_holdout(log, stopper, model, task, random_scorer(config.seed), config.eval_k)
     model.eval()
     model.refresh()
     log.seconds = time.perf_counter() - t0
