@@ -81,9 +81,15 @@ class LagReader:
         """{TopicPartition: committed offset or None} for one group.
 
         On a broker that has never hosted a group, the first FindCoordinator creates ``__consumer_offsets`` and
-        answers COORDINATOR_NOT_AVAILABLE meanwhile: that retriable error is retried for ``coordinator_wait_s``.
+        answers COORDINATOR_NOT_AVAILABLE meanwhile; while that topic's partitions are still being loaded the
+        OffsetFetch itself can answer NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS. Those retriable errors are
+        retried for ``coordinator_wait_s`` (the cached coordinator is dropped so the next try asks again).
         """
-        from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError
+        from kafka.errors import (
+            CoordinatorLoadInProgressError,
+            CoordinatorNotAvailableError,
+            NotCoordinatorError,
+        )
 
         admin = self._admin
         deadline = time.monotonic() + coordinator_wait_s
@@ -94,7 +100,8 @@ class LagReader:
                 else:
                     offsets = admin.list_consumer_group_offsets(group_id)
                 break
-            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
+                self._forget_coordinator(group_id)
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
@@ -102,6 +109,14 @@ class LagReader:
             tp: (om.offset if om.offset is not None and om.offset >= 0 else None)
             for tp, om in offsets.items()
         }
+
+    def _forget_coordinator(self, group_id: str) -> None:
+        """Drop kafka-python's cached coordinator of ``group_id`` (3.x caches it per cluster), if it has one."""
+        cluster = getattr(getattr(self._admin, "_manager", None), "cluster", None)
+        cache = getattr(cluster, "_coordinators", None)
+        if isinstance(cache, dict):
+            for key in [k for k in cache if isinstance(k, tuple) and k[-1] == group_id]:
+                cache.pop(key, None)
 
     def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
         if not partitions:
