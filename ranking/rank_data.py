@@ -30,6 +30,11 @@ category profile from their engaged rows strictly before the row, shrunk towards
   categories), and ``log1p(n) / log(100)``.
 
 Dense columns are standardised with fit-period statistics.
+
+The per-row feature functions (:func:`hour_context`, :func:`item_age_context`, :func:`decade_index`,
+:func:`user_groups`, :func:`interest_dense`, :func:`standardise`, :func:`sparse_rows`) are shared with the online
+featuriser (:mod:`ranking.rank_features`), which applies them to one request from the fit-period statistics
+:func:`build_rank_split` keeps in :class:`RankStats`.
 """
 
 from __future__ import annotations
@@ -62,6 +67,13 @@ class EventLog:
         item_extra: ``int64[n_items]`` one more categorical item column (e.g. kind, decade; 0 = unknown).
         category_names: Category vocabulary.
         meta: Provenance notes.
+        ages: Age vocabulary (``user_age`` ``j`` is ``ages[j - 1]``).
+        user_ids: Raw stream id per user index (as the replayer / simulator publishes it).
+        item_ids: Raw stream id per item index.
+        item_tags: Raw tags per item, as published in ``content.new``.
+        item_kinds: Content kind per item (``track``, ``comment``, ...).
+        item_created: ``float64[n_items]`` creation time (simulator; zeros when the source has none).
+        user_profiles: Per user, the profile map the stream keeps (``gender``, ``age``), raw values.
     """
 
     name: str
@@ -79,6 +91,13 @@ class EventLog:
     item_extra: np.ndarray
     category_names: tuple[str, ...]
     meta: dict[str, object] = field(default_factory=dict)
+    ages: tuple[str, ...] = ()
+    user_ids: tuple[str, ...] = ()
+    item_ids: tuple[str, ...] = ()
+    item_tags: tuple[tuple[str, ...], ...] = ()
+    item_kinds: tuple[str, ...] = ()
+    item_created: np.ndarray | None = None
+    user_profiles: tuple[dict[str, str], ...] = ()
 
     @property
     def n_users(self) -> int:
@@ -102,10 +121,32 @@ def _vocab(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return np.array([lookup.get(k, 0) for k in keys], dtype=np.int64), tuple(uniq)
 
 
+ITEM_AGE_BINS = (1.0, 3.0, 10.0)
+"""Simulator context: item age at exposure in steps, bucketed ``<1, 1-3, 3-10, >=10`` -> 1..4."""
+
+
+def hour_context(ts: np.ndarray) -> np.ndarray:
+    """MovieLens context: hour of day (UTC) of ``ts`` (epoch seconds) in six 4-hour buckets, 1..6."""
+    hour = ((np.asarray(ts, np.float64) // 3600) % 24).astype(np.int64)
+    return hour // 4 + 1
+
+
+def item_age_context(ts: np.ndarray, created: np.ndarray, step_s: float) -> np.ndarray:
+    """Simulator context: ``(ts - created) / step_s`` (item age in steps) bucketed by :data:`ITEM_AGE_BINS`."""
+    age_steps = (np.asarray(ts, np.float64) - np.asarray(created, np.float64)) / step_s
+    return (np.digitize(age_steps, list(ITEM_AGE_BINS)) + 1).astype(np.int64)
+
+
+def decade_index(year: np.ndarray) -> np.ndarray:
+    """Release decade 1 (<= 1920s) .. 9 (2000s), 0 = unknown year (``<= 0``)."""
+    y = np.asarray(year).astype(np.int64)
+    return np.where(y > 0, np.clip((y - 1920) // 10, 0, 8) + 1, 0).astype(np.int64)
+
+
 def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
     """MovieLens-100k ratings as two-task exposures (see the module docstring)."""
     from workloads.datasets import load_movielens_100k
-    from workloads.replay import age_bucket
+    from workloads.replay import age_bucket, safe_id
 
     ds = load_movielens_100k()
     assert ds.timestamps is not None and ds.user_features is not None
@@ -132,10 +173,10 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
     labels = np.zeros((len(users), 2), np.float32)
     labels[:n, 0] = 1.0
     labels[:n, 1] = (ds.weights >= 4).astype(np.float32)
-    hour = ((ts // 3600) % 24).astype(np.int64)
-    context = hour // 4 + 1  # six 4-hour buckets (UTC)
+    context = hour_context(ts)  # six 4-hour buckets (UTC)
     gender, genders = _vocab(np.array([str(g).lower() for g in ds.user_features["gender"]]))
-    age, _ = _vocab(np.array([age_bucket(a) for a in ds.user_features["age"]]))
+    age_raw = [age_bucket(a) for a in ds.user_features["age"]]
+    age, ages = _vocab(np.array(age_raw))
     occ, _ = _vocab(ds.user_features["occupation"])
     cats = sorted({g for tags in ds.item_tags for g in tags})
     col = {c: j for j, c in enumerate(cats)}
@@ -143,12 +184,23 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
     for i, tags in enumerate(ds.item_tags):
         for g in tags:
             ic[i, col[g]] = 1.0
-    year = ds.item_features["year"].astype(np.int64)
-    decade = np.where(year > 0, np.clip((year - 1920) // 10, 0, 8) + 1, 0).astype(np.int64)
+    decade = decade_index(ds.item_features["year"])
+    # raw ids, tags and profiles exactly as the replayer publishes them (workloads.replay.sample_dataset)
+    prefix = ds.name.replace(" ", "_")
+    profiles = []
+    for g_raw, a_raw in zip(ds.user_features["gender"], age_raw, strict=True):
+        gv = str(g_raw).lower()
+        profiles.append({"gender": gv if gv in ("f", "m") else "unknown", "age": a_raw})
     return EventLog("ml-100k", users.astype(np.int64), items.astype(np.int64), ts, labels, context,
                     ("watch", "like"), gender, genders, age, occ, ic, decade, tuple(cats),
                     {"negatives_per_rating": negatives, "negative_sampling": "popularity over the whole log",
-                     "context": "hour of day (UTC) in 4-hour buckets", "item_extra": "release decade"})
+                     "context": "hour of day (UTC) in 4-hour buckets", "item_extra": "release decade"},
+                    ages=ages,
+                    user_ids=tuple(safe_id(f"{prefix}:u:", u) for u in ds.user_ids),
+                    item_ids=tuple(safe_id(f"{prefix}:i:", i) for i in ds.item_ids),
+                    item_tags=tuple(tuple(t[:64] for t in tags[:20] if t.strip()) for tags in ds.item_tags),
+                    item_kinds=("track",) * ds.n_items, item_created=np.zeros(ds.n_items, np.float64),
+                    user_profiles=tuple(profiles))
 
 
 def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48) -> EventLog:
@@ -184,15 +236,20 @@ def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48) -> 
     top = np.argsort(-topics.sum(0), kind="stable")[:max_categories]
     ic = topics[:, top].astype(np.float32)
     created = np.array([it.created_ts for it in sim.items])
-    age_steps = (ts - created[items]) / sim.cfg.step_s
-    context = (np.digitize(age_steps, [1, 3, 10]) + 1).astype(np.int64)  # item age at exposure, in steps
+    context = item_age_context(ts, created[items], sim.cfg.step_s)  # item age at exposure, in steps
     gender, genders = _vocab(np.array([u.gender for u in sim.users]))
     age = np.array([AGES.index(u.age_bucket) + 1 for u in sim.users], np.int64)
     kind = np.array([KINDS.index(it.kind) + 1 for it in sim.items], np.int64)
     return EventLog("sim", users, items, ts, labels, context, ("play", "like"), gender, genders, age,
                     np.zeros(len(sim.users), np.int64), ic, kind, tuple(sim.cat.topics[j] for j in top),
                     {"steps": steps, "seed": seed, "context": "item age at exposure (<1, 1-3, 3-10, >=10 steps)",
-                     "item_extra": "item kind", "actions": {a: int((act == a).sum()) for a in np.unique(act)}})
+                     "item_extra": "item kind", "actions": {a: int((act == a).sum()) for a in np.unique(act)},
+                     "step_s": sim.cfg.step_s, "kinds": list(KINDS)},
+                    ages=AGES, user_ids=tuple(u.user_id for u in sim.users),
+                    item_ids=tuple(it.item_id for it in sim.items),
+                    item_tags=tuple(tuple(it.asset.tags) for it in sim.items),
+                    item_kinds=tuple(it.kind for it in sim.items), item_created=created.astype(np.float64),
+                    user_profiles=tuple({"gender": u.gender, "age": u.age_bucket} for u in sim.users))
 
 
 @dataclass(frozen=True)
@@ -217,9 +274,44 @@ class SplitConfig:
     seed: int = 0
 
 
+SPARSE_FIELDS = ("user_id", "item_id", "gender", "age", "user_extra", "status", "context", "item_extra")
+"""The ranker's categorical fields, in column order (0 = unknown in each)."""
+
+
+@dataclass(frozen=True, eq=False)
+class RankStats:
+    """The fit-period statistics every row's features are computed from (offline and online).
+
+    Attributes:
+        group_means: ``float64[G, C]`` mean category share of engaged fit rows per group (normalised to sum 1).
+        n_genders: Gender values incl. unknown (``len(genders) + 1``); ``group = old * n_genders + gender``.
+        shrinkage: Pseudo-count ``k`` of the profile shrinkage.
+        new_user_max_history: A user is new while they have fewer engaged rows.
+        dense_mu: ``float32[D]`` fit-period mean of the raw dense columns.
+        dense_sd: ``float32[D]`` fit-period standard deviation (+ 1e-6) of the raw dense columns.
+        known_users: ``bool[n_users]`` users with a fit row (own id embedding; others map to 0).
+        known_items: ``bool[n_items]`` items with a fit row.
+        cardinalities: Per sparse field (:data:`SPARSE_FIELDS`), the schema's cardinality.
+    """
+
+    group_means: np.ndarray
+    n_genders: int
+    shrinkage: float
+    new_user_max_history: int
+    dense_mu: np.ndarray
+    dense_sd: np.ndarray
+    known_users: np.ndarray
+    known_items: np.ndarray
+    cardinalities: tuple[int, ...]
+
+
 @dataclass(frozen=True, eq=False)
 class RankSplit:
-    """Featurised fit / validation / test rows, the schema, and what each group index means."""
+    """Featurised fit / validation / test rows, the schema, and what each group index means.
+
+    ``stats`` holds the fit-period statistics (for the online featuriser) and ``rows`` the log row index of every
+    fit / valid / test row, in the order of ``fit`` / ``valid`` / ``test``.
+    """
 
     schema: RankSchema
     fit: RankData
@@ -230,6 +322,8 @@ class RankSplit:
     test_gender: np.ndarray
     genders: tuple[str, ...]
     info: dict[str, object]
+    stats: RankStats | None = None
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     def test_groups(self) -> dict[str, np.ndarray]:
         """Report groups of the test rows: ``all``, ``new``, ``old`` and ``gender=<g>`` (boolean masks)."""
@@ -237,6 +331,72 @@ class RankSplit:
         for j, g in enumerate(self.genders):
             out[f"gender={g}"] = self.test_gender == j + 1
         return out
+
+
+# ------------------------------------------------------------------------------ per-row features (offline + online)
+def user_groups(
+    count: np.ndarray, gender: np.ndarray, n_genders: int, new_user_max_history: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(is_new, group)`` per row from the user's prior engaged-row count and gender index (0 = unknown)."""
+    is_new = np.asarray(count) < new_user_max_history
+    group = (~is_new).astype(np.int64) * n_genders + np.asarray(gender, np.int64)
+    return is_new, group
+
+
+def interest_dense(
+    count: np.ndarray,
+    sums: np.ndarray,
+    item_cats: np.ndarray,
+    gender: np.ndarray,
+    group: np.ndarray,
+    means: np.ndarray,
+    n_genders: int,
+    shrinkage: float,
+) -> np.ndarray:
+    """Raw (unscaled) dense columns ``[interest_dev (C), affinity (5)]`` per row, ``float32[N, C + 5]``.
+
+    Args:
+        count: ``int64[N]`` engaged rows of the row's user strictly before it.
+        sums: ``float32[N, C]`` summed categories of those rows.
+        item_cats: ``float32[N, C]`` the row item's categories.
+        gender: ``int64[N]`` the user's gender index (0 = unknown).
+        group: ``int64[N]`` the row's group (:func:`user_groups`).
+        means: ``float64[G, C]`` group mean category shares (:attr:`RankStats.group_means`).
+        n_genders: :attr:`RankStats.n_genders`.
+        shrinkage: ``k``.
+    """
+    m_row = means[group]
+    k = shrinkage
+    total = np.maximum(sums.sum(1, keepdims=True), 0.0)
+    prof = (sums / np.maximum(total, 1e-12) * count[:, None] + k * m_row) / (count[:, None] + k)
+    dev = prof - m_row
+    new_minus_old = means[gender] - means[n_genders + gender]  # m_(new, gender) - m_(old, gender)
+    denom = np.maximum(item_cats.sum(1), 1.0)
+    affinity = np.stack([(prof * item_cats).sum(1) / denom, (m_row * item_cats).sum(1) / denom,
+                         (dev * item_cats).sum(1) / denom, (new_minus_old * item_cats).sum(1) / denom,
+                         np.log1p(count) / np.log(100.0)], axis=1)
+    return np.concatenate([dev, affinity], axis=1).astype(np.float32)
+
+
+def standardise(dense: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """``(dense - mu) / sd`` as float32 (fit-period statistics)."""
+    return ((dense - mu) / sd).astype(np.float32)
+
+
+def sparse_rows(
+    user_id: np.ndarray,
+    item_id: np.ndarray,
+    gender: np.ndarray,
+    age: np.ndarray,
+    user_extra: np.ndarray,
+    is_new: np.ndarray,
+    context: np.ndarray,
+    item_extra: np.ndarray,
+) -> np.ndarray:
+    """``int64[N, 8]`` sparse columns in :data:`SPARSE_FIELDS` order (status: 1 new, 2 old)."""
+    status = np.where(is_new, 1, 2)
+    cols = np.broadcast_arrays(user_id, item_id, gender, age, user_extra, status, context, item_extra)
+    return np.stack(cols, axis=1).astype(np.int64)
 
 
 def _prior_history(users: np.ndarray, ts: np.ndarray, engaged: np.ndarray, cats: np.ndarray,
@@ -276,9 +436,9 @@ def build_rank_split(log: EventLog, config: SplitConfig = SplitConfig()) -> Rank
     engaged = log.labels[:, 0] > 0
     item_cats = log.item_categories[log.items]  # N x C
     count, sums = _prior_history(log.users, log.ts, engaged, item_cats, log.n_users)
-    is_new = count < config.new_user_max_history
     n_g = len(log.genders) + 1  # + unknown
-    group = (~is_new).astype(np.int64) * n_g + log.user_gender[log.users]
+    gender_of_row = log.user_gender[log.users]
+    is_new, group = user_groups(count, gender_of_row, n_g, config.new_user_max_history)
     n_groups = 2 * n_g
     # group mean category share of engaged fit rows (per row: categories normalised to sum 1)
     share = item_cats / np.maximum(item_cats.sum(1, keepdims=True), 1.0)
@@ -289,20 +449,10 @@ def build_rank_split(log: EventLog, config: SplitConfig = SplitConfig()) -> Rank
         if m.sum() >= 20:
             means[g] = share[m].mean(0)
     means /= np.maximum(means.sum(1, keepdims=True), 1e-12)
-    m_row = means[group]
-    k = config.shrinkage
-    total = np.maximum(sums.sum(1, keepdims=True), 0.0)
-    prof = (sums / np.maximum(total, 1e-12) * count[:, None] + k * m_row) / (count[:, None] + k)
-    dev = prof - m_row
-    gender_of_row = log.user_gender[log.users]
-    new_minus_old = means[gender_of_row] - means[n_g + gender_of_row]  # m_(new, gender) - m_(old, gender)
-    denom = np.maximum(item_cats.sum(1), 1.0)
-    affinity = np.stack([(prof * item_cats).sum(1) / denom, (m_row * item_cats).sum(1) / denom,
-                         (dev * item_cats).sum(1) / denom, (new_minus_old * item_cats).sum(1) / denom,
-                         np.log1p(count) / np.log(100.0)], axis=1)
-    dense = np.concatenate([dev, affinity], axis=1).astype(np.float32)
-    mu, sd = dense[fit_rows].mean(0), dense[fit_rows].std(0) + 1e-6
-    dense = ((dense - mu) / sd).astype(np.float32)
+    raw_dense = interest_dense(count, sums, item_cats, gender_of_row, group, means, n_g, config.shrinkage)
+    c = log.item_categories.shape[1]
+    mu, sd = raw_dense[fit_rows].mean(0), raw_dense[fit_rows].std(0) + 1e-6
+    dense = standardise(raw_dense, mu, sd)
     # id vocabularies from the fit period (0 = unknown)
     known_u = np.zeros(log.n_users, bool)
     known_u[log.users[fit_rows]] = True
@@ -314,22 +464,19 @@ def build_rank_split(log: EventLog, config: SplitConfig = SplitConfig()) -> Rank
     drop_i = fit_rows & (rng.random(n) < config.id_dropout)
     uid[drop_u] = 0
     iid[drop_i] = 0
-    status = np.where(is_new, 1, 2)
-    sparse = np.stack([uid, iid, gender_of_row, log.user_age[log.users], log.user_extra[log.users], status,
-                       log.context, log.item_extra[log.items]], axis=1).astype(np.int64)
-    names = ("user_id", "item_id", "gender", "age", "user_extra", "status", "context", "item_extra")
+    sparse = sparse_rows(uid, iid, gender_of_row, log.user_age[log.users], log.user_extra[log.users], is_new,
+                         log.context, log.item_extra[log.items])
     cards = tuple(int(sparse[:, j].max()) + 1 for j in range(sparse.shape[1]))
     cards = (log.n_users + 1, log.n_items + 1, *cards[2:])
-    schema = RankSchema(sparse=tuple(zip(names, cards, strict=True)), n_categories=log.item_categories.shape[1],
-                        dense=(FieldSpec("interest_dev", dev.shape[1]), FieldSpec("affinity", 5)),
+    schema = RankSchema(sparse=tuple(zip(SPARSE_FIELDS, cards, strict=True)), n_categories=c,
+                        dense=(FieldSpec("interest_dev", c), FieldSpec("affinity", 5)),
                         n_groups=n_groups, tasks=log.tasks)
+    stats = RankStats(means, n_g, float(config.shrinkage), int(config.new_user_max_history), mu.astype(np.float32),
+                      sd.astype(np.float32), known_u, known_i, cards)
     data = RankData(sparse, item_cats.astype(np.float32), dense, group, log.labels.astype(np.float32))
 
-    def part(p: int) -> RankData:
-        rows = order[period[order] == p]  # time order
-        return data.take(rows)
-
-    test_rows = order[period[order] == 2]
+    rows_of = {name: order[period[order] == p] for p, name in enumerate(("fit", "valid", "test"))}  # time order
+    test_rows = rows_of["test"]
     g_names = tuple(f"{'new' if s == 0 else 'old'}|{(('unknown',) + log.genders)[g]}"
                     for s in range(2) for g in range(n_g))
     info: dict[str, object] = {
@@ -346,5 +493,5 @@ def build_rank_split(log: EventLog, config: SplitConfig = SplitConfig()) -> Rank
                    "new_user_max_history": config.new_user_max_history, "shrinkage": config.shrinkage,
                    "id_dropout": config.id_dropout},
     }
-    return RankSplit(schema, part(0), part(1), part(2), g_names, is_new[test_rows],
-                     gender_of_row[test_rows], log.genders, info)
+    return RankSplit(schema, data.take(rows_of["fit"]), data.take(rows_of["valid"]), data.take(rows_of["test"]),
+                     g_names, is_new[test_rows], gender_of_row[test_rows], log.genders, info, stats, rows_of)
