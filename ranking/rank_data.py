@@ -39,6 +39,7 @@ featuriser (:mod:`ranking.rank_features`), which applies them to one request fro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -131,10 +132,12 @@ def hour_context(ts: np.ndarray) -> np.ndarray:
     return hour // 4 + 1
 
 
-def item_age_context(ts: np.ndarray, created: np.ndarray, step_s: float) -> np.ndarray:
-    """Simulator context: ``(ts - created) / step_s`` (item age in steps) bucketed by :data:`ITEM_AGE_BINS`."""
+def item_age_context(
+    ts: np.ndarray, created: np.ndarray, step_s: float, bins: Sequence[float] = ITEM_AGE_BINS
+) -> np.ndarray:
+    """Simulator context: ``(ts - created) / step_s`` (item age in steps) bucketed by ``bins``, 1-based."""
     age_steps = (np.asarray(ts, np.float64) - np.asarray(created, np.float64)) / step_s
-    return (np.digitize(age_steps, list(ITEM_AGE_BINS)) + 1).astype(np.int64)
+    return (np.digitize(age_steps, list(bins)) + 1).astype(np.int64)
 
 
 def decade_index(year: np.ndarray) -> np.ndarray:
