@@ -18,6 +18,7 @@ Query the collection yourself with pymilvus::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -134,8 +135,11 @@ class ItemIndex:
             kwargs["db_name"] = settings.db_name
         self.client = MilvusClient(**kwargs)  # type: ignore[arg-type]
         self.lite = settings.is_lite
-        # Milvus Lite is single-process and not thread-safe; serialise calls on one client.
-        self._lock = threading.Lock()
+        # Milvus Lite is single-process and not thread-safe: serialise calls on one client there. A server client
+        # talks gRPC, whose channel is thread-safe: concurrent requests (the serving API's threads) go in parallel.
+        self._lock: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if self.lite else contextlib.nullcontext()
+        )
 
     # ---------------------------------------------------------------- schema
     def ensure(self) -> bool:
@@ -238,10 +242,12 @@ class ItemIndex:
         exclude: Sequence[Sequence[str]] | None = None,
         kinds: Sequence[str] | None = None,
         consistency: str | None = None,
+        created_after_ms: int | None = None,
     ) -> list[list[Hit]]:
         """Top-k by inner product for each query vector (Q x D). ``exclude[i]`` drops ids for query i.
 
-        ``consistency`` overrides the collection's level for this call (e.g. "Strong" to read your own writes).
+        ``consistency`` overrides the collection's level for this call (e.g. "Strong" to read your own writes);
+        ``created_after_ms`` keeps only items created at or after that time (the fresh-items recall).
         """
         q = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if q.shape[0] == 0:
@@ -250,6 +256,8 @@ class ItemIndex:
         expr = ""
         if kinds:
             expr = "kind in [" + ",".join(_quote(k) for k in kinds) + "]"
+        if created_after_ms is not None:
+            expr = (f"({expr}) and " if expr else "") + f"created_at >= {int(created_after_ms)}"
         params = {"metric_type": self.settings.metric_type}
         if not self.lite and self.settings.index_type == "HNSW":
             params["params"] = {"ef": max(64, k + extra)}  # type: ignore[assignment]

@@ -5,6 +5,8 @@ Keys (``p`` is ``RedisSettings.key_prefix``, ``sp`` a vector-space id such as ``
     {p}u:{sp}:{user}          string  packed state (see ``pack_state``): n, w, t, source, D float32
     {p}prof:{user}            hash  gender, age, region                  the registration profile
     {p}seen:{user}            zset  item -> ts (newest SEEN_CAP kept)    for exclusion at recall
+    {p}eng:{user}             zset  item -> ts of positive actions (newest SEEN_CAP kept)   the ranker's history
+    {p}item:{item}            string  JSON {"k": kind, "t": [tags], "c": created_at ms}   the ranker's item features
     {p}pop:{sp}               zset  item -> accumulated positive weight  popularity fallback
     {p}fresh:{sp}             zset  item -> created_at ms (newest FRESH_CAP kept)
     {p}fence:{group}:{topic}:{partition}   string  highest applied offset
@@ -23,6 +25,7 @@ with a hash per user and a MULTI pipeline spent most of its time in ~4 client-si
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +80,26 @@ class UserCommit:
     # user -> sha1 hex of the packed state the batch was computed from ("" = no state): the commit is refused if a
     # state changed meanwhile (the user and retry agents of one worker can hold the same user in two batches)
     expected_states: Mapping[str, str] = field(default_factory=dict)
+    # user -> [(item, ts)] of positive actions (click, play, like, ...): the engaged history the ranker reads
+    engaged: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemMeta:
+    """The raw content attributes of an indexed item that the ranker needs at request time."""
+
+    kind: str
+    tags: tuple[str, ...]
+    created_at_ms: int
+
+    def to_json(self) -> str:
+        return json.dumps({"k": self.kind, "t": list(self.tags), "c": int(self.created_at_ms)},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ItemMeta:
+        d = json.loads(raw)
+        return cls(str(d.get("k", "")), tuple(str(t) for t in d.get("t", ())), int(d.get("c", 0)))
 
 
 def make_client(settings: RedisSettings):  # type: ignore[no-untyped-def]
@@ -163,21 +186,61 @@ class UserStore:
     def profile(self, user: str) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.r.hgetall(f"{self.p}prof:{user}").items()}
 
+    def engaged(self, user: str, n: int = SEEN_CAP) -> list[tuple[str, float]]:
+        """The user's positively engaged items, newest first, with their event times (epoch seconds)."""
+        return [(k.decode(), float(s)) for k, s in self.r.zrevrange(f"{self.p}eng:{user}", 0, n - 1, withscores=True)]
+
+    def request_view(
+        self, space: str, user: str, n_seen: int = SEEN_CAP, n_engaged: int = SEEN_CAP
+    ) -> tuple[UserState | None, list[str], list[tuple[str, float]], dict[str, str]]:
+        """Everything a recommendation request reads about one user, in one round trip: state, seen items,
+        engaged history (newest first, with times) and registration profile."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(self.user_key(space, user))
+            pipe.zrevrange(f"{self.p}seen:{user}", 0, n_seen - 1)
+            pipe.zrevrange(f"{self.p}eng:{user}", 0, n_engaged - 1, withscores=True)
+            pipe.hgetall(f"{self.p}prof:{user}")
+            raw, seen, eng, prof = pipe.execute()
+        state = unpack_state(raw) if raw else None
+        return (
+            state,
+            [x.decode() for x in seen],
+            [(k.decode(), float(s)) for k, s in eng],
+            {k.decode(): v.decode() for k, v in prof.items()},
+        )
+
+    def item_meta(self, items: Sequence[str]) -> dict[str, ItemMeta]:
+        """The stored :class:`ItemMeta` of the given items (absent ids are left out)."""
+        out: dict[str, ItemMeta] = {}
+        uniq = list(dict.fromkeys(items))
+        for start in range(0, len(uniq), 2000):
+            chunk = uniq[start : start + 2000]
+            for i, v in zip(chunk, self.r.mget([f"{self.p}item:{i}" for i in chunk]), strict=True):
+                if v:
+                    out[i] = ItemMeta.from_json(v)
+        return out
+
+    def put_item_meta(self, items: Mapping[str, ItemMeta]) -> None:
+        """Record indexed items' attributes (idempotent: a replayed item rewrites the same value)."""
+        if not items:
+            return
+        self.r.mset({f"{self.p}item:{i}": m.to_json() for i, m in items.items()})
+
     # ---------------------------------------------------------------- writes
     def commit(self, c: UserCommit) -> None:
         """Apply one batch atomically, provided no fence moved since it was read (else FenceMovedError)."""
         fks = list(c.fences)
         ukeys = [self.user_key(c.space, u) for u in c.states]
-        seen_users = [u for u, items in c.seen.items() if items]
-        keys = [self.fence_key(f) for f in fks] + ukeys + [f"{self.p}seen:{u}" for u in seen_users]
+        zsets = [(f"{self.p}seen:{u}", items) for u, items in c.seen.items() if items]
+        zsets += [(f"{self.p}eng:{u}", items) for u, items in c.engaged.items() if items]
+        keys = [self.fence_key(f) for f in fks] + ukeys + [k for k, _ in zsets]
         keys.append(f"{self.p}pop:{c.space}")
-        args: list[bytes | str | int | float] = [len(fks), len(ukeys), len(seen_users), SEEN_CAP]
+        args: list[bytes | str | int | float] = [len(fks), len(ukeys), len(zsets), SEEN_CAP]
         args += [c.expected_fences.get(f, -1) for f in fks]
         args += [c.fences[f] for f in fks]
         args += [pack_state(st) for st in c.states.values()]
         args += [c.expected_states.get(u, "-") for u in c.states]  # "-": not checked
-        for u in seen_users:
-            items = c.seen[u]
+        for _, items in zsets:
             args.append(len(items))
             for item, ts in items:
                 args += [repr(float(ts)), item]
@@ -256,7 +319,7 @@ def unpack_state(raw: bytes) -> UserState:
     return UserState(vec=vec, weight=w, ts=t, n_events=n, source=_SOURCES[src])
 
 
-# KEYS: F fence keys, U user keys, S seen keys, 1 popularity key.
+# KEYS: F fence keys, U user keys, S capped zset keys (seen and engaged sets), 1 popularity key.
 # ARGV: F, U, S, seen_cap, F expected fences, F new fences, U packed states, U expected state digests ("-": any),
 #       then per seen key: count, (score, member) * count; then (increment, member) pairs for popularity.
 _COMMIT_LUA = """

@@ -171,6 +171,42 @@ class StackSettings(_Section):
     stop_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class ABVariant(_Section):
+    """One arm of the A/B split of the serving API.
+
+    ``ranker`` names a published ranker (``deepfm-mmoe`` at its CURRENT version, or ``name@version``), or ``none``
+    to serve the recall order; ``new_item_share`` overrides the service-wide quota of new items in the top-k.
+    """
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    weight: float = Field(default=1.0, gt=0)
+    ranker: str = "deepfm-mmoe"
+    new_item_share: float | None = Field(default=None, ge=0, le=1)
+
+
+class ServeSettings(_Section):
+    """The recommendation API (``thaw serve``): recall sizes, freshness mixing, exposure quota, A/B split.
+
+    Variants are set as JSON, e.g.
+    ``THAW_SERVE__VARIANTS='[{"name":"gated","weight":1,"ranker":"deepfm-mmoe@v1-gated"},
+    {"name":"plain","weight":1,"ranker":"deepfm-mmoe@v1-plain"}]'``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 18080
+    recall_k: int = Field(default=200, ge=1, le=2000)  # nearest items to the user vector
+    fresh_k: int = Field(default=50, ge=0, le=1000)  # nearest among items created within fresh_window_s
+    fresh_window_s: float = Field(default=24 * 3600.0, gt=0)
+    new_item_share: float = Field(default=0.2, ge=0, le=1)  # minimum share of new items in the top-k, if recalled
+    history_n: int = Field(default=200, ge=0, le=500)  # engaged items read for the ranker's interest features
+    max_k: int = Field(default=100, ge=1, le=1000)
+    task_weights: dict[str, float] = Field(default_factory=dict)  # ranking score = sum_t w_t p_t (default: 1 each)
+    ab_salt: str = "thaw-ab-1"
+    ab_buckets: int = Field(default=100, ge=1, le=10_000)
+    variants: tuple[ABVariant, ...] = (ABVariant(name="control"),)
+    request_log: Path | None = None  # JSON lines, one per served request (bucket, variant, items); None: logger only
+
+
 class Settings(BaseSettings):
     """All engine settings. Frozen; build once with :func:`load_settings`."""
 
@@ -184,6 +220,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     stream: StreamSettings = StreamSettings()
     stack: StackSettings = StackSettings()
+    serve: ServeSettings = ServeSettings()
 
     def namespaced(self, ns: str) -> Settings:
         """A copy isolated under ``ns``: own topic prefix, consumer group, Milvus collection and Redis keys.

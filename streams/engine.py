@@ -27,7 +27,7 @@ import numpy as np
 from encoders.featurizer import ContentFeaturizer, ContentInput
 from encoders.text import TextEncoder
 from indexing.milvus_items import ItemIndex, ItemRow
-from indexing.redis_users import FenceKey, FenceMovedError, UserCommit, UserState, UserStore
+from indexing.redis_users import FenceKey, FenceMovedError, ItemMeta, UserCommit, UserState, UserStore
 from infra.settings import Settings
 from streams.cores.decode import DecodedMedia, Rejected, dead_letter, decode_event, decode_media, item_text
 from streams.cores.space import CFSpace
@@ -227,6 +227,10 @@ class Engine:
         ]
         self.items.upsert(rows)
         self.users.add_fresh(self.space, {r.item_id: r.created_at_ms for r in rows})
+        self.users.put_item_meta(
+            {ev.item_id: ItemMeta(ev.kind.value, tuple(ev.tags), int(ev.created_at.timestamp() * 1000))
+             for _, ev, _ in good}
+        )
         for r in rows:
             self._vec_cache.put(r.item_id, np.asarray(r.vector, dtype=np.float32))
         res.stage_ms["upsert"] = _ms(t2)
@@ -330,6 +334,7 @@ class Engine:
         states: dict[str, UserState] = {}
         digests: dict[str, str] = {}
         seen: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        engaged: dict[str, list[tuple[str, float]]] = defaultdict(list)
         pop: dict[str, float] = defaultdict(float)
         if known:
             users = sorted({ev.user_id for ev in known})
@@ -347,6 +352,7 @@ class Engine:
                 w = ACTION_WEIGHTS[ev.action.value]
                 if w > 0:
                     pop[ev.item_id] += w
+                    engaged[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
         res.stage_ms["update"] = _ms(t2)
         res.ok = len(known)
         commit = None
@@ -357,6 +363,7 @@ class Engine:
                 fences=new_fence,
                 expected_fences={k: fences[k] for k in new_fence},
                 seen=dict(seen),
+                engaged=dict(engaged),
                 popularity=dict(pop),
                 expected_states={u: digests[u] for u in states},
             )

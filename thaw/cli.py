@@ -269,6 +269,27 @@ def recall(
         typer.echo(f"{i:3d}. {it.item_id:40s} {it.score:8.4f} {it.kind}")
 
 
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (default THAW_SERVE__HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default THAW_SERVE__PORT)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+    log_level: str = "info",
+) -> None:
+    """Run the recommendation API: GET /recommend, /ab, /healthz, /readyz, /metrics, /docs (OpenAPI)."""
+    import uvicorn
+
+    s = _settings()
+    _logging(log_level.upper())
+    h, p = host or s.serve.host, port or s.serve.port
+    if workers > 1:  # every worker process builds its own app from the THAW_* environment
+        uvicorn.run("infra.api:app_from_env", factory=True, host=h, port=p, workers=workers, log_level=log_level)
+        return
+    from infra.api import create_app
+
+    uvicorn.run(create_app(s), host=h, port=p, log_level=log_level, access_log=False)
+
+
 @app.command("lag")
 def lag(
     group: Annotated[list[str] | None, typer.Option("--group")] = None,

@@ -62,6 +62,11 @@ def test_content_is_indexed_and_searchable(engine):
     assert engine.items.count() == 2
     q = engine.text.encode(["thrash metal"])
     assert engine.items.search(q, 1, consistency="Strong")[0][0].item_id == "it0"
+    # the ranker's item attributes: the later version of it0 won
+    meta = engine.users.item_meta(["it0", "it1", "missing"])
+    assert set(meta) == {"it0", "it1"}
+    assert meta["it1"].kind == "track" and meta["it1"].tags == ("piano", "sleep")
+    assert meta["it1"].created_at_ms == 1_795_600_800_000  # NOW
     # replaying the same batch is idempotent
     engine.handle_content(recs)
     assert engine.items.count() == 2
@@ -78,16 +83,26 @@ def test_user_events_fenced_and_unknown_items_retried_then_dead_lettered(engine)
     res = engine.commit_user_events(prep)
     assert res.ok == 1
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
+    assert engine.users.engaged("u1") == [("it0", 1_795_600_800.0)]  # a like is engagement
+    state, seen, engaged, profile = engine.users.request_view(engine.space, "u1")
+    assert state is not None and state.n_events == 1 and seen == ["it0"] and engaged == [("it0", 1_795_600_800.0)]
+    assert profile == {}
     # redelivery of the same records: all skipped, nothing applied twice
     again = engine.commit_user_events(engine.prepare_user_events(recs))
     assert again.skipped == 3 and again.ok == 0 and not again.dlq
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
+    skip = engine.commit_user_events(engine.prepare_user_events(
+        [_rec(t, 9, {**ev, "action": "skip", "item_id": "it0", "ts": "2026-11-25T10:05:00Z"}, part=1)]))
+    assert skip.ok == 1
+    assert engine.users.engaged("u1") == [("it0", 1_795_600_800.0)]  # a skip is seen, not engagement
+    assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 2
     # the item arrives; the parked event, read back from the retry topic, now applies
     engine.handle_content([_rec(engine.topics.content_new, 1, _item("later", "metal too", ["metal"]))])
     engine.items.count()  # Strong read: the upsert is visible
     rt = engine.topics.user_events_retry
     ok = engine.commit_user_events(engine.prepare_user_events([Record(rt, 0, 0, retry.key, retry.value, 0)]))
-    assert ok.ok == 1 and engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 2
+    assert ok.ok == 1 and engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 3
+    assert {i for i, _ in engine.users.engaged("u1")} == {"itlater", "it0"}
     # an item that never arrives: retried until the grace period is over, then dead-lettered with the reason
     ghost = engine.prepare_user_events([_rec(t, 8, {**ev, "item_id": "ghost"})])
     engine.commit_user_events(ghost)

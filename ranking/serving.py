@@ -1,0 +1,322 @@
+"""The recommendation pipeline behind ``GET /recommend``: recall -> freshness mixing -> ranking -> exposure quota.
+
+For one request (user ``u``, list size ``k``):
+
+1. **A/B assignment** (:mod:`ranking.ab`): ``u``'s hash bucket picks the variant (which ranker, which new-item share).
+2. **Redis, one round trip**: ``u``'s vector state in the served space, seen items (excluded), engaged history
+   (the ranker's interest features) and registration profile (gender / age: the group prior of the ranker's gates).
+3. **Recall in the served space** (Milvus, inner product): the ``recall_k`` nearest items to ``u``'s vector, plus
+   the ``fresh_k`` nearest among items created in the last ``fresh_window_s`` (**freshness mixing**: new items
+   have no behaviour and would rarely win a global nearest-neighbour search against thousands of older ones). A user
+   without a vector (no events, no declared tastes) gets the popularity x freshness fallback of
+   :class:`ranking.recall.Recaller`.
+4. **Ranking**: the variant's DeepFM + MMoE (ONNX, :mod:`ranking.ranker`) scores every candidate per task from the
+   user's profile and history and the item's kind, tags and age; the list score is ``sum_t w_t p_t``. Variant
+   ``ranker = none`` keeps the recall order (the control arm for "does ranking help").
+5. **Exposure quota**: the top-k by score, then, if fewer than ``ceil(new_item_share * k)`` of them are new
+   (created within ``fresh_window_s``), the best-scored recalled new items replace the lowest-scored old ones. The
+   list is returned in score order. ``new_item_share = 0`` is the pure ranking order; the response reports how many
+   new items were recalled, how many the ranking alone kept, and how many the quota added.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from indexing.milvus_items import ItemIndex
+from indexing.redis_users import ItemMeta, UserStore
+from infra.settings import ABVariant, ServeSettings
+from ranking.ab import ABSplit
+from ranking.rank_features import ItemContext, UserContext
+from ranking.recall import Recaller
+
+log = logging.getLogger("thaw.serve")
+request_log = logging.getLogger("thaw.serve.requests")
+
+
+class RankerLike(Protocol):
+    name: str
+    version: str
+    tasks: tuple[str, ...]
+
+    def score(self, user: UserContext, items: Sequence[ItemContext], now_ts: float) -> np.ndarray: ...
+
+
+class UnknownUserIdError(ValueError):
+    """The user id is not a valid id (the API answers 422)."""
+
+
+@dataclass
+class Candidate:
+    item_id: str
+    recall_score: float
+    recall_rank: int
+    source: str  # vector | fresh | fallback
+    kind: str
+    created_at_ms: int
+    is_new: bool
+    score: float = 0.0
+    task_scores: dict[str, float] = field(default_factory=dict)
+    by_quota: bool = False
+
+
+@dataclass
+class Recommendation:
+    user_id: str
+    bucket: int
+    variant: str
+    ranker: str  # "name@version" or "none"
+    space: str
+    recall_source: str  # vector | fallback
+    items: list[Candidate]
+    exposure: dict[str, Any]
+    timings_ms: dict[str, float]
+    user: dict[str, Any]
+
+    def to_dict(self, debug: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "user_id": self.user_id,
+            "ab": {"bucket": self.bucket, "variant": self.variant},
+            "ranker": self.ranker,
+            "space": self.space,
+            "items": [
+                {"item_id": c.item_id, "score": round(c.score, 6), "kind": c.kind, "new": c.is_new,
+                 "created_at_ms": c.created_at_ms,
+                 **({"task_scores": {t: round(p, 6) for t, p in c.task_scores.items()}} if c.task_scores else {})}
+                for c in self.items
+            ],
+            "exposure": self.exposure,
+        }
+        if debug:
+            out["debug"] = {
+                "recall_source": self.recall_source,
+                "user": self.user,
+                "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+                "items": [{"item_id": c.item_id, "recall_source": c.source, "recall_rank": c.recall_rank,
+                           "recall_score": round(c.recall_score, 6), "by_quota": c.by_quota} for c in self.items],
+            }
+        return out
+
+
+def select_with_quota(cands: Sequence[Candidate], k: int, share: float) -> tuple[list[Candidate], dict[str, Any]]:
+    """The top-``k`` by ``score`` with at least ``ceil(share * k)`` new items when that many were recalled.
+
+    Returns the chosen candidates in score order and the exposure report.
+    """
+    order = sorted(cands, key=lambda c: c.score, reverse=True)
+    top = order[:k]
+    want = min(math.ceil(share * k - 1e-9), sum(c.is_new for c in order), len(top))
+    kept_by_rank = sum(c.is_new for c in top)
+    added = 0
+    if kept_by_rank < want:
+        extra_new = [c for c in order[k:] if c.is_new][: want - kept_by_rank]
+        olds = [i for i in range(len(top) - 1, -1, -1) if not top[i].is_new]  # lowest-scored old items first
+        for c, i in zip(extra_new, olds, strict=False):
+            c.by_quota = True
+            top[i] = c
+            added += 1
+        top.sort(key=lambda c: c.score, reverse=True)
+    report = {
+        "recalled": len(cands),
+        "recalled_new": sum(c.is_new for c in cands),
+        "new_in_top_k_by_rank": kept_by_rank,
+        "new_added_by_quota": added,
+        "new_in_top_k": sum(c.is_new for c in top),
+        "new_item_share": share,
+    }
+    return top, report
+
+
+class RankerPool:
+    """Rankers by spec (``name`` or ``name@version``), loaded once; a spec without a version follows the model's
+    ``CURRENT`` pointer (checked at most every ``refresh_s``), so a newly published ranker is served without a
+    restart."""
+
+    def __init__(self, models_dir: Path, refresh_s: float = 10.0,
+                 loader: Callable[[Path, str, str | None], RankerLike] | None = None) -> None:
+        self.models_dir = Path(models_dir)
+        self.refresh_s = refresh_s
+        self._loader = loader or _load_ranker
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[RankerLike, float]] = {}
+
+    @staticmethod
+    def parse(spec: str) -> tuple[str, str | None]:
+        name, _, version = spec.partition("@")
+        return name, (version or None)
+
+    def get(self, spec: str) -> RankerLike | None:
+        if spec == "none":
+            return None
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(spec)
+            if hit is not None and (now - hit[1] < self.refresh_s or "@" in spec):
+                return hit[0]
+            name, version = self.parse(spec)
+            if hit is not None and version is None:
+                from encoders.registry import ModelRegistry
+
+                current = ModelRegistry(self.models_dir).current_version(name)
+                if current == hit[0].version:
+                    self._cache[spec] = (hit[0], now)
+                    return hit[0]
+                log.info("ranker %s: CURRENT moved %s -> %s, reloading", name, hit[0].version, current)
+            ranker = self._loader(self.models_dir, name, version)
+            self._cache[spec] = (ranker, now)
+            return ranker
+
+
+def _load_ranker(models_dir: Path, name: str, version: str | None) -> RankerLike:
+    from ranking.ranker import Ranker
+
+    return Ranker.load(models_dir, version=version, name=name)
+
+
+class Recommender:
+    """Serves ``recommend(user_id, k)`` (see the module docstring).
+
+    Args:
+        settings: The ``serve`` settings section.
+        users: The Redis user store.
+        index: The Milvus items collection of the served space.
+        space: The served vector space id (the key of users' states in Redis).
+        rankers: Where variants' rankers come from.
+        clock: Epoch-seconds clock.
+    """
+
+    def __init__(self, settings: ServeSettings, users: UserStore, index: ItemIndex, space: str,
+                 rankers: RankerPool, clock: Callable[[], float] = time.time) -> None:
+        self.s = settings
+        self.users = users
+        self.index = index
+        self.space = space
+        self.rankers = rankers
+        self.clock = clock
+        self.ab = ABSplit(settings.variants, settings.ab_salt, settings.ab_buckets)
+        self.fallback = Recaller(users, index, space=space, clock=clock)
+        self._log_lock = threading.Lock()
+        self._log_file = open(settings.request_log, "a", buffering=1) if settings.request_log else None  # noqa: SIM115
+
+    def close(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def preload(self) -> dict[str, str]:
+        """Load every variant's ranker now (fail fast at start-up). Returns variant -> ranker id."""
+        out = {}
+        for v in self.ab.variants:
+            r = self.rankers.get(v.ranker)
+            out[v.name] = f"{r.name}@{r.version}" if r is not None else "none"
+        return out
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def _recall(self, vec: np.ndarray | None, seen: list[str], now_ms: int, t: dict[str, float]) -> tuple[
+            str, list[Candidate]]:
+        window_ms = int(self.s.fresh_window_s * 1000)
+        t0 = time.perf_counter()
+        if vec is None:
+            fb = self.fallback.fallback(self.s.recall_k, set(seen))
+            t["recall_fallback"] = (time.perf_counter() - t0) * 1000
+            return "fallback", [Candidate(r.item_id, r.score, j, "fallback", r.kind, r.created_at_ms,
+                                          r.created_at_ms >= now_ms - window_ms) for j, r in enumerate(fb)]
+        hits = self.index.search(vec[None, :], self.s.recall_k, exclude=[seen])[0]
+        t["recall_vector"] = (time.perf_counter() - t0) * 1000
+        out = [Candidate(h.item_id, h.score, j, "vector", h.kind, h.created_at_ms,
+                         h.created_at_ms >= now_ms - window_ms) for j, h in enumerate(hits)]
+        if self.s.fresh_k > 0:
+            t1 = time.perf_counter()
+            have = {c.item_id for c in out}
+            fresh = self.index.search(vec[None, :], self.s.fresh_k, exclude=[seen],
+                                      created_after_ms=now_ms - window_ms)[0]
+            t["recall_fresh"] = (time.perf_counter() - t1) * 1000
+            out += [Candidate(h.item_id, h.score, j, "fresh", h.kind, h.created_at_ms, True)
+                    for j, h in enumerate(fresh) if h.item_id not in have]
+        return "vector", out
+
+    @staticmethod
+    def _ctx(item_id: str, meta: ItemMeta | None, kind: str = "", created_at_ms: int = 0) -> ItemContext:
+        if meta is None:
+            return ItemContext(item_id, kind, (), created_at_ms / 1000.0)
+        return ItemContext(item_id, meta.kind or kind, meta.tags, (meta.created_at_ms or created_at_ms) / 1000.0)
+
+    def recommend(self, user_id: str, k: int = 20, variant: str | None = None) -> Recommendation:
+        """One recommendation list (see the module docstring). ``variant`` overrides the A/B assignment."""
+        if not user_id or len(user_id) > 128 or any(ch in user_id for ch in "\n\r\t\x00"):
+            raise UnknownUserIdError("user_id must be 1-128 characters without control characters")
+        t_all = time.perf_counter()
+        t: dict[str, float] = {}
+        asg = self.ab.assign(user_id)
+        arm: ABVariant = self.ab.variant(variant) if variant else asg.variant
+        now = self.clock()
+        now_ms = int(now * 1000)
+
+        t0 = time.perf_counter()
+        state, seen, engaged, profile = self.users.request_view(self.space, user_id, n_engaged=self.s.history_n)
+        t["redis_user"] = (time.perf_counter() - t0) * 1000
+        vec = state.unit() if state is not None else None
+
+        source, cands = self._recall(vec, seen, now_ms, t)
+
+        ranker = self.rankers.get(arm.ranker)
+        if ranker is not None and cands:
+            t2 = time.perf_counter()
+            meta = self.users.item_meta([c.item_id for c in cands] + [i for i, _ in engaged])
+            t["redis_items"] = (time.perf_counter() - t2) * 1000
+            t3 = time.perf_counter()
+            history = [self._ctx(i, meta.get(i)) for i, _ in engaged if i in meta]
+            ctx_user = UserContext(user_id, profile, history)
+            ctx_items = [self._ctx(c.item_id, meta.get(c.item_id), c.kind, c.created_at_ms) for c in cands]
+            probs = ranker.score(ctx_user, ctx_items, now)
+            weights = np.array([self.s.task_weights.get(tn, 1.0) for tn in ranker.tasks], dtype=np.float64)
+            combined = probs.astype(np.float64) @ weights
+            for c, p, sc in zip(cands, probs, combined, strict=True):
+                c.score = float(sc)
+                c.task_scores = {tn: float(x) for tn, x in zip(ranker.tasks, p, strict=True)}
+            t["rank"] = (time.perf_counter() - t3) * 1000
+            ranker_id = f"{ranker.name}@{ranker.version}"
+        else:
+            # the recall order: similarity to the user vector (vector and fresh candidates alike), or the fallback's
+            # popularity x freshness score
+            for c in cands:
+                c.score = c.recall_score
+            ranker_id = "none"
+
+        share = self.s.new_item_share if arm.new_item_share is None else arm.new_item_share
+        top, exposure = select_with_quota(cands, k, share)
+        t["total"] = (time.perf_counter() - t_all) * 1000
+        user_info: dict[str, Any] = {"seen": len(seen), "engaged_history": len(engaged),
+                                     "profile": {k2: v for k2, v in profile.items() if k2 in ("gender", "age")}}
+        if state is not None:
+            user_info.update(n_events=state.n_events, state_source=state.source)
+        rec = Recommendation(user_id, asg.bucket, arm.name, ranker_id, self.space, source, top, exposure, t,
+                             user_info)
+        self._log(rec, now)
+        return rec
+
+    def _log(self, rec: Recommendation, now: float) -> None:
+        line = json.dumps({"ts": round(now, 3), "user_id": rec.user_id, "bucket": rec.bucket, "variant": rec.variant,
+                           "ranker": rec.ranker, "recall_source": rec.recall_source,
+                           "items": [c.item_id for c in rec.items], "new": [c.is_new for c in rec.items],
+                           "latency_ms": round(rec.timings_ms["total"], 3)}, separators=(",", ":"))
+        request_log.debug(line)
+        if self._log_file is not None:
+            with self._log_lock:
+                self._log_file.write(line + "\n")
+
+
+def variant_summary(split: ABSplit) -> list[Mapping[str, Any]]:
+    """The split as data (for ``/ab`` and start-up logs)."""
+    return [{"name": v.name, "weight": v.weight, "ranker": v.ranker, "new_item_share": v.new_item_share,
+             "buckets": list(split.ranges[v.name])} for v in split.variants]
