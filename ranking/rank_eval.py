@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, task_metrics, train_deepfm_mmoe
-from ranking.rank_data import RankSplit, SplitConfig, build_rank_split, movielens_log, simulator_log
+from ranking.rank_data import EventLog, RankSplit, SplitConfig, build_rank_split, movielens_log, simulator_log
 
 
 @dataclass(frozen=True)
@@ -130,17 +130,25 @@ def run_rank_eval(
     return report, models
 
 
-def load_split(dataset: str, split_config: SplitConfig, sim_steps: int = 240, negatives: int = 2) -> RankSplit:
-    """The featurised split of ``ml-100k`` or ``sim``."""
+def load_log(dataset: str, seed: int = 0, sim_steps: int = 240, negatives: int = 2) -> EventLog:
+    """The exposure log of ``ml-100k`` or ``sim``."""
     if dataset == "ml-100k":
-        log = movielens_log(negatives=negatives, seed=split_config.seed)
-    elif dataset == "sim":
-        log = simulator_log(steps=sim_steps, seed=split_config.seed)
-    else:
-        raise ValueError(f"unknown dataset {dataset!r} (ml-100k | sim)")
+        return movielens_log(negatives=negatives, seed=seed)
+    if dataset == "sim":
+        return simulator_log(steps=sim_steps, seed=seed)
+    raise ValueError(f"unknown dataset {dataset!r} (ml-100k | sim)")
+
+
+def split_of(log: EventLog, split_config: SplitConfig) -> RankSplit:
+    """:func:`build_rank_split` of ``log``, with the log's provenance in ``info["source"]``."""
     split = build_rank_split(log, split_config)
     split.info["source"] = {"name": log.name, **log.meta}
     return split
+
+
+def load_split(dataset: str, split_config: SplitConfig, sim_steps: int = 240, negatives: int = 2) -> RankSplit:
+    """The featurised split of ``ml-100k`` or ``sim``."""
+    return split_of(load_log(dataset, split_config.seed, sim_steps, negatives), split_config)
 
 
 def check_export(

@@ -1,0 +1,183 @@
+"""Trains the DeepFM + MMoE ranker (group-gated and plain) and publishes both for online serving.
+
+Run (``thaw train ranker ...`` is the same)::
+
+    python -m ranking.rank_train --dataset sim --sim-steps 40 --epochs 5     # CI-sized, well under a minute
+    python -m ranking.rank_train --dataset sim                               # full size (240 steps)
+    python -m ranking.rank_train --dataset ml-100k --json out.json           # MovieLens-100k, watch / like
+
+Steps: build the exposure log and its temporal split (:mod:`ranking.rank_data`), keep the split's online
+featuriser (:class:`ranking.rank_features.RankFeaturizer`), train both variants with the same seed, rows and
+hyper-parameters (:func:`ranking.rank_eval.run_rank_eval`), report test AUC / logloss per task (all rows, new and
+old users), then publish the gated model as ``deepfm-mmoe`` and the plain one as ``deepfm-mmoe-plain`` (one version
+name for both; ``CURRENT`` of each moved to it) into the model directory (default: the configured ``models.dir``)
+with the featuriser in ``schema.json``. Two checks per variant, through :class:`ranking.ranker.Ranker` loaded back
+from the directory:
+
+* ``onnx_vs_torch``: ONNX Runtime vs torch on up to 4096 offline test rows (``allclose`` rtol 1e-4, atol 1e-5);
+* ``online_path``: up to ``--check-rows`` test rows rebuilt from the log as requests (raw ids, tags, profile,
+  engaged history) and scored by :meth:`Ranker.score`, against torch on the offline rows — ``max_abs_diff_exact``
+  compares with the offline rows where the column the stream does not carry (``user_extra``, the MovieLens
+  occupation) is unknown, as online; ``max_abs_diff_offline`` with the offline rows as trained (the train/serve
+  skew of that column). ``test_online_inputs`` is the test AUC / logloss of every test row with ``user_extra``
+  unknown, i.e. what the online path scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.registry import ModelRegistry
+from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, task_metrics
+from ranking.rank_data import SPARSE_FIELDS, EventLog, RankSplit, SplitConfig
+from ranking.rank_eval import VARIANTS, load_log, run_rank_eval, split_of
+from ranking.rank_export import export_ranker, ranker_name
+from ranking.rank_features import RankFeaturizer, RankInputs, requests_for_rows
+from ranking.ranker import Ranker
+
+USER_EXTRA = SPARSE_FIELDS.index("user_extra")
+
+
+def as_online(data: RankData) -> RankData:
+    """The rows with the fields the stream does not carry set to unknown (``user_extra`` = 0)."""
+    sparse = data.sparse.copy()
+    sparse[:, USER_EXTRA] = 0
+    return replace(data, sparse=sparse)
+
+
+def check_published(
+    ranker: Ranker, model: DeepFMMMoE, log: EventLog, split: RankSplit, check_rows: int, seed: int
+) -> dict[str, Any]:
+    """ONNX vs torch on offline test rows, and the online request path vs torch (see the module docstring)."""
+    test = split.test
+    sample = test.take(np.arange(min(4096, len(test))))
+    ref = model.predict(sample)
+    got = ranker.score_inputs(RankInputs(sample.sparse, sample.categories, sample.dense, sample.group, False))
+    onnx = {"rows": len(sample), "max_abs_diff": float(np.abs(got - ref).max()),
+            "allclose": bool(np.allclose(got, ref, rtol=1e-4, atol=1e-5))}
+    rng = np.random.default_rng(seed)
+    pos = np.sort(rng.choice(len(test), size=min(check_rows, len(test)), replace=False))
+    requests = requests_for_rows(log, split.rows["test"][pos])
+    t0 = time.perf_counter()
+    online = np.concatenate([ranker.score(u, [it], ts) for u, it, ts in requests])
+    per_request_ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(pos))
+    exact = model.predict(as_online(test.take(pos)))
+    offline = model.predict(test.take(pos))
+    path = {"rows": len(pos), "max_abs_diff_exact": float(np.abs(online - exact).max()),
+            "allclose_exact": bool(np.allclose(online, exact, rtol=1e-4, atol=1e-5)),
+            "max_abs_diff_offline": float(np.abs(online - offline).max()),
+            "mean_abs_diff_offline": float(np.abs(online - offline).mean()),
+            "ms_per_single_item_request": round(per_request_ms, 3)}
+    probs = model.predict(as_online(test))
+    metrics = {t: task_metrics(test.labels[:, k], probs[:, k]) for k, t in enumerate(split.schema.tasks)}
+    return {"onnx_vs_torch": onnx, "online_path": path, "test_online_inputs": metrics}
+
+
+def batch_latency(ranker: Ranker, log: EventLog, split: RankSplit, batch: int = 200, repeats: int = 20) -> float:
+    """Median milliseconds of :meth:`Ranker.score` for one user x ``batch`` candidates (featurise + ONNX)."""
+    reqs = requests_for_rows(log, split.rows["test"][-batch:])
+    user, ts = reqs[-1][0], reqs[-1][2]
+    items = [it for _, it, _ in reqs]
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ranker.score(user, items, ts)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return float(np.median(times))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    tasks = result["tasks"]
+    lines = [f"{'model':<20}{'group':<7}" + "".join(f"{t + ' AUC':>11}{t + ' logloss':>14}" for t in tasks)]
+    for v in result["variants"]:
+        for g in ("all", "new", "old"):
+            m = v["metrics"].get(g)
+            if m is None:
+                continue
+            lines.append(f"{v['name']:<20}{g:<7}" + "".join(
+                f"{m[t]['auc']:>11.4f}{m[t]['logloss']:>14.4f}" for t in tasks))
+        c = v["checks"]
+        lines.append(f"{'':<20}online-input AUC (user_extra unknown): " + ", ".join(
+            f"{t} {c['test_online_inputs'][t]['auc']:.4f}" for t in tasks)
+            + f"; onnx-vs-torch max {c['onnx_vs_torch']['max_abs_diff']:.2e}"
+            + f"; online path vs torch max {c['online_path']['max_abs_diff_exact']:.2e}"
+            + f" (vs offline-as-trained {c['online_path']['max_abs_diff_offline']:.2e})"
+            + f"; score 1 user x {result['latency_batch']} items {v['score_ms_median']:.2f} ms")
+    lines.append(f"published {', '.join(v['name'] for v in result['variants'])} version {result['version']} "
+                 f"in {result['models_dir']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ranking.rank_train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", choices=("sim", "ml-100k"), default="sim")
+    ap.add_argument("--sim-steps", type=int, default=240, help="simulator steps (sim)")
+    ap.add_argument("--negatives", type=int, default=2, help="ml-100k: sampled negatives per rating")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the data / split seed is 0, as rank_eval)")
+    ap.add_argument("--epochs", type=int, default=DeepFMMMoEConfig.max_epochs, help="epoch cap")
+    ap.add_argument("--patience", type=int, default=DeepFMMMoEConfig.patience)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (<= 2 on this machine)")
+    ap.add_argument("--models-dir", type=Path, default=None, help="model directory (default: settings models.dir)")
+    ap.add_argument("--version", default=None, help="version name (default: UTC timestamp)")
+    ap.add_argument("--check-rows", type=int, default=2000, help="test rows scored through the online path")
+    ap.add_argument("--json", type=Path, default=None, help="write the report here")
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args(argv)
+
+    if args.models_dir is None:
+        from infra.settings import load_settings
+
+        args.models_dir = load_settings().models.dir
+    version = args.version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    t0 = time.perf_counter()
+    split_config = SplitConfig()
+    log = load_log(args.dataset, split_config.seed, args.sim_steps, args.negatives)
+    split = split_of(log, split_config)
+    featurizer = RankFeaturizer.from_split(log, split)
+    prep = time.perf_counter() - t0
+    cfg = DeepFMMMoEConfig(max_epochs=args.epochs, patience=args.patience, threads=min(2, args.threads))
+    report, models = run_rank_eval(split, cfg, [args.seed], verbose=args.verbose, variants=VARIANTS)
+    registry = ModelRegistry(Path(args.models_dir))
+    variants = []
+    for v in VARIANTS:
+        model = models[(v.name, args.seed)]
+        metrics = report["mean"][v.name]
+        name = ranker_name(v.group_gating)
+        brief = {g: {t: {k: m[t][k] for k in ("auc", "logloss")} for t in split.schema.tasks}
+                 for g, m in metrics.items() if g in ("all", "new", "old")}
+        mv = export_ranker(model, registry, version, featurizer=featurizer, name=name,
+                           extra={"dataset": args.dataset, "seed": args.seed, "variant": v.name, "test": brief,
+                                  "sim_steps": args.sim_steps if args.dataset == "sim" else None},
+                           vocab={"groups": list(split.group_names)})
+        ranker = Ranker.load(registry.root, version=version, name=name)
+        checks = check_published(ranker, model, log, split, args.check_rows, args.seed)
+        variants.append({"name": name, "variant": v.name, "group_gating": v.group_gating, "path": str(mv.path),
+                         "metrics": {g: m for g, m in metrics.items() if isinstance(m, dict)},
+                         "train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"],
+                         "checks": checks, "score_ms_median": batch_latency(ranker, log, split)})
+    result = {"dataset": args.dataset, "sim_steps": args.sim_steps if args.dataset == "sim" else None,
+              "seed": args.seed, "version": version, "models_dir": str(registry.root),
+              "tasks": list(split.schema.tasks), "latency_batch": 200, "prepare_seconds": round(prep, 2),
+              "total_seconds": round(time.perf_counter() - t0, 2), "split": split.info, "schema": report["schema"],
+              "config": report["config"], "variants": variants}
+    print(format_table(result))
+    ok = all(v["checks"]["onnx_vs_torch"]["allclose"] and v["checks"]["online_path"]["allclose_exact"]
+             for v in variants)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if not ok:
+        print("ONNX / online-path check failed", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
