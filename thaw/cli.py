@@ -142,6 +142,7 @@ _TRAINERS = {
     "audio-mae": "encoders.training.audio_mae",
     "musicclip": "encoders.training.musicclip",
     "flava": "encoders.training.flava",
+    "ranker": "ranking.rank_train",
 }
 
 
@@ -163,7 +164,7 @@ def _run_module_main(module: str, prog: str, args: list[str]) -> None:
 @app.command("train", context_settings=_PASS)
 def train(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="audio-mae | musicclip | flava")],
+    model: Annotated[str, typer.Argument(help="audio-mae | musicclip | flava | ranker")],
 ) -> None:
     """Train an encoder on its real corpus, then export it to ONNX into the model directory.
 
