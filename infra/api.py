@@ -27,8 +27,6 @@ Metrics families (same conventions as the engine's ``infra.metrics``: ``thaw_`` 
     thaw_recommend_quota_items_total{variant}          counter    new items placed by the quota, not the ranking
 """
 
-from __future__ import annotations
-
 import contextlib
 import logging
 import threading
@@ -73,7 +71,7 @@ class ServedSpace:
     """The recommender of the space Redis says is served, rebuilt when that space flips (checked every
     ``refresh_s``): a blue/green flip of the CF space reaches the API without a restart."""
 
-    def __init__(self, settings: Settings, refresh_s: float = 5.0) -> None:
+    def __init__(self, settings: "Settings", refresh_s: float = 5.0) -> None:
         from indexing.redis_users import UserStore
         from ranking.serving import RankerPool
 
