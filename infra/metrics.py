@@ -8,6 +8,8 @@ Exposed families::
     thaw_consumer_lag_up                          gauge     1 if the last lag read succeeded, else 0
     thaw_freshness_seconds                        histogram produce timestamp -> item searchable in the index
     thaw_stage_seconds{stage}                     histogram wall time of a pipeline stage (decode, encode...)
+    thaw_ab_events_total{variant,action}          counter   applied user events that carry the serving arm
+                                                            (``context.ab_variant``): engagement per A/B arm
 """
 
 from __future__ import annotations
@@ -166,6 +168,12 @@ class EngineMetrics:
             buckets=STAGE_BUCKETS,
             registry=self.registry,
         )
+        self.ab_events_total = Counter(
+            "thaw_ab_events",
+            "Applied user events by the A/B serving arm echoed in their context, and action",
+            ["variant", "action"],
+            registry=self.registry,
+        )
         self._lag: _LagCollector | None = None
         if lag_source is not None:
             self._lag = _LagCollector(lag_source, lag_refresh_s, clock)
@@ -188,6 +196,9 @@ class EngineMetrics:
 
     def dlq(self, topic: str, error: str, n: int = 1) -> None:
         self.dlq_total.labels(topic=topic, error=error).inc(n)
+
+    def ab_event(self, variant: str, action: str, n: int = 1) -> None:
+        self.ab_events_total.labels(variant=variant, action=action).inc(n)
 
     def observe_freshness(self, seconds: float) -> None:
         self.freshness_seconds.observe(max(seconds, 0.0))

@@ -162,6 +162,8 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
             metrics.dlq(topic_name, cls, n)
         for stage, ms in res.stage_ms.items():
             metrics.observe_stage(stage, ms / 1000.0)
+        for (arm, action), n in res.ab_actions.items():
+            metrics.ab_event(arm, action, n)
         if topic_name == topics.content_new:
             for f in res.freshness_s:
                 metrics.observe_freshness(f)

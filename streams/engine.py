@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
@@ -42,6 +43,10 @@ from streams.events import ContentIndexed, ContentNew, RetryEnvelope, UserEvent,
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
+
+# an A/B variant name as ``infra.settings.ABVariant`` allows it; anything else is counted as "invalid" (metric
+# label values stay bounded by what the serving configuration can produce)
+_AB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class BatchResult:
     rejected: dict[str, int] = field(default_factory=dict)
     stage_ms: dict[str, float] = field(default_factory=dict)
     freshness_s: list[float] = field(default_factory=list)
+    # (A/B variant echoed in the event's context, action) -> applied events: engagement per serving arm
+    ab_actions: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -349,6 +356,10 @@ class Engine:
             for ev in known:
                 if ev.action.value != "impression":
                     seen[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
+                arm = ev.context.get("ab_variant")
+                if arm is not None:
+                    key = (arm if _AB_NAME.fullmatch(arm) else "invalid", ev.action.value)
+                    res.ab_actions[key] = res.ab_actions.get(key, 0) + 1
                 w = ACTION_WEIGHTS[ev.action.value]
                 if w > 0:
                     pop[ev.item_id] += w

@@ -92,16 +92,20 @@ def test_user_events_fenced_and_unknown_items_retried_then_dead_lettered(engine)
     assert again.skipped == 3 and again.ok == 0 and not again.dlq
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
     skip = engine.commit_user_events(engine.prepare_user_events(
-        [_rec(t, 9, {**ev, "action": "skip", "item_id": "it0", "ts": "2026-11-25T10:05:00Z"}, part=1)]))
-    assert skip.ok == 1
-    assert engine.users.engaged("u1") == [("it0", 1_795_600_800.0)]  # a skip is seen, not engagement
-    assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 2
+        [_rec(t, 9, {**ev, "action": "skip", "item_id": "it0", "ts": "2026-11-25T10:05:00Z",
+                     "context": {"ab_variant": "gated", "ab_bucket": "3"}}, part=1),
+         _rec(t, 10, {**ev, "action": "click", "context": {"ab_variant": "x" * 40}}, part=1)]))
+    assert skip.ok == 2
+    assert skip.ab_actions == {("gated", "skip"): 1, ("invalid", "click"): 1}  # engagement per serving arm
+    # a skip is seen, not engagement; the click (same item, same time) is
+    assert engine.users.engaged("u1") == [("it0", 1_795_600_800.0)]
+    assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 3
     # the item arrives; the parked event, read back from the retry topic, now applies
     engine.handle_content([_rec(engine.topics.content_new, 1, _item("later", "metal too", ["metal"]))])
     engine.items.count()  # Strong read: the upsert is visible
     rt = engine.topics.user_events_retry
     ok = engine.commit_user_events(engine.prepare_user_events([Record(rt, 0, 0, retry.key, retry.value, 0)]))
-    assert ok.ok == 1 and engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 3
+    assert ok.ok == 1 and engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 4
     assert {i for i, _ in engine.users.engaged("u1")} == {"itlater", "it0"}
     # an item that never arrives: retried until the grace period is over, then dead-lettered with the reason
     ghost = engine.prepare_user_events([_rec(t, 8, {**ev, "item_id": "ghost"})])

@@ -127,3 +127,14 @@ def test_http_server_serves_the_registry() -> None:
         assert 'thaw_consumer_lag{group="g",partition="0",topic="t"} 3.0' in body
     finally:
         m.close()
+
+
+def test_ab_events_are_counted_per_arm_and_action() -> None:
+    m = EngineMetrics()
+    m.ab_event("gated", "like", 3)
+    m.ab_event("gated", "like")
+    m.ab_event("plain", "skip", 2)
+    fams = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+    got = {(s.labels["variant"], s.labels["action"]): s.value for s in fams["thaw_ab_events"].samples
+           if s.name == "thaw_ab_events_total"}
+    assert got == {("gated", "like"): 4.0, ("plain", "skip"): 2.0}
