@@ -197,13 +197,19 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
     return EventLog("ml-100k", users.astype(np.int64), items.astype(np.int64), ts, labels, context,
                     ("watch", "like"), gender, genders, age, occ, ic, decade, tuple(cats),
                     {"negatives_per_rating": negatives, "negative_sampling": "popularity over the whole log",
-                     "context": "hour of day (UTC) in 4-hour buckets", "item_extra": "release decade"},
+                     "context": "hour of day (UTC) in 4-hour buckets", "item_extra": "release decade",
+                     # every rating is an engaged row; the replayer publishes ratings as like / play / skip
+                     "history_actions": ["like", "play", "skip"]},
                     ages=ages,
                     user_ids=tuple(safe_id(f"{prefix}:u:", u) for u in ds.user_ids),
                     item_ids=tuple(safe_id(f"{prefix}:i:", i) for i in ds.item_ids),
                     item_tags=tuple(tuple(t[:64] for t in tags[:20] if t.strip()) for tags in ds.item_tags),
                     item_kinds=("track",) * ds.n_items, item_created=np.zeros(ds.n_items, np.float64),
                     user_profiles=tuple(profiles))
+
+
+SIM_ENGAGED = ("click", "play", "complete", "like", "comment", "share")
+"""Simulator actions of the engaged task (task 0); impressions and skips are the negatives."""
 
 
 def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48) -> EventLog:
@@ -233,7 +239,7 @@ def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48) -> 
     items = np.array([iix[i] for i in rows_i], np.int64)
     ts = np.array(rows_t, np.float64)
     act = np.array(acts)
-    labels = np.stack([np.isin(act, ["click", "play", "complete", "like", "comment", "share"]),
+    labels = np.stack([np.isin(act, list(SIM_ENGAGED)),
                        np.isin(act, ["like", "comment", "share"])], axis=1).astype(np.float32)
     topics = np.stack([it.topic for it in sim.items]) > 0
     top = np.argsort(-topics.sum(0), kind="stable")[:max_categories]
@@ -247,7 +253,7 @@ def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48) -> 
                     np.zeros(len(sim.users), np.int64), ic, kind, tuple(sim.cat.topics[j] for j in top),
                     {"steps": steps, "seed": seed, "context": "item age at exposure (<1, 1-3, 3-10, >=10 steps)",
                      "item_extra": "item kind", "actions": {a: int((act == a).sum()) for a in np.unique(act)},
-                     "step_s": sim.cfg.step_s, "kinds": list(KINDS)},
+                     "step_s": sim.cfg.step_s, "kinds": list(KINDS), "history_actions": list(SIM_ENGAGED)},
                     ages=AGES, user_ids=tuple(u.user_id for u in sim.users),
                     item_ids=tuple(it.item_id for it in sim.items),
                     item_tags=tuple(tuple(it.asset.tags) for it in sim.items),

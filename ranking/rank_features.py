@@ -32,9 +32,12 @@ Field by field (``sparse`` columns in :data:`ranking.rank_data.SPARSE_FIELDS` or
 * ``dense`` = standardised ``[interest_dev, affinity]`` from ``count = len(history)`` and the summed categories of
   the history, shrunk to the group mean; ``group = status x gender``.
 
-Offline, ``history`` is every engaged row of the user strictly before the row (repeats of an item count again, no
-cap); online it is whatever the service passes, so a history truncated to its newest ~500 items, or deduplicated,
-gives a smaller count than training would have seen for that user.
+``history`` must hold the items of the stream actions training counted as engaged,
+:attr:`RankFeaturizer.history_actions` (simulator: ``click, play, complete, like, comment, share``; MovieLens:
+every rating, i.e. ``like``, ``play`` *and* ``skip``, which the replayer makes of ratings <= 2). Offline,
+``history`` is every engaged row of the user strictly before the row (repeats of an item count again, no cap);
+online it is whatever the service passes, so a history truncated to its newest ~500 items, or deduplicated, gives a
+smaller count than training would have seen for that user.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ class RankFeaturizer:
     dense_sd: np.ndarray  # D float32
     cardinalities: tuple[int, ...]
     group_names: tuple[str, ...]
+    history_actions: tuple[str, ...] = ()
     _cat_col: dict[str, int] = field(init=False, repr=False, default_factory=dict)
     _gender_ix: dict[str, int] = field(init=False, repr=False, default_factory=dict)
     _age_ix: dict[str, int] = field(init=False, repr=False, default_factory=dict)
@@ -173,7 +177,7 @@ class RankFeaturizer:
             group_means=np.asarray(st.group_means, np.float64), n_genders=st.n_genders, shrinkage=st.shrinkage,
             new_user_max_history=st.new_user_max_history, dense_mu=np.asarray(st.dense_mu, np.float32),
             dense_sd=np.asarray(st.dense_sd, np.float32), cardinalities=tuple(int(c) for c in st.cardinalities),
-            group_names=tuple(split.group_names),
+            group_names=tuple(split.group_names), history_actions=tuple(meta.get("history_actions", ())),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -192,7 +196,7 @@ class RankFeaturizer:
             "n_genders": self.n_genders, "shrinkage": self.shrinkage,
             "new_user_max_history": self.new_user_max_history,
             "dense_mu": [float(x) for x in self.dense_mu], "dense_sd": [float(x) for x in self.dense_sd],
-            "group_names": list(self.group_names),
+            "group_names": list(self.group_names), "history_actions": list(self.history_actions),
         }
 
     @classmethod
@@ -214,6 +218,7 @@ class RankFeaturizer:
             shrinkage=float(d["shrinkage"]), new_user_max_history=int(d["new_user_max_history"]),
             dense_mu=np.asarray(d["dense_mu"], np.float32), dense_sd=np.asarray(d["dense_sd"], np.float32),
             cardinalities=tuple(int(c) for c in d["cardinalities"]), group_names=tuple(d["group_names"]),
+            history_actions=tuple(d.get("history_actions", ())),
         )
 
     # ------------------------------------------------------------------------------------------------- serving

@@ -54,6 +54,9 @@ def _user_at(log, u, t):
 
 def test_features_equal_the_offline_test_rows(data):
     log, split, feat = data
+    # which stream actions make the history: the engaged task's (ml-100k: every rating, skips included)
+    assert set(feat.history_actions) == ({"click", "play", "complete", "like", "comment", "share"}
+                                         if log.name == "sim" else {"like", "play", "skip"})
     test_rows = split.rows["test"]
     assert len(test_rows) == len(split.test)
     pos_of_row = {int(r): p for p, r in enumerate(test_rows)}
