@@ -192,7 +192,8 @@ def build_catalogue(assets: list[Asset], max_topics: int = 256, min_tag_count: i
     """Topic space from the assets' tags, and each asset's topic vector (assets without a topic are dropped)."""
     from collections import Counter
 
-    cnt = Counter(t for a in assets for t in set(a.tags))
+    # dict.fromkeys, not set: the first-seen order breaks ties in most_common, independent of PYTHONHASHSEED
+    cnt = Counter(t for a in assets for t in dict.fromkeys(a.tags))
     topics = [t for t, c in cnt.most_common(max_topics) if c >= min_tag_count]
     if not topics:
         raise ValueError("no tag is used by enough assets to form a topic space")
