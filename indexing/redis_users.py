@@ -192,19 +192,19 @@ class UserStore:
 
     def request_view(
         self, space: str, user: str, n_seen: int = SEEN_CAP, n_engaged: int = SEEN_CAP
-    ) -> tuple[UserState | None, list[str], list[tuple[str, float]], dict[str, str]]:
-        """Everything a recommendation request reads about one user, in one round trip: state, seen items,
-        engaged history (newest first, with times) and registration profile."""
+    ) -> tuple[UserState | None, list[tuple[str, float]], list[tuple[str, float]], dict[str, str]]:
+        """Everything a recommendation request reads about one user, in one round trip: state, seen items and
+        engaged history (both newest first, with their times) and registration profile."""
         with self.r.pipeline(transaction=False) as pipe:
             pipe.get(self.user_key(space, user))
-            pipe.zrevrange(f"{self.p}seen:{user}", 0, n_seen - 1)
+            pipe.zrevrange(f"{self.p}seen:{user}", 0, n_seen - 1, withscores=True)
             pipe.zrevrange(f"{self.p}eng:{user}", 0, n_engaged - 1, withscores=True)
             pipe.hgetall(f"{self.p}prof:{user}")
             raw, seen, eng, prof = pipe.execute()
         state = unpack_state(raw) if raw else None
         return (
             state,
-            [x.decode() for x in seen],
+            [(k.decode(), float(s)) for k, s in seen],
             [(k.decode(), float(s)) for k, s in eng],
             {k.decode(): v.decode() for k, v in prof.items()},
         )

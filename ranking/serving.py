@@ -177,6 +177,14 @@ class RankerPool:
             return ranker
 
 
+def _counts_negatives(ranker: RankerLike) -> bool:
+    """True when the ranker's training history includes actions the engine does not count as engagement."""
+    from streams.cores.user_update import POSITIVE_ACTIONS
+
+    actions = getattr(getattr(ranker, "featurizer", None), "history_actions", ())
+    return bool(set(actions) - POSITIVE_ACTIONS)
+
+
 def _load_ranker(models_dir: Path, name: str, version: str | None) -> RankerLike:
     from ranking.ranker import Ranker
 
@@ -263,19 +271,24 @@ class Recommender:
         now_ms = int(now * 1000)
 
         t0 = time.perf_counter()
-        state, seen, engaged, profile = self.users.request_view(self.space, user_id, n_engaged=self.s.history_n)
+        state, seen_ts, engaged, profile = self.users.request_view(self.space, user_id, n_engaged=self.s.history_n)
+        seen = [i for i, _ in seen_ts]
         t["redis_user"] = (time.perf_counter() - t0) * 1000
         vec = state.unit() if state is not None else None
 
         source, cands = self._recall(vec, seen, now_ms, t)
 
         ranker = self.rankers.get(arm.ranker)
+        n_history = 0
         if ranker is not None and cands:
             t2 = time.perf_counter()
-            meta = self.users.item_meta([c.item_id for c in cands] + [i for i, _ in engaged])
+            # the history training counted: positive actions (the engaged set), or every non-impression action
+            # (the seen set) for a ranker whose "engaged" rows include negative ones (MovieLens: every rating)
+            hist_ids = [i for i, _ in (seen_ts[: self.s.history_n] if _counts_negatives(ranker) else engaged)]
+            meta = self.users.item_meta([c.item_id for c in cands] + hist_ids)
             t["redis_items"] = (time.perf_counter() - t2) * 1000
             t3 = time.perf_counter()
-            history = [self._ctx(i, meta.get(i)) for i, _ in engaged if i in meta]
+            history = [self._ctx(i, meta.get(i)) for i in hist_ids if i in meta]
             ctx_user = UserContext(user_id, profile, history)
             ctx_items = [self._ctx(c.item_id, meta.get(c.item_id), c.kind, c.created_at_ms) for c in cands]
             probs = ranker.score(ctx_user, ctx_items, now)
@@ -286,6 +299,7 @@ class Recommender:
                 c.task_scores = {tn: float(x) for tn, x in zip(ranker.tasks, p, strict=True)}
             t["rank"] = (time.perf_counter() - t3) * 1000
             ranker_id = f"{ranker.name}@{ranker.version}"
+            n_history = len(history)
         else:
             # the recall order: similarity to the user vector (vector and fresh candidates alike), or the fallback's
             # popularity x freshness score
@@ -296,7 +310,7 @@ class Recommender:
         share = self.s.new_item_share if arm.new_item_share is None else arm.new_item_share
         top, exposure = select_with_quota(cands, k, share)
         t["total"] = (time.perf_counter() - t_all) * 1000
-        user_info: dict[str, Any] = {"seen": len(seen), "engaged_history": len(engaged),
+        user_info: dict[str, Any] = {"seen": len(seen), "engaged": len(engaged), "ranker_history": n_history,
                                      "profile": {k2: v for k2, v in profile.items() if k2 in ("gender", "age")}}
         if state is not None:
             user_info.update(n_events=state.n_events, state_source=state.source)

@@ -144,7 +144,8 @@ def test_recommend_ranks_unseen_recalled_items(world: dict[str, Any]) -> None:
     for it in body["items"]:  # list score = sum of the task probabilities (default weights 1)
         assert math.isclose(it["score"], sum(it["task_scores"].values()), abs_tol=2e-6)
     dbg = body["debug"]
-    assert dbg["recall_source"] == "vector" and dbg["user"]["engaged_history"] == world["engaged"][uid]
+    assert dbg["recall_source"] == "vector" and dbg["user"]["engaged"] == world["engaged"][uid]
+    assert dbg["user"]["ranker_history"] == min(world["engaged"][uid], world["serve"].history_n)
     assert {"redis_user", "recall_vector", "recall_fresh", "redis_items", "rank", "total"} <= set(dbg["timings_ms"])
     # the scores are the ranker's own, computed from the same stream data the service read
     ranker = Ranker.load(world["models_dir"])
