@@ -15,7 +15,10 @@ key prefix, printed at the end so you can inspect it with ``thaw recall``/``thaw
    first-event->recall-reflects-it latency, recall quality on the held-out plays (Milvus search with the users'
    Redis vectors) next to the popularity fallback and random, DLQ accounting (every bad record must be in a DLQ),
    and the final consumer lag.
-6. Stops the worker, and the stack if this run started it (``--keep`` leaves both running).
+6. Starts ``thaw serve`` on the same namespace and measures ``/recommend``: held-out quality per A/B arm (recall
+   order vs the same with a 20% new-item quota), no already-seen item served, latency sequentially and under 16
+   concurrent clients, and the new-item exposure share per arm from the API's ``/metrics``.
+7. Stops the worker, and the stack if this run started it (``--keep`` leaves both running).
 """
 
 from __future__ import annotations
@@ -166,6 +169,117 @@ def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: fl
         "stack_left_running": keep or not started_here,
     }
     return rep
+
+
+def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: dict[str, set[str]],
+           store: UserStore, space: str, clients: int = 16, requests_each: int = 25) -> None:
+    """``thaw serve`` as a subprocess on the demo namespace: held-out quality of the served lists per A/B arm,
+    latency sequentially and under ``clients`` concurrent clients, and the new-item exposure share.
+
+    Two arms split 50/50 by user hash: ``recall`` (the recall order, no quota) and ``fresh20`` (the same with a 20%
+    new-item quota). Both use ``ranker: none``: the published rankers are trained on other id spaces (the simulator
+    or MovieLens), and a ranker trained on all Last.fm plays would have seen the demo's held-out plays; the
+    recall -> rank comparison is ``benchmarks/serve.py``, on the simulator's ground truth with a time hold-out.
+    """
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    variants = [{"name": "recall", "ranker": "none", "new_item_share": 0.0},
+                {"name": "fresh20", "ranker": "none", "new_item_share": 0.2}]
+    # every post was created during this run: the window is set so that the newest 20% of them count as "new"
+    created = sorted(ms for _, ms in store.freshest(space, 100_000))
+    cutoff_ms = created[int(0.8 * (len(created) - 1))] if created else 0
+    window_s = max(1.0, time.time() - cutoff_ms / 1000.0)
+    env = {**os.environ, **s.env(), "THAW_SERVE__VARIANTS": json.dumps(variants),
+           "THAW_SERVE__FRESH_WINDOW_S": f"{window_s:.1f}"}
+    log_path = s.stack.home / f"demo-serve-{run}.log"
+    logf = log_path.open("wb")
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "thaw", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    sec: dict[str, Any] = {"url": base, "arms": variants, "fresh_window_s": round(window_s, 1),
+                           "posts": len(created)}
+    try:
+        t0 = time.perf_counter()
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.perf_counter() - t0 > 90:
+                rep.fail(f"thaw serve did not become ready (see {log_path})")
+                return
+            time.sleep(0.2)
+        sec["ready_s"] = round(time.perf_counter() - t0, 2)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            lists: dict[str, tuple[list[list[str]], list[set[str]]]] = {}
+            lat, leaked, new_share, errors = [], 0, [], 0
+            for u in eval_users:
+                t = time.perf_counter()
+                r = client.get("/recommend", params={"user_id": u, "k": 20})
+                lat.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+                    continue
+                body = r.json()
+                ids = [it["item_id"] for it in body["items"]]
+                leaked += len(set(ids) & set(store.seen(u)))
+                new_share.append(sum(it["new"] for it in body["items"]) / max(len(ids), 1))
+                ranked, rel = lists.setdefault(body["ab"]["variant"], ([], []))
+                ranked.append(ids)
+                rel.append(held[u])
+            sec["sequential"] = {"requests": len(lat), "errors": errors, "p50_ms": _pct(lat, 50),
+                                 "p99_ms": _pct(lat, 99)}
+            sec["held-out plays per arm"] = {arm: {"users": len(r), **list_metrics(r, rel, 20)}
+                                             for arm, (r, rel) in sorted(lists.items())}
+            sec["seen items served (must be 0)"] = leaked
+            if leaked:
+                rep.fail(f"{leaked} already-seen items were served")
+            if errors:
+                rep.fail(f"{errors} /recommend requests failed")
+
+            def one(u: str) -> tuple[float, int]:
+                t = time.perf_counter()
+                code = client.get("/recommend", params={"user_id": u, "k": 20}).status_code
+                return (time.perf_counter() - t) * 1000, code
+
+            work = [eval_users[i % len(eval_users)] for i in range(clients * requests_each)]
+            t_load = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                res = list(pool.map(one, work))
+            wall = time.perf_counter() - t_load
+            conc = [ms for ms, _ in res]
+            sec[f"{clients} concurrent clients"] = {
+                "requests": len(res), "errors": sum(c != 200 for _, c in res), "req_per_s": round(len(res) / wall, 1),
+                "p50_ms": _pct(conc, 50), "p99_ms": _pct(conc, 99),
+                "note": "client and server share this machine's cores",
+            }
+            metrics = client.get("/metrics").text
+        served = {}
+        for line in metrics.splitlines():
+            if line.startswith("thaw_recommend_items_total{"):
+                labels, value = line.rsplit(" ", 1)
+                served[labels[len("thaw_recommend_items_total"):]] = float(value)
+        for arm in ("recall", "fresh20"):
+            n_new = served.get(f'{{new="true",variant="{arm}"}}', 0.0)
+            n_all = n_new + served.get(f'{{new="false",variant="{arm}"}}', 0.0)
+            sec[f"new-item exposure share, arm {arm}"] = round(n_new / n_all, 4) if n_all else None
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        logf.close()
+        rep.sections["serving: thaw serve /recommend"] = sec
 
 
 def _media_posts(rep: DemoReport, s: Settings, topics: Topics, run: str, n_each: int = 12) -> None:
@@ -336,6 +450,9 @@ def _run(rep: DemoReport, s: Settings, topics: Topics, run: str, n_items: int, n
     rep.sections["quality: held-out plays, top-20 from Milvus"] = q
     if q["user vectors (MiniLM space)"]["recall@20"] <= q["random"]["recall@20"]:
         rep.fail("user-vector recall is no better than random")
+
+    # 4e'. the recommendation API over the same namespace
+    _serve(rep, s, run, eval_users, held, store, rec.space)
 
     # 4f. DLQ accounting and final lag
     n_bad = stats["bad_records"]
