@@ -4,9 +4,11 @@ Run::
 
     python -m benchmarks.ranking_groups                          # ml-100k and the simulator, seeds 0 1 2
     python -m benchmarks.ranking_groups --dataset sim --seeds 0  # one dataset, one seed
+    python -m benchmarks.ranking_groups --dataset lastfm         # Last.fm plays -> play / heavy (split by user arrival)
 
 For each dataset (:mod:`ranking.rank_data`: MovieLens-100k ratings with popularity-sampled negatives -> watch / like;
-the simulator's exposures -> play / like; temporal split, new vs old users, genders) and each seed, the ranker is
+the simulator's exposures -> play / like; Last.fm plays -> play / heavy, no genders; temporal split, new vs old
+users, genders) and each seed, the ranker is
 trained with identical data, seed and hyper-parameters, once with plain MMoE gates and once with gates
 conditioned on the user group (:mod:`ranking.rank_eval`), and (ablation) once more with group gates but without the
 category-interest features. Test-period AUC and logloss per task and group, training
@@ -63,7 +65,8 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ranking_groups", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", choices=("ml-100k", "sim", "both"), default="both")
+    ap.add_argument("--dataset", choices=("ml-100k", "sim", "lastfm", "both"), default="both",
+                    help="both = ml-100k and sim")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sim-steps", type=int, default=240)
     ap.add_argument("--threads", type=int, default=1)

@@ -1,6 +1,6 @@
 """Multi-task ranking data from real logs: labels, temporal split, user groups and category-interest features.
 
-Two sources, one :class:`EventLog` form (one row per exposure with a label per task):
+Three sources, one :class:`EventLog` form (one row per exposure with a label per task):
 
 * **MovieLens-100k** (:func:`movielens_log`). Each rating is a positive exposure: task ``watch`` = 1 (the user chose
   to rate the film), task ``like`` = 1 when the rating is >= 4. MovieLens has no impressions, so for every rating
@@ -8,6 +8,10 @@ Two sources, one :class:`EventLog` form (one row per exposure with a label per t
   rating count over the whole log (a popularity-shaped "exposure" distribution; uniform negatives would make task 1
   a popularity detector), with the rating's timestamp; they are 0 for both tasks. Task 2 is therefore "liked among
   everything shown", not "liked given rated".
+* **Last.fm HetRec 2011** (:func:`lastfm_log`). Each user-artist pair is a positive exposure: task ``play`` = 1,
+  task ``heavy`` = 1 when the pair's play count is above the user's median; popularity-shaped negatives as for
+  MovieLens. The plays have no time: rows are ordered by user arrival (the user's earliest dated tag assignment)
+  and, within a user, in a seeded random order, so the "temporal" split is a split by user arrival (see there).
 * **The community simulator** (:func:`simulator_log`). Every ``user.events`` row is a real exposure: impressions
   and skips are the negatives; task ``play`` = click/play/complete/like/comment/share, task ``like`` =
   like/comment/share.
@@ -41,11 +45,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ranking.models.deepfm_mmoe import RankData, RankSchema
 from ranking.modules.fields import FieldSpec
+
+if TYPE_CHECKING:
+    from workloads.datasets import InteractionDataset
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +154,33 @@ def decade_index(year: np.ndarray) -> np.ndarray:
     return np.where(y > 0, np.clip((y - 1920) // 10, 0, 8) + 1, 0).astype(np.int64)
 
 
+def _popularity_negatives(
+    users: np.ndarray, items: np.ndarray, n_items: int, negatives: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``negatives`` sampled items per ``(users, items)`` row, never one of the user's real pairs.
+
+    Items are drawn with probability proportional to their row count over the whole log; draws that hit a real pair
+    of the user are redrawn (up to 20 rounds) and dropped if they still do. Returns ``(neg_users, neg_items, keep)``
+    (``np.repeat`` order: the ``negatives`` draws of row ``j`` are at ``j * negatives ...``).
+    """
+    real = set((users * np.int64(n_items) + items).tolist())
+    pop = np.bincount(items, minlength=n_items).astype(np.int64).astype(np.float64)
+    pop /= pop.sum()
+    neg_u = np.repeat(users, negatives)
+    neg_i = rng.choice(n_items, size=len(neg_u), p=pop)
+
+    def hits_real() -> np.ndarray:
+        return np.fromiter(((int(u) * n_items + int(i)) in real for u, i in zip(neg_u, neg_i, strict=True)),
+                           bool, len(neg_u))
+
+    for _ in range(20):  # resample the (few) draws that hit a real pair
+        bad = np.flatnonzero(hits_real())
+        if not len(bad):
+            break
+        neg_i[bad] = rng.choice(n_items, size=len(bad), p=pop)
+    return neg_u, neg_i, ~hits_real()  # draws still on a real pair after 20 rounds are dropped
+
+
 def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
     """MovieLens-100k ratings as two-task exposures (see the module docstring)."""
     from workloads.datasets import load_movielens_100k
@@ -155,21 +190,7 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
     assert ds.timestamps is not None and ds.user_features is not None
     rng = np.random.default_rng(seed)
     n = ds.n_interactions
-    rated = set((ds.users * np.int64(ds.n_items) + ds.items).tolist())
-    pop = ds.item_counts().astype(np.float64)
-    pop /= pop.sum()
-    neg_u = np.repeat(ds.users, negatives)
-    neg_i = rng.choice(ds.n_items, size=len(neg_u), p=pop)
-    def hits_rated() -> np.ndarray:
-        return np.fromiter(((int(u) * ds.n_items + int(i)) in rated for u, i in zip(neg_u, neg_i, strict=True)),
-                           bool, len(neg_u))
-
-    for _ in range(20):  # resample the (few) draws that hit a rated film
-        bad = np.flatnonzero(hits_rated())
-        if not len(bad):
-            break
-        neg_i[bad] = rng.choice(ds.n_items, size=len(bad), p=pop)
-    keep = ~hits_rated()  # draws still on a rated film after 20 rounds are dropped
+    neg_u, neg_i, keep = _popularity_negatives(ds.users, ds.items, ds.n_items, negatives, rng)
     users = np.concatenate([ds.users, neg_u[keep]])
     items = np.concatenate([ds.items, neg_i[keep]])
     ts = np.concatenate([ds.timestamps, np.repeat(ds.timestamps, negatives)[keep]]).astype(np.float64)
@@ -206,6 +227,153 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
                     item_tags=tuple(tuple(t[:64] for t in tags[:20] if t.strip()) for tags in ds.item_tags),
                     item_kinds=("track",) * ds.n_items, item_created=np.zeros(ds.n_items, np.float64),
                     user_profiles=tuple(profiles))
+
+
+TAG_COUNT_BINS = (1.0, 3.0, 6.0, 11.0, 20.0)
+"""Last.fm item column: how many tags the item carries as published (the replayer keeps at most 20), bucketed
+``0, 1-2, 3-5, 6-10, 11-19, 20`` -> 1..6 (:func:`tag_count_bucket`)."""
+
+LASTFM_MAX_CATEGORIES = 48
+"""Last.fm categories: the most frequent published tags (by number of artists carrying them)."""
+
+
+def tag_count_bucket(n_tags: np.ndarray, bins: Sequence[float] = TAG_COUNT_BINS) -> np.ndarray:
+    """Last.fm ``item_extra``: the number of published tags bucketed by ``bins``, 1-based (1 = no tags)."""
+    return (np.digitize(np.asarray(n_tags, np.float64), list(bins)) + 1).astype(np.int64)
+
+
+def _lastfm_user_start(ds: InteractionDataset) -> tuple[np.ndarray, dict[str, int]]:
+    """Per user, the epoch seconds (00:00 UTC) of their earliest dated tag assignment (years before 2002 ignored).
+
+    Users without one (none in HetRec 2011) get the latest start of all. Returns ``(start, counts)``.
+    """
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from workloads.datasets.lastfm import _read_dat
+
+    folder = Path(str(ds.meta["source"]))
+    pos = {u: j for j, u in enumerate(ds.user_ids)}
+    start = np.full(ds.n_users, np.inf)
+    implausible = 0
+    for r in _read_dat(folder / "user_taggedartists.dat", 6):
+        j = pos.get(str(int(r[0])))
+        year = int(r[5])
+        if j is None:
+            continue
+        if year < 2002:  # 5 assignments dated 1956-1979; Last.fm launched in 2002
+            implausible += 1
+            continue
+        t = datetime(year, int(r[4]), int(r[3]), tzinfo=UTC).timestamp()
+        start[j] = min(start[j], t)
+    undated = ~np.isfinite(start)
+    start[undated] = start[~undated].max() if (~undated).any() else 0.0
+    return start, {"tag_assignments_before_2002_ignored": implausible, "users_without_dated_tag": int(undated.sum())}
+
+
+def lastfm_log(negatives: int = 2, seed: int = 0, max_categories: int = LASTFM_MAX_CATEGORIES) -> EventLog:
+    """Last.fm HetRec 2011 user-artist play counts as two-task exposures.
+
+    **Exposures and tasks.** Every user-artist pair of ``user_artists.dat`` (each user's up to 50 most-played
+    artists, with the play count) is a positive exposure; for every pair ``negatives`` artists the user never
+    played are sampled with probability proportional to their listener count over the whole log (popularity-shaped,
+    as :func:`movielens_log`), with the pair's time; they are 0 for both tasks.
+
+    * task 0 ``play``: the user listened to the artist (1 for every pair). This is the engaged task: history and
+      profiles are built from it, and ``thaw replay lastfm`` publishes every pair as a ``play`` event, so
+      ``history_actions`` = ``("play",)``.
+    * task 1 ``heavy``: the pair's play count is strictly above the median play count of the user's own artists
+      (ties are not heavy), i.e. the artist is in the upper half of that user's listening — about half of the
+      pairs. "Heavy among everything shown", the analogue of MovieLens' ``like``. The median is over all the user's
+      pairs (a label definition relative to the user, not a feature). The stream does not carry play counts, so
+      online this task is scored, never observed.
+
+    **Time (the data has none for plays).** The listening counts are aggregates with no timestamps; the only dated
+    events are tag assignments (``user_taggedartists.dat``, day resolution, mostly the 1st of a month), and only
+    22% of pairs were tagged by their user — and tagged pairs are heavy more often (63% vs 46%), so dating the
+    tagged pairs by their tag and the rest otherwise would leak the label through the row order. Instead the order
+    is *by user arrival*: a user's start is their earliest dated tag assignment (any artist; years before 2002 are
+    ignored as implausible), and their pairs follow it one minute apart in a seeded random order (the
+    file's artist-id order follows the crawl of each user's top-artist list and correlates with play rank, so it
+    would leak ``heavy`` into the history count). The time split of :func:`build_rank_split` is therefore a split
+    by user arrival: the test period is (up to the one user straddling each cut) the latest-arriving users, all
+    unseen in the fit period, new for their first ``new_user_max_history`` artists and old afterwards; "new" and
+    "old" are positions in a user's (random) listening order, not calendar time. It is leak-free in that no row's
+    features or label depend on its position, and the fit-period statistics never see a test user.
+
+    **Side information.** Categories: the ``max_categories`` tags carried by most artists among the tags as the
+    replayer publishes them (each artist's 20 most applied, cut to 64 characters), matched exactly, so
+    :meth:`~ranking.rank_features.RankFeaturizer.categories_of` maps published tags to the same columns. Last.fm
+    has no gender or age: ``genders = ()``, ``ages = ()``, so the gating groups are ``new|unknown`` and
+    ``old|unknown`` only — group-wise gating conditions on new/old status alone. ``user_extra`` = 0: the friend
+    graph is not in the ``user.profile`` contract, so it is not used (no train/serve difference). ``context`` = 0:
+    the rows have no time of day. ``item_extra`` = the published tag count bucketed (:func:`tag_count_bucket`),
+    computable online from the item's tags. Raw ids (``lastfm:u:2``, ``lastfm:i:51``), tags, kind ``track`` and the
+    (empty) profile are what ``thaw replay lastfm`` publishes (:func:`workloads.replay.sample_dataset`).
+    """
+    from workloads.datasets import load_dataset
+    from workloads.replay import safe_id
+
+    ds = load_dataset("lastfm")
+    rng = np.random.default_rng(seed)
+    n = ds.n_interactions
+    plays = np.asarray(ds.meta["plays"], np.int64)
+    neg_u, neg_i, keep = _popularity_negatives(ds.users, ds.items, ds.n_items, negatives, rng)
+    # per-user median play count -> heavy
+    order = np.lexsort((plays, ds.users))
+    median = np.zeros(ds.n_users, np.float64)
+    bounds = np.searchsorted(ds.users[order], np.arange(ds.n_users + 1))
+    for u in range(ds.n_users):
+        p = plays[order[bounds[u] : bounds[u + 1]]]
+        median[u] = float(np.median(p)) if len(p) else 0.0
+    heavy = plays > median[ds.users]
+    # time: the user's arrival (earliest dated tag assignment) + one minute per pair in a seeded random order
+    start, date_info = _lastfm_user_start(ds)
+    rank = np.empty(n, np.int64)
+    key = rng.random(n)
+    by_user = np.lexsort((key, ds.users))
+    rank[by_user] = np.arange(n) - np.searchsorted(ds.users[by_user], ds.users[by_user], side="left")
+    pair_ts = start[ds.users] + 60.0 * rank
+    users = np.concatenate([ds.users, neg_u[keep]])
+    items = np.concatenate([ds.items, neg_i[keep]])
+    ts = np.concatenate([pair_ts, np.repeat(pair_ts, negatives)[keep]]).astype(np.float64)
+    labels = np.zeros((len(users), 2), np.float32)
+    labels[:n, 0] = 1.0
+    labels[:n, 1] = heavy.astype(np.float32)
+    # tags exactly as the replayer publishes them; categories = the most common ones
+    tags = tuple(tuple(t[:64] for t in tg[:20] if t.strip()) for tg in ds.item_tags)
+    df: dict[str, int] = {}
+    for tg in tags:
+        for t in set(tg):
+            df[t] = df.get(t, 0) + 1
+    cats = [t for t, _ in sorted(df.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]
+    col = {c: j for j, c in enumerate(cats)}
+    ic = np.zeros((ds.n_items, len(cats)), np.float32)
+    for i, tg in enumerate(tags):
+        for t in tg:
+            if t in col:
+                ic[i, col[t]] = 1.0
+    prefix = ds.name.replace(" ", "_")
+    return EventLog("lastfm", users.astype(np.int64), items.astype(np.int64), ts, labels,
+                    np.zeros(len(users), np.int64), ("play", "heavy"), np.zeros(ds.n_users, np.int64), (),
+                    np.zeros(ds.n_users, np.int64), np.zeros(ds.n_users, np.int64), ic,
+                    tag_count_bucket(np.array([len(tg) for tg in tags])), tuple(cats),
+                    {"negatives_per_pair": negatives, "negative_sampling": "popularity (listeners) over the whole log",
+                     "heavy": "play count > the median play count of the user's own artists",
+                     "time": "user arrival (earliest dated tag assignment) + 60 s per pair in a seeded random "
+                             "order; the split is by user arrival, not by listening time",
+                     **date_info, "context": "none (0): no time of day",
+                     "item_extra": "published tag count bucket (0, 1-2, 3-5, 6-10, 11-19, 20)",
+                     "item_extra_bins": list(TAG_COUNT_BINS), "user_extra": "none (0)",
+                     "categories": f"the {len(cats)} published tags carried by most artists",
+                     "genders": "none: gating groups are new/old only",
+                     # the replayer publishes every pair as a play
+                     "history_actions": ["play"]},
+                    user_ids=tuple(safe_id(f"{prefix}:u:", u) for u in ds.user_ids),
+                    item_ids=tuple(safe_id(f"{prefix}:i:", i) for i in ds.item_ids),
+                    item_tags=tags, item_kinds=("track",) * ds.n_items,
+                    item_created=np.zeros(ds.n_items, np.float64),
+                    user_profiles=tuple({"gender": "unknown", "age": "unknown"} for _ in ds.user_ids))
 
 
 SIM_ENGAGED = ("click", "play", "complete", "like", "comment", "share")

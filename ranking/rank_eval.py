@@ -4,12 +4,14 @@ Run::
 
     python -m ranking.rank_eval --dataset ml-100k                 # MovieLens-100k ratings -> watch / like
     python -m ranking.rank_eval --dataset sim --sim-steps 240     # simulator exposures -> play / like
+    python -m ranking.rank_eval --dataset lastfm                  # Last.fm plays -> play / heavy
     python -m ranking.rank_eval --dataset ml-100k --seeds 0 1 2 --json out.json --export ~/.cache/thaw/models
 
 For every seed both variants (``group_gating`` off / on; with ``--ablate-interest`` also group gating without the
 category-interest features) are trained with the same seed, the same rows and the same
 hyper-parameters; the test period (latest 20% of rows, see :mod:`ranking.rank_data`) is scored and AUC / logloss
-are reported per task for all rows, new users, old users and each gender. ``--export`` publishes the gated model of
+are reported per task for all rows, new users, old users and each gender (Last.fm has no gender: new/old only;
+its split is by user arrival, see :func:`ranking.rank_data.lastfm_log`). ``--export`` publishes the gated model of
 the first seed as ``deepfm-mmoe`` into a model directory and checks ONNX Runtime against torch (``allclose``).
 """
 
@@ -27,7 +29,15 @@ import numpy as np
 import torch
 
 from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, task_metrics, train_deepfm_mmoe
-from ranking.rank_data import EventLog, RankSplit, SplitConfig, build_rank_split, movielens_log, simulator_log
+from ranking.rank_data import (
+    EventLog,
+    RankSplit,
+    SplitConfig,
+    build_rank_split,
+    lastfm_log,
+    movielens_log,
+    simulator_log,
+)
 
 
 @dataclass(frozen=True)
@@ -131,12 +141,14 @@ def run_rank_eval(
 
 
 def load_log(dataset: str, seed: int = 0, sim_steps: int = 240, negatives: int = 2) -> EventLog:
-    """The exposure log of ``ml-100k`` or ``sim``."""
+    """The exposure log of ``ml-100k``, ``lastfm`` or ``sim`` (``negatives``: sampled per ml-100k / lastfm pair)."""
     if dataset == "ml-100k":
         return movielens_log(negatives=negatives, seed=seed)
+    if dataset == "lastfm":
+        return lastfm_log(negatives=negatives, seed=seed)
     if dataset == "sim":
         return simulator_log(steps=sim_steps, seed=seed)
-    raise ValueError(f"unknown dataset {dataset!r} (ml-100k | sim)")
+    raise ValueError(f"unknown dataset {dataset!r} (ml-100k | lastfm | sim)")
 
 
 def split_of(log: EventLog, split_config: SplitConfig) -> RankSplit:
@@ -147,7 +159,7 @@ def split_of(log: EventLog, split_config: SplitConfig) -> RankSplit:
 
 
 def load_split(dataset: str, split_config: SplitConfig, sim_steps: int = 240, negatives: int = 2) -> RankSplit:
-    """The featurised split of ``ml-100k`` or ``sim``."""
+    """The featurised split of ``ml-100k``, ``lastfm`` or ``sim``."""
     return split_of(load_log(dataset, split_config.seed, sim_steps, negatives), split_config)
 
 
@@ -198,10 +210,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ranking.rank_eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", choices=("ml-100k", "sim"), default="ml-100k")
+    ap.add_argument("--dataset", choices=("ml-100k", "lastfm", "sim"), default="ml-100k")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--sim-steps", type=int, default=240)
-    ap.add_argument("--negatives", type=int, default=2, help="ml-100k: sampled negatives per rating")
+    ap.add_argument("--negatives", type=int, default=2, help="ml-100k / lastfm: sampled negatives per pair")
     ap.add_argument("--new-user-max-history", type=int, default=10)
     ap.add_argument("--max-epochs", type=int, default=DeepFMMMoEConfig.max_epochs)
     ap.add_argument("--patience", type=int, default=DeepFMMMoEConfig.patience)

@@ -11,30 +11,36 @@ per-row functions of :mod:`ranking.rank_data` to a request built from stream dat
 
 Field by field (``sparse`` columns in :data:`ranking.rank_data.SPARSE_FIELDS` order):
 
-* ``user_id`` / ``item_id``: the fit-period vocabularies of raw ids (``sim:u:12``, ``ml-100k:i:50``); an id without
+* ``user_id`` / ``item_id``: the fit-period vocabularies of raw ids (``sim:u:12``, ``ml-100k:i:50``,
+  ``lastfm:i:51``); an id without
   a fit row is 0 (unknown), the index training's id dropout taught the model.
 * ``gender`` / ``age``: the profile's ``gender`` (``f|m|x|unknown``) and ``age`` (age bucket such as ``18-24``; the
   key ``age_bucket`` of the ``user.profile`` event is accepted too) through the training vocabularies; anything
-  else is 0.
+  else is 0. Last.fm has neither (empty vocabularies): always 0, as in training.
 * ``user_extra`` (MovieLens occupation): not in the stream contract, always 0 (unknown) online. Training saw the
-  occupation for every ml-100k user, so this is a known train/serve difference (the simulator has no such column:
-  0 in training too).
+  occupation for every ml-100k user, so this is a known train/serve difference (the simulator and Last.fm have no
+  such column: 0 in training too).
 * ``status``: 1 new / 2 old, new while ``len(history) < new_user_max_history``.
 * ``context``: MovieLens = hour-of-day bucket (UTC) of ``now_ts``; simulator = age of the item at ``now_ts`` in
-  steps, ``(now_ts - created_ts) / step_s``, bucketed ``<1, 1-3, 3-10, >=10``.
+  steps, ``(now_ts - created_ts) / step_s``, bucketed ``<1, 1-3, 3-10, >=10``; Last.fm = 0 (``none``: the
+  training rows have no time of day).
 * ``item_extra``: simulator = the item's kind index (``kind`` of the item); MovieLens = the release decade, which
   the stream does not carry in tags (only in the title text, which :class:`ItemContext` has not): it is looked up
-  by raw item id in the table of the training log's films (every ml-100k film), 0 for any other item.
+  by raw item id in the table of the training log's films (every ml-100k film), 0 for any other item; Last.fm =
+  the number of the item's published tags bucketed ``0, 1-2, 3-5, 6-10, 11-19, >=20``
+  (:func:`~ranking.rank_data.tag_count_bucket`; an item whose tags the service does not have counts as untagged).
 * ``categories``: multi-hot over the training categories from the raw tags (simulator: the catalogue topics kept
   by :func:`~ranking.rank_data.simulator_log`, matched exactly as :func:`workloads.simulator.build_catalogue`
-  matches asset tags; MovieLens: the genres, which the replayer publishes as tags). A comment carries its parent
+  matches asset tags; MovieLens: the genres, which the replayer publishes as tags; Last.fm: the 48 published tags
+  carried by most artists, matched exactly). A comment carries its parent
   track's tags, so it gets the parent's categories, as in the simulator.
 * ``dense`` = standardised ``[interest_dev, affinity]`` from ``count = len(history)`` and the summed categories of
   the history, shrunk to the group mean; ``group = status x gender``.
 
 ``history`` must hold the items of the stream actions training counted as engaged,
 :attr:`RankFeaturizer.history_actions` (simulator: ``click, play, complete, like, comment, share``; MovieLens:
-every rating, i.e. ``like``, ``play`` *and* ``skip``, which the replayer makes of ratings <= 2). Offline,
+every rating, i.e. ``like``, ``play`` *and* ``skip``, which the replayer makes of ratings <= 2; Last.fm: ``play``,
+the replayer's only action). Offline,
 ``history`` is every engaged row of the user strictly before the row (repeats of an item count again, no cap);
 online it is whatever the service passes, so a history truncated to its newest ~500 items, or deduplicated, gives a
 smaller count than training would have seen for that user.
@@ -51,6 +57,7 @@ import numpy as np
 from ranking.rank_data import (
     ITEM_AGE_BINS,
     SPARSE_FIELDS,
+    TAG_COUNT_BINS,
     EventLog,
     RankSplit,
     hour_context,
@@ -58,6 +65,7 @@ from ranking.rank_data import (
     item_age_context,
     sparse_rows,
     standardise,
+    tag_count_bucket,
     user_groups,
 )
 
@@ -123,10 +131,10 @@ class RankFeaturizer:
     item_vocab: Mapping[str, int]
     genders: tuple[str, ...]
     ages: tuple[str, ...]
-    context_kind: str  # "hour_of_day" | "item_age_steps"
+    context_kind: str  # "hour_of_day" | "item_age_steps" | "none"
     step_s: float
     age_bins: tuple[float, ...]
-    item_extra_kind: str  # "content_kind" | "by_item_id"
+    item_extra_kind: str  # "content_kind" | "by_item_id" | "tag_count"
     kinds: tuple[str, ...]
     item_extra_by_id: Mapping[str, int]
     group_means: np.ndarray  # G x C float64
@@ -138,6 +146,7 @@ class RankFeaturizer:
     cardinalities: tuple[int, ...]
     group_names: tuple[str, ...]
     history_actions: tuple[str, ...] = ()
+    item_extra_bins: tuple[float, ...] = ()  # "tag_count": bins of the published tag count
     _cat_col: dict[str, int] = field(init=False, repr=False, default_factory=dict)
     _gender_ix: dict[str, int] = field(init=False, repr=False, default_factory=dict)
     _age_ix: dict[str, int] = field(init=False, repr=False, default_factory=dict)
@@ -166,6 +175,8 @@ class RankFeaturizer:
         elif log.name == "ml-100k":
             context_kind, item_extra_kind, step_s, kinds = "hour_of_day", "by_item_id", 0.0, ()
             by_id = {i: int(x) for i, x in zip(log.item_ids, log.item_extra, strict=True) if int(x) > 0}
+        elif log.name == "lastfm":
+            context_kind, item_extra_kind, step_s, kinds, by_id = "none", "tag_count", 0.0, (), {}
         else:
             raise ValueError(f"no online definition of context / item_extra for log {log.name!r}")
         return cls(
@@ -178,6 +189,8 @@ class RankFeaturizer:
             new_user_max_history=st.new_user_max_history, dense_mu=np.asarray(st.dense_mu, np.float32),
             dense_sd=np.asarray(st.dense_sd, np.float32), cardinalities=tuple(int(c) for c in st.cardinalities),
             group_names=tuple(split.group_names), history_actions=tuple(meta.get("history_actions", ())),
+            item_extra_bins=tuple(float(x) for x in meta.get("item_extra_bins", TAG_COUNT_BINS))
+            if item_extra_kind == "tag_count" else (),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -190,7 +203,7 @@ class RankFeaturizer:
             "genders": list(self.genders), "ages": list(self.ages),
             "context": {"kind": self.context_kind, "step_s": self.step_s, "bins": list(self.age_bins)},
             "item_extra": {"kind": self.item_extra_kind, "kinds": list(self.kinds),
-                           "by_item_id": dict(self.item_extra_by_id)},
+                           "by_item_id": dict(self.item_extra_by_id), "bins": list(self.item_extra_bins)},
             "user_extra": "not in the stream contract: 0 (unknown) online",
             "group_means": [[float(x) for x in row] for row in self.group_means],
             "n_genders": self.n_genders, "shrinkage": self.shrinkage,
@@ -219,6 +232,7 @@ class RankFeaturizer:
             dense_mu=np.asarray(d["dense_mu"], np.float32), dense_sd=np.asarray(d["dense_sd"], np.float32),
             cardinalities=tuple(int(c) for c in d["cardinalities"]), group_names=tuple(d["group_names"]),
             history_actions=tuple(d.get("history_actions", ())),
+            item_extra_bins=tuple(float(x) for x in extra.get("bins", ())),
         )
 
     # ------------------------------------------------------------------------------------------------- serving
@@ -250,12 +264,16 @@ class RankFeaturizer:
     def _item_extra(self, items: Sequence[ItemContext]) -> np.ndarray:
         if self.item_extra_kind == "content_kind":
             return np.array([self._kind_ix.get(it.kind, 0) for it in items], np.int64)
+        if self.item_extra_kind == "tag_count":
+            return tag_count_bucket(np.array([len(it.tags) for it in items], np.int64), self.item_extra_bins)
         return np.array([self.item_extra_by_id.get(it.item_id, 0) for it in items], np.int64)
 
     def _context(self, items: Sequence[ItemContext], now_ts: float) -> np.ndarray:
         now = np.full(len(items), float(now_ts), np.float64)
         if self.context_kind == "hour_of_day":
             return hour_context(now)
+        if self.context_kind == "none":
+            return np.zeros(len(items), np.int64)
         created = np.array([it.created_ts for it in items], np.float64)
         return item_age_context(now, created, self.step_s, self.age_bins)
 

@@ -5,6 +5,7 @@ Run (``thaw train ranker ...`` is the same)::
     python -m ranking.rank_train --dataset sim --sim-steps 40 --epochs 5     # CI-sized, well under a minute
     python -m ranking.rank_train --dataset sim                               # full size (240 steps)
     python -m ranking.rank_train --dataset ml-100k --json out.json           # MovieLens-100k, watch / like
+    python -m ranking.rank_train --dataset lastfm --json out.json            # Last.fm plays, play / heavy
 
 Steps: build the exposure log and its temporal split (:mod:`ranking.rank_data`), keep the split's online
 featuriser (:class:`ranking.rank_features.RankFeaturizer`), train both variants with the same seed, rows and
@@ -118,9 +119,9 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ranking.rank_train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", choices=("sim", "ml-100k"), default="sim")
+    ap.add_argument("--dataset", choices=("sim", "ml-100k", "lastfm"), default="sim")
     ap.add_argument("--sim-steps", type=int, default=240, help="simulator steps (sim)")
-    ap.add_argument("--negatives", type=int, default=2, help="ml-100k: sampled negatives per rating")
+    ap.add_argument("--negatives", type=int, default=2, help="ml-100k / lastfm: sampled negatives per pair")
     ap.add_argument("--seed", type=int, default=0, help="training seed (the data / split seed is 0, as rank_eval)")
     ap.add_argument("--epochs", type=int, default=DeepFMMMoEConfig.max_epochs, help="epoch cap")
     ap.add_argument("--patience", type=int, default=DeepFMMMoEConfig.patience)
