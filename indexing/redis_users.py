@@ -183,6 +183,12 @@ class UserStore:
             (k.decode(), int(s)) for k, s in self.r.zrevrange(f"{self.p}fresh:{space}", 0, n - 1, withscores=True)
         ]
 
+    def created_since(self, space: str, since_ms: int, n: int) -> list[tuple[str, int]]:
+        """The newest ``n`` items of the space created at or after ``since_ms`` (newest first, with created_at ms)."""
+        raw = self.r.zrevrangebyscore(f"{self.p}fresh:{space}", "+inf", int(since_ms), start=0, num=n,
+                                      withscores=True)
+        return [(k.decode(), int(s)) for k, s in raw]
+
     def profile(self, user: str) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.r.hgetall(f"{self.p}prof:{user}").items()}
 

@@ -197,6 +197,9 @@ class ServeSettings(_Section):
     recall_k: int = Field(default=200, ge=1, le=2000)  # nearest items to the user vector
     fresh_k: int = Field(default=50, ge=0, le=1000)  # nearest among items created within fresh_window_s
     fresh_window_s: float = Field(default=24 * 3600.0, gt=0)
+    # the fresh recall scores the window's newest fresh_exact_max items exactly (their vectors cached in the API
+    # process); a filtered approximate search misses most rows of a very selective window on Milvus 2.3
+    fresh_exact_max: int = Field(default=20_000, ge=1, le=200_000)
     new_item_share: float = Field(default=0.2, ge=0, le=1)  # minimum share of new items in the top-k, if recalled
     history_n: int = Field(default=200, ge=0, le=500)  # engaged items read for the ranker's interest features
     max_k: int = Field(default=100, ge=1, le=1000)

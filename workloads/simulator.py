@@ -145,7 +145,8 @@ def lastfm_assets(ds: InteractionDataset | None = None, max_artists: int = 3000)
     order = np.argsort(-counts, kind="stable")
     out: list[Asset] = []
     for i in order[:max_artists]:
-        tags = tuple(dict.fromkeys(_norm_tag(t) for t in ds.item_tags[i][:8] if t.strip()))
+        # tags longer than the content.new contract allows (64 chars) would dead-letter the item: truncated
+        tags = tuple(dict.fromkeys(_norm_tag(t)[:64] for t in ds.item_tags[i][:8] if t.strip()))
         if not tags:
             continue
         name = ds.item_text[i]

@@ -232,3 +232,25 @@ def test_redis_down_answers_503_without_secrets(world: dict[str, Any], stack_set
         assert "redis" in r.json()["detail"] and "hunter2" not in r.text
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
+
+
+def test_fresh_recall_is_the_exact_top_of_the_window(world: dict[str, Any]) -> None:
+    rec: Recommender = world["rec"]
+    users: UserStore = world["users"]
+    uid = _active(world)
+    state, seen_ts, _, _ = users.request_view(rec.space, uid)
+    assert state is not None
+    vec = state.unit()
+    assert vec is not None
+    seen = [i for i, _ in seen_ts]
+    now_ms = int(world["end_ts"] * 1000)
+    since = now_ms - int(world["serve"].fresh_window_s * 1000)
+    window = [i for i, _ in users.created_since(rec.space, since, 10_000) if i not in set(seen)]
+    assert len(window) > world["serve"].fresh_k / 10
+    vecs = rec.index.get_vectors(window)
+    exact = sorted(window, key=lambda i: -float(vecs[i] @ vec))[: world["serve"].fresh_k]
+    source, cands = rec._recall(vec, seen, now_ms, {})
+    assert source == "vector"
+    new_ids = {c.item_id for c in cands if c.is_new}
+    assert set(exact) <= new_ids  # every window item the exact search ranks in the top fresh_k is a candidate
+    assert not new_ids - set(window)  # and nothing outside the window is flagged new
