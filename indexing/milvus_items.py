@@ -361,6 +361,11 @@ class ItemIndex:
             for r in rows[:n]
         ]
 
+    def exists(self) -> bool:
+        """Whether the collection (or alias) exists."""
+        with self._lock:
+            return bool(self.client.has_collection(self.name))
+
     def count(self) -> int:
         """Number of rows, read with Strong consistency (includes every acknowledged write)."""
         extra = {} if self.lite else {"consistency_level": "Strong"}

@@ -240,7 +240,10 @@ def create_app(settings: Settings, served: Callable[[], Any] | None = None, metr
         except Exception as exc:  # noqa: BLE001
             checks["redis"] = f"error: {type(exc).__name__}"
         try:
-            checks["milvus"] = {"collection": rec.index.name, "rows": rec.index.count()}
+            if not rec.index.exists():
+                checks["milvus"] = f"error: collection {rec.index.name} does not exist (no worker has written it yet)"
+            else:
+                checks["milvus"] = {"collection": rec.index.name, "rows": rec.index.count()}
         except Exception as exc:  # noqa: BLE001
             checks["milvus"] = f"error: {type(exc).__name__}"
         try:

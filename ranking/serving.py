@@ -339,14 +339,13 @@ class Recommender:
                 c.score = float(sc)
                 c.task_scores = {tn: float(x) for tn, x in zip(ranker.tasks, p, strict=True)}
             t["rank"] = (time.perf_counter() - t3) * 1000
-            ranker_id = f"{ranker.name}@{ranker.version}"
             n_history = len(history)
         else:
             # the recall order: similarity to the user vector (vector and fresh candidates alike), or the fallback's
             # popularity x freshness score
             for c in cands:
                 c.score = c.recall_score
-            ranker_id = "none"
+        ranker_id = f"{ranker.name}@{ranker.version}" if ranker is not None else "none"
 
         share = self.s.new_item_share if arm.new_item_share is None else arm.new_item_share
         top, exposure = select_with_quota(cands, k, share)

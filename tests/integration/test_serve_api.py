@@ -254,3 +254,15 @@ def test_fresh_recall_is_the_exact_top_of_the_window(world: dict[str, Any]) -> N
     new_ids = {c.item_id for c in cands if c.is_new}
     assert set(exact) <= new_ids  # every window item the exact search ranks in the top fresh_k is a candidate
     assert not new_ids - set(window)  # and nothing outside the window is flagged new
+
+
+def test_readiness_names_a_missing_collection(world: dict[str, Any], stack_settings: Settings) -> None:
+    rec: Recommender = world["rec"]
+    missing = ItemIndex(stack_settings.milvus, dim=rec.index.dim, collection="thaw_no_such_collection_x")
+    app = create_app(stack_settings, served=lambda: Recommender(world["serve"], rec.users, missing, rec.space,
+                                                                rec.rankers))
+    with TestClient(app) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "thaw_no_such_collection_x does not exist" in ready.json()["checks"]["milvus"]
+        assert ready.json()["checks"]["redis"] == "ok"
