@@ -791,7 +791,8 @@ def fresh_recall_check(index: Any, store: Any, space: str, users: Sequence[str],
             if per_user else None,
             "mean_recall_vs_exact": round(float(np.mean([p["overlap"] / max(1, p["exact"]) for p in per_user])), 3)
             if per_user else None,
-            "note": "Milvus 2.3.5 search with filter created_at >= now - fresh_window_s (what ranking.serving does) "
+            "note": "Milvus 2.3.5 search with filter created_at >= now - fresh_window_s (what "
+                    "ranking.serving did before it scored the window exactly) "
                     "vs the exact top fresh_k of the same rows from a query"}
 
 
