@@ -14,7 +14,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from infra.procs import stop_process_group
 from infra.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -128,18 +128,9 @@ class Worker:
 
     def stop(self, timeout_s: float = 30.0) -> float:
         """SIGTERM, then SIGKILL of its process group after ``timeout_s``; returns seconds to stop."""
-        t0 = time.perf_counter()
         if self.proc is None:
             return 0.0
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        return time.perf_counter() - t0
+        return stop_process_group(self.proc, timeout_s)
 
     def close(self) -> None:
         self.stop()

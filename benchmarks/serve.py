@@ -49,13 +49,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -82,6 +80,7 @@ from benchmarks._harness import (
     stack_up,
     write_json,
 )
+from infra.procs import stop_process_group
 
 RANK_VERSION = "serve-bench"
 MAIN_ARMS = ("recall", "plain", "gated")
@@ -281,16 +280,8 @@ class ApiServer:
             return None
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is None:
-            return
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout_s)
 
     def log_tail(self, n: int = 40) -> str:
         try:

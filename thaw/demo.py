@@ -41,6 +41,7 @@ from encoders.text import ensure_minilm
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
 from infra.lag import consumer_lag, group_is_active
+from infra.procs import stop_process_group
 from infra.settings import Settings
 from infra.stack import LocalStack
 from ranking.recall import Recaller
@@ -273,11 +274,7 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
             n_all = n_new + served.get(f'{{new="false",variant="{arm}"}}', 0.0)
             sec[f"new-item exposure share, arm {arm}"] = round(n_new / n_all, 4) if n_all else None
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
         logf.close()
         rep.sections["serving: thaw serve /recommend"] = sec
 

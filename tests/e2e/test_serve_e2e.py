@@ -15,6 +15,7 @@ import pytest
 from kafka import KafkaProducer
 
 from indexing.milvus_items import ItemIndex
+from infra.procs import stop_process_group
 from streams.topics import Topics
 from tests.e2e.conftest import wait_for
 
@@ -76,11 +77,7 @@ def test_thaw_serve_recommends_from_the_stream(worker, tmp_path):
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         assert 'thaw_recommend_requests_total{bucket=' in metrics
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: -15 is its clean exit
     assert proc.returncode in (0, -signal.SIGTERM), log.read_text()[-3000:]
     assert "Traceback" not in log.read_text()
