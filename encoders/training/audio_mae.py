@@ -87,40 +87,23 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
     from encoders.training.common import (
         Checkpointer,
         batch_indices,
-        cache_logmels,
-        corpus_provenance,
         default_models_dir,
-        default_runs_dir,
         fit,
-        input_stats,
         new_version,
         plot_history,
-        seed_everything,
-        split_indices,
+        run_report,
+        start_audio_run,
+        write_report,
     )
-    from workloads.music import load_music_corpus
 
-    t_start = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_runs_dir() / "audio-mae"
-    corpus = load_music_corpus(cfg.corpus_dir)
-    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_runs_dir() / "logmel-cache"
-    if cfg.frontend.sample_rate != corpus.sample_rate:
-        raise ValueError("the corpus sample rate differs from the frontend's")
-    cached = cache_logmels(corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, cache_root, cfg.progress)
-    t_cache = time.perf_counter() - t_start
-    train_idx = split_indices(corpus, cfg.train_splits, cached.valid, cfg.max_clips)
-    val_idx = split_indices(corpus, (cfg.val_split,), cached.valid, cfg.max_clips)
-    if len(train_idx) == 0:
-        raise ValueError(f"no training clips in splits {cfg.train_splits}")
-    mean, std = input_stats(cached.logmels, train_idx)
+    run = start_audio_run(cfg, "audio-mae")
+    out, train_idx, val_idx = run.out, run.train_idx, run.val_idx
     mcfg = replace(
-        cfg.model, n_mels=cfg.frontend.n_mels, n_frames=cfg.frontend.n_frames, input_mean=mean, input_std=std
+        cfg.model, n_mels=cfg.frontend.n_mels, n_frames=cfg.frontend.n_frames, input_mean=run.mean, input_std=run.std
     )
     model = AudioMAE(mcfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    data = cached.logmels
+    data = run.cached.logmels
 
     def batch_of(idx: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(data[np.sort(idx)], dtype=np.float32))
@@ -168,32 +151,10 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
     )
     train_s = time.perf_counter() - t_train0
     plot_history(history, out / "loss.png", "Audio MAE (masked-patch MSE)")
-    splits = {"train": train_idx, "val": val_idx}
-    provenance = {
-        **corpus_provenance(corpus, splits),
-        "trained_on_splits": list(cfg.train_splits),
-        "epochs": cfg.epochs,
-        "batch_size": bs,
-        "seed": cfg.seed,
-        "final_train_loss": history.train[-1] if history.train else None,
-        "final_val_loss": history.val[-1] if history.val else None,
-        "train_seconds_all_epochs": float(sum(history.epoch_seconds)),
-    }
-    report: dict[str, Any] = {
-        "model": "audio-mae",
-        "out_dir": str(out),
-        "checkpoint": str(ckpt.last),
-        "loss_png": str(out / "loss.png"),
-        "logmel_cache": str(cached.path),
-        "logmel_cache_seconds": t_cache,
-        "resumed_from_epoch": started,
-        "threads": cfg.threads,
-        "train_seconds_this_run": train_s,
-        "history": history.to_dict(),
-        "model_config": mcfg.to_dict(),
-        "training": provenance,
-        "published": None,
-    }
+    report = run_report(run, cfg, history=history, started=started, ckpt=ckpt, train_s=train_s,
+                        model_config=mcfg.to_dict(), batch_size=bs,
+                        extra_report={"logmel_cache_seconds": run.t_cache})
+    provenance = report["training"]
     if cfg.export:
         from encoders.audio import export_audio_mae
         from encoders.registry import ModelRegistry
@@ -201,9 +162,7 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
         reg = ModelRegistry(Path(cfg.models_dir).expanduser() if cfg.models_dir else default_models_dir())
         mv = export_audio_mae(model, reg, cfg.version or new_version(), cfg.frontend, training=provenance)
         report["published"] = {"name": mv.manifest.name, "version": mv.manifest.version, "path": str(mv.path)}
-    report["total_seconds"] = time.perf_counter() - t_start
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    return report
+    return write_report(run, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -334,3 +334,85 @@ def split_indices(corpus: Any, names: tuple[str, ...], valid: np.ndarray, max_cl
         idx = idx[valid[idx]]
         parts.append(idx[:max_clips] if max_clips else idx)
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class AudioRun:
+    """The set-up both audio trainers share: output dir, corpus, cached log-mels, splits and input statistics."""
+
+    name: str
+    out: Path
+    corpus: Any
+    cached: CachedLogMels
+    cache_root: Path
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    mean: float
+    std: float
+    t_start: float
+    t_cache: float
+
+
+def start_audio_run(cfg: Any, name: str, min_train_clips: int = 1) -> AudioRun:
+    """Threads, seeds, the run dir, the music corpus and its log-mel cache, train/val indices and input stats.
+
+    ``cfg`` is an audio trainer config (``threads``, ``seed``, ``out_dir``, ``corpus_dir``, ``cache_dir``,
+    ``frontend``, ``train_splits``, ``val_split``, ``max_clips``, ``progress``).
+    """
+    from workloads.music import load_music_corpus
+
+    t_start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_runs_dir() / name
+    corpus = load_music_corpus(cfg.corpus_dir)
+    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_runs_dir() / "logmel-cache"
+    if cfg.frontend.sample_rate != corpus.sample_rate:
+        raise ValueError("the corpus sample rate differs from the frontend's")
+    cached = cache_logmels(corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, cache_root, cfg.progress)
+    t_cache = time.perf_counter() - t_start
+    train_idx = split_indices(corpus, cfg.train_splits, cached.valid, cfg.max_clips)
+    val_idx = split_indices(corpus, (cfg.val_split,), cached.valid, cfg.max_clips)
+    if len(train_idx) < min_train_clips:
+        raise ValueError(f"need at least {min_train_clips} training clip(s) in splits {cfg.train_splits}")
+    mean, std = input_stats(cached.logmels, train_idx)
+    return AudioRun(name, out, corpus, cached, cache_root, train_idx, val_idx, mean, std, t_start, t_cache)
+
+
+def run_report(run: AudioRun, cfg: Any, *, history: History, started: int, ckpt: Checkpointer, train_s: float,
+               model_config: dict[str, Any], batch_size: int, extra_provenance: dict[str, Any] | None = None,
+               extra_report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report (and its ``training`` provenance, also written into the published manifests) of an audio run."""
+    provenance = {
+        **corpus_provenance(run.corpus, {"train": run.train_idx, "val": run.val_idx}),
+        "trained_on_splits": list(cfg.train_splits),
+        "epochs": cfg.epochs,
+        "batch_size": batch_size,
+        "seed": cfg.seed,
+        **(extra_provenance or {}),
+        "final_train_loss": history.train[-1] if history.train else None,
+        "final_val_loss": history.val[-1] if history.val else None,
+        "train_seconds_all_epochs": float(sum(history.epoch_seconds)),
+    }
+    return {
+        "model": run.name,
+        "out_dir": str(run.out),
+        "checkpoint": str(ckpt.last),
+        "loss_png": str(run.out / "loss.png"),
+        "logmel_cache": str(run.cached.path),
+        **(extra_report or {}),
+        "resumed_from_epoch": started,
+        "threads": cfg.threads,
+        "train_seconds_this_run": train_s,
+        "history": history.to_dict(),
+        "model_config": model_config,
+        "training": provenance,
+        "published": None,
+    }
+
+
+def write_report(run: AudioRun, report: dict[str, Any]) -> dict[str, Any]:
+    """Stamp the total time and write ``<out>/report.json``."""
+    report["total_seconds"] = time.perf_counter() - run.t_start
+    (run.out / "report.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -142,41 +142,28 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
     from encoders.training.common import (
         Checkpointer,
         batch_indices,
-        cache_logmels,
-        corpus_provenance,
         default_models_dir,
-        default_runs_dir,
         fit,
-        input_stats,
         new_version,
         plot_history,
-        seed_everything,
-        split_indices,
+        run_report,
+        start_audio_run,
+        write_report,
     )
-    from workloads.music import load_music_corpus
 
-    t_start = time.perf_counter()
-    torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_runs_dir() / "musicclip"
+    run = start_audio_run(cfg, "musicclip", min_train_clips=2)
+    out, train_idx, val_idx, mean = run.out, run.train_idx, run.val_idx, run.mean
+    t_text = time.perf_counter()
     reg = ModelRegistry(Path(cfg.models_dir).expanduser() if cfg.models_dir else default_models_dir())
     text_encoder = TextEncoder(ensure_minilm(reg), threads=cfg.threads)
-    corpus = load_music_corpus(cfg.corpus_dir)
-    cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_runs_dir() / "logmel-cache"
-    cached = cache_logmels(corpus.waveform, corpus.clip_ids, corpus.sample_rate, cfg.frontend, cache_root, cfg.progress)
-    text = caption_embeddings(corpus.captions, text_encoder, cache_root)
-    uniq = {c: i for i, c in enumerate(sorted(set(corpus.captions)))}
-    cap_ids = np.array([uniq[c] for c in corpus.captions], dtype=np.int64)
-    t_cache = time.perf_counter() - t_start
-    train_idx = split_indices(corpus, cfg.train_splits, cached.valid, cfg.max_clips)
-    val_idx = split_indices(corpus, (cfg.val_split,), cached.valid, cfg.max_clips)
-    if len(train_idx) < 2:
-        raise ValueError(f"need at least 2 training clips in splits {cfg.train_splits}")
-    mean, std = input_stats(cached.logmels, train_idx)
-    mcfg = replace(cfg.model, n_mels=cfg.frontend.n_mels, text_dim=text.shape[1], input_mean=mean, input_std=std)
+    text = caption_embeddings(run.corpus.captions, text_encoder, run.cache_root)
+    uniq = {c: i for i, c in enumerate(sorted(set(run.corpus.captions)))}
+    cap_ids = np.array([uniq[c] for c in run.corpus.captions], dtype=np.int64)
+    t_cache = run.t_cache + (time.perf_counter() - t_text)
+    mcfg = replace(cfg.model, n_mels=cfg.frontend.n_mels, text_dim=text.shape[1], input_mean=mean, input_std=run.std)
     model = MusicCLIP(mcfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    data = cached.logmels
+    data = run.cached.logmels
     n_frames = cfg.frontend.n_frames
     crop = cfg.crop_frames if cfg.crop_frames and cfg.crop_frames < n_frames else n_frames
     bs = min(cfg.batch_size, len(train_idx))
@@ -236,34 +223,13 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
     )
     train_s = time.perf_counter() - t_train0
     plot_history(history, out / "loss.png", "MusicCLIP (symmetric InfoNCE)")
-    provenance = {
-        **corpus_provenance(corpus, {"train": train_idx, "val": val_idx}),
-        "trained_on_splits": list(cfg.train_splits),
-        "epochs": cfg.epochs,
-        "batch_size": bs,
-        "crop_frames": crop,
-        "seed": cfg.seed,
-        "text_model": text_encoder.model_version,
-        "duplicate_captions": "same-caption off-diagonal pairs masked out of the negatives",
-        "final_train_loss": history.train[-1] if history.train else None,
-        "final_val_loss": history.val[-1] if history.val else None,
-        "train_seconds_all_epochs": float(sum(history.epoch_seconds)),
-    }
-    report: dict[str, Any] = {
-        "model": "musicclip",
-        "out_dir": str(out),
-        "checkpoint": str(ckpt.last),
-        "loss_png": str(out / "loss.png"),
-        "logmel_cache": str(cached.path),
-        "cache_seconds": t_cache,
-        "resumed_from_epoch": started,
-        "threads": cfg.threads,
-        "train_seconds_this_run": train_s,
-        "history": history.to_dict(),
-        "model_config": mcfg.to_dict(),
-        "training": provenance,
-        "published": None,
-    }
+    report = run_report(
+        run, cfg, history=history, started=started, ckpt=ckpt, train_s=train_s, model_config=mcfg.to_dict(),
+        batch_size=bs, extra_report={"cache_seconds": t_cache},
+        extra_provenance={"crop_frames": crop, "text_model": text_encoder.model_version,
+                          "duplicate_captions": "same-caption off-diagonal pairs masked out of the negatives"},
+    )
+    provenance = report["training"]
     if cfg.export:
         from encoders.audio import export_musicclip
 
@@ -274,9 +240,7 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
             "audio": {"name": av.manifest.name, "version": av.manifest.version, "path": str(av.path)},
             "text": {"name": tv.manifest.name, "version": tv.manifest.version, "path": str(tv.path)},
         }
-    report["total_seconds"] = time.perf_counter() - t_start
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    return report
+    return write_report(run, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
