@@ -11,9 +11,6 @@ curve is ``<out-dir>/loss.png`` and the report ``<out-dir>/report.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -85,10 +82,9 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
 
     from encoders.models.audio_mae import AudioMAE
     from encoders.training.common import (
-        Checkpointer,
         batch_indices,
         default_models_dir,
-        fit,
+        fit_run,
         new_version,
         plot_history,
         run_report,
@@ -129,27 +125,10 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
             weights.append(len(chunk))
         return {"val_loss": float(np.average(losses, weights=weights))}
 
-    ckpt = Checkpointer(out / "checkpoints")
-    steps = len(batches(0, torch.Generator()))
-    t_train0 = time.perf_counter()
-    history, started = fit(
-        model,
-        opt,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps,
-        batches=batches,
-        step_loss=step_loss,
-        validate=validate,
-        seed=cfg.seed,
-        base_lr=cfg.lr,
-        warmup_epochs=cfg.warmup_epochs,
-        ckpt=ckpt,
-        resume=cfg.resume,
+    history, started, ckpt, train_s = fit_run(
+        run, cfg, model, opt, batches=batches, step_loss=step_loss, validate=validate,
         meta={"model_config": mcfg.to_dict(), "frontend": cfg.frontend.to_dict()},
-        progress=cfg.progress,
-        desc="audio-mae",
     )
-    train_s = time.perf_counter() - t_train0
     plot_history(history, out / "loss.png", "Audio MAE (masked-patch MSE)")
     report = run_report(run, cfg, history=history, started=started, ckpt=ckpt, train_s=train_s,
                         model_config=mcfg.to_dict(), batch_size=bs,
@@ -166,42 +145,28 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from encoders.training.common import add_run_args
+
     d = AudioMAETrainConfig()
     m = d.model
     p = argparse.ArgumentParser(prog="python -m encoders.training.audio_mae", description=__doc__.split("\n")[0])
-    p.add_argument("--corpus-dir", default=None, help="built music corpus (default: the standard corpus dir)")
-    p.add_argument("--out-dir", default=None, help="run dir (default ~/.cache/thaw/runs/audio-mae)")
-    p.add_argument("--models-dir", default=None, help="registry root (default: settings' models dir)")
-    p.add_argument("--cache-dir", default=None, help="log-mel cache (default ~/.cache/thaw/runs/logmel-cache)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
-    p.add_argument("--max-clips", type=int, default=None, help="cap clips per split (quick runs)")
+    add_run_args(p, d, "audio-mae")
     p.add_argument("--dim", type=int, default=m.dim)
     p.add_argument("--depth", type=int, default=m.depth)
     p.add_argument("--heads", type=int, default=m.heads)
     p.add_argument("--dec-dim", type=int, default=m.dec_dim)
     p.add_argument("--dec-depth", type=int, default=m.dec_depth)
     p.add_argument("--mask-ratio", type=float, default=m.mask_ratio)
-    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    p.add_argument("--no-export", action="store_true", help="do not export/publish")
-    p.add_argument("--version", default=None, help="registry version (default: UTC timestamp)")
-    p.add_argument("--no-progress", action="store_true")
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> AudioMAETrainConfig:
+    from encoders.training.common import run_config_fields
+
     d = AudioMAETrainConfig()
     return replace(
         d,
-        corpus_dir=a.corpus_dir,
-        out_dir=a.out_dir,
-        models_dir=a.models_dir,
-        cache_dir=a.cache_dir,
+        **run_config_fields(a),
         model=replace(
             d.model,
             dim=a.dim,
@@ -211,29 +176,14 @@ def config_from_args(a: argparse.Namespace) -> AudioMAETrainConfig:
             dec_depth=a.dec_depth,
             mask_ratio=a.mask_ratio,
         ),
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        weight_decay=a.weight_decay,
-        warmup_epochs=a.warmup_epochs,
-        seed=a.seed,
-        threads=a.threads,
-        max_clips=a.max_clips,
-        resume=not a.no_resume,
-        export=not a.no_export,
-        version=a.version,
-        progress=not a.no_progress,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; prints the report's summary as JSON."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = train(config_from_args(args))
-    summary = {k: v for k, v in report.items() if k not in ("history",)}
-    print(json.dumps(summary, indent=2))
-    return 0
+    from encoders.training.common import run_main
+
+    return run_main(train, config_from_args(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -140,10 +138,9 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
     from encoders.registry import ModelRegistry
     from encoders.text import TextEncoder, ensure_minilm
     from encoders.training.common import (
-        Checkpointer,
         batch_indices,
         default_models_dir,
-        fit,
+        fit_run,
         new_version,
         plot_history,
         run_report,
@@ -201,27 +198,10 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
         r = recall_at(a.numpy() @ tc.T, hit)
         return {"val_loss": loss, "val_a2t_r1": r[1], "val_a2t_r10": r[10], "logit_scale": float(model.scale())}
 
-    ckpt = Checkpointer(out / "checkpoints")
-    steps = len(batches(0, torch.Generator()))
-    t_train0 = time.perf_counter()
-    history, started = fit(
-        model,
-        opt,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps,
-        batches=batches,
-        step_loss=step_loss,
-        validate=validate,
-        seed=cfg.seed,
-        base_lr=cfg.lr,
-        warmup_epochs=cfg.warmup_epochs,
-        ckpt=ckpt,
-        resume=cfg.resume,
+    history, started, ckpt, train_s = fit_run(
+        run, cfg, model, opt, batches=batches, step_loss=step_loss, validate=validate,
         meta={"model_config": mcfg.to_dict(), "frontend": cfg.frontend.to_dict(), "crop_frames": crop},
-        progress=cfg.progress,
-        desc="musicclip",
     )
-    train_s = time.perf_counter() - t_train0
     plot_history(history, out / "loss.png", "MusicCLIP (symmetric InfoNCE)")
     report = run_report(
         run, cfg, history=history, started=started, ckpt=ckpt, train_s=train_s, model_config=mcfg.to_dict(),
@@ -244,66 +224,38 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from encoders.training.common import add_run_args
+
     d = MusicCLIPTrainConfig()
     m = d.model
     p = argparse.ArgumentParser(prog="python -m encoders.training.musicclip", description=__doc__.split("\n")[0])
-    p.add_argument("--corpus-dir", default=None, help="built music corpus (default: the standard corpus dir)")
-    p.add_argument("--out-dir", default=None, help="run dir (default ~/.cache/thaw/runs/musicclip)")
-    p.add_argument("--models-dir", default=None, help="registry root (default: settings' models dir)")
-    p.add_argument("--cache-dir", default=None, help="log-mel cache (default ~/.cache/thaw/runs/logmel-cache)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    add_run_args(p, d, "musicclip")
     p.add_argument("--crop-frames", type=int, default=d.crop_frames, help="training crop (0: full clips)")
     p.add_argument("--no-spec-augment", action="store_true", help="no SpecAugment masking of training crops")
     p.add_argument("--dropout", type=float, default=m.dropout)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
-    p.add_argument("--max-clips", type=int, default=None, help="cap clips per split (quick runs)")
     p.add_argument("--embed-dim", type=int, default=m.embed_dim)
     p.add_argument("--channels", type=int, nargs=4, default=list(m.channels))
-    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    p.add_argument("--no-export", action="store_true", help="do not export/publish")
-    p.add_argument("--version", default=None, help="registry version (default: UTC timestamp)")
-    p.add_argument("--no-progress", action="store_true")
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> MusicCLIPTrainConfig:
+    from encoders.training.common import run_config_fields
+
     d = MusicCLIPTrainConfig()
     return replace(
         d,
-        corpus_dir=a.corpus_dir,
-        out_dir=a.out_dir,
-        models_dir=a.models_dir,
-        cache_dir=a.cache_dir,
+        **run_config_fields(a),
         model=replace(d.model, embed_dim=a.embed_dim, channels=tuple(a.channels), dropout=a.dropout),
         spec_augment=not a.no_spec_augment,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
         crop_frames=a.crop_frames or None,
-        lr=a.lr,
-        weight_decay=a.weight_decay,
-        warmup_epochs=a.warmup_epochs,
-        seed=a.seed,
-        threads=a.threads,
-        max_clips=a.max_clips,
-        resume=not a.no_resume,
-        export=not a.no_export,
-        version=a.version,
-        progress=not a.no_progress,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; prints the report's summary as JSON."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = train(config_from_args(args))
-    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
-    return 0
+    from encoders.training.common import run_main
+
+    return run_main(train, config_from_args(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":
