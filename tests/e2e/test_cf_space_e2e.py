@@ -118,3 +118,18 @@ def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
     gv, _ = users.user_vector(space, "groupie")
     np.testing.assert_allclose(gv, np.asarray(priors["gender=m|age=35-44"]), atol=1e-5)
     assert rec.recall("newbie", 5).source == "vector"
+    # the recommendation API serves the same CF space: the served collection, the user's DSSM vector, no ranker
+    from fastapi.testclient import TestClient
+
+    from infra.api import create_app
+    from infra.settings import ABVariant
+
+    serve = s.serve.model_copy(update={"variants": (ABVariant(name="recall", ranker="none", new_item_share=0.0),),
+                                       "fresh_k": 0})  # the vector recall alone, to compare with Recaller
+    with TestClient(create_app(s.model_copy(update={"serve": serve}))) as client:
+        ready = client.get("/readyz").json()
+        assert ready["ready"] and ready["checks"]["space"] == space
+        assert ready["checks"]["milvus"]["collection"] == ix.name
+        body = client.get("/recommend", params={"user_id": uid, "k": 10, "debug": "true"}).json()
+        assert body["space"] == space and body["debug"]["recall_source"] == "vector"
+        assert [it["item_id"] for it in body["items"]] == [h.item_id for h in rec.recall(uid, 10).items]
