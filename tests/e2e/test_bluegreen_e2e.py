@@ -116,7 +116,7 @@ def test_flip_in_the_middle_of_a_replay(stack_settings, unique_name, tmp_path, t
         rest = [e for e in evs if e not in evs[:300] or e["item_id"] not in {i["item_id"] for i in items[:20]}]
         publish(items[20:], rest[:300])
         try:
-            wait_for(lambda: applied("cb2cf@v2") == first + 300, 90, "B caught up", worker_b)
+            wait_for(lambda: applied("cb2cf@v2") == first + 300, 180, "B caught up", worker_b)
         except BaseException:
             import urllib.request
 
@@ -131,8 +131,8 @@ def test_flip_in_the_middle_of_a_replay(stack_settings, unique_name, tmp_path, t
         # the replay goes on after the flip: both groups keep writing their own space
         publish([], rest[300:])
         n_all = len(evs)
-        wait_for(lambda: applied("cb2cf@v2") == n_all, 90, "every event in v2", worker_b)
-        wait_for(lambda: applied("cb2cf@v1") == n_all, 90, "every event in v1", worker_a)
+        wait_for(lambda: applied("cb2cf@v2") == n_all, 180, "every event in v2", worker_b)
+        wait_for(lambda: applied("cb2cf@v1") == n_all, 180, "every event in v1", worker_a)
         time.sleep(2.0)
         reg = ModelRegistry(root)
         text = TextEncoder(reg.load(MODEL_NAME), threads=1)
