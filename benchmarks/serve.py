@@ -24,7 +24,8 @@ Phases (each bounded in time; everything runs on this machine's 2 cores):
    time is **rebased** so that the end of the simulation is the wall-clock time the push starts (the simulator's own
    epoch is months in the past); filler items are dated in the 7 days before the simulation starts.
 3. **Quality.** The API (``python -m thaw serve``, a real subprocess) with arms ``recall`` (ranker ``none``),
-   ``plain``, ``gated`` and the gated ranker at ``new_item_share`` 0.0 / 0.1 / 0.2 / 0.4; a stratified sample of
+   ``plain``, ``gated``, the gated ranker at ``new_item_share`` 0.0 / 0.1 / 0.2 / 0.4 and at ``recall_blend``
+   0.25 / 0.5 / 0.75 (rank fusion with the recall similarity); a stratified sample of
    simulator users (>= 10 engaged events, fewer, joined after T1) is asked for ``k=20`` per arm (``variant=``).
    NDCG@20 / Precision@20 / Recall@20 against the simulator's ground truth at the end of the T2 simulation (binary
    relevance ``p_engage >= relevance_threshold`` over every item in Milvus, filler items included, minus the user's
@@ -85,6 +86,7 @@ from infra.procs import stop_process_group
 RANK_VERSION = "serve-bench"
 MAIN_ARMS = ("recall", "plain", "gated")
 SHARES = (0.0, 0.1, 0.2, 0.4)
+BLENDS = (0.25, 0.5, 0.75)  # ServeSettings.recall_blend of the gated ranker (at the default new-item share)
 
 
 # ------------------------------------------------------------------------------------------------- pure helpers
@@ -492,6 +494,10 @@ def _arm_share(share: float) -> str:
     return f"gated_s{int(round(share * 100)):02d}"
 
 
+def _arm_blend(blend: float) -> str:
+    return f"gated_b{int(round(blend * 100)):02d}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -652,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
                     {"name": "gated", "ranker": f"deepfm-mmoe@{RANK_VERSION}"}]
         sweep: list[dict[str, Any]] = [
             {"name": _arm_share(x), "ranker": f"deepfm-mmoe@{RANK_VERSION}", "new_item_share": x} for x in SHARES]
+        sweep += [{"name": _arm_blend(b), "ranker": f"deepfm-mmoe@{RANK_VERSION}", "recall_blend": b}
+                  for b in BLENDS]
         env = {**s.env(), "THAW_MODELS__DIR": str(models_dir), "THAW_SERVE__FRESH_WINDOW_S": str(window_s)}
         srv = ApiServer({**env, "THAW_SERVE__VARIANTS": json.dumps(variants + sweep)}, log_dir / "serve-api.log")
         servers.append(srv)
@@ -931,7 +939,7 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="gated, new_item_share sweep")
         for ex, nd, sh in pts:
             ax.annotate(f"share {sh:.1f}", (ex, nd), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    for a in arms:
+    for a in [*arms, *(_arm_blend(b) for b in BLENDS if _arm_blend(b) in q.get("arms", {}))]:
         ax.plot([q["arms"][a]["new_item_share"]["mean"]], [q["arms"][a]["ndcg@20"]["mean"]], "s", label=a)
     ax.set_xlabel("share of new items in the served top-20")
     ax.set_ylabel("NDCG@20")

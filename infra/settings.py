@@ -182,6 +182,7 @@ class ABVariant(_Section):
     weight: float = Field(default=1.0, gt=0)
     ranker: str = "deepfm-mmoe"
     new_item_share: float | None = Field(default=None, ge=0, le=1)
+    recall_blend: float | None = Field(default=None, ge=0, le=1)
 
 
 class ServeSettings(_Section):
@@ -201,6 +202,8 @@ class ServeSettings(_Section):
     # process); a filtered approximate search misses most rows of a very selective window on Milvus 2.3
     fresh_exact_max: int = Field(default=20_000, ge=1, le=200_000)
     new_item_share: float = Field(default=0.2, ge=0, le=1)  # minimum share of new items in the top-k, if recalled
+    # list score = (1 - b) * rank percentile by the ranker + b * rank percentile by recall similarity (0: the ranker)
+    recall_blend: float = Field(default=0.0, ge=0, le=1)
     history_n: int = Field(default=200, ge=0, le=500)  # engaged items read for the ranker's interest features
     max_k: int = Field(default=100, ge=1, le=1000)
     task_weights: dict[str, float] = Field(default_factory=dict)  # ranking score = sum_t w_t p_t (default: 1 each)

@@ -14,8 +14,10 @@ For one request (user ``u``, list size ``k``):
    without a vector (no events, no declared tastes) gets the popularity x freshness fallback of
    :class:`ranking.recall.Recaller`.
 4. **Ranking**: the variant's DeepFM + MMoE (ONNX, :mod:`ranking.ranker`) scores every candidate per task from the
-   user's profile and history and the item's kind, tags and age; the list score is ``sum_t w_t p_t``. Variant
-   ``ranker = none`` keeps the recall order (the control arm for "does ranking help").
+   user's profile and history and the item's kind, tags and age; the list score is ``sum_t w_t p_t``, or with
+   ``recall_blend = b > 0`` the rank fusion ``(1 - b) * rank percentile by that score + b * rank percentile by
+   recall similarity`` (:func:`blend_ranks`). Variant ``ranker = none`` keeps the recall order (the control arm
+   for "does ranking help").
 5. **Exposure quota**: the top-k by score, then, if fewer than ``ceil(new_item_share * k)`` of them are new
    (created within ``fresh_window_s``), the best-scored recalled new items replace the lowest-scored old ones. The
    list is returned in score order. ``new_item_share = 0`` is the pure ranking order; the response reports how many
@@ -139,6 +141,28 @@ def select_with_quota(cands: Sequence[Candidate], k: int, share: float) -> tuple
         "new_item_share": share,
     }
     return top, report
+
+
+def blend_ranks(cands: Sequence[Candidate], blend: float) -> None:
+    """Replace each candidate's ranker score by ``(1 - blend) * p_rank + blend * p_recall``, where ``p_*`` is the
+    candidate's rank percentile (1 = first) by the ranker's score and by its recall score.
+
+    Rank fusion of the two stages: the recall similarity separates candidate pools of different quality (vector vs
+    fresh recall) that the ranker's features do not see, the ranker orders candidates within a pool
+    (``benchmarks/README.md``, serve diagnosis). ``blend = 0`` keeps the ranker's order.
+    """
+    n = len(cands)
+    if n == 0:
+        return
+    denom = max(n - 1, 1)
+    by_rank = sorted(range(n), key=lambda j: cands[j].score, reverse=True)
+    by_recall = sorted(range(n), key=lambda j: cands[j].recall_score, reverse=True)
+    p_rank = np.empty(n)
+    p_recall = np.empty(n)
+    p_rank[by_rank] = 1.0 - np.arange(n) / denom
+    p_recall[by_recall] = 1.0 - np.arange(n) / denom
+    for j, c in enumerate(cands):
+        c.score = float((1.0 - blend) * p_rank[j] + blend * p_recall[j])
 
 
 class RankerPool:
@@ -338,6 +362,9 @@ class Recommender:
             for c, p, sc in zip(cands, probs, combined, strict=True):
                 c.score = float(sc)
                 c.task_scores = {tn: float(x) for tn, x in zip(ranker.tasks, p, strict=True)}
+            blend = self.s.recall_blend if arm.recall_blend is None else arm.recall_blend
+            if blend > 0:
+                blend_ranks(cands, blend)
             t["rank"] = (time.perf_counter() - t3) * 1000
             n_history = len(history)
         else:
