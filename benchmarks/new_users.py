@@ -1,6 +1,7 @@
 """New-user and cold-item quality reports: JSON + PNG per dataset.
 
-Runs the offline harnesses of :mod:`ranking.evaluate_users` (new users) and :mod:`ranking.evaluate` (cold items)
+Runs the offline harnesses of :mod:`ranking.evaluation.new_users` (new users) and
+:mod:`ranking.evaluation.cold_items` (cold items)
 on the built-in datasets, writes ``benchmarks/results/new_users_<dataset>.json`` / ``.png`` (NDCG@K against the
 number of revealed interactions per method; all test users and the niche slice side by side) and
 ``cold_items_<dataset>.json`` / ``.png`` (test NDCG@K and Recall@K per model). ``--plot-only`` redraws the PNGs from
@@ -113,12 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.plot_only:
             t0 = time.perf_counter()
             if a.cold_items:
-                from ranking.evaluate import evaluate_cold_items, report_json
+                from ranking.evaluation.cold_items import evaluate_cold_items
+                from ranking.evaluation.report import report_json
 
                 report = evaluate_cold_items(None, dataset=name, seed=a.seed)
             else:
-                from ranking.evaluate import report_json
-                from ranking.evaluate_users import evaluate_new_users
+                from ranking.evaluation.new_users import evaluate_new_users
+                from ranking.evaluation.report import report_json
 
                 report = evaluate_new_users(dataset=name, seed=a.seed)
             js.write_text(report_json(report) + "\n")

@@ -6,11 +6,13 @@ Run::
     python -m benchmarks.ranking_groups --dataset sim --seeds 0  # one dataset, one seed
     python -m benchmarks.ranking_groups --dataset lastfm         # Last.fm plays -> play / heavy (split by user arrival)
 
-For each dataset (:mod:`ranking.rank_data`: MovieLens-100k ratings with popularity-sampled negatives -> watch / like;
+For each dataset (:mod:`ranking.training.rank_data`: MovieLens-100k ratings with popularity-sampled negatives ->
+watch / like;
 the simulator's exposures -> play / like; Last.fm plays -> play / heavy, no genders; temporal split, new vs old
 users, genders) and each seed, the ranker is
 trained with identical data, seed and hyper-parameters, once with plain MMoE gates and once with gates
-conditioned on the user group (:mod:`ranking.rank_eval`), and (ablation) once more with group gates but without the
+conditioned on the user group (:mod:`ranking.evaluation.ranker_groups`), and (ablation) once more with group gates
+but without the
 category-interest features. Test-period AUC and logloss per task and group, training
 times, and an ONNX export check of the first seed's gated model are written to
 ``benchmarks/results/ranking_groups_<dataset>.{json,png}``.
@@ -74,9 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
 
+    from ranking.evaluation.ranker_groups import (
+        ABLATION,
+        VARIANTS,
+        check_export,
+        format_table,
+        load_split,
+        run_rank_eval,
+    )
     from ranking.models.deepfm_mmoe import DeepFMMMoEConfig
-    from ranking.rank_data import SplitConfig
-    from ranking.rank_eval import ABLATION, VARIANTS, check_export, format_table, load_split, run_rank_eval
+    from ranking.training.rank_data import SplitConfig
 
     datasets = ["ml-100k", "sim"] if args.dataset == "both" else [args.dataset]
     for name in datasets:

@@ -36,7 +36,7 @@ from benchmarks._harness import DEFAULT_OUT, machine_info, write_json
 def simulate(steps: int, seed: int) -> tuple[Any, list[tuple[str, str, float, float]], int]:
     """Run the simulator on the real corpora: ``(simulator, positive interactions (user, item, action weight, ts),
     number of user events)``."""
-    from streams.cores.user_update import ACTION_WEIGHTS
+    from ranking.online.actions import ACTION_WEIGHTS
     from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 
     sim = CommunitySimulator(default_catalogue(require_corpora=True), SimConfig(seed=seed, steps=steps))
@@ -57,7 +57,7 @@ def _featurize(items: list[Any], batch: int = 32) -> tuple[Any, dict[str, Any]]:
     from encoders.media import decode_audio, decode_image
     from encoders.registry import ModelRegistry
     from infra.settings import load_settings
-    from ranking.content import ContentFields
+    from ranking.training.content import ContentFields
 
     fz = ContentFeaturizer.from_registry(ModelRegistry(load_settings().models.dir), threads=2)
     names = fz.fields
@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
 
-    from ranking.baselines import content_knn_scorer, random_scorer
-    from ranking.common import Interactions, evaluate_task
+    from ranking.evaluation.baselines import content_knn_scorer, random_scorer
     from ranking.models.cb2cf import CB2CFConfig, cb2cf_score, train_cb2cf
     from ranking.models.dssm import DSSMConfig, train_dssm
+    from ranking.training.common import Interactions, evaluate_task
     from workloads.splits import EvalTask
 
     t_all = time.perf_counter()

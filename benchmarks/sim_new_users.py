@@ -9,7 +9,7 @@ Run::
 The community simulator's interactions (positive actions, with their timestamps) and items (tracks with rendered
 music21 audio, moments with OpenMoji images, text posts) become an ``InteractionDataset``; the content fields come
 from the stream's featuriser (``benchmarks.sim_cold_start._featurize``). The new-user harness
-(``ranking.evaluate_users.run_new_users``: held-out users revealing their first 0/1/3/5 interactions in time
+(``ranking.evaluation.new_users.run_new_users``: held-out users revealing their first 0/1/3/5 interactions in time
 order, choices on validation users only, niche slice) runs twice — content = the MiniLM ``text`` field only, and
 content = every field — and the report puts the two "multimodal-enhanced" rows side by side with group prior and
 LightGCN-only. Writes ``benchmarks/results/sim_new_users.json``.
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from benchmarks.sim_cold_start import _featurize, simulate
-    from ranking.evaluate_users import NewUserEvalConfig, run_new_users
+    from ranking.evaluation.new_users import NewUserEvalConfig, run_new_users
     from workloads.datasets import InteractionDataset
 
     t_all = time.perf_counter()

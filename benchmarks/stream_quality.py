@@ -5,12 +5,13 @@ Run::
     python -m benchmarks.stream_quality                      # MovieLens-100k, seed 0
     python -m benchmarks.stream_quality --dataset lastfm
 
-1. Offline: the cold-item harness (``ranking.evaluate.run_cold_items``, models ``cb2cf``) trains the DSSM on the
+1. Offline: the cold-item harness (``ranking.evaluation.cold_items.run_cold_items``, models ``cb2cf``) trains the
+DSSM on the
    warm interactions and CB2CF on the warm items, picks the CB2CF objective on validation and scores the test cold
    items (every test user ranks all test cold items). The trained DSSM towers and CB2CF are published with ONNX
    into a fresh model directory (beside a copy of the MiniLM export), version ``stream-quality``.
 2. Live: a ``thaw worker`` in its own namespace serves that CF space (``THAW_STREAM__SPACE=cf``). The test users'
-   DSSM vectors are loaded into Redis (``streams.cf_load``; warm items are *not* loaded, so the collection holds
+   DSSM vectors are loaded into Redis (``streams.rollout.cf_load``; warm items are *not* loaded, so the collection holds
    exactly the test cold items, as in the offline protocol). Every test cold item is published to
    ``content.new`` as the replayer would publish it (text + tags); the worker embeds it with MiniLM, projects it
    with CB2CF (ONNX Runtime) and upserts it into Milvus.
@@ -67,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     from encoders.text import MODEL_NAME, ensure_minilm
     from indexing.milvus_items import ItemIndex, collection_for
     from indexing.redis_users import UserStore
-    from ranking.common import evaluate_task
-    from ranking.evaluate import ColdEvalArtifacts, ColdEvalConfig, load_cold_split, run_cold_items
-    from ranking.export import publish_cold_item_models
-    from streams.cf_load import load_warm_vectors
+    from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, load_cold_split, run_cold_items
+    from ranking.training.common import evaluate_task
+    from ranking.training.export import publish_cold_item_models
+    from streams.rollout.cf_load import load_warm_vectors
     from streams.topics import Topics, ensure_topics
     from workloads.replay import Publisher, safe_id
 
@@ -94,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     ModelRegistry(models_dir).set_current(MODEL_NAME, mv.manifest.version)
     publish_cold_item_models(art, models_dir, version=version, report=offline)
     if args.lightgcn:
-        from ranking.common import Interactions
-        from ranking.export import export_lightgcn_users
         from ranking.models.cb2cf import cb2cf_score
         from ranking.models.lightgcn import LightGCNConfig, apply_linear_map, fit_linear_map, train_lightgcn
+        from ranking.training.common import Interactions
+        from ranking.training.export import export_lightgcn_users
 
         t_lg = time.perf_counter()
         train = Interactions(ds.users[split.train], ds.items[split.train], ds.n_users, ds.n_items)
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         # -> recall serves their own vector
         from kafka import KafkaConsumer
 
-        from ranking.recall import Recaller, served_index
+        from ranking.online.recall import Recaller, served_index
         from streams.events import ContentIndexed
 
         c = KafkaConsumer(topics.content_indexed, bootstrap_servers=s.kafka.bootstrap_servers,

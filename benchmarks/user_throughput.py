@@ -78,7 +78,7 @@ def make_events(n: int, n_users: int, item_ids: list[str], seed: int = 0,
     Users and items are drawn with a skew (a few heavy users, popular items); timestamps are the last ``n`` ms before
     ``now``, in order. The truth has, per user, the number of non-impression events (what ``n_events`` counts).
     """
-    from streams.cores.user_update import ACTION_WEIGHTS
+    from ranking.online.actions import ACTION_WEIGHTS
 
     rng = np.random.default_rng(seed)
     now = time.time() if now is None else now

@@ -254,7 +254,7 @@ class ItemIndex:
 
         Note (measured on Milvus 2.3.5 standalone): a *very selective* ``created_after_ms`` filter (tens of rows out
         of tens of thousands) returns only a fraction of the matching rows, whatever ``ef``; score such small sets
-        exactly instead (``ranking.serving`` does for the fresh-items recall).
+        exactly instead (``ranking.online.pipeline`` does for the fresh-items recall).
         """
         q = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if q.shape[0] == 0:

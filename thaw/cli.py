@@ -112,7 +112,7 @@ def cf_load(
 
     Publish one first: `thaw evaluate cold-items --dataset lastfm --models cb2cf --publish-dir ~/.cache/thaw/models`.
     """
-    from streams.cf_load import load_warm_vectors
+    from streams.rollout.cf_load import load_warm_vectors
 
     rep = load_warm_vectors(_settings(), version=version, items=items, users=users, user_weight=user_weight,
                             users_from=users_from)
@@ -126,7 +126,7 @@ def cf_flip(
     max_lag: int = 0,
 ) -> None:
     """Serve another space: the Milvus serving alias and the Redis space key move together (blue/green)."""
-    from streams.cf_load import FlipRefused, flip_space
+    from streams.rollout.cf_load import FlipRefused, flip_space
 
     try:
         rep = flip_space(_settings(), space, group=group, max_lag=max_lag)
@@ -142,7 +142,7 @@ _TRAINERS = {
     "audio-mae": "encoders.training.audio_mae",
     "musicclip": "encoders.training.musicclip",
     "flava": "encoders.training.flava",
-    "ranker": "ranking.rank_train",
+    "ranker": "ranking.training.ranker",
 }
 
 
@@ -193,7 +193,7 @@ def evaluate(
         typer.echo(f"unknown task {task!r}: cold-items or new-users", err=True)
         raise typer.Exit(2)
     _logging("WARNING")
-    from ranking.evaluate import main as evaluate_main
+    from ranking.evaluation.cold_items import main as evaluate_main
 
     rc = evaluate_main([task, *ctx.args])
     if rc:
@@ -231,7 +231,7 @@ def worker(
         import signal
         import threading
 
-        from streams.follow import CFFollower
+        from streams.rollout.follow import CFFollower
 
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -254,7 +254,7 @@ def recall(
 ) -> None:
     """Top-k items for a user from Milvus (user vector from Redis), or the fallback for a user without one."""
     from indexing.redis_users import UserStore
-    from ranking.recall import Recaller, served_index
+    from ranking.online.recall import Recaller, served_index
 
     s = _settings()
     users = UserStore(s.redis)
@@ -284,9 +284,9 @@ def serve(
     _logging(log_level.upper())
     h, p = host or s.serve.host, port or s.serve.port
     if workers > 1:  # every worker process builds its own app from the THAW_* environment
-        uvicorn.run("infra.api:app_from_env", factory=True, host=h, port=p, workers=workers, log_level=log_level)
+        uvicorn.run("serving.api:app_from_env", factory=True, host=h, port=p, workers=workers, log_level=log_level)
         return
-    from infra.api import create_app
+    from serving.api import create_app
 
     uvicorn.run(create_app(s), host=h, port=p, log_level=log_level, access_log=False)
 

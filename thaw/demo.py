@@ -44,7 +44,7 @@ from infra.lag import consumer_lag, group_is_active
 from infra.procs import stop_process_group
 from infra.settings import Settings
 from infra.stack import LocalStack
-from ranking.recall import Recaller
+from ranking.online.recall import Recaller
 from streams.events import ContentIndexed
 from streams.topics import Topics, ensure_topics
 from workloads.datasets import load_dataset

@@ -23,7 +23,8 @@ Objectives (``CB2CFConfig.objective``), on warm items whose targets are the froz
   items needs (ranking, not absolute position).
 * ``combined``: ``regression_weight * regression + contrastive``.
 
-Which is better, measured on validation cold items only (:mod:`ranking.evaluate`, ml-100k and Last.fm, seeds 0 and
+Which is better, measured on validation cold items only (:mod:`ranking.evaluation.cold_items`, ml-100k and Last.fm,
+seeds 0 and
 1): **regression**. It won all 24 runs with the default network and the ``doc`` field (DSSM temperatures 0.05, 0.1,
 0.2, CF width 32/64, InfoNCE temperatures 0.05/0.1/0.2; e.g. ml-100k seed 0: regression 0.374, combined 0.358,
 contrastive 0.356 NDCG@20; Last.fm seed 0: 0.337 / 0.301 / 0.300). The others won only where something else was off:
@@ -36,7 +37,7 @@ by the same amount), so the contrastive model does not learn it (mean-user NDCG 
 trains all three and picks by validation; the config default is ``regression``.
 
 :func:`train_cb2cf` early-stops on the validation cold items' NDCG@k through the DSSM user tower when a validation
-task is given (the comparison of objectives is done on validation by :mod:`ranking.evaluate`).
+task is given (the comparison of objectives is done on validation by :mod:`ranking.evaluation.cold_items`).
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.common import EarlyStopping, TrainLog, evaluate_task, seed_everything
-from ranking.content import ContentFields
 from ranking.modules.fields import FieldProjection, FieldSpec
 from ranking.modules.mlp import MLP
 from ranking.modules.senet import SENetLayer
+from ranking.training.common import EarlyStopping, TrainLog, evaluate_task, seed_everything
+from ranking.training.content import ContentFields
 from workloads.splits import EvalTask
 
 Objective = Literal["regression", "contrastive", "combined"]
@@ -83,7 +84,7 @@ class CB2CFConfig:
         eval_every: Epochs between validation checks.
         eval_k: Cut-off of the validation metric.
         seed: Seed.
-        threads: torch intra-op threads (see :func:`ranking.common.seed_everything`).
+        threads: torch intra-op threads (see :func:`ranking.training.common.seed_everything`).
     """
 
     out_dim: int = 64

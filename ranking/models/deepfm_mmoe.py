@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.common import EarlyStopping, TrainLog, seed_everything
 from ranking.modules.fields import FieldSpec
 from ranking.modules.fm import FactorizationMachine
 from ranking.modules.mlp import MLP
 from ranking.modules.mmoe import Experts, GroupGate, SoftmaxGate, mix_experts
+from ranking.training.common import EarlyStopping, TrainLog, seed_everything
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.common import EarlyStopping, Interactions, TrainLog, evaluate_task, seed_everything
-from ranking.content import ContentFields
 from ranking.modules.mlp import MLP
+from ranking.training.common import EarlyStopping, Interactions, TrainLog, evaluate_task, seed_everything
+from ranking.training.content import ContentFields
 from workloads.splits import EvalTask
 
 
@@ -46,7 +46,7 @@ class DropoutNetConfig:
         patience: Validation checks without improvement before stopping.
         eval_k: Cut-off of the validation metric.
         seed: Seed.
-        threads: torch intra-op threads (see :func:`ranking.common.seed_everything`).
+        threads: torch intra-op threads (see :func:`ranking.training.common.seed_everything`).
     """
 
     hidden: tuple[int, ...] = (256,)

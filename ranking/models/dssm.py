@@ -22,7 +22,8 @@ catalogue, while retrieval (top-k inner-product search over all items in Milvus)
 softmax uses all ``B - 1`` in-batch items as negatives at the cost of one ``B x B`` matrix product, approximates the
 full softmax (a listwise objective whose gradient concentrates on the hardest negatives), and logQ removes its
 bias: in-batch negatives are drawn proportionally to popularity, so without the correction popular items are
-over-penalised and the space encodes "popular vs not" instead of taste. Measured with :mod:`ranking.evaluate`
+over-penalised and the space encodes "popular vs not" instead of taste. Measured with
+:mod:`ranking.evaluation.cold_items`
 (seeded cold splits, validation only): without logQ the warm hold-out NDCG@20 fell from 0.27 to 0.07 (ml-100k) and
 from 0.18 to 0.04 (Last.fm), and the cold validation NDCG@20 of CB2CF on top of it from 0.36 to 0.29 and from 0.31
 to 0.15.
@@ -38,8 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.baselines import random_scorer
-from ranking.common import (
+from ranking.evaluation.baselines import random_scorer
+from ranking.modules.mlp import MLP
+from ranking.training.common import (
     EarlyStopping,
     Interactions,
     TrainLog,
@@ -48,7 +50,6 @@ from ranking.common import (
     pairs_task,
     seed_everything,
 )
-from ranking.modules.mlp import MLP
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class DSSMConfig:
         holdout_share: Share of training pairs held out to early-stop on (warm items, NDCG@k).
         eval_k: Cut-off of the hold-out metric.
         seed: Seed of initialisation, shuffling and hold-out.
-        threads: torch intra-op threads (see :func:`ranking.common.seed_everything`).
+        threads: torch intra-op threads (see :func:`ranking.training.common.seed_everything`).
     """
 
     dim: int = 64

@@ -22,7 +22,7 @@ new edges' effect on the items' own propagation is ignored) its layers are::
 
 with ``e_i^(k)`` the item's layer-``k`` embedding of the trained graph and ``d_i`` its training degree, and the
 final vector is the layer mean. ``"mean"`` (the mean of the revealed items' final vectors) is the cheap
-alternative; :mod:`ranking.evaluate_users` measures all three on validation users and keeps the best.
+alternative; :mod:`ranking.evaluation.new_users` measures all three on validation users and keeps the best.
 
 Relation to the DSSM CF space (:mod:`ranking.models.dssm`). LightGCN lives in its own space (inner products with
 its own item vectors), while Milvus serves the DSSM item space (warm items from the item tower, cold items through
@@ -31,7 +31,7 @@ users** (:func:`fit_linear_map`): a new user's LightGCN-side vector (fold-in, bl
 searched against the DSSM item vectors, so the serving path keeps one item index. The alternative, LightGCN user
 vectors as a DSSM user-tower input, was not built: it would tie the DSSM (and every CB2CF trained on its item space)
 to a retrain whenever LightGCN is retrained, whereas the map is a ``(dim + 1) x dim`` matrix fitted in
-milliseconds. Measured by :mod:`ranking.evaluate_users` (seed 0, ``benchmarks/results/new_users_*.json``,
+milliseconds. Measured by :mod:`ranking.evaluation.new_users` (seed 0, ``benchmarks/results/new_users_*.json``,
 ``dssm_alignment``): the map reproduces warm DSSM user vectors with mean cosine 0.90 (ml-100k) / 0.82 (Last.fm);
 test NDCG@20 of the multimodal-enhanced vector after 0/1/3/5 revealed interactions is 0.503/0.496/0.473/0.454
 mapped vs 0.514/0.498/0.464/0.440 native on ml-100k, and 0.295/0.336/0.386/0.397 mapped vs 0.313/0.347/0.399/0.409
@@ -50,8 +50,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.baselines import random_scorer
-from ranking.common import (
+from ranking.evaluation.baselines import random_scorer
+from ranking.training.common import (
     EarlyStopping,
     Interactions,
     ScoreFn,
@@ -84,7 +84,7 @@ class LightGCNConfig:
         holdout_share: Share of training pairs held out of the graph to early-stop on (0 = no early stopping).
         eval_k: Cut-off of the hold-out metric.
         seed: Seed of initialisation, sampling and hold-out.
-        threads: torch intra-op threads (see :func:`ranking.common.seed_everything`).
+        threads: torch intra-op threads (see :func:`ranking.training.common.seed_everything`).
     """
 
     dim: int = 64

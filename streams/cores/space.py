@@ -34,7 +34,7 @@ class CFSpace:
     """A published CB2CF version serving as the engine's space.
 
     Attributes:
-        projector: ``ranking.projector.CB2CFProjector`` of the version (``fields``, ``dim``, ``project``).
+        projector: ``ranking.online.projector.CB2CFProjector`` of the version (``fields``, ``dim``, ``project``).
         version: The published version (shared by ``cb2cf``, ``dssm-user`` and ``dssm-item``).
         group_priors: Group key (``gender=f|age=25-34``, ``gender=f``, ``age=25-34``, ``*``) -> mean unit DSSM
             vector of the warm users of that group (``group_priors.json`` of the user tower; may be empty).
@@ -109,7 +109,7 @@ def load_cf_space(registry: Any, threads: int = 2, version: str | None = None) -
     import json
 
     from encoders.registry import ModelNotFoundError
-    from ranking.projector import CB2CFProjector
+    from ranking.online.projector import CB2CFProjector
 
     try:
         v = registry.load("cb2cf", version)

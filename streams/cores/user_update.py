@@ -21,19 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexing.redis_users import UserState
+from ranking.online.actions import ACTION_WEIGHTS
 
-ACTION_WEIGHTS: dict[str, float] = {
-    "impression": 0.0,
-    "click": 1.0,
-    "play": 2.0,
-    "complete": 3.0,
-    "like": 4.0,
-    "comment": 4.0,
-    "share": 5.0,
-    "follow": 3.0,
-    "skip": -1.0,
-}
-POSITIVE_ACTIONS = frozenset(a for a, w in ACTION_WEIGHTS.items() if w > 0)
 PRIOR_WEIGHT = 2.0
 
 

@@ -23,14 +23,14 @@ from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, TextEncoder, ensure_minilm
 from indexing.milvus_items import ItemIndex, collection_for, serving_alias
 from indexing.redis_users import UserStore
-from ranking.evaluate import ColdEvalArtifacts, ColdEvalConfig, run_cold_items
-from ranking.export import publish_cold_item_models
+from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, run_cold_items
 from ranking.models.cb2cf import CB2CFConfig
 from ranking.models.dssm import DSSMConfig
-from ranking.projector import CB2CFProjector
-from ranking.recall import Recaller, served_index
-from streams.cf_load import FlipRefused, flip_space
+from ranking.online.projector import CB2CFProjector
+from ranking.online.recall import Recaller, served_index
+from ranking.training.export import publish_cold_item_models
 from streams.cores.user_update import EventBatch, apply_events
+from streams.rollout.cf_load import FlipRefused, flip_space
 from streams.topics import Topics
 from tests.e2e.conftest import Worker, running_worker, wait_for
 from workloads.datasets import load_movielens_100k

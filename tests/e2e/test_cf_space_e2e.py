@@ -14,13 +14,13 @@ from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, ensure_minilm
 from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
-from ranking.evaluate import ColdEvalArtifacts, ColdEvalConfig, run_cold_items
-from ranking.export import publish_cold_item_models
+from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, run_cold_items
 from ranking.models.cb2cf import CB2CFConfig
 from ranking.models.dssm import DSSMConfig
-from ranking.projector import CB2CFProjector, DSSMTower
-from ranking.recall import Recaller, served_index
-from streams.cf_load import load_warm_vectors
+from ranking.online.projector import CB2CFProjector, DSSMTower
+from ranking.online.recall import Recaller, served_index
+from ranking.training.export import publish_cold_item_models
+from streams.rollout.cf_load import load_warm_vectors
 from streams.topics import Topics
 from tests.e2e.conftest import running_worker, wait_for
 from workloads.datasets import load_movielens_100k
@@ -121,8 +121,8 @@ def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
     # the recommendation API serves the same CF space: the served collection, the user's DSSM vector, no ranker
     from fastapi.testclient import TestClient
 
-    from infra.api import create_app
     from infra.settings import ABVariant
+    from serving.api import create_app
 
     serve = s.serve.model_copy(update={"variants": (ABVariant(name="recall", ranker="none", new_item_share=0.0),),
                                        "fresh_k": 0})  # the vector recall alone, to compare with Recaller

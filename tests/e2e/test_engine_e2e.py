@@ -15,7 +15,7 @@ from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, TextEncoder
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
-from ranking.recall import Recaller
+from ranking.online.recall import Recaller
 from streams.cores.user_update import EventBatch, apply_events
 from streams.events import ContentIndexed, DeadLetter
 from streams.topics import Topics

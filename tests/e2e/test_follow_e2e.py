@@ -22,7 +22,7 @@ from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, TextEncoder
 from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
-from ranking.projector import CB2CFProjector
+from ranking.online.projector import CB2CFProjector
 from streams.cores.user_update import EventBatch, apply_events
 from streams.topics import Topics, ensure_topics
 from tests.e2e.conftest import wait_for

@@ -22,13 +22,13 @@ from encoders.registry import ModelRegistry
 from encoders.text import TextEncoder, ensure_minilm
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
-from infra.api import create_app
 from infra.settings import ABVariant, Settings
-from ranking.ab import bucket_of
-from ranking.rank_features import ItemContext, UserContext
-from ranking.rank_train import main as rank_train_main
-from ranking.ranker import Ranker
-from ranking.serving import RankerPool, Recommender
+from ranking.online.ab import bucket_of
+from ranking.online.features import ItemContext, UserContext
+from ranking.online.pipeline import RankerPool, Recommender
+from ranking.online.ranker import Ranker
+from ranking.training.ranker import main as rank_train_main
+from serving.api import create_app
 from streams.engine import Engine, Record
 from streams.topics import Topics
 from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue

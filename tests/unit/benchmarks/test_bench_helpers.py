@@ -9,7 +9,7 @@ import pytest
 from benchmarks._harness import Histogram, parse_prometheus, parse_rates, stage_table, summarize
 from benchmarks.user_throughput import make_events
 from infra.metrics import EngineMetrics
-from streams.cores.user_update import ACTION_WEIGHTS
+from ranking.online.actions import ACTION_WEIGHTS
 from streams.events import UserEvent
 
 

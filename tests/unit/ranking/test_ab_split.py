@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from infra.settings import ABVariant
-from ranking.ab import ABSplit, allocate, bucket_of
+from ranking.online.ab import ABSplit, allocate, bucket_of
 
 
 def test_bucket_is_deterministic_and_salted() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ranking.serving import Candidate, select_with_quota
+from ranking.online.pipeline import Candidate, select_with_quota
 
 
 def _cands(scores: list[float], new: list[bool]) -> list[Candidate]:
@@ -41,7 +41,7 @@ def test_quota_is_capped_by_what_was_recalled() -> None:
 
 
 def test_blend_zero_keeps_the_ranker_order_and_one_the_recall_order() -> None:
-    from ranking.serving import blend_ranks
+    from ranking.online.pipeline import blend_ranks
 
     def cands() -> list[Candidate]:
         # ranker order i0 > i1 > i2 > i3; recall order i3 > i2 > i1 > i0
@@ -58,7 +58,7 @@ def test_blend_zero_keeps_the_ranker_order_and_one_the_recall_order() -> None:
 
 
 def test_blend_fuses_rank_percentiles() -> None:
-    from ranking.serving import blend_ranks
+    from ranking.online.pipeline import blend_ranks
 
     # i0 first by the ranker, last by recall; i1 second by both; i2 last by the ranker, first by recall
     c = [Candidate("i0", 0.1, 0, "vector", "track", 0, False, score=0.9),

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from ranking.common import Interactions
 from ranking.models.lightgcn import (
     LightGCN,
     LightGCNConfig,
@@ -18,6 +17,7 @@ from ranking.models.lightgcn import (
     propagated_layers,
     train_lightgcn,
 )
+from ranking.training.common import Interactions
 from workloads.datasets import load_movielens_100k
 
 # users u0, u1; items i0, i1, i2; edges u0-i0, u0-i1, u1-i1, u1-i2 (u0-i0 given twice: counts once)

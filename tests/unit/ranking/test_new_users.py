@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from ranking.content import minilm_text_fields
-from ranking.evaluate import main
-from ranking.evaluate_users import METHODS, NewUserEvalConfig, run_new_users
+from ranking.evaluation.cold_items import main
+from ranking.evaluation.new_users import METHODS, NewUserEvalConfig, run_new_users
 from ranking.models.dssm import DSSMConfig
 from ranking.models.lightgcn import LightGCNConfig
-from ranking.new_users import (
+from ranking.training.content import minilm_text_fields
+from ranking.training.user_priors import (
     UserGroups,
     age_bucket,
     blend,

@@ -13,10 +13,10 @@ import torch
 
 from encoders.registry import ModelRegistry
 from ranking.models.deepfm_mmoe import DeepFMMMoEConfig, train_deepfm_mmoe
-from ranking.rank_data import SPARSE_FIELDS, SplitConfig, build_rank_split, movielens_log, simulator_log
-from ranking.rank_export import PLAIN_RANKER_NAME, RANKER_NAME, export_ranker, ranker_name
-from ranking.rank_features import ItemContext, RankFeaturizer, UserContext
-from ranking.ranker import Ranker
+from ranking.online.features import ItemContext, RankFeaturizer, UserContext
+from ranking.online.ranker import PLAIN_RANKER_NAME, RANKER_NAME, Ranker
+from ranking.training.rank_data import SPARSE_FIELDS, SplitConfig, build_rank_split, movielens_log, simulator_log
+from ranking.training.rank_export import export_ranker, ranker_name
 
 SIM_STEPS = 30
 USER_EXTRA = SPARSE_FIELDS.index("user_extra")
@@ -184,7 +184,7 @@ def test_published_rankers_score_like_torch(tmp_path):
 
 
 def test_rank_train_cli_publishes_both_variants(tmp_path):
-    from ranking.rank_train import main
+    from ranking.training.ranker import main
 
     out = tmp_path / "report.json"
     rc = main(["--dataset", "sim", "--sim-steps", str(SIM_STEPS), "--epochs", "1", "--models-dir",

@@ -1,4 +1,4 @@
-"""The Last.fm ranking log (:func:`ranking.rank_data.lastfm_log`) on the real HetRec 2011 data.
+"""The Last.fm ranking log (:func:`ranking.training.rank_data.lastfm_log`) on the real HetRec 2011 data.
 
 Labels and negatives, the split by user arrival, the online featuriser against the offline rows, and the published
 tags / ids of ``thaw replay lastfm`` against the training log's.
@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from ranking.rank_data import (
+from ranking.online.features import ItemContext, RankFeaturizer, UserContext
+from ranking.training.rank_data import (
     SPARSE_FIELDS,
     TAG_COUNT_BINS,
     SplitConfig,
@@ -17,7 +18,6 @@ from ranking.rank_data import (
     lastfm_log,
     tag_count_bucket,
 )
-from ranking.rank_features import ItemContext, RankFeaturizer, UserContext
 
 STATUS = SPARSE_FIELDS.index("status")
 

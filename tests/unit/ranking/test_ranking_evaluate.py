@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from ranking.evaluate import load_cold_split, main
+from ranking.evaluation.cold_items import load_cold_split, main
 from workloads.datasets import load_movielens_100k
 from workloads.splits import cold_item_split
 

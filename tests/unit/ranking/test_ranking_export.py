@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from encoders.registry import ModelRegistry
-from ranking.export import CB2CF_NAME, DSSM_ITEM, DSSM_USER, CB2CFProjector, export_cb2cf, export_dssm
 from ranking.models.cb2cf import CB2CF, CB2CFConfig
 from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features
 from ranking.modules import FieldSpec
+from ranking.training.export import CB2CF_NAME, DSSM_ITEM, DSSM_USER, CB2CFProjector, export_cb2cf, export_dssm
 
 
 def _session(version):
@@ -99,9 +99,9 @@ def test_cb2cf_matches_torch_with_missing_fields(tmp_path, fields):
 def test_lightgcn_users_export_runs_as_a_user_tower(tmp_path):
     """LightGCN user vectors mapped into a DSSM space serve like the DSSM user tower (ids in, mapped vectors out)."""
     from encoders.registry import ModelRegistry
-    from ranking.export import LIGHTGCN_USER, export_lightgcn_users
     from ranking.models.lightgcn import apply_linear_map, fit_linear_map
-    from ranking.projector import DSSMTower
+    from ranking.online.projector import DSSMTower
+    from ranking.training.export import LIGHTGCN_USER, export_lightgcn_users
 
     rng = np.random.default_rng(0)
     lg = rng.normal(size=(6, 4)).astype(np.float32)

@@ -10,7 +10,8 @@ import torch
 from encoders.registry import ModelRegistry
 from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankSchema
 from ranking.modules import FieldSpec
-from ranking.rank_export import RANKER_NAME, export_ranker
+from ranking.online.ranker import RANKER_NAME
+from ranking.training.rank_export import export_ranker
 
 
 @pytest.mark.parametrize("group_gating", [True, False])

@@ -4,9 +4,9 @@ and a short simulator run; with and without group gating, training lowers the lo
 import numpy as np
 import pytest
 
+from ranking.evaluation.ranker_groups import evaluate_groups
 from ranking.models.deepfm_mmoe import DeepFMMMoEConfig, train_deepfm_mmoe
-from ranking.rank_data import SplitConfig, _prior_history, build_rank_split, movielens_log, simulator_log
-from ranking.rank_eval import evaluate_groups
+from ranking.training.rank_data import SplitConfig, _prior_history, build_rank_split, movielens_log, simulator_log
 
 
 def _ml_sample():

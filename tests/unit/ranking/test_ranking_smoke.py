@@ -4,13 +4,14 @@ users, MiniLM text content) through the evaluation harness and beats random rank
 import numpy as np
 import pytest
 
-from ranking.baselines import random_scorer
-from ranking.common import evaluate_task
-from ranking.content import minilm_text_fields
-from ranking.evaluate import ColdEvalArtifacts, ColdEvalConfig, format_table, report_json, run_cold_items
+from ranking.evaluation.baselines import random_scorer
+from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, format_table, run_cold_items
+from ranking.evaluation.report import report_json
 from ranking.models.cb2cf import CB2CFConfig
 from ranking.models.dropoutnet import DropoutNetConfig
 from ranking.models.dssm import DSSMConfig
+from ranking.training.common import evaluate_task
+from ranking.training.content import minilm_text_fields
 from workloads.datasets import load_movielens_100k
 from workloads.splits import cold_item_split
 
@@ -75,8 +76,8 @@ def test_published_models_reproduce_the_harness_scores(run, sample, tmp_path):
     import onnxruntime as ort
 
     from encoders.registry import ModelRegistry
-    from ranking.export import CB2CF_NAME, DSSM_USER, CB2CFProjector, publish_cold_item_models
     from ranking.models.cb2cf import cb2cf_score
+    from ranking.training.export import CB2CF_NAME, DSSM_USER, CB2CFProjector, publish_cold_item_models
 
     report, artifacts, _ = run
     ds, split, content = sample
@@ -100,9 +101,9 @@ def test_published_models_reproduce_the_harness_scores(run, sample, tmp_path):
 def test_published_lightgcn_users_live_in_the_dssm_space(run, sample, tmp_path):
     """``--publish-lightgcn``: LightGCN user vectors mapped into the DSSM space rank cold items better than random."""
     from encoders.registry import ModelRegistry
-    from ranking.export import LIGHTGCN_USER, publish_cold_item_models
     from ranking.models.cb2cf import cb2cf_score
-    from ranking.projector import DSSMTower
+    from ranking.online.projector import DSSMTower
+    from ranking.training.export import LIGHTGCN_USER, publish_cold_item_models
 
     report, artifacts, best_random = run
     ds, split, content = sample

@@ -2,16 +2,20 @@
 
 Run::
 
-    python -m ranking.rank_eval --dataset ml-100k                 # MovieLens-100k ratings -> watch / like
-    python -m ranking.rank_eval --dataset sim --sim-steps 240     # simulator exposures -> play / like
-    python -m ranking.rank_eval --dataset lastfm                  # Last.fm plays -> play / heavy
-    python -m ranking.rank_eval --dataset ml-100k --seeds 0 1 2 --json out.json --export ~/.cache/thaw/models
+    python -m ranking.evaluation.ranker_groups --dataset ml-100k                 # MovieLens-100k ratings -> watch /
+    like
+    python -m ranking.evaluation.ranker_groups --dataset sim --sim-steps 240     # simulator exposures -> play / like
+    python -m ranking.evaluation.ranker_groups --dataset lastfm                  # Last.fm plays -> play / heavy
+    python -m ranking.evaluation.ranker_groups --dataset ml-100k --seeds 0 1 2 --json out.json --export
+    ~/.cache/thaw/models
 
 For every seed both variants (``group_gating`` off / on; with ``--ablate-interest`` also group gating without the
 category-interest features) are trained with the same seed, the same rows and the same
-hyper-parameters; the test period (latest 20% of rows, see :mod:`ranking.rank_data`) is scored and AUC / logloss
+hyper-parameters; the test period (latest 20% of rows, see :mod:`ranking.training.rank_data`) is scored and AUC /
+logloss
 are reported per task for all rows, new users, old users and each gender (Last.fm has no gender: new/old only;
-its split is by user arrival, see :func:`ranking.rank_data.lastfm_log`). ``--export`` publishes the gated model of
+its split is by user arrival, see :func:`ranking.training.rank_data.lastfm_log`). ``--export`` publishes the gated
+model of
 the first seed as ``deepfm-mmoe`` into a model directory and checks ONNX Runtime against torch (``allclose``).
 """
 
@@ -29,7 +33,7 @@ import numpy as np
 import torch
 
 from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, task_metrics, train_deepfm_mmoe
-from ranking.rank_data import (
+from ranking.training.rank_data import (
     EventLog,
     RankSplit,
     SplitConfig,
@@ -170,7 +174,7 @@ def check_export(
     import onnxruntime as ort
 
     from encoders.registry import ModelRegistry
-    from ranking.rank_export import export_ranker
+    from ranking.training.rank_export import export_ranker
 
     mv = export_ranker(model, ModelRegistry(root), version, extra=extra, vocab={"groups": list(split.group_names)})
     sample = split.test.take(np.arange(min(4096, len(split.test))))
@@ -209,7 +213,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ranking.rank_eval", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ranking.evaluation.ranker_groups",
+        description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", choices=("ml-100k", "lastfm", "sim"), default="ml-100k")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--sim-steps", type=int, default=240)

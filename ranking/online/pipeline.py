@@ -2,7 +2,8 @@
 
 For one request (user ``u``, list size ``k``):
 
-1. **A/B assignment** (:mod:`ranking.ab`): ``u``'s hash bucket picks the variant (which ranker, which new-item share).
+1. **A/B assignment** (:mod:`ranking.online.ab`): ``u``'s hash bucket picks the variant (which ranker, which new-item
+share).
 2. **Redis, one round trip**: ``u``'s vector state in the served space, seen items (excluded), engaged history
    (the ranker's interest features) and registration profile (gender / age: the group prior of the ranker's gates).
 3. **Recall in the served space** (Milvus, inner product): the ``recall_k`` nearest unseen items to ``u``'s vector,
@@ -12,8 +13,9 @@ For one request (user ``u``, list size ``k``):
    freshness set, vectors cached in-process): on Milvus 2.3.5 a search filtered to such a small window returned
    ~11% of the matching rows at 50k rows (``benchmarks/serve.py``, ``fresh_recall_check``). A user
    without a vector (no events, no declared tastes) gets the popularity x freshness fallback of
-   :class:`ranking.recall.Recaller`.
-4. **Ranking**: the variant's DeepFM + MMoE (ONNX, :mod:`ranking.ranker`) scores every candidate per task from the
+   :class:`ranking.online.recall.Recaller`.
+4. **Ranking**: the variant's DeepFM + MMoE (ONNX, :mod:`ranking.online.ranker`) scores every candidate per task from
+the
    user's profile and history and the item's kind, tags and age; the list score is ``sum_t w_t p_t``, or with
    ``recall_blend = b > 0`` the rank fusion ``(1 - b) * rank percentile by that score + b * rank percentile by
    recall similarity`` (:func:`blend_ranks`). Variant ``ranker = none`` keeps the recall order (the control arm
@@ -42,9 +44,10 @@ import numpy as np
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import ItemMeta, UserStore
 from infra.settings import ABVariant, ServeSettings
-from ranking.ab import ABSplit
-from ranking.rank_features import ItemContext, UserContext
-from ranking.recall import Recaller
+from ranking.online.ab import ABSplit
+from ranking.online.actions import POSITIVE_ACTIONS
+from ranking.online.features import ItemContext, UserContext
+from ranking.online.recall import Recaller
 
 log = logging.getLogger("thaw.serve")
 request_log = logging.getLogger("thaw.serve.requests")
@@ -207,14 +210,12 @@ class RankerPool:
 
 def _counts_negatives(ranker: RankerLike) -> bool:
     """True when the ranker's training history includes actions the engine does not count as engagement."""
-    from streams.cores.user_update import POSITIVE_ACTIONS
-
     actions = getattr(getattr(ranker, "featurizer", None), "history_actions", ())
     return bool(set(actions) - POSITIVE_ACTIONS)
 
 
 def _load_ranker(models_dir: Path, name: str, version: str | None) -> RankerLike:
-    from ranking.ranker import Ranker
+    from ranking.online.ranker import Ranker
 
     return Ranker.load(models_dir, version=version, name=name)
 

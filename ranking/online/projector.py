@@ -1,6 +1,6 @@
 """Serving the published CF models with ONNX Runtime only (no torch): the CB2CF projector and the DSSM towers.
 
-The worker imports this module; training and export (``ranking.export``) need torch, serving does not.
+The worker imports this module; training and export (``ranking.training.export``) need torch, serving does not.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ opset, sha256):
 * ``cb2cf``: one input per content field (``<field>``: B x d_f float32) + ``present`` (B x F float32, 1 = the
   field is present) → ``cf_vector`` (B x dim, unit norm), in the same space as ``dssm-item``.
 
-:class:`ranking.projector.CB2CFProjector` (re-exported here) is what the content agent calls:
+:class:`ranking.online.projector.CB2CFProjector` (re-exported here) is what the content agent calls:
 ``project(fields, present) -> cf_vectors``; it needs ONNX Runtime only, not torch.
 """
 
@@ -30,7 +30,7 @@ from torch import nn
 from encoders.registry import ModelRegistry, ModelVersion, TensorSpec
 from ranking.models.cb2cf import CB2CF
 from ranking.models.dssm import DSSM
-from ranking.projector import CB2CFProjector
+from ranking.online.projector import CB2CFProjector
 
 __all__ = ["CB2CFProjector", "export_cb2cf", "export_dssm", "publish_cold_item_models"]
 
@@ -209,7 +209,7 @@ def export_lightgcn_users(
     """Publishes warm users' LightGCN vectors mapped into a DSSM space as ``lightgcn-user`` (same version as the
     CF space it serves): ``user_index`` (B int64) -> ``user_vector`` (B x dim), the table and the ridge map
     (:func:`ranking.models.lightgcn.fit_linear_map`) in the graph, ``ids.json`` with the raw user ids. It runs like a
-    DSSM user tower (:class:`ranking.projector.DSSMTower`), so ``thaw cf load --users-from lightgcn`` starts warm
+    DSSM user tower (:class:`ranking.online.projector.DSSMTower`), so ``thaw cf load --users-from lightgcn`` starts warm
     users from their LightGCN vectors instead of the DSSM user tower's."""
     module = _MappedTableExport(user_vectors, linear_map).eval()
     dim = int(linear_map.shape[1])
@@ -271,7 +271,8 @@ def publish_cold_item_models(
     lightgcn: bool = False,
     lightgcn_config: Any | None = None,
 ) -> dict[str, str]:
-    """Exports a harness run's DSSM towers and selected CB2CF (see :class:`ranking.evaluate.ColdEvalArtifacts`).
+    """Exports a harness run's DSSM towers and selected CB2CF (see
+    :class:`ranking.evaluation.cold_items.ColdEvalArtifacts`).
 
     Returns:
         ``model name -> version directory``.

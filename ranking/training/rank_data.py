@@ -37,13 +37,12 @@ Dense columns are standardised with fit-period statistics.
 
 The per-row feature functions (:func:`hour_context`, :func:`item_age_context`, :func:`decade_index`,
 :func:`user_groups`, :func:`interest_dense`, :func:`standardise`, :func:`sparse_rows`) are shared with the online
-featuriser (:mod:`ranking.rank_features`), which applies them to one request from the fit-period statistics
+featuriser (:mod:`ranking.online.features`), which applies them to one request from the fit-period statistics
 :func:`build_rank_split` keeps in :class:`RankStats`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -51,6 +50,18 @@ import numpy as np
 
 from ranking.models.deepfm_mmoe import RankData, RankSchema
 from ranking.modules.fields import FieldSpec
+from ranking.online.row_features import (
+    SPARSE_FIELDS,
+    TAG_COUNT_BINS,
+    decade_index,
+    hour_context,
+    interest_dense,
+    item_age_context,
+    sparse_rows,
+    standardise,
+    tag_count_bucket,
+    user_groups,
+)
 
 if TYPE_CHECKING:
     from workloads.datasets import InteractionDataset
@@ -130,30 +141,6 @@ def _vocab(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return np.array([lookup.get(k, 0) for k in keys], dtype=np.int64), tuple(uniq)
 
 
-ITEM_AGE_BINS = (1.0, 3.0, 10.0)
-"""Simulator context: item age at exposure in steps, bucketed ``<1, 1-3, 3-10, >=10`` -> 1..4."""
-
-
-def hour_context(ts: np.ndarray) -> np.ndarray:
-    """MovieLens context: hour of day (UTC) of ``ts`` (epoch seconds) in six 4-hour buckets, 1..6."""
-    hour = ((np.asarray(ts, np.float64) // 3600) % 24).astype(np.int64)
-    return hour // 4 + 1
-
-
-def item_age_context(
-    ts: np.ndarray, created: np.ndarray, step_s: float, bins: Sequence[float] = ITEM_AGE_BINS
-) -> np.ndarray:
-    """Simulator context: ``(ts - created) / step_s`` (item age in steps) bucketed by ``bins``, 1-based."""
-    age_steps = (np.asarray(ts, np.float64) - np.asarray(created, np.float64)) / step_s
-    return (np.digitize(age_steps, list(bins)) + 1).astype(np.int64)
-
-
-def decade_index(year: np.ndarray) -> np.ndarray:
-    """Release decade 1 (<= 1920s) .. 9 (2000s), 0 = unknown year (``<= 0``)."""
-    y = np.asarray(year).astype(np.int64)
-    return np.where(y > 0, np.clip((y - 1920) // 10, 0, 8) + 1, 0).astype(np.int64)
-
-
 def _popularity_negatives(
     users: np.ndarray, items: np.ndarray, n_items: int, negatives: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,17 +216,8 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
                     user_profiles=tuple(profiles))
 
 
-TAG_COUNT_BINS = (1.0, 3.0, 6.0, 11.0, 20.0)
-"""Last.fm item column: how many tags the item carries as published (the replayer keeps at most 20), bucketed
-``0, 1-2, 3-5, 6-10, 11-19, 20`` -> 1..6 (:func:`tag_count_bucket`)."""
-
 LASTFM_MAX_CATEGORIES = 48
 """Last.fm categories: the most frequent published tags (by number of artists carrying them)."""
-
-
-def tag_count_bucket(n_tags: np.ndarray, bins: Sequence[float] = TAG_COUNT_BINS) -> np.ndarray:
-    """Last.fm ``item_extra``: the number of published tags bucketed by ``bins``, 1-based (1 = no tags)."""
-    return (np.digitize(np.asarray(n_tags, np.float64), list(bins)) + 1).astype(np.int64)
 
 
 def _lastfm_user_start(ds: InteractionDataset) -> tuple[np.ndarray, dict[str, int]]:
@@ -303,7 +281,7 @@ def lastfm_log(negatives: int = 2, seed: int = 0, max_categories: int = LASTFM_M
 
     **Side information.** Categories: the ``max_categories`` tags carried by most artists among the tags as the
     replayer publishes them (each artist's 20 most applied, cut to 64 characters), matched exactly, so
-    :meth:`~ranking.rank_features.RankFeaturizer.categories_of` maps published tags to the same columns. Last.fm
+    :meth:`~ranking.online.features.RankFeaturizer.categories_of` maps published tags to the same columns. Last.fm
     has no gender or age: ``genders = ()``, ``ages = ()``, so the gating groups are ``new|unknown`` and
     ``old|unknown`` only — group-wise gating conditions on new/old status alone. ``user_extra`` = 0: the friend
     graph is not in the ``user.profile`` contract, so it is not used (no train/serve difference). ``context`` = 0:
@@ -451,10 +429,6 @@ class SplitConfig:
     seed: int = 0
 
 
-SPARSE_FIELDS = ("user_id", "item_id", "gender", "age", "user_extra", "status", "context", "item_extra")
-"""The ranker's categorical fields, in column order (0 = unknown in each)."""
-
-
 @dataclass(frozen=True, eq=False)
 class RankStats:
     """The fit-period statistics every row's features are computed from (offline and online).
@@ -510,70 +484,6 @@ class RankSplit:
         return out
 
 
-# ------------------------------------------------------------------------------ per-row features (offline + online)
-def user_groups(
-    count: np.ndarray, gender: np.ndarray, n_genders: int, new_user_max_history: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(is_new, group)`` per row from the user's prior engaged-row count and gender index (0 = unknown)."""
-    is_new = np.asarray(count) < new_user_max_history
-    group = (~is_new).astype(np.int64) * n_genders + np.asarray(gender, np.int64)
-    return is_new, group
-
-
-def interest_dense(
-    count: np.ndarray,
-    sums: np.ndarray,
-    item_cats: np.ndarray,
-    gender: np.ndarray,
-    group: np.ndarray,
-    means: np.ndarray,
-    n_genders: int,
-    shrinkage: float,
-) -> np.ndarray:
-    """Raw (unscaled) dense columns ``[interest_dev (C), affinity (5)]`` per row, ``float32[N, C + 5]``.
-
-    Args:
-        count: ``int64[N]`` engaged rows of the row's user strictly before it.
-        sums: ``float32[N, C]`` summed categories of those rows.
-        item_cats: ``float32[N, C]`` the row item's categories.
-        gender: ``int64[N]`` the user's gender index (0 = unknown).
-        group: ``int64[N]`` the row's group (:func:`user_groups`).
-        means: ``float64[G, C]`` group mean category shares (:attr:`RankStats.group_means`).
-        n_genders: :attr:`RankStats.n_genders`.
-        shrinkage: ``k``.
-    """
-    m_row = means[group]
-    k = shrinkage
-    total = np.maximum(sums.sum(1, keepdims=True), 0.0)
-    prof = (sums / np.maximum(total, 1e-12) * count[:, None] + k * m_row) / (count[:, None] + k)
-    dev = prof - m_row
-    new_minus_old = means[gender] - means[n_genders + gender]  # m_(new, gender) - m_(old, gender)
-    denom = np.maximum(item_cats.sum(1), 1.0)
-    affinity = np.stack([(prof * item_cats).sum(1) / denom, (m_row * item_cats).sum(1) / denom,
-                         (dev * item_cats).sum(1) / denom, (new_minus_old * item_cats).sum(1) / denom,
-                         np.log1p(count) / np.log(100.0)], axis=1)
-    return np.concatenate([dev, affinity], axis=1).astype(np.float32)
-
-
-def standardise(dense: np.ndarray, mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """``(dense - mu) / sd`` as float32 (fit-period statistics)."""
-    return ((dense - mu) / sd).astype(np.float32)
-
-
-def sparse_rows(
-    user_id: np.ndarray,
-    item_id: np.ndarray,
-    gender: np.ndarray,
-    age: np.ndarray,
-    user_extra: np.ndarray,
-    is_new: np.ndarray,
-    context: np.ndarray,
-    item_extra: np.ndarray,
-) -> np.ndarray:
-    """``int64[N, 8]`` sparse columns in :data:`SPARSE_FIELDS` order (status: 1 new, 2 old)."""
-    status = np.where(is_new, 1, 2)
-    cols = np.broadcast_arrays(user_id, item_id, gender, age, user_extra, status, context, item_extra)
-    return np.stack(cols, axis=1).astype(np.int64)
 
 
 def _prior_history(users: np.ndarray, ts: np.ndarray, engaged: np.ndarray, cats: np.ndarray,

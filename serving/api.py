@@ -2,7 +2,8 @@
 
 Endpoints::
 
-    GET /recommend?user_id=U&k=20[&debug=true][&variant=NAME]   recall -> rank -> exposure quota (ranking.serving)
+    GET /recommend?user_id=U&k=20[&debug=true][&variant=NAME]   recall -> rank -> exposure quota
+    (ranking.online.pipeline)
     GET /ab                     the A/B split (variants, weights, bucket ranges, salt-independent)
     GET /ab/{user_id}           one user's bucket and variant
     GET /healthz                liveness: the process answers
@@ -73,7 +74,7 @@ class ServedSpace:
 
     def __init__(self, settings: "Settings", refresh_s: float = 5.0) -> None:
         from indexing.redis_users import UserStore
-        from ranking.serving import RankerPool
+        from ranking.online.pipeline import RankerPool
 
         self.settings = settings
         self.refresh_s = refresh_s
@@ -85,8 +86,8 @@ class ServedSpace:
         self._checked = 0.0
 
     def _build(self, space: str) -> Any:
-        from ranking.recall import served_index
-        from ranking.serving import Recommender
+        from ranking.online.pipeline import Recommender
+        from ranking.online.recall import served_index
 
         index = served_index(self.settings.milvus, self.settings.models.dir, self.users)
         return Recommender(self.settings.serve, self.users, index, space or self._text_space(), self.rankers)
@@ -126,14 +127,14 @@ def create_app(settings: Settings, served: Callable[[], Any] | None = None, metr
 
     Args:
         settings: Engine settings (``serve`` section for the pipeline).
-        served: Returns the current :class:`ranking.serving.Recommender` (default: :class:`ServedSpace`).
+        served: Returns the current :class:`ranking.online.pipeline.Recommender` (default: :class:`ServedSpace`).
         metrics: Metric families (default: a fresh registry).
     """
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.responses import JSONResponse, Response
 
-    from ranking.ab import bucket_of
-    from ranking.serving import UnknownUserIdError, variant_summary
+    from ranking.online.ab import bucket_of
+    from ranking.online.pipeline import UnknownUserIdError, variant_summary
 
     space = None
     if served is None:
@@ -262,7 +263,7 @@ def create_app(settings: Settings, served: Callable[[], Any] | None = None, metr
 
 
 def app_from_env():  # type: ignore[no-untyped-def]
-    """uvicorn factory (``uvicorn --factory infra.api:app_from_env``): settings from the ``THAW_*`` environment."""
+    """uvicorn factory (``uvicorn --factory serving.api:app_from_env``): settings from the ``THAW_*`` environment."""
     from infra.settings import load_settings
 
     return create_app(load_settings())

@@ -26,7 +26,7 @@ from encoders.registry import ModelRegistry
 from indexing.milvus_items import ItemIndex, ItemRow, collection_for
 from indexing.redis_users import UserState, UserStore, pack_state
 from infra.settings import Settings
-from ranking.projector import DSSMTower
+from ranking.online.projector import DSSMTower
 from streams.cores.space import CFSpace, load_cf_space
 from workloads.replay import safe_id
 

@@ -1,6 +1,7 @@
 """User cold start: which interactions a new user has revealed, group priors, and the multimodal taste vector.
 
-The pieces :mod:`ranking.evaluate_users` assembles (NetEase talk, "Cold-Start Practices - User Cold-Start": LightGCN
+The pieces :mod:`ranking.evaluation.new_users` assembles (NetEase talk, "Cold-Start Practices - User Cold-Start":
+LightGCN
 user embeddings from behaviour, enhanced with multimodal embeddings of what the user played; brand-new users start
 from a group prior):
 

@@ -1,7 +1,7 @@
 """Shared helpers of the offline ranking models: seeding, interaction data, early stopping, batched evaluation.
 
 Everything here is plain numpy/torch over integer indices (no dataset objects), so the model modules stay testable on
-toy arrays and the evaluation harness (:mod:`ranking.evaluate`) owns the dataset handling.
+toy arrays and the evaluation harness (:mod:`ranking.evaluation.cold_items`) owns the dataset handling.
 """
 
 from __future__ import annotations

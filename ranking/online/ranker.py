@@ -1,6 +1,6 @@
 """The DeepFM + MMoE ranker served with ONNX Runtime: a request (user + candidates) -> per-task probabilities.
 
-Two published variants, trained together by :mod:`ranking.rank_train` under one version name:
+Two published variants, trained together by :mod:`ranking.training.ranker` under one version name:
 
 * ``deepfm-mmoe`` — group-wise gating (gates conditioned on new/old user x gender);
 * ``deepfm-mmoe-plain`` — plain MMoE gates.
@@ -12,7 +12,7 @@ Each has its own ``CURRENT`` in the model directory, so a service A/B-tests them
     pinned = Ranker.load(models_dir, version="20250101T000000Z")     # a given version
     probs = gated.score(user, items, now_ts)                         # B x T, columns = gated.tasks
 
-The featuriser (:class:`ranking.rank_features.RankFeaturizer`) comes from the version's ``schema.json``
+The featuriser (:class:`ranking.online.features.RankFeaturizer`) comes from the version's ``schema.json``
 (``vocab.featurizer``), so the inputs are computed with the statistics of the model's own training split. ONNX
 Runtime runs on the CPU execution provider.
 """
@@ -27,10 +27,14 @@ import numpy as np
 
 from encoders.registry import ModelRegistry, ModelVersion
 from encoders.serving import OnnxModel
-from ranking.rank_export import PLAIN_RANKER_NAME, RANKER_NAME
-from ranking.rank_features import ItemContext, RankFeaturizer, RankInputs, UserContext
+from ranking.online.features import ItemContext, RankFeaturizer, RankInputs, UserContext
 
 __all__ = ["PLAIN_RANKER_NAME", "RANKER_NAME", "Ranker"]
+
+RANKER_NAME = "deepfm-mmoe"
+"""The group-gated variant."""
+PLAIN_RANKER_NAME = "deepfm-mmoe-plain"
+"""The variant with plain MMoE gates (no group conditioning)."""
 
 
 class Ranker:
@@ -64,7 +68,7 @@ class Ranker:
         spec = schema.get("vocab", {}).get("featurizer")
         if spec is None:
             raise ValueError(f"{name}/{mv.manifest.version}: schema.json carries no featuriser (publish it with "
-                             "python -m ranking.rank_train)")
+                             "python -m ranking.training.ranker)")
         return cls(mv, RankFeaturizer.from_json(spec), threads=threads)
 
     @property

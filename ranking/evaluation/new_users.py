@@ -1,7 +1,8 @@
 """New-user evaluation: group prior, LightGCN fold-in and the multimodal-enhanced user vector against baselines.
 
 Protocol. A seeded ``user_share`` of the users with more than ``max(reveal)`` interactions is held out (a
-``val_share`` of them for validation, the rest for test; :func:`ranking.new_users.reveal_split`); models train on the
+``val_share`` of them for validation, the rest for test; :func:`ranking.training.user_priors.reveal_split`); models
+train on the
 other (warm) users' interactions only. Every held-out user's history is ordered (by timestamp on MovieLens; Last.fm
 and timestamp-less files have no order, so a seeded random one). For each ``n`` in ``reveal`` the user reveals its
 first ``n`` interactions; it then ranks **all catalogue items minus the ``n`` revealed ones**, and Recall@K and
@@ -15,11 +16,12 @@ item) is lowest; it is reported beside all users.
 Methods (``results``):
 
 * ``random``; ``popularity`` (warm training counts).
-* ``group-prior``: the mean LightGCN vector of warm users in the user's group (:func:`ranking.new_users.default_groups`
+* ``group-prior``: the mean LightGCN vector of warm users in the user's group
+(:func:`ranking.training.user_priors.default_groups`
   says what a group is per dataset); it ignores revealed items (the same vector at every ``n``).
 * ``lightgcn``: the LightGCN fold-in of the revealed items (``mean`` / ``propagate`` / ``gradient`` / ``regress``,
   chosen on validation); at ``n = 0`` it has nothing and is the all-warm-users mean vector.
-* ``multimodal-enhanced``: :func:`ranking.new_users.blend` of the fold-in, the multimodal taste vector (ridge
+* ``multimodal-enhanced``: :func:`ranking.training.user_priors.blend` of the fold-in, the multimodal taste vector (ridge
   projection of the revealed items' mean content embedding, fitted on warm users) and the group prior, the prior's
   share shrinking as ``k / (n + k)``; ``k``, the taste weight ``beta`` and the projection's ridge are chosen on
   validation users. At ``n = 0`` it is the group prior.
@@ -43,12 +45,13 @@ noise; 189 / 375 test users on ml-100k / Last.fm, 63 / 125 of them niche):
   validation choices shrink everything toward the mean user (ridge 10, prior ``k = 4``).
 * So the talk's claim (multimodal enhancement of the LightGCN user vector, largest for niche users) is **not**
   reproduced with text-only content (MiniLM over title/artist name + tags); audio and image fields will enter
-  through :class:`ranking.content.ContentFields` unchanged and should be measured the same way.
+  through :class:`ranking.training.content.ContentFields` unchanged and should be measured the same way.
 
 Run::
 
-    python -m ranking.evaluate new-users --dataset ml-100k --json
-    python -m ranking.evaluate_users --interactions TRAIN.csv --item-content items.jsonl [--user-groups groups.csv]
+    python -m ranking.evaluation.cold_items new-users --dataset ml-100k --json
+    python -m ranking.evaluation.new_users --interactions TRAIN.csv --item-content items.jsonl [--user-groups
+    groups.csv]
         [--reveal 0,1,3,5] [--k 20] [--seed 0] [--out report.json] [--json]
 """
 
@@ -65,10 +68,8 @@ from typing import Any
 
 import numpy as np
 
-from ranking.baselines import popularity_scorer, random_scorer
-from ranking.common import Interactions, ScoreFn, evaluate_task
-from ranking.content import ContentFields, minilm_text_fields
-from ranking.evaluate import emit_report
+from ranking.evaluation.baselines import popularity_scorer, random_scorer
+from ranking.evaluation.report import emit_report
 from ranking.models.dssm import DSSMConfig, categorical_user_features, train_dssm
 from ranking.models.lightgcn import (
     FOLD_INS,
@@ -78,7 +79,9 @@ from ranking.models.lightgcn import (
     fold_in,
     train_lightgcn,
 )
-from ranking.new_users import (
+from ranking.training.common import Interactions, ScoreFn, evaluate_task
+from ranking.training.content import ContentFields, minilm_text_fields
+from ranking.training.user_priors import (
     RevealSplit,
     UserGroups,
     blend,
@@ -111,7 +114,7 @@ class NewUserEvalConfig:
         niche_share: Bottom share of mean item popularity that makes the niche slice.
         min_weight: Interactions with a lower weight are neither training pairs nor targets (revealed rows are
             revealed whatever their weight).
-        fields: Text content fields (see :data:`ranking.content.TEXT_FIELDS`).
+        fields: Text content fields (see :data:`ranking.training.content.TEXT_FIELDS`).
         min_group: Smallest warm group trusted by the group prior.
         shrink_ks: Prior-shrinkage ``k`` values tried on validation.
         betas: Taste weights tried on validation.
@@ -222,7 +225,7 @@ def run_new_users(
         ds: The dataset.
         config: Harness configuration.
         content: Precomputed content fields (default: MiniLM text fields of ``config.fields``).
-        groups: User groups for the prior (default: :func:`ranking.new_users.default_groups`).
+        groups: User groups for the prior (default: :func:`ranking.training.user_priors.default_groups`).
 
     Returns:
         The report (see :func:`evaluate_new_users`).
@@ -605,7 +608,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The ``new-users`` arguments (on ``parser`` or a new parser)."""
-    p = parser or argparse.ArgumentParser(prog="python -m ranking.evaluate_users",
+    p = parser or argparse.ArgumentParser(prog="python -m ranking.evaluation.new_users",
                                           description=__doc__.split("\n")[0])
     p.add_argument("--interactions", type=Path, help="interactions: user,item[,weight][,ts]")
     p.add_argument("--item-content", type=Path, action="append", default=[], help="tags file / JSONL (repeatable)")
@@ -627,7 +630,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ranking.evaluate new-users ...`` / ``python -m ranking.evaluate_users ...``."""
+    """``python -m ranking.evaluation.cold_items new-users ...`` / ``python -m ranking.evaluation.new_users ...``."""
     p = build_parser()
     a = p.parse_args(argv)
     if a.dataset is None and a.interactions is None:

@@ -3,12 +3,12 @@
 Published models (``encoders.registry.ModelRegistry`` layout): ``deepfm-mmoe`` is the variant with group-wise
 gating, ``deepfm-mmoe-plain`` the one with plain MMoE gates (:func:`ranker_name`); a trainer publishes both under
 the same version name, each with its own ``CURRENT``, so a service can A/B them by name
-(:class:`ranking.ranker.Ranker`). Inputs ``sparse`` (B x F_s int64, per-field indices, 0 = unknown),
+(:class:`ranking.online.ranker.Ranker`). Inputs ``sparse`` (B x F_s int64, per-field indices, 0 = unknown),
 ``categories`` (B x C float32 multi-hot), ``dense`` (B x D float32) and ``group`` (B int64 user group; an input of
 the plain variant too) → ``scores`` (B x T float32 probabilities, one column per task). The manifest's ``extra``
 carries the schema (field names and cardinalities, dense field widths, tasks, number of groups) and whether the
 gates are group-conditioned; side file ``schema.json`` holds the same plus ``vocab``: any vocabularies passed in
-and, under ``vocab["featurizer"]``, the online featuriser (:class:`ranking.rank_features.RankFeaturizer` JSON) that
+and, under ``vocab["featurizer"]``, the online featuriser (:class:`ranking.online.features.RankFeaturizer` JSON) that
 turns a request into these inputs exactly as training did.
 """
 
@@ -25,12 +25,9 @@ from torch import nn
 
 from encoders.registry import ModelRegistry, ModelVersion, TensorSpec
 from ranking.models.deepfm_mmoe import DeepFMMMoE
-from ranking.rank_features import RankFeaturizer
+from ranking.online.features import RankFeaturizer
+from ranking.online.ranker import PLAIN_RANKER_NAME, RANKER_NAME
 
-RANKER_NAME = "deepfm-mmoe"
-"""The group-gated variant."""
-PLAIN_RANKER_NAME = "deepfm-mmoe-plain"
-"""The variant with plain MMoE gates (no group conditioning)."""
 OPSET = 17
 INPUTS = ("sparse", "categories", "dense", "group")
 

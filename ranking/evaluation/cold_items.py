@@ -22,8 +22,8 @@ Models (``models=``):
 
 Run::
 
-    python -m ranking.evaluate cold-items --dataset ml-100k --json
-    python -m ranking.evaluate cold-items --interactions TRAIN.csv --item-content items.jsonl \\
+    python -m ranking.evaluation.cold_items cold-items --dataset ml-100k --json
+    python -m ranking.evaluation.cold_items cold-items --interactions TRAIN.csv --item-content items.jsonl \\
         [--cold-test TEST.csv] [--cold-val VAL.csv] [--k 20] [--seed 0] [--out report.json] [--json]
 
 With split files, ``--interactions`` holds the training interactions (rows on cold test/validation items, if any,
@@ -36,8 +36,6 @@ validation, and its defaults were chosen on ml-100k / Last.fm validation.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import time
@@ -48,12 +46,13 @@ from typing import Any
 
 import numpy as np
 
-from ranking.baselines import content_knn_scorer, popularity_scorer, random_scorer
-from ranking.common import Interactions, ScoreFn, evaluate_task
-from ranking.content import ContentFields, minilm_text_fields
+from ranking.evaluation.baselines import content_knn_scorer, popularity_scorer, random_scorer
+from ranking.evaluation.report import emit_report
 from ranking.models.cb2cf import OBJECTIVES, CB2CFConfig, Objective, cb2cf_score, train_cb2cf
 from ranking.models.dropoutnet import DropoutNetConfig, train_dropoutnet
 from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features, train_dssm
+from ranking.training.common import Interactions, ScoreFn, evaluate_task
+from ranking.training.content import ContentFields, minilm_text_fields
 from workloads.datasets import InteractionDataset, load_dataset, load_generic
 from workloads.splits import ColdItemSplit, EvalTask, default_cold_item_split
 
@@ -70,7 +69,7 @@ class ColdEvalConfig:
         seed: Seed of splits, initialisation and sampling.
         models: Which of :data:`MODELS` to run.
         objectives: CB2CF objectives to train and compare on validation.
-        fields: Text content fields (see :data:`ranking.content.TEXT_FIELDS`).
+        fields: Text content fields (see :data:`ranking.training.content.TEXT_FIELDS`).
         knn_ks: Content-kNN neighbourhood sizes tried on validation (``None`` = all of the user's items).
         min_weight: Interactions with a lower weight are neither training positives nor relevant.
         user_features: Feed the dataset's categorical user features to the DSSM user tower.
@@ -484,53 +483,23 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
-
-
-def report_json(report: dict[str, Any]) -> str:
-    """The report as JSON (NaN/inf become ``null``)."""
-    return json.dumps(_clean(report), indent=2, default=_json_default)
-
-
 def _parse_knn(text: str) -> tuple[int | None, ...]:
     return tuple(None if t.strip() == "all" else int(t) for t in text.split(","))
 
 
-def emit_report(report: dict[str, Any], out: Path | None, as_json: bool, table: Any) -> None:
-    """Writes the JSON report to ``out`` (when given) and prints it as JSON or as ``table(report)``."""
-    text = report_json(report)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    print(text if as_json else table(report))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ranking.evaluate cold-items ...`` (see the module docstring); ``new-users ...`` is handed to
-    :func:`ranking.evaluate_users.main`."""
+    """``python -m ranking.evaluation.cold_items cold-items ...`` (see the module docstring); ``new-users ...`` is
+    handed to
+    :func:`ranking.evaluation.new_users.main`."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["new-users"]:
-        from ranking.evaluate_users import main as new_users_main
+        from ranking.evaluation.new_users import main as new_users_main
 
         return new_users_main(args[1:])
-    p = argparse.ArgumentParser(prog="python -m ranking.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ranking.evaluation.cold_items", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("new-users", help="evaluate new-user recommenders (see ranking.evaluate_users)", add_help=False)
+    sub.add_parser("new-users", help="evaluate new-user recommenders (see ranking.evaluation.new_users)",
+        add_help=False)
     c = sub.add_parser("cold-items", help="evaluate cold-item recommenders (CB2CF vs baselines)")
     c.add_argument("--interactions", type=Path, help="training (or all) interactions: user,item[,weight][,ts]")
     c.add_argument("--item-content", type=Path, action="append", default=[], help="tags file / JSONL (repeatable)")
@@ -583,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         artifacts=artifacts,
     )
     if artifacts is not None:
-        from ranking.export import publish_cold_item_models
+        from ranking.training.export import publish_cold_item_models
 
         report["published"] = publish_cold_item_models(
             artifacts, a.publish_dir, version=a.publish_version, report=report, lightgcn=a.publish_lightgcn

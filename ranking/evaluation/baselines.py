@@ -1,13 +1,13 @@
 """Non-neural cold-item baselines: random, popularity, content-kNN.
 
-Each builder returns a ``score(users, items) -> float32[U, I]`` function (see :data:`ranking.common.ScoreFn`).
+Each builder returns a ``score(users, items) -> float32[U, I]`` function (see :data:`ranking.training.common.ScoreFn`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ranking.common import Interactions, ScoreFn
+from ranking.training.common import Interactions, ScoreFn
 
 
 def random_scorer(seed: int = 0) -> ScoreFn:

@@ -4,11 +4,11 @@ blue/green.
 The supervisor runs the engine as a child worker group pinned to the current ``cb2cf`` version (group
 ``<app_id>-<version>``). It polls the model directory; when ``cb2cf/CURRENT`` moves to a new version it
 
-1. loads the new version's warm item and user vectors (:func:`streams.cf_load.load_warm_vectors`);
+1. loads the new version's warm item and user vectors (:func:`streams.rollout.cf_load.load_warm_vectors`);
 2. starts a second child group pinned to the new version, which consumes every topic from the beginning into the
    new space's own collection and user states while the old group keeps serving (both keep writing);
 3. flips the Milvus serving alias and the Redis space key once the new group's lag is zero
-   (:func:`streams.cf_load.flip_space`), and only then stops the old group.
+   (:func:`streams.rollout.cf_load.flip_space`), and only then stops the old group.
 
 Nothing is lost or applied twice: each group has its own offset fences and applies only its own retries; the flip
 happens only when the new group has applied everything. The supervisor holds no state of its own: killed, it is
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from encoders.registry import ModelRegistry
 from infra.settings import Settings
-from streams.cf_load import FlipRefused, flip_space, load_warm_vectors
+from streams.rollout.cf_load import FlipRefused, flip_space, load_warm_vectors
 
 log = logging.getLogger(__name__)
 

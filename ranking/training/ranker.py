@@ -2,17 +2,19 @@
 
 Run (``thaw train ranker ...`` is the same)::
 
-    python -m ranking.rank_train --dataset sim --sim-steps 40 --epochs 5     # CI-sized, well under a minute
-    python -m ranking.rank_train --dataset sim                               # full size (240 steps)
-    python -m ranking.rank_train --dataset ml-100k --json out.json           # MovieLens-100k, watch / like
-    python -m ranking.rank_train --dataset lastfm --json out.json            # Last.fm plays, play / heavy
+    python -m ranking.training.ranker --dataset sim --sim-steps 40 --epochs 5     # CI-sized, well under a minute
+    python -m ranking.training.ranker --dataset sim                               # full size (240 steps)
+    python -m ranking.training.ranker --dataset ml-100k --json out.json           # MovieLens-100k, watch / like
+    python -m ranking.training.ranker --dataset lastfm --json out.json            # Last.fm plays, play / heavy
 
-Steps: build the exposure log and its temporal split (:mod:`ranking.rank_data`), keep the split's online
-featuriser (:class:`ranking.rank_features.RankFeaturizer`), train both variants with the same seed, rows and
-hyper-parameters (:func:`ranking.rank_eval.run_rank_eval`), report test AUC / logloss per task (all rows, new and
+Steps: build the exposure log and its temporal split (:mod:`ranking.training.rank_data`), keep the split's online
+featuriser (:class:`ranking.online.features.RankFeaturizer`), train both variants with the same seed, rows and
+hyper-parameters (:func:`ranking.evaluation.ranker_groups.run_rank_eval`), report test AUC / logloss per task (all
+rows, new and
 old users), then publish the gated model as ``deepfm-mmoe`` and the plain one as ``deepfm-mmoe-plain`` (one version
 name for both; ``CURRENT`` of each moved to it) into the model directory (default: the configured ``models.dir``)
-with the featuriser in ``schema.json``. Two checks per variant, through :class:`ranking.ranker.Ranker` loaded back
+with the featuriser in ``schema.json``. Two checks per variant, through :class:`ranking.online.ranker.Ranker` loaded
+back
 from the directory:
 
 * ``onnx_vs_torch``: ONNX Runtime vs torch on up to 4096 offline test rows (``allclose`` rtol 1e-4, atol 1e-5);
@@ -37,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from encoders.registry import ModelRegistry
+from ranking.evaluation.ranker_groups import VARIANTS, load_log, run_rank_eval, split_of
 from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, task_metrics
-from ranking.rank_data import SPARSE_FIELDS, EventLog, RankSplit, SplitConfig
-from ranking.rank_eval import VARIANTS, load_log, run_rank_eval, split_of
-from ranking.rank_export import export_ranker, ranker_name
-from ranking.rank_features import RankFeaturizer, RankInputs, requests_for_rows
-from ranking.ranker import Ranker
+from ranking.online.features import RankFeaturizer, RankInputs, requests_for_rows
+from ranking.online.ranker import Ranker
+from ranking.training.rank_data import SPARSE_FIELDS, EventLog, RankSplit, SplitConfig
+from ranking.training.rank_export import export_ranker, ranker_name
 
 USER_EXTRA = SPARSE_FIELDS.index("user_extra")
 
@@ -118,7 +120,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ranking.rank_train", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m ranking.training.ranker", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", choices=("sim", "ml-100k", "lastfm"), default="sim")
     ap.add_argument("--sim-steps", type=int, default=240, help="simulator steps (sim)")
     ap.add_argument("--negatives", type=int, default=2, help="ml-100k / lastfm: sampled negatives per pair")

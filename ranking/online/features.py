@@ -1,15 +1,15 @@
 """The ranker's online featuriser: one user and their candidate items -> the exact inputs training used.
 
-:func:`ranking.rank_data.build_rank_split` computes every training row's features from fit-period statistics;
+:func:`ranking.training.rank_data.build_rank_split` computes every training row's features from fit-period statistics;
 :class:`RankFeaturizer` keeps those statistics (group category means, dense ``mu``/``sd``, id vocabularies of raw
 stream ids, shrinkage ``k``, the new-user threshold, the context and item-extra definitions) and applies the same
-per-row functions of :mod:`ranking.rank_data` to a request built from stream data only:
+per-row functions of :mod:`ranking.training.rank_data` to a request built from stream data only:
 
 * :class:`UserContext` — the raw user id, the Redis profile hash (``gender``, ``age``) and the user's engaged items
   (positive actions, newest first);
 * :class:`ItemContext` per candidate — raw item id, kind, tags as published in ``content.new``, creation time.
 
-Field by field (``sparse`` columns in :data:`ranking.rank_data.SPARSE_FIELDS` order):
+Field by field (``sparse`` columns in :data:`ranking.training.rank_data.SPARSE_FIELDS` order):
 
 * ``user_id`` / ``item_id``: the fit-period vocabularies of raw ids (``sim:u:12``, ``ml-100k:i:50``,
   ``lastfm:i:51``); an id without
@@ -28,9 +28,10 @@ Field by field (``sparse`` columns in :data:`ranking.rank_data.SPARSE_FIELDS` or
   the stream does not carry in tags (only in the title text, which :class:`ItemContext` has not): it is looked up
   by raw item id in the table of the training log's films (every ml-100k film), 0 for any other item; Last.fm =
   the number of the item's published tags bucketed ``0, 1-2, 3-5, 6-10, 11-19, >=20``
-  (:func:`~ranking.rank_data.tag_count_bucket`; an item whose tags the service does not have counts as untagged).
+  (:func:`~ranking.training.rank_data.tag_count_bucket`; an item whose tags the service does not have counts as
+  untagged).
 * ``categories``: multi-hot over the training categories from the raw tags (simulator: the catalogue topics kept
-  by :func:`~ranking.rank_data.simulator_log`, matched exactly as :func:`workloads.simulator.build_catalogue`
+  by :func:`~ranking.training.rank_data.simulator_log`, matched exactly as :func:`workloads.simulator.build_catalogue`
   matches asset tags; MovieLens: the genres, which the replayer publishes as tags; Last.fm: the 48 published tags
   carried by most artists, matched exactly). A comment carries its parent
   track's tags, so it gets the parent's categories, as in the simulator.
@@ -50,16 +51,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ranking.rank_data import (
+from ranking.online.row_features import (
     ITEM_AGE_BINS,
     SPARSE_FIELDS,
     TAG_COUNT_BINS,
-    EventLog,
-    RankSplit,
     hour_context,
     interest_dense,
     item_age_context,
@@ -68,6 +67,9 @@ from ranking.rank_data import (
     tag_count_bucket,
     user_groups,
 )
+
+if TYPE_CHECKING:
+    from ranking.training.rank_data import EventLog, RankSplit
 
 FORMAT = "thaw.rank-featurizer/1"
 
@@ -121,7 +123,7 @@ class RankFeaturizer:
     """Fit-period statistics and vocabularies; :meth:`features` turns a request into :class:`RankInputs`.
 
     Build it with :meth:`from_split` next to training, ship it with :meth:`to_json` (the published ranker's
-    ``schema.json``, see :mod:`ranking.rank_export`) and reload it with :meth:`from_json`.
+    ``schema.json``, see :mod:`ranking.training.rank_export`) and reload it with :meth:`from_json`.
     """
 
     dataset: str
@@ -161,7 +163,7 @@ class RankFeaturizer:
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
     def from_split(cls, log: EventLog, split: RankSplit) -> RankFeaturizer:
-        """The featuriser of ``split`` (built by :func:`~ranking.rank_data.build_rank_split` from ``log``)."""
+        """The featuriser of ``split`` (built by :func:`~ranking.training.rank_data.build_rank_split` from ``log``)."""
         st = split.stats
         if st is None:
             raise ValueError("the split has no fit-period statistics (build it with build_rank_split)")
