@@ -22,6 +22,7 @@ test-e2e:
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	lint-imports --no-cache   # the import contracts in pyproject.toml: layers, and no torch on the serving paths
 
 demo: setup
 	$(PY) -m thaw demo

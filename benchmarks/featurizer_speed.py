@@ -81,8 +81,8 @@ class TorchFeaturizer:
             cfg2 = MusicCLIPConfig.from_dict(onnx_fz.musicclip.audio.version.manifest.extra["model_config"])
             self.clip = MusicCLIP(cfg2).audio.eval()
         if onnx_fz.imagetext is not None:
-            from encoders.imagetext import _graphs, load_image_backbone, load_text_backbone
             from encoders.models.flava import FlavaConfig, FlavaModel
+            from encoders.training.export_imagetext import _graphs, load_image_backbone, load_text_backbone
 
             mc = dict(onnx_fz.imagetext._image.version.manifest.extra["model_config"])
             fields = FlavaConfig.__dataclass_fields__

@@ -8,7 +8,7 @@ Run::
 
 Phases (each bounded in time; everything runs on this machine's 2 cores):
 
-1. **Ranker.** ``python -m ranking.training.ranker --dataset sim --sim-steps T1`` trains the DeepFM + MMoE ranker on the
+1. **Ranker.** ``thaw train ranker --dataset sim --sim-steps T1`` trains the DeepFM + MMoE ranker on the
    community simulator (seed 0, ``T1`` steps) and publishes ``deepfm-mmoe`` (group-gated) and ``deepfm-mmoe-plain``
    into a temporary model directory, next to a symlink of the configured MiniLM text encoder. Its test AUCs are
    copied from its JSON report.
@@ -294,9 +294,9 @@ class ApiServer:
 
 # --------------------------------------------------------------------------------------------------- phase 1
 def train_ranker(models_dir: Path, t1: int, epochs: int | None, log: Path) -> dict[str, Any]:
-    """``python -m ranking.training.ranker`` into ``models_dir``; returns the AUCs and timings of its report."""
+    """``thaw train ranker`` into ``models_dir``; returns the AUCs and timings of its report."""
     out_json = models_dir.parent / "rank_train.json"
-    cmd = [sys.executable, "-m", "ranking.training.ranker", "--dataset", "sim", "--sim-steps", str(t1),
+    cmd = [sys.executable, "-m", "thaw", "train", "ranker", "--dataset", "sim", "--sim-steps", str(t1),
            "--threads", "2", "--models-dir", str(models_dir), "--version", RANK_VERSION, "--json", str(out_json)]
     if epochs is not None and epochs > 0:
         cmd += ["--epochs", str(epochs)]

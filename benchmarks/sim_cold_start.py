@@ -93,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from ranking.evaluation.baselines import content_knn_scorer, random_scorer
-    from ranking.models.cb2cf import CB2CFConfig, cb2cf_score, train_cb2cf
-    from ranking.models.dssm import DSSMConfig, train_dssm
+    from ranking.models.cb2cf import CB2CFConfig
+    from ranking.models.dssm import DSSMConfig
+    from ranking.training.cb2cf import cb2cf_score, train_cb2cf
     from ranking.training.common import Interactions, evaluate_task
+    from ranking.training.dssm import train_dssm
     from workloads.splits import EvalTask
 
     t_all = time.perf_counter()

@@ -95,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ModelRegistry(models_dir).set_current(MODEL_NAME, mv.manifest.version)
     publish_cold_item_models(art, models_dir, version=version, report=offline)
     if args.lightgcn:
-        from ranking.models.cb2cf import cb2cf_score
-        from ranking.models.lightgcn import LightGCNConfig, apply_linear_map, fit_linear_map, train_lightgcn
+        from ranking.models.lightgcn import LightGCNConfig, apply_linear_map, fit_linear_map
+        from ranking.training.cb2cf import cb2cf_score
         from ranking.training.common import Interactions
         from ranking.training.export import export_lightgcn_users
+        from ranking.training.lightgcn import train_lightgcn
 
         t_lg = time.perf_counter()
         train = Interactions(ds.users[split.train], ds.items[split.train], ds.n_users, ds.n_items)

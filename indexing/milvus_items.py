@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infra import clients
 from infra.settings import MilvusSettings
 
 log = logging.getLogger(__name__)
@@ -87,15 +88,9 @@ def point_serving_alias(settings: MilvusSettings, collection: str) -> str:
 
     Returns the alias. Clients that query Milvus directly search the alias and follow a flip without a change.
     """
-    from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
-    kwargs: dict[str, object] = {"uri": settings.uri}
-    if settings.token is not None:
-        kwargs["token"] = settings.token.get_secret_value()
-    if settings.db_name:
-        kwargs["db_name"] = settings.db_name
-    client = MilvusClient(**kwargs)  # type: ignore[arg-type]
+    client = clients.milvus_client(settings)
     alias = serving_alias(settings)
     quiet = logging.getLogger("pymilvus")
     level = quiet.level
@@ -123,17 +118,10 @@ class ItemIndex:
     """
 
     def __init__(self, settings: MilvusSettings, dim: int, collection: str | None = None) -> None:
-        from pymilvus import MilvusClient
-
         self.settings = settings
         self.dim = dim
         self.name = collection or settings.items_collection
-        kwargs: dict[str, object] = {"uri": settings.uri}
-        if settings.token is not None:
-            kwargs["token"] = settings.token.get_secret_value()
-        if settings.db_name:
-            kwargs["db_name"] = settings.db_name
-        self.client = MilvusClient(**kwargs)  # type: ignore[arg-type]
+        self.client = clients.milvus_client(settings)
         self.lite = settings.is_lite
         # Milvus Lite is single-process and not thread-safe: serialise calls on one client there. A server client
         # talks gRPC, whose channel is thread-safe: concurrent requests (the serving API's threads) go in parallel.

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from infra import clients
 from infra.settings import RedisSettings
 
 SEEN_CAP = 500
@@ -103,9 +104,7 @@ class ItemMeta:
 
 
 def make_client(settings: RedisSettings):  # type: ignore[no-untyped-def]
-    import redis
-
-    return redis.Redis(**settings.client_kwargs(), socket_timeout=10, socket_connect_timeout=5)  # type: ignore[arg-type]
+    return clients.redis_client(settings, socket_timeout=10, socket_connect_timeout=5)
 
 
 class UserStore:

@@ -8,10 +8,12 @@ partitions of a group: CURRENT-OFFSET is the committed offset, LOG-END-OFFSET th
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from infra import clients
 from infra.settings import KafkaSettings, Settings
 
 
@@ -25,15 +27,6 @@ class PartitionLag:
     lag: int | None  # end_offset - committed, None when nothing is committed
 
 
-def _client_config(kafka: KafkaSettings, timeout_ms: int) -> dict[str, Any]:
-    cfg: dict[str, Any] = dict(kafka.kafka_python_config())
-    ssl_context = kafka.ssl_context()
-    if ssl_context is not None:
-        cfg["ssl_context"] = ssl_context
-    cfg["request_timeout_ms"] = timeout_ms
-    return cfg
-
-
 class LagReader:
     """Long-lived admin + consumer clients for repeated lag reads (e.g. by a Prometheus collector).
 
@@ -42,15 +35,12 @@ class LagReader:
     """
 
     def __init__(self, kafka: KafkaSettings, timeout_ms: int = 10_000) -> None:
-        from kafka import KafkaAdminClient, KafkaConsumer  # type: ignore[import-untyped]
-
-        cfg = _client_config(kafka, timeout_ms)
-        self._admin = KafkaAdminClient(**cfg)
+        self._admin = clients.kafka_admin(kafka, request_timeout_ms=timeout_ms)
         try:
-            consumer_cfg = dict(cfg)
             # KafkaConsumer requires request_timeout_ms > session/fetch timeouts
-            consumer_cfg["request_timeout_ms"] = max(timeout_ms, 30_500)
-            self._consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **consumer_cfg)
+            self._consumer = clients.kafka_consumer(
+                kafka, group_id=None, enable_auto_commit=False, request_timeout_ms=max(timeout_ms, 30_500)
+            )
         except Exception:
             self._admin.close()
             raise
@@ -92,19 +82,22 @@ class LagReader:
         )
 
         admin = self._admin
-        deadline = time.monotonic() + coordinator_wait_s
-        while True:
-            try:
-                if hasattr(admin, "list_group_offsets"):
-                    offsets = admin.list_group_offsets({group_id: None}).get(group_id, {})
-                else:
-                    offsets = admin.list_consumer_group_offsets(group_id)
-                break
-            except (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError):
-                self._forget_coordinator(group_id)
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+
+        def fetch() -> dict[Any, Any]:
+            if hasattr(admin, "list_group_offsets"):
+                return dict(admin.list_group_offsets({group_id: None}).get(group_id, {}))
+            return dict(admin.list_consumer_group_offsets(group_id))
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(
+                (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError)
+            ),
+            stop=stop_after_delay(coordinator_wait_s),
+            wait=wait_fixed(0.5),
+            after=lambda _state: self._forget_coordinator(group_id),  # after each retriable failure
+            reraise=True,
+        )
+        offsets = retrying(fetch)
         return {
             tp: (om.offset if om.offset is not None and om.offset >= 0 else None)
             for tp, om in offsets.items()
@@ -148,9 +141,7 @@ class LagReader:
 
 def group_is_active(settings: Settings, group_id: str) -> bool:
     """True when the consumer group is Stable and at least one member holds partitions (the worker is consuming)."""
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(**_client_config(settings.kafka, 10_000))
+    admin = clients.kafka_admin(settings.kafka, request_timeout_ms=10_000)
     try:
         desc = admin.describe_groups([group_id])
     finally:

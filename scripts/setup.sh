@@ -27,17 +27,17 @@ stamp_dir="${HOME}/.cache/thaw"
 mkdir -p "$stamp_dir"
 # reinstall only when pyproject.toml changed (pip still verifies the editable install points here)
 want="$(sha256sum pyproject.toml | cut -c1-16):$(pwd)"
-if [ "$(cat "$stamp_dir/pip.stamp" 2>/dev/null)" != "$want" ] || ! $PY -c "import thaw, faust, torch, pymilvus" 2>/dev/null; then
-  echo "setup: pip install -e '.[dev]'"
-  $PY -m pip install -q --disable-pip-version-check -e '.[dev]'
+if [ "$(cat "$stamp_dir/pip.stamp" 2>/dev/null)" != "$want" ] || ! $PY -c "import thaw, faust, torch, pymilvus, milvus, importlinter" 2>/dev/null; then
+  echo "setup: pip install -e '.[train,stack,dev]'"
+  $PY -m pip install -q --disable-pip-version-check -e '.[train,stack,dev]'
   echo "$want" > "$stamp_dir/pip.stamp"
 fi
 
 echo "setup: Kafka jars"
-$PY -m infra.stack fetch >/dev/null
+$PY -m thaw stack fetch >/dev/null
 echo "setup: datasets and models"
 $PY -c "from workloads.datasets import fetch_recbole_wheel; fetch_recbole_wheel()" >/dev/null
 $PY -c "from workloads.imagetext import fetch_openmoji; fetch_openmoji()" >/dev/null
-$PY -m workloads.imagetext build --no-progress >/dev/null   # ~20 s once, ~1 s when built
+$PY -m thaw corpus imagetext build --no-progress >/dev/null   # ~20 s once, ~1 s when built
 $PY -m thaw models export-text >/dev/null
 echo "setup: done"

@@ -3,10 +3,12 @@
 There is no module-level app. ``thaw worker`` calls :func:`create_app` and runs it; tests call it with their own
 settings (unique topic prefix, consumer group and collection).
 
-Agents are thin: take a batch (``stream.take_events``), run the matching :class:`~streams.engine.Engine` handler in
-a worker thread (encoding and sink I/O never block the event loop, so heartbeats continue), send its DLQ records
-(awaiting delivery) and traces, and only then let Faust ack the batch. A sink that is down is retried with backoff
-inside the agent: the partition waits (lag grows, visible in ``thaw lag``) and nothing is acked, so nothing is lost.
+Agents are thin and all alike, so one factory builds them from a small :class:`AgentSpec` each (see
+:func:`agent_specs`): take a batch (``stream.take_events``), run the matching :class:`~streams.engine.Engine` handler
+in a worker thread (encoding and sink I/O never block the event loop, so heartbeats continue), send its DLQ records
+(awaiting delivery) and traces, commit where the handler has a commit step, and only then let Faust ack the batch.
+A sink that is down is retried with backoff (tenacity, :data:`streams.cores.retry.SINK_BACKOFF`) inside the agent:
+the partition waits (lag grows, visible in ``thaw lag``) and nothing is acked, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import faust
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelNotFoundError, ModelRegistry
@@ -26,11 +29,16 @@ from indexing.milvus_items import ItemIndex, collection_for, point_serving_alias
 from indexing.redis_users import UserStore
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
+from streams.cores.retry import SINK_BACKOFF, hold_s
 from streams.cores.space import load_cf_space
 from streams.engine import BatchResult, Engine, Outgoing, PreparedUserBatch, Record
 from streams.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+Retry = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
 
 
 @dataclass
@@ -92,21 +100,110 @@ def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
 
 
 async def _retrying(what: str, fn: Callable[[], Awaitable[Any]], metrics: EngineMetrics) -> Any:
-    """Run ``fn`` until it succeeds: sink outages hold the partition instead of losing the batch."""
-    delay = 0.2
-    while True:
-        try:
-            return await fn()
-        except Exception as exc:  # noqa: BLE001 - any sink failure is retried; the batch is not acked meanwhile
-            metrics.event(what, "retry")
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, str(exc)[:200], delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    """Run ``fn`` until it succeeds: sink outages hold the partition instead of losing the batch.
+
+    Any ``Exception`` is retried (the batch is not acked meanwhile), forever, waiting :data:`SINK_BACKOFF`
+    (0.2 s doubling to 10 s) between attempts; a cancellation is not retried.
+    """
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        metrics.event(what, "retry")
+        log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, str(exc)[:200], delay)
+
+    retrying = AsyncRetrying(wait=SINK_BACKOFF, retry=retry_if_exception_type(Exception), before_sleep=before_sleep)
+    return await retrying(fn)
+
+
+def _same(res: BatchResult) -> BatchResult:
+    return res
+
+
+def _prepared(prep: PreparedUserBatch) -> BatchResult:
+    return prep.result
+
+
+def dlq_only(res: BatchResult) -> list[Outgoing]:
+    """Route a batch's dead letters and retry-topic records."""
+    return res.dlq
+
+
+def dlq_and_traces(res: BatchResult) -> list[Outgoing]:
+    """Route a batch's dead letters, then its freshness traces (``content.indexed``)."""
+    return res.dlq + res.out
+
+
+@dataclass(frozen=True)
+class AgentSpec(Generic[P]):
+    """One agent: what it consumes, how it batches, which engine step handles a batch, what it delivers.
+
+    A batch runs: ``hold`` (wait, a delay queue) -> ``handle`` -> deliver ``route(result(handled))`` -> ``commit``
+    (when there is one) -> metrics; each step but ``hold`` is retried until it succeeds, and Faust acks the batch
+    only after all of them.
+    """
+
+    name: str  # the Faust agent's name
+    topic: str
+    batch_size: int
+    within_s: float
+    stage: str  # the handling step's label in retry metrics and logs
+    handle: Callable[[Sequence[Record]], P]  # runs in a worker thread
+    result: Callable[[P], BatchResult]  # the BatchResult of what ``handle`` returned
+    route: Callable[[BatchResult], list[Outgoing]]  # delivered (acks=all) before the commit and the ack
+    commit: Callable[[P], BatchResult] | None = None  # runs in a worker thread after delivery
+    hold: Callable[[Sequence[Record]], float] | None = None  # seconds to wait before handling a batch
+
+
+def agent_specs(settings: Settings, topics: Topics, engine: Engine) -> list[AgentSpec[Any]]:
+    """The worker's four agents: content, user events, their retry topic (a delay queue), profiles."""
+    st = settings.stream
+
+    def until_due(records: Sequence[Record]) -> float:
+        # a delay queue: wait until the batch's last record is due (bounded: records are at most 5 s apart)
+        return hold_s([engine.retry_due(r) for r in records], engine.clock())
+
+    content: AgentSpec[BatchResult] = AgentSpec(
+        "content", topics.content_new, st.content_batch_size, st.batch_within_s, "content",
+        handle=engine.handle_content, result=_same, route=dlq_and_traces,
+    )
+    users: AgentSpec[PreparedUserBatch] = AgentSpec(
+        "users", topics.user_events, st.batch_size, st.batch_within_s, "users",
+        handle=engine.prepare_user_events, result=_prepared, route=dlq_only, commit=engine.commit_user_events,
+    )
+    retries: AgentSpec[PreparedUserBatch] = AgentSpec(
+        "users-retry", topics.user_events_retry, st.batch_size, st.batch_within_s, "users",
+        handle=engine.prepare_user_events, result=_prepared, route=dlq_only, commit=engine.commit_user_events,
+        hold=until_due,
+    )
+    profiles: AgentSpec[BatchResult] = AgentSpec(
+        "profiles", topics.user_profile, st.batch_size, st.batch_within_s, "profiles",
+        handle=engine.handle_profiles, result=_same, route=dlq_only,
+    )
+    return [content, users, retries, profiles]
+
+
+def _in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[Any]]:
+    return partial(asyncio.to_thread, fn, *args)
+
+
+async def run_batch(spec: AgentSpec[P], records: Sequence[Record], *, send: Send, retrying: Retry) -> BatchResult:
+    """One batch through ``spec``'s steps (see :class:`AgentSpec`); returns the batch's result for metrics."""
+    if spec.hold is not None:
+        wait = spec.hold(records)
+        if wait > 0:
+            await asyncio.sleep(wait)
+    handled: P = await retrying(spec.stage, _in_thread(spec.handle, records))
+    await retrying("send", partial(send, spec.route(spec.result(handled))))
+    if spec.commit is None:
+        return spec.result(handled)
+    res: BatchResult = await retrying("commit", _in_thread(spec.commit, handled))
+    return res
 
 
 def create_app(settings: Settings, *, topics: Topics | None = None, metrics: EngineMetrics | None = None,
                engine: Engine | None = None) -> Runtime:
-    """Build the Faust app with the content, user and profile agents."""
+    """Build the Faust app with the agents of :func:`agent_specs`."""
     topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
     st = settings.stream
     metrics = metrics or EngineMetrics()
@@ -168,46 +265,18 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
             for f in res.freshness_s:
                 metrics.observe_freshness(f)
 
-    def in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[Any]]:
-        return partial(asyncio.to_thread, fn, *args)
+    async def retrying(what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        return await _retrying(what, fn, metrics)
 
-    @app.agent(topic(topics.content_new), name="content")
-    async def content_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(st.content_batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
-            recs = to_records(events)
-            res: BatchResult = await _retrying("content", in_thread(engine.handle_content, recs), metrics)
-            await _retrying("send", partial(send_all, res.dlq + res.out), metrics)
-            observe(topics.content_new, res)
+    def agent_for(spec: AgentSpec[Any]) -> Callable[[faust.StreamT], Awaitable[None]]:
+        async def agent(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(spec.batch_size, within=spec.within_s):  # type: ignore[attr-defined]
+                res = await run_batch(spec, to_records(events), send=send_all, retrying=retrying)
+                observe(spec.topic, res)
 
-    @app.agent(topic(topics.user_events), name="users")
-    async def user_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
-            recs = to_records(events)
-            prep: PreparedUserBatch = await _retrying("users", in_thread(engine.prepare_user_events, recs), metrics)
-            await _retrying("send", partial(send_all, prep.result.dlq), metrics)
-            res: BatchResult = await _retrying("commit", in_thread(engine.commit_user_events, prep), metrics)
-            observe(topics.user_events, res)
+        agent.__qualname__ = agent.__name__ = f"{spec.name.replace('-', '_')}_agent"
+        return agent
 
-    @app.agent(topic(topics.user_events_retry), name="users-retry")
-    async def user_retry_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
-            recs = to_records(events)
-            # a delay queue: wait until the batch's last record is due (bounded: records are at most 5 s apart)
-            wait = max((engine.retry_due(r) for r in recs), default=0.0) - engine.clock()
-            if wait > 0:
-                await asyncio.sleep(min(wait, 5.0))
-            prep: PreparedUserBatch = await _retrying("users", in_thread(engine.prepare_user_events, recs), metrics)
-            await _retrying("send", partial(send_all, prep.result.dlq), metrics)
-            res: BatchResult = await _retrying("commit", in_thread(engine.commit_user_events, prep), metrics)
-            observe(topics.user_events_retry, res)
-
-    @app.agent(topic(topics.user_profile), name="profiles")
-    async def profile_agent(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(st.batch_size, within=st.batch_within_s):  # type: ignore[attr-defined]
-            recs = to_records(events)
-            res: BatchResult = await _retrying("profiles", in_thread(engine.handle_profiles, recs), metrics)
-            await _retrying("send", partial(send_all, res.dlq), metrics)
-            observe(topics.user_profile, res)
-
-    _ = (content_agent, user_agent, user_retry_agent, profile_agent)
+    for spec in agent_specs(settings, topics, engine):
+        app.agent(topic(spec.topic), name=spec.name)(agent_for(spec))
     return Runtime(app=app, engine=engine, topics=topics, metrics=metrics)

@@ -1,8 +1,14 @@
 """The engine's batch handlers, independent of Faust.
 
-The agents in ``streams/agents.py`` are thin: they take a batch of records from Kafka, hand it to one of these
-handlers (in a worker thread, so the event loop keeps heartbeating), and send what comes back (DLQ records,
+The agents that ``streams/app.py`` builds are thin: they take a batch of records from Kafka, hand it to one of
+these handlers (in a worker thread, so the event loop keeps heartbeating), and send what comes back (DLQ records,
 freshness traces). Everything here is synchronous and testable with plain :class:`Record` lists.
+
+The engine does the I/O (Milvus, Redis, the encoders); its decisions are pure cores under ``streams/cores``:
+deduplication within a batch (:mod:`~streams.cores.dedupe`), offset fences (:mod:`~streams.cores.fences`), the
+retry schedule of events on items not indexed yet and of fence races (:mod:`~streams.cores.retry`), seen/engaged
+history, popularity and A/B counts (:mod:`~streams.cores.engagement`), freshness (:mod:`~streams.cores.freshness`),
+user vectors and priors (:mod:`~streams.cores.user_update`) and the item-vector cache (:mod:`~streams.cores.cache`).
 
 Delivery:
 - content: Milvus upsert keyed by item_id is idempotent, so a redelivered batch rewrites the same rows.
@@ -14,39 +20,34 @@ Delivery:
 
 from __future__ import annotations
 
-import base64
 import logging
-import re
 import time
-from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+from cachetools import LRUCache
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from encoders.featurizer import ContentFeaturizer, ContentInput
 from encoders.text import TextEncoder
 from indexing.milvus_items import ItemIndex, ItemRow
-from indexing.redis_users import FenceKey, FenceMovedError, ItemMeta, UserCommit, UserState, UserStore
+from indexing.redis_users import FenceMovedError, ItemMeta, UserCommit, UserState, UserStore
 from infra.settings import Settings
+from streams.cores import retry
+from streams.cores.cache import split
 from streams.cores.decode import DecodedMedia, Rejected, dead_letter, decode_event, decode_media, item_text
+from streams.cores.dedupe import last_wins, unique
+from streams.cores.engagement import tally
+from streams.cores.fences import fence_keys, split_by_fence
+from streams.cores.freshness import content_start, freshness_s
 from streams.cores.space import CFSpace
-from streams.cores.user_update import (
-    ACTION_WEIGHTS,
-    EventBatch,
-    apply_events,
-    prior_state,
-    profile_text,
-)
+from streams.cores.user_update import EventBatch, apply_events, combine_priors, prior_state, profile_text
 from streams.events import ContentIndexed, ContentNew, RetryEnvelope, UserEvent, UserProfile
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
-
-# an A/B variant name as ``infra.settings.ABVariant`` allows it; anything else is counted as "invalid" (metric
-# label values stay bounded by what the serving configuration can produce)
-_AB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -91,24 +92,6 @@ class PreparedUserBatch:
     records: Sequence[Record]
 
 
-class _LRU:
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.d: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def get(self, k: str) -> np.ndarray | None:
-        v = self.d.get(k)
-        if v is not None:
-            self.d.move_to_end(k)
-        return v
-
-    def put(self, k: str, v: np.ndarray) -> None:
-        self.d[k] = v
-        self.d.move_to_end(k)
-        while len(self.d) > self.cap:
-            self.d.popitem(last=False)
-
-
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
@@ -150,7 +133,7 @@ class Engine:
         self.group_id = group_id
         self.clock = clock
         self.space = cf.name if cf is not None else text.model_version
-        self._vec_cache = _LRU(200_000)
+        self._vec_cache: LRUCache[str, np.ndarray] = LRUCache(maxsize=200_000)
 
     # ------------------------------------------------------------------ common
     def _reject(self, res: BatchResult, rec: Record, why: Rejected, dlq_topic: str) -> None:
@@ -171,7 +154,6 @@ class Engine:
         consumed_at = datetime.fromtimestamp(self.clock(), UTC)
         t0 = time.perf_counter()
         good: list[tuple[Record, ContentNew, DecodedMedia]] = []
-        latest: dict[str, int] = {}
         for rec in records:
             ev = decode_event(rec.value, ContentNew, st.max_event_bytes)
             if isinstance(ev, Rejected):
@@ -190,10 +172,8 @@ class Engine:
             if isinstance(media, Rejected):
                 self._reject(res, rec, media, self.topics.content_dlq)
                 continue
-            # a batch can hold two versions of one item: the later record wins, as it would one batch later
-            latest[ev.item_id] = len(good)
             good.append((rec, ev, media))
-        good = [g for i, g in enumerate(good) if latest[g[1].item_id] == i]
+        good = last_wins(good, key=lambda g: g[1].item_id)  # two versions of one item: the later record wins
         res.stage_ms["decode"] = _ms(t0)
         if not good:
             return res
@@ -239,7 +219,7 @@ class Engine:
              for _, ev, _ in good}
         )
         for r in rows:
-            self._vec_cache.put(r.item_id, np.asarray(r.vector, dtype=np.float32))
+            self._vec_cache[r.item_id] = np.asarray(r.vector, dtype=np.float32)
         res.stage_ms["upsert"] = _ms(t2)
 
         indexed_at = datetime.fromtimestamp(self.clock(), UTC)
@@ -262,11 +242,9 @@ class Engine:
                 features=[n for k, n in enumerate(feats.names) if present[j, k]],
             )
             res.out.append(Outgoing(self.topics.content_indexed, rec.key, trace.to_bytes()))
-            start = ev.produced_at.timestamp() if ev.produced_at else (
-                rec.timestamp_ms / 1000.0 if rec.timestamp_ms else None
-            )
+            start = content_start(ev.produced_at, rec.timestamp_ms)
             if start is not None:
-                res.freshness_s.append(max(0.0, indexed_at.timestamp() - start))
+                res.freshness_s.append(freshness_s(indexed_at.timestamp(), start))
         res.ok = len(good)
         return res
 
@@ -276,17 +254,12 @@ class Engine:
         st = self.s.stream
         res = BatchResult()
         t0 = time.perf_counter()
-        fkeys = {(r.topic, r.partition): FenceKey(self.group_id, r.topic, r.partition) for r in records}
-        fences = self.users.read_fences(fkeys.values())
-        new_fence: dict[FenceKey, int] = {}
+        fkeys = fence_keys(self.group_id, records)
+        fenced = split_by_fence(records, fkeys, self.users.read_fences(fkeys.values()))
+        res.skipped += fenced.skipped
         fresh: list[tuple[Record, UserEvent]] = []
         envelopes: dict[int, RetryEnvelope] = {}
-        for rec in records:
-            fk = fkeys[(rec.topic, rec.partition)]
-            if rec.offset <= fences[fk]:
-                res.skipped += 1
-                continue
-            new_fence[fk] = max(new_fence.get(fk, -1), rec.offset)
+        for rec in fenced.fresh:
             if rec.topic == self.topics.user_events_retry:
                 wrapped = decode_event(rec.value, RetryEnvelope, st.max_event_bytes * 2)
                 if isinstance(wrapped, Rejected):
@@ -295,9 +268,7 @@ class Engine:
                 if wrapped.group is not None and wrapped.group != self.group_id:
                     res.skipped += 1  # another group's retry (roll-out): that group applies it
                     continue
-                rec = Record(self.topics.user_events, wrapped.source_partition, wrapped.source_offset,
-                             base64.b64decode(wrapped.key_b64) if wrapped.key_b64 else None,
-                             base64.b64decode(wrapped.value_b64), rec.timestamp_ms)
+                rec = Record(self.topics.user_events, *retry.unwrap(wrapped), rec.timestamp_ms)
                 envelopes[id(rec)] = wrapped
             ev = decode_event(rec.value, UserEvent, st.max_event_bytes)
             if isinstance(ev, Rejected):
@@ -315,34 +286,18 @@ class Engine:
             if ev.item_id in vecs:
                 known.append(ev)
                 continue
-            env = envelopes.get(id(rec))
-            first = env.first_seen.timestamp() if env else now
-            attempt = env.attempt + 1 if env else 1
-            delay = min(0.25 * 2 ** (attempt - 1), 5.0)
-            if now + delay - first <= st.unknown_item_grace_s:
-                retry = RetryEnvelope(
-                    attempt=attempt,
-                    first_seen=datetime.fromtimestamp(first, UTC),
-                    retry_at=datetime.fromtimestamp(now + delay, UTC),
-                    source_partition=rec.partition,
-                    source_offset=rec.offset,
-                    key_b64=base64.b64encode(rec.key).decode() if rec.key is not None else None,
-                    value_b64=base64.b64encode(rec.value or b"").decode(),
-                    group=self.group_id,
-                )
-                res.dlq.append(Outgoing(self.topics.user_events_retry, rec.key, retry.to_bytes()))
+            todo = retry.unknown_item(envelopes.get(id(rec)), now, st.unknown_item_grace_s)
+            if isinstance(todo, retry.Park):
+                env = todo.envelope(partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value,
+                                    group=self.group_id)
+                res.dlq.append(Outgoing(self.topics.user_events_retry, rec.key, env.to_bytes()))
                 res.deferred += 1
             else:
-                waited = f" after {now - first:.1f}s of retries" if env else ""
-                self._reject(res, rec, Rejected("UnknownItem", f"item {ev.item_id!r} is not indexed{waited}"),
-                             self.topics.user_dlq)
+                self._reject(res, rec, Rejected("UnknownItem", todo.reason(ev.item_id)), self.topics.user_dlq)
 
         t2 = time.perf_counter()
         states: dict[str, UserState] = {}
         digests: dict[str, str] = {}
-        seen: dict[str, list[tuple[str, float]]] = defaultdict(list)
-        engaged: dict[str, list[tuple[str, float]]] = defaultdict(list)
-        pop: dict[str, float] = defaultdict(float)
         if known:
             users = sorted({ev.user_id for ev in known})
             cur, digests = self.users.read_states_with_digests(self.space, users)
@@ -353,74 +308,66 @@ class Engine:
                 ts=np.array([ev.ts.timestamp() for ev in known]),
             )
             states = apply_events(cur, batch, st.user_half_life_s)
-            for ev in known:
-                if ev.action.value != "impression":
-                    seen[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
-                arm = ev.context.get("ab_variant")
-                if arm is not None:
-                    key = (arm if _AB_NAME.fullmatch(arm) else "invalid", ev.action.value)
-                    res.ab_actions[key] = res.ab_actions.get(key, 0) + 1
-                w = ACTION_WEIGHTS[ev.action.value]
-                if w > 0:
-                    pop[ev.item_id] += w
-                    engaged[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
+        engagement = tally(known)
+        res.ab_actions.update(engagement.ab_actions)
         res.stage_ms["update"] = _ms(t2)
         res.ok = len(known)
         commit = None
-        if new_fence:
+        if fenced.advance:
             commit = UserCommit(
                 space=self.space,
                 states=states,
-                fences=new_fence,
-                expected_fences={k: fences[k] for k in new_fence},
-                seen=dict(seen),
-                engaged=dict(engaged),
-                popularity=dict(pop),
+                fences=fenced.advance,
+                expected_fences=fenced.expected,
+                seen=engagement.seen,
+                engaged=engagement.engaged,
+                popularity=engagement.popularity,
                 expected_states={u: digests[u] for u in states},
             )
         for ev in known:
             if ev.produced_at is not None:
-                res.freshness_s.append(max(0.0, self.clock() - ev.produced_at.timestamp()))
+                res.freshness_s.append(freshness_s(self.clock(), ev.produced_at.timestamp()))
         return PreparedUserBatch(res, commit, records)
 
     def retry_due(self, rec: Record) -> float:
         """Epoch seconds at which a retry-topic record is due (0 when it cannot be read: handled as a reject)."""
-        import json
+        return retry.retry_due(rec.value)
 
-        try:
-            return datetime.fromisoformat(json.loads(rec.value or b"{}")["retry_at"]).timestamp()
-        except (ValueError, KeyError, TypeError):
-            return 0.0
-
-    def commit_user_events(self, prepared: PreparedUserBatch, max_retries: int = 8) -> BatchResult:
-        """Commit a prepared batch; if a fence moved meanwhile, re-prepare (skipping what is now applied)."""
+    def commit_user_events(
+        self, prepared: PreparedUserBatch, max_retries: int = retry.FENCE_COMMIT_TRIES
+    ) -> BatchResult:
+        """Commit a prepared batch; if a fence moved meanwhile, re-prepare (skipping what is now applied) and try
+        again at once, ``max_retries`` commits at most."""
         p = prepared
-        for _ in range(max_retries):
+
+        def attempt() -> BatchResult:
+            nonlocal p
             if p.commit is None:
                 return p.result
             t0 = time.perf_counter()
             try:
                 self.users.commit(p.commit)
-                p.result.stage_ms["commit"] = _ms(t0)
-                return p.result
             except FenceMovedError:
                 log.warning("offset fence moved during commit; re-reading the batch")
                 p = self.prepare_user_events(p.records)
-        raise FenceMovedError("offset fences kept moving; another worker is writing the same partitions")
+                raise
+            p.result.stage_ms["commit"] = _ms(t0)
+            return p.result
+
+        def exhausted(_: RetryCallState | None = None) -> BatchResult:
+            raise FenceMovedError("offset fences kept moving; another worker is writing the same partitions")
+
+        if max_retries < 1:
+            return exhausted()
+        return Retrying(stop=stop_after_attempt(max_retries), retry=retry_if_exception_type(FenceMovedError),
+                        retry_error_callback=exhausted)(attempt)
 
     def _item_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        missing = []
-        for i in dict.fromkeys(ids):
-            v = self._vec_cache.get(i)
-            if v is None:
-                missing.append(i)
-            else:
-                out[i] = v
+        out, missing = split(self._vec_cache, unique(ids))
         if missing:
             found = self.items.get_vectors(missing)
             for k, v in found.items():
-                self._vec_cache.put(k, v)
+                self._vec_cache[k] = v
                 out[k] = v
         return out
 
@@ -429,12 +376,7 @@ class Engine:
         """A new user's prior: declared tastes and, in a CF space, the group prior of their gender and age
         (the two unit vectors summed when both exist)."""
         group = self.cf.group_prior(p.gender, p.age_bucket) if self.cf is not None else None
-        if taste is None:
-            return group
-        if group is None:
-            return taste
-        t = taste / max(float(np.linalg.norm(taste)), 1e-12)
-        return t + group
+        return combine_priors(taste, group)
 
     def handle_profiles(self, records: Sequence[Record]) -> BatchResult:
         """A brand-new user's prior vector from their declared genres and artists."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from infra import clients
 from infra.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,10 @@ class Topics:
 
 def ensure_topics(kafka: KafkaSettings, topics: Topics, partitions: int | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(**kafka.kafka_python_config(), ssl_context=kafka.ssl_context())
+    admin = clients.kafka_admin(kafka)
     try:
         existing = set(admin.list_topics())
         new = []

@@ -49,9 +49,9 @@ def published_media_models(base: Path) -> Path:
     from encoders.models.flava import FlavaConfig
     from encoders.models.musicclip import MusicCLIPConfig
     from encoders.registry import ModelRegistry
-    from encoders.text import export_minilm
     from encoders.training.audio_mae import AudioMAETrainConfig
     from encoders.training.audio_mae import train as train_mae
+    from encoders.training.export_text import export_minilm
     from encoders.training.flava import FlavaTrainConfig
     from encoders.training.flava import train as train_flava
     from encoders.training.musicclip import MusicCLIPTrainConfig

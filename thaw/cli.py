@@ -10,8 +10,9 @@ import json
 import logging
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -24,6 +25,22 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(models_app, name="models")
 cf_app = typer.Typer(no_args_is_help=True, help="The CF space: CB2CF + DSSM towers published together.")
 app.add_typer(cf_app, name="cf")
+train_app = typer.Typer(no_args_is_help=True, help="Train a model on its real data, export it to ONNX and publish it "
+                        "into the model directory (THAW_MODELS__DIR unless --models-dir).")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Offline evaluations on the packaged or generic-format datasets.")
+data_app = typer.Typer(no_args_is_help=True, help="The packaged interaction datasets (MovieLens-100k, Last.fm, "
+                       "CiteULike-a).")
+corpus_app = typer.Typer(no_args_is_help=True, help="The media corpora the encoders train on.")
+music_app = typer.Typer(no_args_is_help=True, help="The music21 audio corpus: 10 s 16 kHz clips with tags.")
+imagetext_app = typer.Typer(no_args_is_help=True, help="The OpenMoji image-text corpus with labelled misaligned pairs.")
+sim_app = typer.Typer(no_args_is_help=True, help="The community simulator (workloads/simulator.py).")
+app.add_typer(train_app, name="train")
+app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(data_app, name="data")
+app.add_typer(corpus_app, name="corpus")
+corpus_app.add_typer(music_app, name="music")
+corpus_app.add_typer(imagetext_app, name="imagetext")
+app.add_typer(sim_app, name="sim")
 
 
 def _settings() -> Settings:
@@ -72,12 +89,27 @@ def stack_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         raise typer.Exit(1)
 
 
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Fetch the Kafka jars of THAW_KAFKA__VERSION with Maven (once; cached under the stack dir); prints their dir."""
+    from infra.stack import StackError, fetch_kafka
+
+    _logging("WARNING")
+    try:
+        libs = fetch_kafka(_settings())
+    except StackError as exc:
+        typer.echo(f"stack fetch failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(libs))
+
+
 # --------------------------------------------------------------------------------------------------- models
 @models_app.command("export-text")
 def models_export_text(version: str = "1") -> None:
     """Export the bundled all-MiniLM-L6-v2 to ONNX into the model directory."""
     from encoders.registry import ModelRegistry
-    from encoders.text import MODEL_NAME, export_minilm
+    from encoders.text import MODEL_NAME
+    from encoders.training.export_text import export_minilm
 
     reg = ModelRegistry(_settings().models.dir)
     if version in reg.versions(MODEL_NAME):
@@ -136,68 +168,559 @@ def cf_flip(
     typer.echo(json.dumps(rep))
 
 
-# -------------------------------------------------------------------------------------- training, evaluation
-_PASS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
-_TRAINERS = {
-    "audio-mae": "encoders.training.audio_mae",
-    "musicclip": "encoders.training.musicclip",
-    "flava": "encoders.training.flava",
-    "ranker": "ranking.training.ranker",
-}
+# --------------------------------------------------------------------------------------------------- training
+# Every trainer's options map onto its config dataclass (built here, then handed to the library's ``train``). The
+# defaults repeat the dataclasses' (importing them here would load torch for `thaw --help`); tests/unit/test_cli.py
+# checks that a run without options builds exactly the dataclass defaults.
+_RUN, _SCHEDULE, _MODEL = "Run", "Schedule", "Model"
+CorpusDirOpt = Annotated[str | None, typer.Option(help="built corpus (default: the standard corpus dir)",
+                                                  rich_help_panel=_RUN)]
+OutDirOpt = Annotated[str | None, typer.Option(help="run dir: checkpoints, loss curve, report "
+                                               "(default ~/.cache/thaw/runs/<model>)", rich_help_panel=_RUN)]
+ModelsDirOpt = Annotated[str | None, typer.Option(help="model directory to publish into (default: THAW_MODELS__DIR)",
+                                                  rich_help_panel=_RUN)]
+LogMelCacheOpt = Annotated[str | None, typer.Option(help="log-mel cache (default ~/.cache/thaw/runs/logmel-cache)",
+                                                    rich_help_panel=_RUN)]
+VersionOpt = Annotated[str | None, typer.Option(help="registry version (default: a UTC timestamp / the run id)",
+                                                rich_help_panel=_RUN)]
+ResumeOpt = Annotated[bool, typer.Option("--resume/--no-resume", help="continue from the run dir's last checkpoint",
+                                         rich_help_panel=_RUN)]
+ExportOpt = Annotated[bool, typer.Option("--export/--no-export", help="export to ONNX and publish at the end",
+                                         rich_help_panel=_RUN)]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="progress bars", rich_help_panel=_RUN)]
+ThreadsOpt = Annotated[int, typer.Option(help="torch intra-op threads", rich_help_panel=_RUN)]
+SeedOpt = Annotated[int, typer.Option(help="run seed (init, batch order, masks)", rich_help_panel=_SCHEDULE)]
+EpochsOpt = Annotated[int, typer.Option(help="total epochs (a resumed run continues up to it)",
+                                        rich_help_panel=_SCHEDULE)]
+BatchSizeOpt = Annotated[int, typer.Option(help="examples per step", rich_help_panel=_SCHEDULE)]
+LrOpt = Annotated[float, typer.Option(help="peak AdamW learning rate", rich_help_panel=_SCHEDULE)]
+WeightDecayOpt = Annotated[float, typer.Option(help="AdamW weight decay", rich_help_panel=_SCHEDULE)]
+MaxClipsOpt = Annotated[int | None, typer.Option(help="cap clips per split (quick runs)", rich_help_panel=_SCHEDULE)]
+WarmupEpochsOpt = Annotated[float, typer.Option(help="linear learning-rate warm-up in epochs",
+                                                rich_help_panel=_SCHEDULE)]
 
 
-def _run_module_main(module: str, prog: str, args: list[str]) -> None:
-    """Run an entry module's argparse ``main`` with ``args`` (its own ``--help`` documents the options)."""
-    import importlib
-
-    mod = importlib.import_module(module)
-    saved = sys.argv
-    sys.argv = [prog, *args]
-    try:
-        rc = mod.main()
-    finally:
-        sys.argv = saved
-    if isinstance(rc, int) and rc:
-        raise typer.Exit(rc)
+def _models_dir(value: str | Path | None) -> Path:
+    """``value``, or the settings' model directory (``THAW_MODELS__DIR``)."""
+    return Path(value).expanduser() if value is not None else Path(_settings().models.dir)
 
 
-@app.command("train", context_settings=_PASS)
-def train(
-    ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="audio-mae | musicclip | flava | ranker")],
+def _echo_train_report(report: dict[str, Any]) -> None:
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2, default=str))
+
+
+@train_app.command("audio-mae")
+def train_audio_mae(
+    corpus_dir: CorpusDirOpt = None,
+    out_dir: OutDirOpt = None,
+    models_dir: ModelsDirOpt = None,
+    cache_dir: LogMelCacheOpt = None,
+    epochs: EpochsOpt = 12,
+    batch_size: BatchSizeOpt = 32,
+    lr: LrOpt = 1e-3,
+    weight_decay: WeightDecayOpt = 0.05,
+    warmup_epochs: WarmupEpochsOpt = 2.0,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
+    max_clips: MaxClipsOpt = None,
+    resume: ResumeOpt = True,
+    export: ExportOpt = True,
+    version: VersionOpt = None,
+    progress: ProgressOpt = True,
+    dim: Annotated[int, typer.Option(help="encoder width", rich_help_panel=_MODEL)] = 128,
+    depth: Annotated[int, typer.Option(help="encoder blocks", rich_help_panel=_MODEL)] = 4,
+    heads: Annotated[int, typer.Option(help="attention heads", rich_help_panel=_MODEL)] = 4,
+    dec_dim: Annotated[int, typer.Option(help="decoder width", rich_help_panel=_MODEL)] = 64,
+    dec_depth: Annotated[int, typer.Option(help="decoder blocks", rich_help_panel=_MODEL)] = 1,
+    mask_ratio: Annotated[float, typer.Option(help="share of patches masked", rich_help_panel=_MODEL)] = 0.8,
 ) -> None:
-    """Train an encoder on its real corpus, then export it to ONNX into the model directory.
+    """Audio MAE on the music corpus (`thaw corpus music build` first); published as `audio-mae`."""
+    from encoders.models.audio_mae import AudioMAEConfig
+    from encoders.training.audio_mae import AudioMAETrainConfig, train
 
-    Options after the model name go to the trainer: `thaw train musicclip --help`.
+    _logging("INFO")
+    cfg = AudioMAETrainConfig(
+        corpus_dir=corpus_dir, out_dir=out_dir, models_dir=str(_models_dir(models_dir)), cache_dir=cache_dir,
+        model=AudioMAEConfig(dim=dim, depth=depth, heads=heads, dec_dim=dec_dim, dec_depth=dec_depth,
+                             mask_ratio=mask_ratio),
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+        seed=seed, threads=threads, max_clips=max_clips, resume=resume, export=export, version=version,
+        progress=progress,
+    )
+    _echo_train_report(train(cfg))
+
+
+@train_app.command("musicclip")
+def train_musicclip(
+    corpus_dir: CorpusDirOpt = None,
+    out_dir: OutDirOpt = None,
+    models_dir: Annotated[str | None, typer.Option(help="model directory holding MiniLM and receiving the export "
+                                                   "(default: THAW_MODELS__DIR)", rich_help_panel=_RUN)] = None,
+    cache_dir: LogMelCacheOpt = None,
+    epochs: EpochsOpt = 15,
+    batch_size: Annotated[int, typer.Option(help="pairs per step (the in-batch negatives)",
+                                            rich_help_panel=_SCHEDULE)] = 64,
+    lr: LrOpt = 2e-3,
+    weight_decay: WeightDecayOpt = 0.01,
+    warmup_epochs: WarmupEpochsOpt = 1.0,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
+    max_clips: MaxClipsOpt = None,
+    resume: ResumeOpt = True,
+    export: ExportOpt = True,
+    version: VersionOpt = None,
+    progress: ProgressOpt = True,
+    crop_frames: Annotated[int, typer.Option(help="random training crop in log-mel frames (0: full clips)",
+                                             rich_help_panel=_SCHEDULE)] = 300,
+    spec_augment: Annotated[bool, typer.Option("--spec-augment/--no-spec-augment",
+                                               help="SpecAugment masking of the training crops",
+                                               rich_help_panel=_SCHEDULE)] = True,
+    dropout: Annotated[float, typer.Option(help="dropout", rich_help_panel=_MODEL)] = 0.1,
+    embed_dim: Annotated[int, typer.Option(help="shared embedding width", rich_help_panel=_MODEL)] = 128,
+    channels: Annotated[tuple[int, int, int, int], typer.Option(help="conv channels of the 4 audio stages",
+                                                                rich_help_panel=_MODEL)] = (16, 32, 64, 128),
+) -> None:
+    """MusicCLIP (audio tower + text projection over MiniLM) on the music corpus's (clip, caption) pairs."""
+    from encoders.models.musicclip import MusicCLIPConfig
+    from encoders.training.musicclip import MusicCLIPTrainConfig, train
+
+    _logging("INFO")
+    cfg = MusicCLIPTrainConfig(
+        corpus_dir=corpus_dir, out_dir=out_dir, models_dir=str(_models_dir(models_dir)), cache_dir=cache_dir,
+        model=MusicCLIPConfig(embed_dim=embed_dim, channels=channels, dropout=dropout),
+        epochs=epochs, batch_size=batch_size, crop_frames=crop_frames or None, spec_augment=spec_augment, lr=lr,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed, threads=threads, max_clips=max_clips,
+        resume=resume, export=export, version=version, progress=progress,
+    )
+    _echo_train_report(train(cfg))
+
+
+@train_app.command("flava")
+def train_flava(
+    corpus_dir: Annotated[str | None, typer.Option(help="built OpenMoji corpus (default: the corpus cache)",
+                                                   rich_help_panel=_RUN)] = None,
+    out: Annotated[str, typer.Option(help="run directory (checkpoints, report, loss curve)",
+                                     rich_help_panel=_RUN)] = "~/.cache/thaw/runs/flava",
+    cache_dir: Annotated[str | None, typer.Option(help="backbone feature cache (default <out>/cache)",
+                                                  rich_help_panel=_RUN)] = None,
+    models_dir: ModelsDirOpt = None,
+    epochs: EpochsOpt = 6,
+    batch_size: Annotated[int, typer.Option(help="pairs per step (also the contrastive in-batch negatives)",
+                                            rich_help_panel=_SCHEDULE)] = 64,
+    lr: LrOpt = 5e-4,
+    misaligned: Annotated[Literal["none", "soft", "drop"], typer.Option(
+        help="misaligned-pair handling driven by the model's own ITM score", rich_help_panel=_SCHEDULE)] = "soft",
+    warmup_epochs: Annotated[int, typer.Option(help="epochs before the weighting starts",
+                                               rich_help_panel=_SCHEDULE)] = 2,
+    drop_share: Annotated[float, typer.Option(help="share dropped by --misaligned drop",
+                                              rich_help_panel=_SCHEDULE)] = 0.1,
+    soft_power: Annotated[float, typer.Option(help="exponent of --misaligned soft", rich_help_panel=_SCHEDULE)] = 1.0,
+    itm_weight: Annotated[float, typer.Option(help="weight of the matching loss next to the contrastive one",
+                                              rich_help_panel=_SCHEDULE)] = 1.0,
+    weight_decay: WeightDecayOpt = 0.01,
+    limit: Annotated[int | None, typer.Option(help="only the first N training pairs (smoke run)",
+                                              rich_help_panel=_SCHEDULE)] = None,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 1,
+    version: VersionOpt = None,
+    resume: ResumeOpt = True,
+    export: ExportOpt = True,
+    progress: ProgressOpt = True,
+    dim: Annotated[int, typer.Option(help="shared embedding / fusion width", rich_help_panel=_MODEL)] = 128,
+    fusion_depth: Annotated[int, typer.Option(help="fusion transformer blocks", rich_help_panel=_MODEL)] = 1,
+    feature_dropout: Annotated[float, typer.Option(help="dropout on backbone features", rich_help_panel=_MODEL)] = 0.2,
+    text_adapter_layers: Annotated[int, typer.Option(help="trainable blocks over the frozen MiniLM token states",
+                                                     rich_help_panel=_MODEL)] = 1,
+) -> None:
+    """The FLAVA-style image-text model on the OpenMoji corpus (`thaw corpus imagetext build` first)."""
+    from encoders.models.flava import FlavaConfig
+    from encoders.training.flava import FlavaTrainConfig, train
+
+    _logging("INFO")
+    cfg = FlavaTrainConfig(
+        model=FlavaConfig(dim=dim, fusion_depth=fusion_depth, text_adapter_layers=text_adapter_layers,
+                          feature_dropout=feature_dropout),
+        corpus_dir=corpus_dir, out_dir=out, cache_dir=cache_dir, models_dir=str(_models_dir(models_dir)),
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, itm_weight=itm_weight,
+        misaligned=misaligned, warmup_epochs=warmup_epochs, drop_share=drop_share, soft_power=soft_power,
+        limit=limit, seed=seed, threads=threads, resume=resume, export=export, version=version, progress=progress,
+    )
+    report = train(cfg)
+    typer.echo(json.dumps({k: report.get(k) for k in ("run_id", "timing", "val", "test", "published")}, indent=2,
+                          default=str))
+
+
+@train_app.command("ranker")
+def train_ranker(
+    dataset: Annotated[Literal["sim", "ml-100k", "lastfm"], typer.Option(
+        help="sim: simulator exposures (play / like); ml-100k: ratings (watch / like); lastfm: plays (play / heavy)",
+    )] = "sim",
+    sim_steps: Annotated[int, typer.Option(help="simulator steps (sim)")] = 240,
+    negatives: Annotated[int, typer.Option(help="ml-100k / lastfm: sampled negatives per pair")] = 2,
+    seed: Annotated[int, typer.Option(help="training seed (the data / split seed is 0)")] = 0,
+    epochs: Annotated[int, typer.Option(help="epoch cap")] = 20,
+    patience: Annotated[int, typer.Option(help="epochs without validation improvement before stopping")] = 2,
+    threads: Annotated[int, typer.Option(help="torch threads (at most 2 are used)")] = 1,
+    models_dir: Annotated[Path | None, typer.Option(help="model directory (default: THAW_MODELS__DIR)")] = None,
+    version: Annotated[str | None, typer.Option(help="version name of both models (default: UTC timestamp)")] = None,
+    check_rows: Annotated[int, typer.Option(help="test rows scored through the online path")] = 2000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="log each variant's training")] = False,
+) -> None:
+    """DeepFM + MMoE ranker, group-gated and plain, published as `deepfm-mmoe` and `deepfm-mmoe-plain`.
+
+    Both are checked after publishing (ONNX and the online request path against torch); exit 1 when a check fails.
     """
-    if model in ("--help", "-h"):
-        typer.echo(ctx.get_help())
-        return
-    if model not in _TRAINERS:
-        typer.echo(f"unknown model {model!r}: one of {', '.join(_TRAINERS)}", err=True)
-        raise typer.Exit(2)
-    _logging("WARNING")
-    _run_module_main(_TRAINERS[model], f"thaw train {model}", list(ctx.args))
+    from ranking.training.ranker import RankerTrainConfig, checks_passed, format_table
+    from ranking.training.ranker import train_ranker as run
+
+    _logging("INFO" if verbose else "WARNING")
+    cfg = RankerTrainConfig(dataset=dataset, sim_steps=sim_steps, negatives=negatives, seed=seed, epochs=epochs,
+                            patience=patience, threads=threads, models_dir=_models_dir(models_dir), version=version,
+                            check_rows=check_rows, verbose=verbose)
+    result = run(cfg)
+    typer.echo(format_table(result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    if not checks_passed(result):
+        typer.echo("ONNX / online-path check failed", err=True)
+        raise typer.Exit(1)
 
 
-@app.command("evaluate", context_settings=_PASS)
-def evaluate(
-    ctx: typer.Context,
-    task: Annotated[str, typer.Argument(help="cold-items | new-users")],
+# ------------------------------------------------------------------------------------------------- evaluation
+InteractionsOpt = Annotated[Path | None, typer.Option(help="interactions file: user,item[,weight][,ts]")]
+ItemContentOpt = Annotated[list[Path] | None, typer.Option(help="item tags file / JSONL (repeatable)")]
+KOpt = Annotated[int, typer.Option(help="cut-off of the metrics and of every validation choice")]
+EvalSeedOpt = Annotated[int, typer.Option(help="seed of splits, initialisation and sampling")]
+FieldsOpt = Annotated[str, typer.Option(help="text content fields, comma-separated: doc,text,tags")]
+EvalThreadsOpt = Annotated[int, typer.Option(help="torch intra-op threads")]
+MiniLMDirOpt = Annotated[Path | None, typer.Option(help="model directory holding MiniLM (default: THAW_MODELS__DIR)")]
+ReportOutOpt = Annotated[Path | None, typer.Option(help="also write the JSON report here")]
+AsJsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="progress lines on stderr")]
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _need_data(command: str, interactions: Path | None, dataset: str | None) -> None:
+    if interactions is None and dataset is None:
+        raise typer.BadParameter(f"{command} needs --interactions or --dataset", param_hint="--interactions")
+
+
+@evaluate_app.command("cold-items")
+def evaluate_cold_items(
+    interactions: Annotated[Path | None, typer.Option(
+        help="training (or all) interactions: user,item[,weight][,ts]")] = None,
+    item_content: ItemContentOpt = None,
+    cold_test: Annotated[Path | None, typer.Option(help="test cold-item interactions")] = None,
+    cold_val: Annotated[Path | None, typer.Option(help="validation cold-item interactions")] = None,
+    dataset: Annotated[Literal["ml-100k", "lastfm", "citeulike-a"] | None, typer.Option(
+        help="built-in dataset instead of files")] = None,
+    k: KOpt = 20,
+    seed: EvalSeedOpt = 0,
+    models: Annotated[str, typer.Option(help="comma-separated subset of the models")] = (
+        "random,popularity,content-knn,dropoutnet,cb2cf"),
+    objectives: Annotated[str, typer.Option(help="CB2CF objectives to compare on validation")] = (
+        "regression,contrastive,combined"),
+    fields: FieldsOpt = "doc",
+    knn_ks: Annotated[str, typer.Option(help="content-kNN neighbourhood sizes tried on validation ('all' = every "
+                                        "item of the user)")] = "all,10,50",
+    min_weight: Annotated[float | None, typer.Option(help="positives / relevant need weight >= this")] = None,
+    user_features: Annotated[bool, typer.Option("--user-features/--no-user-features",
+                                                help="feed the dataset's user features to the DSSM user tower")] = True,
+    threads: EvalThreadsOpt = 1,
+    models_dir: MiniLMDirOpt = None,
+    publish_dir: Annotated[Path | None, typer.Option(
+        help="export the trained DSSM towers and the selected CB2CF to this model directory (ONNX)")] = None,
+    publish_version: Annotated[str | None, typer.Option(help="version name for --publish-dir (default: timestamp)")] = (
+        None),
+    publish_lightgcn: Annotated[bool, typer.Option(
+        help="with --publish-dir: also train LightGCN on the warm pairs and publish its user vectors mapped into the "
+             "DSSM space (lightgcn-user; thaw cf load --users-from lightgcn)")] = False,
+    out: ReportOutOpt = None,
+    as_json: AsJsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Offline cold-start evaluation on a packaged or generic-format dataset (`thaw evaluate cold-items --help`)."""
-    if task in ("--help", "-h"):
-        typer.echo(ctx.get_help())
-        return
-    if task not in ("cold-items", "new-users"):
-        typer.echo(f"unknown task {task!r}: cold-items or new-users", err=True)
-        raise typer.Exit(2)
-    _logging("WARNING")
-    from ranking.evaluation.cold_items import main as evaluate_main
+    """Cold items: CB2CF (each objective) against the baselines on held-out cold items.
 
-    rc = evaluate_main([task, *ctx.args])
-    if rc:
-        raise typer.Exit(rc)
+    Baselines: random, popularity, content-kNN, DropoutNet. Protocol: `ranking.evaluation.cold_items`.
+    """
+    _need_data("cold-items", interactions, dataset)
+    from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, format_table
+    from ranking.evaluation.cold_items import evaluate_cold_items as run
+    from ranking.evaluation.report import emit_report
+
+    _logging("INFO" if verbose else "WARNING")
+    cfg = ColdEvalConfig(
+        objectives=_csv(objectives),  # type: ignore[arg-type]  # checked by the harness
+        fields=_csv(fields),
+        knn_ks=tuple(None if t == "all" else int(t) for t in _csv(knn_ks)),
+        min_weight=min_weight,
+        user_features=user_features,
+        models_dir=_models_dir(models_dir),
+        threads=threads,
+        verbose=verbose,
+    )
+    artifacts = ColdEvalArtifacts() if publish_dir is not None else None
+    report = run(interactions, item_content or None, cold_test, cold_val, k=k, seed=seed, models=list(_csv(models)),
+                 dataset=dataset, config=cfg, artifacts=artifacts)
+    if artifacts is not None and publish_dir is not None:
+        from ranking.training.export import publish_cold_item_models
+
+        report["published"] = publish_cold_item_models(artifacts, publish_dir, version=publish_version, report=report,
+                                                       lightgcn=publish_lightgcn)
+    emit_report(report, out, as_json, format_table)
+
+
+@evaluate_app.command("new-users")
+def evaluate_new_users(
+    interactions: InteractionsOpt = None,
+    item_content: ItemContentOpt = None,
+    dataset: Annotated[Literal["ml-100k", "lastfm"] | None, typer.Option(help="built-in dataset instead of files")] = (
+        None),
+    user_groups: Annotated[Path | None, typer.Option(help="user,group CSV for the group prior")] = None,
+    reveal: Annotated[str, typer.Option(help="revealed interaction counts, comma-separated")] = "0,1,3,5",
+    k: KOpt = 20,
+    seed: EvalSeedOpt = 0,
+    fields: FieldsOpt = "doc",
+    min_weight: Annotated[float | None, typer.Option(help="training pairs / targets need weight >= this")] = None,
+    dssm: Annotated[bool, typer.Option("--dssm/--no-dssm", help="measure the LightGCN -> DSSM alignment")] = True,
+    max_epochs: Annotated[int | None, typer.Option(help="LightGCN epoch cap")] = None,
+    threads: EvalThreadsOpt = 1,
+    models_dir: MiniLMDirOpt = None,
+    out: ReportOutOpt = None,
+    as_json: AsJsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """New users: group prior, LightGCN fold-in and the multimodal-enhanced user vector against the baselines.
+
+    Scored per revealed-interaction count. Protocol: `ranking.evaluation.new_users`.
+    """
+    _need_data("new-users", interactions, dataset)
+    from ranking.evaluation.new_users import NewUserEvalConfig, format_table
+    from ranking.evaluation.new_users import evaluate_new_users as run
+    from ranking.evaluation.report import emit_report
+    from ranking.models.lightgcn import LightGCNConfig
+
+    _logging("INFO" if verbose else "WARNING")
+    cfg = NewUserEvalConfig(
+        fields=_csv(fields),
+        min_weight=min_weight,
+        align_dssm=dssm,
+        lightgcn=LightGCNConfig() if max_epochs is None else LightGCNConfig(max_epochs=max_epochs),
+        models_dir=_models_dir(models_dir),
+        threads=threads,
+        verbose=verbose,
+    )
+    report = run(interactions, item_content or None, dataset=dataset, user_groups=user_groups,
+                 reveal=[int(x) for x in _csv(reveal)], k=k, seed=seed, config=cfg)
+    emit_report(report, out, as_json, format_table)
+
+
+@evaluate_app.command("ranker-groups")
+def evaluate_ranker_groups(
+    dataset: Annotated[Literal["ml-100k", "lastfm", "sim"], typer.Option(help="exposure log")] = "ml-100k",
+    seeds: Annotated[list[int] | None, typer.Option("--seeds", help="training seed (repeatable; default 0)")] = None,
+    sim_steps: Annotated[int, typer.Option(help="simulator steps (sim)")] = 240,
+    negatives: Annotated[int, typer.Option(help="ml-100k / lastfm: sampled negatives per pair")] = 2,
+    new_user_max_history: Annotated[int, typer.Option(help="users with at most this many earlier exposures are "
+                                                      "new")] = 10,
+    max_epochs: Annotated[int, typer.Option(help="epoch cap")] = 20,
+    patience: Annotated[int, typer.Option(help="epochs without validation improvement before stopping")] = 2,
+    experts: Annotated[int, typer.Option(help="MMoE experts")] = 4,
+    threads: Annotated[int, typer.Option(help="torch threads (at most 2 are used)")] = 1,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    export: Annotated[Path | None, typer.Option(help="model directory to publish the gated model into")] = None,
+    ablate_interest: Annotated[bool, typer.Option(
+        help="also train group gating without the category-interest features")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="log each variant's training")] = False,
+) -> None:
+    """The DeepFM + MMoE ranker with and without group-wise gating: AUC / logloss per task and user group."""
+    from ranking.evaluation.ranker_groups import RankGroupsConfig, format_table
+    from ranking.evaluation.ranker_groups import evaluate_ranker_groups as run
+
+    _logging("INFO" if verbose else "WARNING")
+    report = run(RankGroupsConfig(
+        dataset=dataset, seeds=tuple(seeds or [0]), sim_steps=sim_steps, negatives=negatives,
+        new_user_max_history=new_user_max_history, max_epochs=max_epochs, patience=patience, experts=experts,
+        threads=threads, export_dir=export, ablate_interest=ablate_interest, verbose=verbose,
+    ))
+    typer.echo(format_table(report))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ data and corpora
+class DatasetName(StrEnum):
+    """The packaged interaction datasets (``workloads.datasets.DATASETS``)."""
+
+    ml_100k = "ml-100k"
+    lastfm = "lastfm"
+    citeulike_a = "citeulike-a"
+
+
+def _datasets_table(rows: list[dict[str, Any]]) -> str:
+    cols = [
+        ("dataset", "name", "{}"),
+        ("users", "users", "{:,}"),
+        ("items", "items", "{:,}"),
+        ("interactions", "interactions", "{:,}"),
+        ("density", "density", "{:.4%}"),
+        ("cold items", "cold_item_share", "{:.1%}"),
+        ("cold inter.", "cold_interaction_share", "{:.1%}"),
+        ("val/test inter.", None, ""),
+        ("split", "split", "{}"),
+        ("load s", "load_seconds", "{:.2f}"),
+    ]
+    cells = [[c[0] for c in cols]]
+    for r in rows:
+        cells.append([f"{r['val_interactions']:,}/{r['test_interactions']:,}" if key is None else fmt.format(r[key])
+                      for _, key, fmt in cols])
+    widths = [max(len(row[j]) for row in cells) for j in range(len(cols))]
+    out = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+@data_app.command("stats")
+def data_stats(
+    as_json: AsJsonOpt = False,
+    dataset: Annotated[list[DatasetName] | None, typer.Option(help="only this dataset (repeatable)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the default random cold-item split")] = 0,
+) -> None:
+    """Users, items, interactions, density and cold-item shares per dataset (fetched on first use)."""
+    from workloads.datasets.stats import dataset_stats
+
+    names = [d.value for d in dataset] if dataset else [d.value for d in DatasetName]
+    rows = [dataset_stats(name, seed=seed) for name in names]
+    typer.echo(json.dumps(rows, indent=2) if as_json else _datasets_table(rows))
+
+
+@music_app.command("build")
+def corpus_music_build(
+    clips: Annotated[int, typer.Option(help="target number of clips")] = 2000,
+    seconds: Annotated[float, typer.Option(help="clip length in seconds")] = 10.0,
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: cpu count)")] = None,
+    out: Annotated[str | None, typer.Option(help="corpus directory (default $THAW_CORPUS_DIR or "
+                                            "~/.cache/thaw/...)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of selection, instruments and tempi")] = 0,
+    timeout: Annotated[float, typer.Option(help="fluidsynth wall-clock limit per clip (s)")] = 60.0,
+    retry_failures: Annotated[bool, typer.Option(help="re-try clips listed in failures.jsonl")] = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Render the music21 corpus to tagged 16 kHz mono clips (resumable); prints the build report as JSON."""
+    from workloads.music.build import build_music_corpus, report_dict
+
+    _logging("WARNING")
+    report = build_music_corpus(n_clips=clips, seconds=seconds, workers=workers, out_dir=out, seed=seed,
+                                render_timeout_s=timeout, retry_failures=retry_failures, progress=progress)
+    typer.echo(json.dumps(report_dict(report), indent=2))
+
+
+def _music_stats_text(stats: dict[str, Any]) -> str:
+    lines = [
+        f"corpus: {stats['dir']}",
+        f"clips: {stats['clips']:,}  duration: {stats['total_duration_s'] / 3600:.2f} h  "
+        f"disk: {stats['disk_bytes'] / 2**20:.1f} MiB  failures: {stats['failures']:,} {stats['failures_by_reason']}",
+    ]
+    for name, info in stats["tags"].items():
+        top = ", ".join(f"{v} {n}" for v, n in info["top"].items())
+        lines.append(f"  {name} ({info['distinct']} values): {top}")
+    return "\n".join(lines)
+
+
+@music_app.command("stats")
+def corpus_music_stats(
+    out: Annotated[str | None, typer.Option(help="corpus directory")] = None,
+    top: Annotated[int, typer.Option(help="values listed per tag field")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Counts per tag field, total duration, disk size and failures of the built music corpus."""
+    from workloads.music.build import corpus_stats
+
+    stats = corpus_stats(out, top=top)
+    typer.echo(json.dumps(stats, indent=2) if as_json else _music_stats_text(stats))
+
+
+def _imagetext_stats_text(stats: dict[str, Any]) -> str:
+    mib = (stats.get("png_bytes") or 0) / 2**20
+    mib_disk = (stats.get("png_bytes_on_disk") or 0) / 2**20
+    lines = [
+        f"openmoji {stats['version']} corpus in {stats['dir']}",
+        f"  images {stats['images']:,} (base {stats['base']:,}, skin-tone {stats['skintone']:,}); "
+        f"with CLDR tags {stats['with_cldr_tags']:,}, with any tags {stats['with_any_tags']:,}",
+        f"  split groups {stats['split_groups']:,}; sets of pixel-identical images {stats['identical_image_sets']}",
+        f"  renderers {stats['renderers']}; failures {stats['failures']}",
+        f"  PNGs {mib:.1f} MiB ({mib_disk:.1f} MiB on disk); last build {stats['build_seconds']} s "
+        f"(render {stats['render_seconds']} s)",
+        f"  {'split':<6}{'images':>8}{'base':>7}{'pairs':>8}{'misal.':>8}{'base pairs':>12}{'base misal.':>13}",
+    ]
+    for name, s in stats["splits"].items():
+        lines.append(
+            f"  {name:<6}{s['images']:>8,}{s['base_images']:>7,}{s['pairs']:>8,}{s['misaligned']:>8,}"
+            f"{s['base_pairs']:>12,}{s['base_misaligned']:>13,}"
+        )
+    return "\n".join(lines)
+
+
+def _echo_imagetext_stats(stats: dict[str, Any], as_json: bool) -> None:
+    typer.echo(json.dumps(stats, indent=2, ensure_ascii=False) if as_json else _imagetext_stats_text(stats))
+
+
+@imagetext_app.command("build")
+def corpus_imagetext_build(
+    size: Annotated[int, typer.Option(help="PNG side in pixels")] = 128,
+    misaligned: Annotated[float, typer.Option(help="share of train pairs with a wrong caption")] = 0.1,
+    eval_misaligned: Annotated[float, typer.Option(help="extra misaligned val/test pairs per image")] = 1.0,
+    seed: Annotated[int, typer.Option(help="seed of the misalignment draws")] = 0,
+    split_seed: Annotated[int, typer.Option(help="seed of the split hash")] = 0,
+    background: Annotated[str, typer.Option(help="composite colour, or 'none' for RGBA PNGs")] = "#ffffff",
+    out: Annotated[str | None, typer.Option(help="build directory (default: $THAW_CORPUS_DIR/imagetext/...)")] = None,
+    cache_dir: Annotated[str | None, typer.Option(help="corpus cache holding the npm install")] = None,
+    workers: Annotated[int | None, typer.Option(help="render processes (default: all cores; 0: inline)")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N emojis (smoke test)")] = None,
+    progress: ProgressOpt = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the stats as JSON")] = False,
+) -> None:
+    """Fetch, render and caption the OpenMoji corpus (resumable), then print its stats."""
+    from workloads.imagetext.corpus import build_imagetext_corpus, corpus_stats
+
+    report = build_imagetext_corpus(out, size=size, background=background, misaligned_share=misaligned,
+                                    eval_misaligned_share=eval_misaligned, seed=seed, split_seed=split_seed,
+                                    workers=workers, limit=limit, cache_dir=cache_dir, progress=progress)
+    typer.echo(f"rendered {report.rendered}, cached {report.cached}, failed {len(report.failures)}, "
+               f"rsvg-convert fallback {report.fallback_ids}, {report.rows:,} pairs in {report.seconds:.1f} s",
+               err=True)
+    for f in report.failures:
+        typer.echo(f"  failed {f['id']}: {f['error']}", err=True)
+    _echo_imagetext_stats(corpus_stats(report.out_dir), as_json)
+
+
+@imagetext_app.command("stats")
+def corpus_imagetext_stats(
+    dir: Annotated[str | None, typer.Option(help="build directory")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Image, pair and misaligned-pair counts per split of the built OpenMoji corpus."""
+    from workloads.imagetext.corpus import corpus_stats
+
+    _echo_imagetext_stats(corpus_stats(dir), as_json)
+
+
+@sim_app.command("stats")
+def sim_stats(
+    events: Annotated[int | None, typer.Option(help="stop after this many events")] = None,
+    steps: Annotated[int, typer.Option(help="at least this many steps")] = 60,
+    seed: Annotated[int, typer.Option(help="simulator seed")] = 0,
+) -> None:
+    """Generate the community simulator's event stream; print its statistics and events/s as JSON."""
+    from workloads.simulator import generate_stats
+
+    typer.echo(json.dumps(generate_stats(events=events, steps=steps, seed=seed), indent=2))
 
 
 # --------------------------------------------------------------------------------------------------- engine
@@ -377,7 +900,7 @@ def _service_errors() -> tuple[type[BaseException], ...]:
 def main() -> None:
     """Entry point: unreachable services and missing models end in one clear line, not a traceback."""
     try:
-        app()
+        app(prog_name="thaw")
     except Exception as exc:  # noqa: BLE001 - classified below, re-raised when unknown
         if isinstance(exc, _service_errors()):
             s = load_settings()

@@ -473,29 +473,21 @@ def sim_stats(sim: CommunitySimulator) -> dict[str, Any]:
             "topics": sim.T, "events": sim.events_emitted, "sim_hours": round((sim.t - sim.cfg.start_ts) / 3600, 2)}
 
 
+def generate_stats(events: int | None = None, steps: int = SimConfig.steps, seed: int = 0) -> dict[str, Any]:
+    """Builds the default catalogue, runs the simulator and returns :func:`sim_stats` with timings and events/s.
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m workloads.simulator [--events N] [--steps S] [--seed K]``: generate and print statistics."""
-    import argparse
-    import json
+    Args:
+        events: Stop after this many events (None: run all ``steps``).
+        steps: At least this many steps.
+        seed: Simulator seed.
+    """
     import time
 
-    ap = argparse.ArgumentParser(prog="python -m workloads.simulator", description=main.__doc__)
-    ap.add_argument("--events", type=int, default=None, help="stop after this many events")
-    ap.add_argument("--steps", type=int, default=SimConfig.steps, help="at least this many steps")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
     t0 = time.perf_counter()
     cat = default_catalogue()
     t1 = time.perf_counter()
-    sim = CommunitySimulator(cat, SimConfig(seed=args.seed, steps=args.steps))
-    n = sum(1 for _ in sim.stream(max_events=args.events))
+    sim = CommunitySimulator(cat, SimConfig(seed=seed, steps=steps))
+    n = sum(1 for _ in sim.stream(max_events=events))
     dt = time.perf_counter() - t1
-    out = {**sim_stats(sim), "catalogue_s": round(t1 - t0, 2), "generate_s": round(dt, 2),
-           "events_per_s": round(n / dt) if dt > 0 else None}
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return {**sim_stats(sim), "catalogue_s": round(t1 - t0, 2), "generate_s": round(dt, 2),
+            "events_per_s": round(n / dt) if dt > 0 else None}

@@ -1,7 +1,7 @@
 """Train the Audio MAE on the rendered music21 corpus, export it to ONNX and publish it as ``audio-mae``.
 
-Run: ``python -m encoders.training.audio_mae [--epochs 12] [--out-dir DIR] [--models-dir DIR] [--no-export]``
-(``--help`` lists everything). Build the corpus first: ``python -m workloads.music build --clips 1500``.
+Run: ``thaw train audio-mae [--epochs 12] [--out-dir DIR] [--models-dir DIR] [--no-export]``
+(``--help`` lists everything). Build the corpus first: ``thaw corpus music build --clips 1500``.
 
 Log-mels of the whole corpus are computed once and cached (``--cache-dir``); checkpoints go to
 ``<out-dir>/checkpoints`` every epoch and a rerun resumes from the last one (``--no-resume`` starts over); the loss
@@ -10,7 +10,6 @@ curve is ``<out-dir>/loss.png`` and the report ``<out-dir>/report.json``.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -135,56 +134,10 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
                         extra_report={"logmel_cache_seconds": run.t_cache})
     provenance = report["training"]
     if cfg.export:
-        from encoders.audio import export_audio_mae
         from encoders.registry import ModelRegistry
+        from encoders.training.export_audio import export_audio_mae
 
         reg = ModelRegistry(Path(cfg.models_dir).expanduser() if cfg.models_dir else default_models_dir())
         mv = export_audio_mae(model, reg, cfg.version or new_version(), cfg.frontend, training=provenance)
         report["published"] = {"name": mv.manifest.name, "version": mv.manifest.version, "path": str(mv.path)}
     return write_report(run, report)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from encoders.training.common import add_run_args
-
-    d = AudioMAETrainConfig()
-    m = d.model
-    p = argparse.ArgumentParser(prog="python -m encoders.training.audio_mae", description=__doc__.split("\n")[0])
-    add_run_args(p, d, "audio-mae")
-    p.add_argument("--dim", type=int, default=m.dim)
-    p.add_argument("--depth", type=int, default=m.depth)
-    p.add_argument("--heads", type=int, default=m.heads)
-    p.add_argument("--dec-dim", type=int, default=m.dec_dim)
-    p.add_argument("--dec-depth", type=int, default=m.dec_depth)
-    p.add_argument("--mask-ratio", type=float, default=m.mask_ratio)
-    return p
-
-
-def config_from_args(a: argparse.Namespace) -> AudioMAETrainConfig:
-    from encoders.training.common import run_config_fields
-
-    d = AudioMAETrainConfig()
-    return replace(
-        d,
-        **run_config_fields(a),
-        model=replace(
-            d.model,
-            dim=a.dim,
-            depth=a.depth,
-            heads=a.heads,
-            dec_dim=a.dec_dim,
-            dec_depth=a.dec_depth,
-            mask_ratio=a.mask_ratio,
-        ),
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; prints the report's summary as JSON."""
-    from encoders.training.common import run_main
-
-    return run_main(train, config_from_args(build_parser().parse_args(argv)))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

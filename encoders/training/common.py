@@ -418,45 +418,6 @@ def write_report(run: AudioRun, report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def add_run_args(p: Any, defaults: Any, name: str) -> None:
-    """The command-line options both audio trainers share (paths, schedule, seed, resume/export/progress)."""
-    d = defaults
-    p.add_argument("--corpus-dir", default=None, help="built music corpus (default: the standard corpus dir)")
-    p.add_argument("--out-dir", default=None, help=f"run dir (default ~/.cache/thaw/runs/{name})")
-    p.add_argument("--models-dir", default=None, help="registry root (default: settings' models dir)")
-    p.add_argument("--cache-dir", default=None, help="log-mel cache (default ~/.cache/thaw/runs/logmel-cache)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
-    p.add_argument("--max-clips", type=int, default=None, help="cap clips per split (quick runs)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    p.add_argument("--no-export", action="store_true", help="do not export/publish")
-    p.add_argument("--version", default=None, help="registry version (default: UTC timestamp)")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def run_config_fields(a: Any) -> dict[str, Any]:
-    """The config fields set by :func:`add_run_args`' options."""
-    return {
-        "corpus_dir": a.corpus_dir, "out_dir": a.out_dir, "models_dir": a.models_dir, "cache_dir": a.cache_dir,
-        "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "weight_decay": a.weight_decay,
-        "warmup_epochs": a.warmup_epochs, "seed": a.seed, "threads": a.threads, "max_clips": a.max_clips,
-        "resume": not a.no_resume, "export": not a.no_export, "version": a.version, "progress": not a.no_progress,
-    }
-
-
-def run_main(train: Callable[[Any], dict[str, Any]], config: Any) -> int:
-    """A trainer's entry point: log to stderr, train, print the report without its per-step history as JSON."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = train(config)
-    print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
-    return 0
-
-
 def fit_run(run: AudioRun, cfg: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, *,
             batches: Callable[[int, torch.Generator], list[np.ndarray]],
             step_loss: Callable[[np.ndarray, torch.Generator], torch.Tensor],

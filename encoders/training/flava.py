@@ -1,7 +1,7 @@
 """Training of the FLAVA-style image–text model (:mod:`encoders.models.flava`) on the OpenMoji corpus.
 
-Run: ``python -m encoders.training.flava [--epochs 6] [--misaligned soft|drop|none] [--out DIR] [--no-export]``
-(``--help`` lists everything). The corpus must be built first: ``python -m workloads.imagetext build``.
+Run: ``thaw train flava [--epochs 6] [--misaligned soft|drop|none] [--out DIR] [--no-export]``
+(``--help`` lists everything). The corpus must be built first: ``thaw corpus imagetext build``.
 
 * Both backbones are frozen, so their outputs are computed once per corpus and cached as ``.npy`` files
   (EfficientNet-lite0 7 x 7 x 1280 feature maps per image, MiniLM token states per caption, float16) under
@@ -16,17 +16,16 @@ Run: ``python -m encoders.training.flava [--epochs 6] [--misaligned soft|drop|no
   the uninterrupted run would have. A checkpoint is written after every epoch (``checkpoints/epoch-NNN.pt`` and
   ``last.pt``).
 * The run ends with the held-out test evaluation, a loss-curve PNG, ``report.json`` and, unless ``export=False``,
-  the ONNX export of the three graphs into the model registry (:func:`encoders.imagetext.export_flava`).
+  the ONNX export of the three graphs into the model registry (:func:`encoders.training.export_imagetext.export_flava`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
+import logging
 import math
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -37,6 +36,8 @@ import numpy as np
 import torch
 
 from encoders.models.flava import MISALIGNED_SCHEMES, FlavaConfig, FlavaModel, flava_loss, misalignment_weights
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 CHECKPOINT_FORMAT = 1
@@ -186,8 +187,9 @@ def build_feature_cache(
     """
     from tqdm import tqdm
 
-    from encoders.imagetext import IMAGE_SIZE, load_image_backbone, load_text_backbone, load_tokenizer, tokenize
+    from encoders.imagetext import IMAGE_SIZE, load_tokenizer, tokenize
     from encoders.text import bundled_model_dir
+    from encoders.training.export_imagetext import load_image_backbone, load_text_backbone
 
     used = np.unique(np.concatenate(list(rows.values())))
     png_names = sorted({corpus.png_paths[i].name for i in used})
@@ -302,23 +304,13 @@ def pair_scores(
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of ``scores`` for the positive ``labels`` (Mann–Whitney, ties count half); NaN without both classes."""
-    s = np.asarray(scores, dtype=np.float64)
+    """ROC AUC of ``scores`` for the positive ``labels`` (ties count half); NaN without both classes."""
+    from sklearn.metrics import roc_auc_score
+
     y = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64)))
 
 
 def retrieval_recall(sim: np.ndarray, relevant: np.ndarray, ks: tuple[int, ...] = (1, 10)) -> dict[str, float]:
@@ -506,7 +498,7 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
             run_id = str(ck["run_id"])
             resumed_from = str(last)
         else:
-            print(f"flava: {last} was written with another configuration; starting afresh", file=sys.stderr)
+            log.warning("flava: %s was written with another configuration; starting afresh", last)
 
     weights = np.ones(len(train_rows), dtype=np.float32)
     stopped_early = False
@@ -595,11 +587,10 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
         _save(out / "checkpoints" / f"epoch-{epoch + 1:03d}.pt", ck)
         shutil.copy2(out / "checkpoints" / f"epoch-{epoch + 1:03d}.pt", last)
         if cfg.progress:
-            print(
-                f"epoch {epoch + 1}: loss {history[-1]['total']:.3f} (itc {history[-1]['itc']:.3f}, "
-                f"itm {history[-1]['itm']:.3f}) val i2t R@1 {val['i2t_R@1']:.3f} R@10 {val['i2t_R@10']:.3f} "
-                f"t2i R@1 {val['t2i_R@1']:.3f} detect AUC {val['detect_auc_itm']:.3f}",
-                file=sys.stderr,
+            log.info(
+                "epoch %d: loss %.3f (itc %.3f, itm %.3f) val i2t R@1 %.3f R@10 %.3f t2i R@1 %.3f detect AUC %.3f",
+                epoch + 1, history[-1]["total"], history[-1]["itc"], history[-1]["itm"], val["i2t_R@1"],
+                val["i2t_R@10"], val["t2i_R@1"], val["detect_auc_itm"],
             )
 
     _plot(history, steps, out / "loss_curve.png", f"FLAVA-style, misaligned={cfg.misaligned}")
@@ -638,8 +629,8 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
         report["val"] = evaluate(model, cache, data, "val")
         report["test"] = evaluate(model, cache, data, "test")
     if cfg.export and not stopped_early:
-        from encoders.imagetext import export_flava
         from encoders.registry import ModelRegistry
+        from encoders.training.export_imagetext import export_flava
 
         models_dir = Path(cfg.models_dir).expanduser() if cfg.models_dir else _default_models_dir()
         provenance = {
@@ -673,77 +664,3 @@ def _default_models_dir() -> Path:
     from infra.settings import load_settings
 
     return Path(load_settings().models.dir).expanduser()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line; returns the exit code."""
-    d = FlavaTrainConfig()
-    m = FlavaConfig()
-    p = argparse.ArgumentParser(prog="python -m encoders.training.flava", description=__doc__.splitlines()[0])
-    p.add_argument("--corpus-dir", default=None, help="built OpenMoji corpus (default: the corpus cache)")
-    p.add_argument("--out", default=d.out_dir, help="run directory (checkpoints, report, loss curve)")
-    p.add_argument("--cache-dir", default=None, help="backbone feature cache (default <out>/cache)")
-    p.add_argument("--models-dir", default=None, help="registry root (default: settings models.dir)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument(
-        "--misaligned",
-        choices=MISALIGNED_SCHEMES,
-        default=d.misaligned,
-        help="misaligned-pair handling driven by the model's own ITM score",
-    )
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="epochs before the weighting starts")
-    p.add_argument("--drop-share", type=float, default=d.drop_share, help="share dropped by --misaligned drop")
-    p.add_argument("--soft-power", type=float, default=d.soft_power, help="exponent of --misaligned soft")
-    p.add_argument("--itm-weight", type=float, default=d.itm_weight)
-    p.add_argument("--dim", type=int, default=m.dim, help="shared embedding / fusion width")
-    p.add_argument("--fusion-depth", type=int, default=m.fusion_depth)
-    p.add_argument("--feature-dropout", type=float, default=m.feature_dropout, help="dropout on backbone features")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument(
-        "--text-adapter-layers",
-        type=int,
-        default=m.text_adapter_layers,
-        help="trainable blocks over the frozen MiniLM token states",
-    )
-    p.add_argument("--limit", type=int, default=None, help="only the first N training pairs (smoke run)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads")
-    p.add_argument("--version", default=None, help="registry version (default: the run id)")
-    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
-    p.add_argument("--no-export", action="store_true", help="do not export/publish to the registry")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    cfg = FlavaTrainConfig(
-        model=FlavaConfig(dim=a.dim, fusion_depth=a.fusion_depth, text_adapter_layers=a.text_adapter_layers,
-                          feature_dropout=a.feature_dropout),
-        weight_decay=a.weight_decay,
-        corpus_dir=a.corpus_dir,
-        out_dir=a.out,
-        cache_dir=a.cache_dir,
-        models_dir=a.models_dir,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        misaligned=a.misaligned,
-        warmup_epochs=a.warmup_epochs,
-        drop_share=a.drop_share,
-        soft_power=a.soft_power,
-        itm_weight=a.itm_weight,
-        limit=a.limit,
-        seed=a.seed,
-        threads=a.threads,
-        version=a.version,
-        resume=not a.no_resume,
-        export=not a.no_export,
-        progress=not a.no_progress,
-    )
-    report = train(cfg)
-    summary = {k: report.get(k) for k in ("run_id", "timing", "val", "test", "published")}
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Train MusicCLIP on the rendered music21 corpus (clip, caption) pairs, export both towers to ONNX and publish them.
 
-Run: ``python -m encoders.training.musicclip [--epochs 15] [--out-dir DIR] [--models-dir DIR] [--no-export]``
-(``--help`` lists everything). Build the corpus first: ``python -m workloads.music build --clips 1500``.
+Run: ``thaw train musicclip [--epochs 15] [--out-dir DIR] [--models-dir DIR] [--no-export]``
+(``--help`` lists everything). Build the corpus first: ``thaw corpus music build --clips 1500``.
 
 The caption embeddings come from the registry's MiniLM (``minilm-l6``; exported first if the registry has none)
 and are cached with the log-mels (``--cache-dir``). Training uses random time crops of the log-mel
@@ -11,7 +11,6 @@ every epoch, resumable, loss curve ``<out-dir>/loss.png``, report ``<out-dir>/re
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
@@ -211,7 +210,7 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
     )
     provenance = report["training"]
     if cfg.export:
-        from encoders.audio import export_musicclip
+        from encoders.training.export_audio import export_musicclip
 
         av, tv = export_musicclip(
             model, reg, cfg.version or new_version(), cfg.frontend, text_encoder.model_version, training=provenance
@@ -221,42 +220,3 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
             "text": {"name": tv.manifest.name, "version": tv.manifest.version, "path": str(tv.path)},
         }
     return write_report(run, report)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from encoders.training.common import add_run_args
-
-    d = MusicCLIPTrainConfig()
-    m = d.model
-    p = argparse.ArgumentParser(prog="python -m encoders.training.musicclip", description=__doc__.split("\n")[0])
-    add_run_args(p, d, "musicclip")
-    p.add_argument("--crop-frames", type=int, default=d.crop_frames, help="training crop (0: full clips)")
-    p.add_argument("--no-spec-augment", action="store_true", help="no SpecAugment masking of training crops")
-    p.add_argument("--dropout", type=float, default=m.dropout)
-    p.add_argument("--embed-dim", type=int, default=m.embed_dim)
-    p.add_argument("--channels", type=int, nargs=4, default=list(m.channels))
-    return p
-
-
-def config_from_args(a: argparse.Namespace) -> MusicCLIPTrainConfig:
-    from encoders.training.common import run_config_fields
-
-    d = MusicCLIPTrainConfig()
-    return replace(
-        d,
-        **run_config_fields(a),
-        model=replace(d.model, embed_dim=a.embed_dim, channels=tuple(a.channels), dropout=a.dropout),
-        spec_augment=not a.no_spec_augment,
-        crop_frames=a.crop_frames or None,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; prints the report's summary as JSON."""
-    from encoders.training.common import run_main
-
-    return run_main(train, config_from_args(build_parser().parse_args(argv)))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

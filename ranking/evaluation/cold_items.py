@@ -20,10 +20,10 @@ Models (``models=``):
   (``cb2cf-regression``, ``cb2cf-contrastive``, ``cb2cf-combined``) plus ``cb2cf`` = the objective that won on
   validation.
 
-Run::
+Run (from code: :func:`evaluate_cold_items`)::
 
-    python -m ranking.evaluation.cold_items cold-items --dataset ml-100k --json
-    python -m ranking.evaluation.cold_items cold-items --interactions TRAIN.csv --item-content items.jsonl \\
+    thaw evaluate cold-items --dataset ml-100k --json
+    thaw evaluate cold-items --interactions TRAIN.csv --item-content items.jsonl \\
         [--cold-test TEST.csv] [--cold-val VAL.csv] [--k 20] [--seed 0] [--out report.json] [--json]
 
 With split files, ``--interactions`` holds the training interactions (rows on cold test/validation items, if any,
@@ -35,9 +35,8 @@ validation, and its defaults were chosen on ml-100k / Last.fm validation.
 
 from __future__ import annotations
 
-import argparse
+import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -47,14 +46,18 @@ from typing import Any
 import numpy as np
 
 from ranking.evaluation.baselines import content_knn_scorer, popularity_scorer, random_scorer
-from ranking.evaluation.report import emit_report
-from ranking.models.cb2cf import OBJECTIVES, CB2CFConfig, Objective, cb2cf_score, train_cb2cf
-from ranking.models.dropoutnet import DropoutNetConfig, train_dropoutnet
-from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features, train_dssm
+from ranking.models.cb2cf import OBJECTIVES, CB2CFConfig, Objective
+from ranking.models.dropoutnet import DropoutNetConfig
+from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features
+from ranking.training.cb2cf import cb2cf_score, train_cb2cf
 from ranking.training.common import Interactions, ScoreFn, evaluate_task
 from ranking.training.content import ContentFields, minilm_text_fields
+from ranking.training.dropoutnet import train_dropoutnet
+from ranking.training.dssm import train_dssm
 from workloads.datasets import InteractionDataset, load_dataset, load_generic
 from workloads.splits import ColdItemSplit, EvalTask, default_cold_item_split
+
+logger = logging.getLogger(__name__)
 
 MODELS: tuple[str, ...] = ("random", "popularity", "content-knn", "dropoutnet", "cb2cf")
 PathLike = str | os.PathLike[str]
@@ -117,7 +120,7 @@ class ColdEvalArtifacts:
 
 def _log(cfg: ColdEvalConfig, msg: str) -> None:
     if cfg.verbose:
-        print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
+        logger.info("%s", msg)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -457,7 +460,7 @@ def evaluate_cold_items(
     return report
 
 
-# ---------------------------------------------------------------------------------------------------- output / CLI
+# ---------------------------------------------------------------------------------------------------- output
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -481,85 +484,3 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append("selected on validation: " + ", ".join(f"{a}={b}" for a, b in sel.items()))
     lines.append(f"total {report['total_seconds']:.1f}s")
     return "\n".join(lines)
-
-
-def _parse_knn(text: str) -> tuple[int | None, ...]:
-    return tuple(None if t.strip() == "all" else int(t) for t in text.split(","))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ranking.evaluation.cold_items cold-items ...`` (see the module docstring); ``new-users ...`` is
-    handed to
-    :func:`ranking.evaluation.new_users.main`."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["new-users"]:
-        from ranking.evaluation.new_users import main as new_users_main
-
-        return new_users_main(args[1:])
-    p = argparse.ArgumentParser(prog="python -m ranking.evaluation.cold_items", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("new-users", help="evaluate new-user recommenders (see ranking.evaluation.new_users)",
-        add_help=False)
-    c = sub.add_parser("cold-items", help="evaluate cold-item recommenders (CB2CF vs baselines)")
-    c.add_argument("--interactions", type=Path, help="training (or all) interactions: user,item[,weight][,ts]")
-    c.add_argument("--item-content", type=Path, action="append", default=[], help="tags file / JSONL (repeatable)")
-    c.add_argument("--cold-test", type=Path, help="test cold-item interactions")
-    c.add_argument("--cold-val", type=Path, help="validation cold-item interactions")
-    c.add_argument("--dataset", choices=["ml-100k", "lastfm", "citeulike-a"], help="built-in dataset instead")
-    c.add_argument("--k", type=int, default=20)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
-    c.add_argument("--objectives", default=",".join(OBJECTIVES), help="CB2CF objectives to compare")
-    c.add_argument("--fields", default="doc", help="text fields: doc,text,tags")
-    c.add_argument("--knn-ks", default="all,10,50", help="content-kNN neighbourhood sizes tried on validation")
-    c.add_argument("--min-weight", type=float, default=None, help="positives/relevant need weight >= this")
-    c.add_argument("--no-user-features", action="store_true", help="DSSM user tower on ids only")
-    c.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    c.add_argument("--models-dir", type=Path, default=None, help="model directory holding MiniLM")
-    c.add_argument("--publish-dir", type=Path, default=None,
-                   help="export the trained DSSM towers and the selected CB2CF to this model registry (ONNX)")
-    c.add_argument("--publish-version", default=None, help="version name for --publish-dir (default: timestamp)")
-    c.add_argument("--publish-lightgcn", action="store_true",
-                   help="with --publish-dir: also train LightGCN on the warm pairs and publish its user vectors "
-                        "mapped into the DSSM space (lightgcn-user; thaw cf load --users-from lightgcn)")
-    c.add_argument("--out", type=Path, help="also write the JSON report here")
-    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    c.add_argument("-v", "--verbose", action="store_true")
-    a = p.parse_args(args)
-    if a.dataset is None and a.interactions is None:
-        p.error("cold-items needs --interactions or --dataset")
-    cfg = ColdEvalConfig(
-        objectives=tuple(o.strip() for o in a.objectives.split(",")),  # type: ignore[misc]
-        fields=tuple(f.strip() for f in a.fields.split(",")),
-        knn_ks=_parse_knn(a.knn_ks),
-        min_weight=a.min_weight,
-        user_features=not a.no_user_features,
-        models_dir=a.models_dir,
-        threads=a.threads,
-        verbose=a.verbose,
-    )
-    artifacts = ColdEvalArtifacts() if a.publish_dir is not None else None
-    report = evaluate_cold_items(
-        a.interactions,
-        a.item_content or None,
-        a.cold_test,
-        a.cold_val,
-        k=a.k,
-        seed=a.seed,
-        models=[m.strip() for m in a.models.split(",")],
-        dataset=a.dataset,
-        config=cfg,
-        artifacts=artifacts,
-    )
-    if artifacts is not None:
-        from ranking.training.export import publish_cold_item_models
-
-        report["published"] = publish_cold_item_models(
-            artifacts, a.publish_dir, version=a.publish_version, report=report, lightgcn=a.publish_lightgcn
-        )
-    emit_report(report, a.out, a.json, format_table)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

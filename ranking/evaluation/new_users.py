@@ -47,19 +47,17 @@ noise; 189 / 375 test users on ml-100k / Last.fm, 63 / 125 of them niche):
   reproduced with text-only content (MiniLM over title/artist name + tags); audio and image fields will enter
   through :class:`ranking.training.content.ContentFields` unchanged and should be measured the same way.
 
-Run::
+Run (from code: :func:`evaluate_new_users`)::
 
-    python -m ranking.evaluation.cold_items new-users --dataset ml-100k --json
-    python -m ranking.evaluation.new_users --interactions TRAIN.csv --item-content items.jsonl [--user-groups
-    groups.csv]
+    thaw evaluate new-users --dataset ml-100k --json
+    thaw evaluate new-users --interactions TRAIN.csv --item-content items.jsonl [--user-groups groups.csv] \\
         [--reveal 0,1,3,5] [--k 20] [--seed 0] [--out report.json] [--json]
 """
 
 from __future__ import annotations
 
-import argparse
+import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -69,18 +67,12 @@ from typing import Any
 import numpy as np
 
 from ranking.evaluation.baselines import popularity_scorer, random_scorer
-from ranking.evaluation.report import emit_report
-from ranking.models.dssm import DSSMConfig, categorical_user_features, train_dssm
-from ranking.models.lightgcn import (
-    FOLD_INS,
-    LightGCNConfig,
-    apply_linear_map,
-    fit_linear_map,
-    fold_in,
-    train_lightgcn,
-)
+from ranking.models.dssm import DSSMConfig, categorical_user_features
+from ranking.models.lightgcn import FOLD_INS, LightGCNConfig, apply_linear_map, fit_linear_map, fold_in
 from ranking.training.common import Interactions, ScoreFn, evaluate_task
 from ranking.training.content import ContentFields, minilm_text_fields
+from ranking.training.dssm import train_dssm
+from ranking.training.lightgcn import train_lightgcn
 from ranking.training.user_priors import (
     RevealSplit,
     UserGroups,
@@ -94,6 +86,8 @@ from ranking.training.user_priors import (
 )
 from workloads.datasets import InteractionDataset, load_dataset, load_generic
 from workloads.splits import EvalTask, make_eval_task
+
+logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 METHODS: tuple[str, ...] = (
@@ -155,7 +149,7 @@ class NewUserEvalConfig:
 
 def _log(cfg: NewUserEvalConfig, msg: str) -> None:
     if cfg.verbose:
-        print(f"[new-users] {msg}", file=sys.stderr, flush=True)
+        logger.info("%s", msg)
 
 
 def _vector_scorer(users: np.ndarray, vectors: np.ndarray, item_vectors: np.ndarray) -> ScoreFn:
@@ -604,60 +598,3 @@ def format_table(report: dict[str, Any]) -> str:
                                                          if a != "on"))
     lines.append(f"total {report['total_seconds']:.1f}s")
     return "\n".join(lines)
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The ``new-users`` arguments (on ``parser`` or a new parser)."""
-    p = parser or argparse.ArgumentParser(prog="python -m ranking.evaluation.new_users",
-                                          description=__doc__.split("\n")[0])
-    p.add_argument("--interactions", type=Path, help="interactions: user,item[,weight][,ts]")
-    p.add_argument("--item-content", type=Path, action="append", default=[], help="tags file / JSONL (repeatable)")
-    p.add_argument("--dataset", choices=["ml-100k", "lastfm"], help="built-in dataset instead")
-    p.add_argument("--user-groups", type=Path, help="user,group CSV for the group prior")
-    p.add_argument("--reveal", default="0,1,3,5", help="revealed interaction counts")
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fields", default="doc", help="text fields: doc,text,tags")
-    p.add_argument("--min-weight", type=float, default=None, help="training pairs/targets need weight >= this")
-    p.add_argument("--no-dssm", action="store_true", help="skip the DSSM alignment measurement")
-    p.add_argument("--max-epochs", type=int, default=None, help="LightGCN epoch cap")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--models-dir", type=Path, default=None, help="model directory holding MiniLM")
-    p.add_argument("--out", type=Path, help="also write the JSON report here")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ranking.evaluation.cold_items new-users ...`` / ``python -m ranking.evaluation.new_users ...``."""
-    p = build_parser()
-    a = p.parse_args(argv)
-    if a.dataset is None and a.interactions is None:
-        p.error("new-users needs --interactions or --dataset")
-    lcfg = LightGCNConfig() if a.max_epochs is None else LightGCNConfig(max_epochs=a.max_epochs)
-    cfg = NewUserEvalConfig(
-        fields=tuple(f.strip() for f in a.fields.split(",")),
-        min_weight=a.min_weight,
-        align_dssm=not a.no_dssm,
-        lightgcn=lcfg,
-        models_dir=a.models_dir,
-        threads=a.threads,
-        verbose=a.verbose,
-    )
-    report = evaluate_new_users(
-        a.interactions,
-        a.item_content or None,
-        dataset=a.dataset,
-        user_groups=a.user_groups,
-        reveal=[int(x) for x in a.reveal.split(",")],
-        k=a.k,
-        seed=a.seed,
-        config=cfg,
-    )
-    emit_report(report, a.out, a.json, format_table)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,13 +1,12 @@
 """Trains and evaluates the DeepFM + MMoE ranker with and without group-wise gating, per task and per user group.
 
-Run::
+Run (from code: :func:`evaluate_ranker_groups` with a :class:`RankGroupsConfig`)::
 
-    python -m ranking.evaluation.ranker_groups --dataset ml-100k                 # MovieLens-100k ratings -> watch /
-    like
-    python -m ranking.evaluation.ranker_groups --dataset sim --sim-steps 240     # simulator exposures -> play / like
-    python -m ranking.evaluation.ranker_groups --dataset lastfm                  # Last.fm plays -> play / heavy
-    python -m ranking.evaluation.ranker_groups --dataset ml-100k --seeds 0 1 2 --json out.json --export
-    ~/.cache/thaw/models
+    thaw evaluate ranker-groups --dataset ml-100k                 # MovieLens-100k ratings -> watch / like
+    thaw evaluate ranker-groups --dataset sim --sim-steps 240     # simulator exposures -> play / like
+    thaw evaluate ranker-groups --dataset lastfm                  # Last.fm plays -> play / heavy
+    thaw evaluate ranker-groups --dataset ml-100k --seeds 0 --seeds 1 --seeds 2 --json out.json \\
+        --export ~/.cache/thaw/models
 
 For every seed both variants (``group_gating`` off / on; with ``--ablate-interest`` also group gating without the
 category-interest features) are trained with the same seed, the same rows and the same
@@ -21,18 +20,17 @@ the first seed as ``deepfm-mmoe`` into a model directory and checks ONNX Runtime
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
+import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, task_metrics, train_deepfm_mmoe
+from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData
+from ranking.training.deepfm_mmoe import task_metrics, train_deepfm_mmoe
 from ranking.training.rank_data import (
     EventLog,
     RankSplit,
@@ -42,6 +40,8 @@ from ranking.training.rank_data import (
     movielens_log,
     simulator_log,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,7 @@ def run_rank_eval(
             models[(variant, seed)] = model
             if verbose:
                 brief = {g: {t: round(m[t]["auc"], 4) for t in m} for g, m in metrics.items()}
-                print(f"[rank_eval] seed {seed} {variant}: {log.seconds:.1f}s, epochs {log.epochs_run}, "
-                      f"AUC {brief}", file=sys.stderr, flush=True)
+                logger.info("seed %s %s: %.1fs, epochs %s, AUC %s", seed, variant, log.seconds, log.epochs_run, brief)
     mean: dict[str, Any] = {}
     for variant, by_seed in runs.items():
         groups = next(iter(by_seed.values()))["metrics"]
@@ -212,45 +211,59 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ranking.evaluation.ranker_groups",
-        description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", choices=("ml-100k", "lastfm", "sim"), default="ml-100k")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--sim-steps", type=int, default=240)
-    ap.add_argument("--negatives", type=int, default=2, help="ml-100k / lastfm: sampled negatives per pair")
-    ap.add_argument("--new-user-max-history", type=int, default=10)
-    ap.add_argument("--max-epochs", type=int, default=DeepFMMMoEConfig.max_epochs)
-    ap.add_argument("--patience", type=int, default=DeepFMMMoEConfig.patience)
-    ap.add_argument("--experts", type=int, default=DeepFMMMoEConfig.n_experts)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (<= 2 on this machine)")
-    ap.add_argument("--json", type=Path, default=None, help="write the report here")
-    ap.add_argument("--export", type=Path, default=None, help="model directory to publish the gated model into")
-    ap.add_argument("--ablate-interest", action="store_true",
-                    help="also train group gating without the category-interest features")
-    ap.add_argument("--verbose", action="store_true")
-    args = ap.parse_args(argv)
+@dataclass(frozen=True)
+class RankGroupsConfig:
+    """One group-gating evaluation (``thaw evaluate ranker-groups``).
 
+    Attributes:
+        dataset: ``ml-100k``, ``lastfm`` or ``sim``.
+        seeds: Training seeds (every variant is trained once per seed).
+        sim_steps: Simulator steps (``sim``).
+        negatives: Sampled negatives per pair (``ml-100k`` / ``lastfm``).
+        new_user_max_history: A user with at most this many earlier exposures counts as new.
+        max_epochs: Epoch cap.
+        patience: Epochs without improvement of the validation mean AUC before stopping.
+        experts: MMoE experts.
+        threads: torch threads (at most 2 are used).
+        export_dir: Model directory to publish the gated model of the first seed into (None: no export).
+        ablate_interest: Also train group gating without the category-interest features.
+        verbose: Log each variant's training.
+    """
+
+    dataset: Literal["ml-100k", "lastfm", "sim"] = "ml-100k"
+    seeds: tuple[int, ...] = (0,)
+    sim_steps: int = 240
+    negatives: int = 2
+    new_user_max_history: int = 10
+    max_epochs: int = DeepFMMMoEConfig.max_epochs
+    patience: int = DeepFMMMoEConfig.patience
+    experts: int = DeepFMMMoEConfig.n_experts
+    threads: int = 1
+    export_dir: Path | None = None
+    ablate_interest: bool = False
+    verbose: bool = False
+
+
+def evaluate_ranker_groups(cfg: RankGroupsConfig) -> dict[str, Any]:
+    """Trains and evaluates the variants on ``cfg.dataset`` (see the module docstring).
+
+    Returns:
+        The :func:`run_rank_eval` report with ``dataset``, ``prepare_seconds`` and, with ``export_dir``, ``export``
+        (:func:`check_export`).
+    """
     t0 = time.perf_counter()
-    split = load_split(args.dataset, SplitConfig(new_user_max_history=args.new_user_max_history),
-                       args.sim_steps, args.negatives)
+    split = load_split(cfg.dataset, SplitConfig(new_user_max_history=cfg.new_user_max_history), cfg.sim_steps,
+                       cfg.negatives)
     prep = time.perf_counter() - t0
-    cfg = DeepFMMMoEConfig(max_epochs=args.max_epochs, patience=args.patience, n_experts=args.experts,
-                           threads=min(2, args.threads))
-    variants = (*VARIANTS, ABLATION) if args.ablate_interest else VARIANTS
-    report, models = run_rank_eval(split, cfg, args.seeds, verbose=args.verbose, variants=variants)
-    report["dataset"] = args.dataset
+    mcfg = DeepFMMMoEConfig(max_epochs=cfg.max_epochs, patience=cfg.patience, n_experts=cfg.experts,
+                            threads=min(2, cfg.threads))
+    variants = (*VARIANTS, ABLATION) if cfg.ablate_interest else VARIANTS
+    seeds = list(cfg.seeds)
+    report, models = run_rank_eval(split, mcfg, seeds, verbose=cfg.verbose, variants=variants)
+    report["dataset"] = cfg.dataset
     report["prepare_seconds"] = round(prep, 2)
-    if args.export is not None:
-        model = models[("group_gating", args.seeds[0])]
-        report["export"] = check_export(model, split, args.export, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
-                                        {"dataset": args.dataset, "seed": args.seeds[0]})
-    print(format_table(report))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    if cfg.export_dir is not None:
+        model = models[("group_gating", seeds[0])]
+        report["export"] = check_export(model, split, cfg.export_dir, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+                                        {"dataset": cfg.dataset, "seed": seeds[0]})
+    return report

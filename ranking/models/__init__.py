@@ -1,11 +1,11 @@
 """Assembled ranking models: DSSM twin tower (the CF space), CB2CF (content → CF space), DropoutNet baseline,
 LightGCN (user vectors from behaviour, new-user fold-in), DeepFM + MMoE ranker with group-wise gating."""
 
-from ranking.models.cb2cf import CB2CF, OBJECTIVES, CB2CFConfig, train_cb2cf
-from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, RankSchema, train_deepfm_mmoe
-from ranking.models.dropoutnet import DropoutNet, DropoutNetConfig, train_dropoutnet
-from ranking.models.dssm import DSSM, DSSMConfig, train_dssm
-from ranking.models.lightgcn import LightGCN, LightGCNConfig, fold_in, train_lightgcn
+from ranking.models.cb2cf import CB2CF, OBJECTIVES, CB2CFConfig
+from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, RankSchema
+from ranking.models.dropoutnet import DropoutNet, DropoutNetConfig
+from ranking.models.dssm import DSSM, DSSMConfig
+from ranking.models.lightgcn import LightGCN, LightGCNConfig, fold_in
 
 __all__ = [
     "CB2CF",
@@ -22,9 +22,4 @@ __all__ = [
     "RankData",
     "RankSchema",
     "fold_in",
-    "train_cb2cf",
-    "train_deepfm_mmoe",
-    "train_dropoutnet",
-    "train_dssm",
-    "train_lightgcn",
 ]

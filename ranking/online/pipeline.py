@@ -33,13 +33,13 @@ import logging
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from cachetools import LRUCache
 
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import ItemMeta, UserStore
@@ -242,8 +242,8 @@ class Recommender:
         self.clock = clock
         self.ab = ABSplit(settings.variants, settings.ab_salt, settings.ab_buckets)
         self.fallback = Recaller(users, index, space=space, clock=clock)
-        self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()  # fresh items' vectors (immutable per space)
-        self._vecs_cap = 2 * settings.fresh_exact_max
+        # fresh items' vectors (immutable per space), least recently used evicted first
+        self._vecs: LRUCache[str, np.ndarray] = LRUCache(maxsize=max(1, 2 * settings.fresh_exact_max))
         self._vecs_lock = threading.Lock()
         self._log_lock = threading.Lock()
         self._log_file = open(settings.request_log, "a", buffering=1) if settings.request_log else None  # noqa: SIM115
@@ -303,12 +303,9 @@ class Recommender:
         if missing:
             got = self.index.get_vectors(missing, strong_retry=False)
             with self._vecs_lock:
-                for i, got_v in got.items():
-                    self._vecs[i] = got_v
-                    self._vecs.move_to_end(i)
-                while len(self._vecs) > self._vecs_cap:
-                    self._vecs.popitem(last=False)
-        cached = [(i, ms, self._vecs.get(i)) for i, ms in window]
+                self._vecs.update(got)
+        with self._vecs_lock:
+            cached = [(i, ms, self._vecs.get(i)) for i, ms in window]
         rows = [(i, ms, v) for i, ms, v in cached if v is not None]
         if not rows:
             return []

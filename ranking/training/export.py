@@ -299,7 +299,8 @@ def publish_cold_item_models(
     if lightgcn:
         if artifacts.train is None:
             raise ValueError("publishing LightGCN users needs the run's warm training pairs")
-        from ranking.models.lightgcn import LightGCNConfig, fit_linear_map, train_lightgcn
+        from ranking.models.lightgcn import LightGCNConfig, fit_linear_map
+        from ranking.training.lightgcn import train_lightgcn
 
         lg, _ = train_lightgcn(artifacts.train, lightgcn_config or LightGCNConfig())
         everyone = np.arange(artifacts.train.n_users)

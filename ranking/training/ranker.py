@@ -1,11 +1,11 @@
 """Trains the DeepFM + MMoE ranker (group-gated and plain) and publishes both for online serving.
 
-Run (``thaw train ranker ...`` is the same)::
+Run (from code: :func:`train_ranker` with a :class:`RankerTrainConfig`)::
 
-    python -m ranking.training.ranker --dataset sim --sim-steps 40 --epochs 5     # CI-sized, well under a minute
-    python -m ranking.training.ranker --dataset sim                               # full size (240 steps)
-    python -m ranking.training.ranker --dataset ml-100k --json out.json           # MovieLens-100k, watch / like
-    python -m ranking.training.ranker --dataset lastfm --json out.json            # Last.fm plays, play / heavy
+    thaw train ranker --dataset sim --sim-steps 40 --epochs 5     # CI-sized, well under a minute
+    thaw train ranker --dataset sim                               # full size (240 steps)
+    thaw train ranker --dataset ml-100k --json out.json           # MovieLens-100k, watch / like
+    thaw train ranker --dataset lastfm --json out.json            # Last.fm plays, play / heavy
 
 Steps: build the exposure log and its temporal split (:mod:`ranking.training.rank_data`), keep the split's online
 featuriser (:class:`ranking.online.features.RankFeaturizer`), train both variants with the same seed, rows and
@@ -28,25 +28,55 @@ from the directory:
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from encoders.registry import ModelRegistry
 from ranking.evaluation.ranker_groups import VARIANTS, load_log, run_rank_eval, split_of
-from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, task_metrics
+from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData
 from ranking.online.features import RankFeaturizer, RankInputs, requests_for_rows
 from ranking.online.ranker import Ranker
+from ranking.training.deepfm_mmoe import task_metrics
 from ranking.training.rank_data import SPARSE_FIELDS, EventLog, RankSplit, SplitConfig
 from ranking.training.rank_export import export_ranker, ranker_name
 
 USER_EXTRA = SPARSE_FIELDS.index("user_extra")
+RankDataset = Literal["sim", "ml-100k", "lastfm"]
+
+
+@dataclass(frozen=True)
+class RankerTrainConfig:
+    """One ranker training run (``thaw train ranker``).
+
+    Attributes:
+        dataset: ``sim`` (simulator exposures), ``ml-100k`` (MovieLens-100k ratings) or ``lastfm`` (Last.fm plays).
+        sim_steps: Simulator steps (``sim``).
+        negatives: Sampled negatives per pair (``ml-100k`` / ``lastfm``).
+        seed: Training seed (the data / split seed is 0, as in :mod:`ranking.evaluation.ranker_groups`).
+        epochs: Epoch cap.
+        patience: Epochs without improvement of the validation mean AUC before stopping.
+        threads: torch threads (at most 2 are used).
+        models_dir: Model directory to publish into (None: the settings' ``models.dir``).
+        version: Version name of both published models (None: a UTC timestamp).
+        check_rows: Test rows scored through the online path.
+        verbose: Log each variant's training.
+    """
+
+    dataset: RankDataset = "sim"
+    sim_steps: int = 240
+    negatives: int = 2
+    seed: int = 0
+    epochs: int = DeepFMMMoEConfig.max_epochs
+    patience: int = DeepFMMMoEConfig.patience
+    threads: int = 1
+    models_dir: Path | None = None
+    version: str | None = None
+    check_rows: int = 2000
+    verbose: bool = False
 
 
 def as_online(data: RankData) -> RankData:
@@ -119,68 +149,54 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ranking.training.ranker", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", choices=("sim", "ml-100k", "lastfm"), default="sim")
-    ap.add_argument("--sim-steps", type=int, default=240, help="simulator steps (sim)")
-    ap.add_argument("--negatives", type=int, default=2, help="ml-100k / lastfm: sampled negatives per pair")
-    ap.add_argument("--seed", type=int, default=0, help="training seed (the data / split seed is 0, as rank_eval)")
-    ap.add_argument("--epochs", type=int, default=DeepFMMMoEConfig.max_epochs, help="epoch cap")
-    ap.add_argument("--patience", type=int, default=DeepFMMMoEConfig.patience)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (<= 2 on this machine)")
-    ap.add_argument("--models-dir", type=Path, default=None, help="model directory (default: settings models.dir)")
-    ap.add_argument("--version", default=None, help="version name (default: UTC timestamp)")
-    ap.add_argument("--check-rows", type=int, default=2000, help="test rows scored through the online path")
-    ap.add_argument("--json", type=Path, default=None, help="write the report here")
-    ap.add_argument("--verbose", action="store_true")
-    args = ap.parse_args(argv)
+def train_ranker(cfg: RankerTrainConfig) -> dict[str, Any]:
+    """Trains both variants, publishes them into ``cfg.models_dir`` and checks them (see the module docstring).
 
-    if args.models_dir is None:
+    Returns:
+        The JSON-ready report: dataset, version, model directory, split, schema, training config and, per published
+        variant, its test metrics, checks (:func:`check_published`) and scoring latency.
+    """
+    models_dir = cfg.models_dir
+    if models_dir is None:
         from infra.settings import load_settings
 
-        args.models_dir = load_settings().models.dir
-    version = args.version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        models_dir = Path(load_settings().models.dir)
+    version = cfg.version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     t0 = time.perf_counter()
     split_config = SplitConfig()
-    log = load_log(args.dataset, split_config.seed, args.sim_steps, args.negatives)
+    log = load_log(cfg.dataset, split_config.seed, cfg.sim_steps, cfg.negatives)
     split = split_of(log, split_config)
     featurizer = RankFeaturizer.from_split(log, split)
     prep = time.perf_counter() - t0
-    cfg = DeepFMMMoEConfig(max_epochs=args.epochs, patience=args.patience, threads=min(2, args.threads))
-    report, models = run_rank_eval(split, cfg, [args.seed], verbose=args.verbose, variants=VARIANTS)
-    registry = ModelRegistry(Path(args.models_dir))
+    mcfg = DeepFMMMoEConfig(max_epochs=cfg.epochs, patience=cfg.patience, threads=min(2, cfg.threads))
+    report, models = run_rank_eval(split, mcfg, [cfg.seed], verbose=cfg.verbose, variants=VARIANTS)
+    registry = ModelRegistry(Path(models_dir))
+    sim_steps = cfg.sim_steps if cfg.dataset == "sim" else None
     variants = []
     for v in VARIANTS:
-        model = models[(v.name, args.seed)]
+        model = models[(v.name, cfg.seed)]
         metrics = report["mean"][v.name]
         name = ranker_name(v.group_gating)
         brief = {g: {t: {k: m[t][k] for k in ("auc", "logloss")} for t in split.schema.tasks}
                  for g, m in metrics.items() if g in ("all", "new", "old")}
         mv = export_ranker(model, registry, version, featurizer=featurizer, name=name,
-                           extra={"dataset": args.dataset, "seed": args.seed, "variant": v.name, "test": brief,
-                                  "sim_steps": args.sim_steps if args.dataset == "sim" else None},
+                           extra={"dataset": cfg.dataset, "seed": cfg.seed, "variant": v.name, "test": brief,
+                                  "sim_steps": sim_steps},
                            vocab={"groups": list(split.group_names)})
         ranker = Ranker.load(registry.root, version=version, name=name)
-        checks = check_published(ranker, model, log, split, args.check_rows, args.seed)
+        checks = check_published(ranker, model, log, split, cfg.check_rows, cfg.seed)
         variants.append({"name": name, "variant": v.name, "group_gating": v.group_gating, "path": str(mv.path),
                          "metrics": {g: m for g, m in metrics.items() if isinstance(m, dict)},
                          "train_seconds": metrics["train_seconds"], "epochs_run": metrics["epochs_run"],
                          "checks": checks, "score_ms_median": batch_latency(ranker, log, split)})
-    result = {"dataset": args.dataset, "sim_steps": args.sim_steps if args.dataset == "sim" else None,
-              "seed": args.seed, "version": version, "models_dir": str(registry.root),
-              "tasks": list(split.schema.tasks), "latency_batch": 200, "prepare_seconds": round(prep, 2),
-              "total_seconds": round(time.perf_counter() - t0, 2), "split": split.info, "schema": report["schema"],
-              "config": report["config"], "variants": variants}
-    print(format_table(result))
-    ok = all(v["checks"]["onnx_vs_torch"]["allclose"] and v["checks"]["online_path"]["allclose_exact"]
-             for v in variants)
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    if not ok:
-        print("ONNX / online-path check failed", file=sys.stderr)
-    return 0 if ok else 1
+    return {"dataset": cfg.dataset, "sim_steps": sim_steps,
+            "seed": cfg.seed, "version": version, "models_dir": str(registry.root),
+            "tasks": list(split.schema.tasks), "latency_batch": 200, "prepare_seconds": round(prep, 2),
+            "total_seconds": round(time.perf_counter() - t0, 2), "split": split.info, "schema": report["schema"],
+            "config": report["config"], "variants": variants}
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def checks_passed(result: dict[str, Any]) -> bool:
+    """Whether every published variant passed the ONNX-vs-torch and the online-path checks."""
+    return all(v["checks"]["onnx_vs_torch"]["allclose"] and v["checks"]["online_path"]["allclose_exact"]
+               for v in result["variants"])

@@ -98,6 +98,17 @@ def prior_state(prior_vec: np.ndarray, ts: float, weight: float = PRIOR_WEIGHT) 
     return UserState(vec=(v * weight).astype(np.float32), weight=weight, ts=ts, n_events=0, source="prior")
 
 
+def combine_priors(taste: np.ndarray | None, group: np.ndarray | None) -> np.ndarray | None:
+    """A new user's prior from their declared tastes and their group prior (gender and age, in a CF space):
+    either one alone, or the unit taste vector plus the (unit) group prior when both exist; None when neither."""
+    if taste is None:
+        return group
+    if group is None:
+        return taste
+    t = taste / max(float(np.linalg.norm(taste)), 1e-12)
+    return t + group
+
+
 def profile_text(genres: Sequence[str], artists: Sequence[str], region: str | None = None) -> str:
     """The text a new user's declared tastes are embedded from (empty when nothing was declared)."""
     parts = []

@@ -2,7 +2,7 @@
 
 Settings come from the environment (``THAW_*``) or the defaults. A running stack is reused; one that cannot be
 brought up FAILS the session (it is never skipped). The stack is left running afterwards
-(``python -m infra.stack down`` stops it).
+(``python -m thaw stack down`` stops it).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from infra import clients
 from infra.lag import PartitionLag, consumer_lag
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
@@ -54,16 +55,16 @@ def kafka_tool_describe(settings: Settings, group: str) -> dict[tuple[str, int],
 
 @pytest.fixture
 def committed_group(stack_settings: Settings, unique_name: str):  # type: ignore[no-untyped-def]
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import TopicPartition
     from kafka.admin import NewTopic
     from kafka.structs import OffsetAndMetadata
 
-    cfg = stack_settings.kafka.kafka_python_config()
+    kafka = stack_settings.kafka
     topic, group = f"lag-{unique_name}", f"lag-group-{unique_name}"
-    admin = KafkaAdminClient(**cfg)
+    admin = clients.kafka_admin(kafka)
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
     try:
-        producer = KafkaProducer(**cfg, acks="all")
+        producer = clients.kafka_producer(kafka, acks="all")
         futures = [
             producer.send(topic, value=f"{p}-{i}".encode(), partition=p)
             for p, n in PER_PARTITION.items()
@@ -74,9 +75,9 @@ def committed_group(stack_settings: Settings, unique_name: str):  # type: ignore
             fut.get(timeout=30)
         producer.close()
 
-        consumer = KafkaConsumer(
+        consumer = clients.kafka_consumer(
+            kafka,
             topic,
-            **cfg,
             group_id=group,
             auto_offset_reset="earliest",
             enable_auto_commit=False,

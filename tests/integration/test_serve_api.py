@@ -27,10 +27,10 @@ from ranking.online.ab import bucket_of
 from ranking.online.features import ItemContext, UserContext
 from ranking.online.pipeline import RankerPool, Recommender
 from ranking.online.ranker import Ranker
-from ranking.training.ranker import main as rank_train_main
 from serving.api import create_app
 from streams.engine import Engine, Record
 from streams.topics import Topics
+from tests.thaw_cli import thaw
 from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 
 pytestmark = pytest.mark.integration
@@ -43,8 +43,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory, stack_settings: Setting
     d = tmp_path_factory.mktemp("models")
     src = ensure_minilm(ModelRegistry(stack_settings.models.dir)).path.parent
     os.symlink(src, d / src.name)  # the text encoder, as published in the project's model directory
-    rc = rank_train_main(["--dataset", "sim", "--sim-steps", str(STEPS), "--epochs", "2", "--models-dir", str(d),
-                          "--version", "t1", "--check-rows", "64", "--json", str(d / "train.json")])
+    rc = thaw("train", "ranker", "--dataset", "sim", "--sim-steps", str(STEPS), "--epochs", "2", "--models-dir", str(d),
+              "--version", "t1", "--check-rows", "64", "--json", str(d / "train.json"))
     assert rc == 0
     return d
 

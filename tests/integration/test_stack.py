@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from infra import clients
 from infra.settings import Settings
 from infra.stack import SERVICES, LocalStack
 
@@ -33,22 +34,21 @@ def test_up_is_idempotent_and_status_healthy(stack_settings: Settings) -> None:
 
 
 def test_kafka_produce_consume(stack_settings: Settings, unique_name: str) -> None:
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
     from kafka.admin import NewTopic
 
-    cfg = stack_settings.kafka.kafka_python_config()
+    kafka = stack_settings.kafka
     topic = f"stack-{unique_name}"
-    admin = KafkaAdminClient(**cfg)
+    admin = clients.kafka_admin(kafka)
     try:
         admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        producer = KafkaProducer(**cfg, acks="all")
+        producer = clients.kafka_producer(kafka, acks="all")
         payload = f"hello {unique_name}".encode()
         producer.send(topic, key=b"k", value=payload).get(timeout=30)
         producer.flush()
         producer.close()
-        consumer = KafkaConsumer(
+        consumer = clients.kafka_consumer(
+            kafka,
             topic,
-            **cfg,
             group_id=f"g-{unique_name}",
             auto_offset_reset="earliest",
             enable_auto_commit=False,
@@ -68,9 +68,7 @@ def test_kafka_produce_consume(stack_settings: Settings, unique_name: str) -> No
 
 
 def test_redis_set_get(stack_settings: Settings, unique_name: str) -> None:
-    import redis
-
-    client = redis.Redis(**stack_settings.redis.client_kwargs())  # type: ignore[arg-type]
+    client = clients.redis_client(stack_settings.redis)
     key = f"{stack_settings.redis.key_prefix}stack-test:{unique_name}"
     try:
         assert client.set(key, b"v1", ex=60)
@@ -86,10 +84,7 @@ def test_redis_set_get(stack_settings: Settings, unique_name: str) -> None:
 
 
 def test_milvus_create_insert_search_drop(stack_settings: Settings, unique_name: str) -> None:
-    from pymilvus import MilvusClient
-
-    token = stack_settings.milvus.token.get_secret_value() if stack_settings.milvus.token else ""
-    client = MilvusClient(uri=stack_settings.milvus.uri, token=token)
+    client = clients.milvus_client(stack_settings.milvus)
     name = f"stack_{unique_name}"
     dim = 8
     rng = random.Random(7)
@@ -105,7 +100,7 @@ def test_milvus_create_insert_search_drop(stack_settings: Settings, unique_name:
         if client.has_collection(name):
             client.drop_collection(name)
         client.close()
-    check = MilvusClient(uri=stack_settings.milvus.uri, token=token)
+    check = clients.milvus_client(stack_settings.milvus)
     try:
         assert name not in check.list_collections()
     finally:

@@ -46,7 +46,7 @@ def music_clips(base: Path) -> Path:
 def minilm_registry(base: Path) -> Path:
     """Registry root with ``minilm-l6`` published."""
     from encoders.registry import ModelRegistry
-    from encoders.text import export_minilm
+    from encoders.training.export_text import export_minilm
 
     root = base / "audio-minilm-models"
     export_minilm(ModelRegistry(root))

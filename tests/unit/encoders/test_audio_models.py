@@ -14,8 +14,6 @@ from encoders.audio import (
     MUSICCLIP_TEXT,
     AudioMAEEncoder,
     MusicCLIPEncoder,
-    export_audio_mae,
-    export_musicclip,
     load_audio_encoders,
 )
 from encoders.audio_frontend import AudioInputError, LogMelConfig, log_mel
@@ -25,6 +23,8 @@ from encoders.models.musicclip import MusicCLIP, MusicCLIPConfig, clip_loss
 from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME as MINILM
 from encoders.text import TextEncoder
+from encoders.training.export_audio import export_audio_mae, export_musicclip
+from tests.thaw_cli import thaw
 from workloads.music import load_music_corpus
 
 FE = LogMelConfig()
@@ -163,8 +163,9 @@ def test_onnx_export_matches_torch_and_serves(tmp_path, corpus, logmels, caption
     assert reg.current_version(MUSICCLIP_TEXT) == "1"
 
 
-def test_training_resumes_exactly_and_publishes(tmp_path, tmp_path_factory, corpus):
-    from encoders.training.audio_mae import AudioMAETrainConfig, build_parser, config_from_args, train
+def test_training_resumes_exactly_and_publishes(tmp_path, tmp_path_factory, corpus, monkeypatch):
+    import encoders.training.audio_mae as audio_mae
+    from encoders.training.audio_mae import AudioMAETrainConfig, train
 
     base = AudioMAETrainConfig(
         corpus_dir=str(corpus.root),
@@ -191,8 +192,10 @@ def test_training_resumes_exactly_and_publishes(tmp_path, tmp_path_factory, corp
     mv = ModelRegistry(tmp_path / "m").load(AUDIO_MAE)
     assert mv.manifest.version == pub["version"] and mv.manifest.extra["training"]["clips"] == 3
     # the command line maps onto the same config
-    args = build_parser().parse_args(["--epochs", "3", "--no-export", "--dim", "64", "--threads", "2"])
-    cfg = config_from_args(args)
+    configs = []
+    monkeypatch.setattr(audio_mae, "train", lambda c: configs.append(c) or {})
+    thaw("train", "audio-mae", "--epochs", "3", "--no-export", "--dim", "64", "--threads", "2")
+    (cfg,) = configs
     assert cfg.epochs == 3 and not cfg.export and cfg.model.dim == 64 and cfg.threads == 2
 
 

@@ -18,10 +18,7 @@ from encoders.imagetext import (
     OPSET,
     TEXT_MODEL,
     ImageTextEncoder,
-    export_flava,
-    load_image_backbone,
     load_imagetext_encoder,
-    load_text_backbone,
     load_tokenizer,
     preprocess_images,
     tokenize,
@@ -35,6 +32,7 @@ from encoders.models.flava import (
     sample_hard_negatives,
 )
 from encoders.registry import ModelRegistry
+from encoders.training.export_imagetext import export_flava, load_image_backbone, load_text_backbone
 from encoders.training.flava import (
     FlavaTrainConfig,
     auc,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from encoders.registry import ModelRegistry
-from encoders.text import DIM, MODEL_NAME, TextEncoder, bundled_model_dir, export_minilm
+from encoders.text import DIM, MODEL_NAME, TextEncoder, bundled_model_dir
+from encoders.training.export_text import export_minilm
 
 TEXTS = [
     "Late-night piano sketch in D minor. tags: piano, ambient",

@@ -15,9 +15,9 @@ from ranking.models.lightgcn import (
     fold_in,
     normalized_adjacency,
     propagated_layers,
-    train_lightgcn,
 )
 from ranking.training.common import Interactions
+from ranking.training.lightgcn import train_lightgcn
 from workloads.datasets import load_movielens_100k
 
 # users u0, u1; items i0, i1, i2; edges u0-i0, u0-i1, u1-i1, u1-i2 (u0-i0 given twice: counts once)

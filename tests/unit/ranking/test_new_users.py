@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 
-from ranking.evaluation.cold_items import main
 from ranking.evaluation.new_users import METHODS, NewUserEvalConfig, run_new_users
 from ranking.models.dssm import DSSMConfig
 from ranking.models.lightgcn import LightGCNConfig
@@ -20,6 +19,7 @@ from ranking.training.user_priors import (
     niche_users,
     reveal_split,
 )
+from tests.thaw_cli import thaw
 from workloads.datasets import InteractionDataset, load_movielens_100k
 
 
@@ -168,11 +168,11 @@ def generic_files(tmp_path):
 def test_cli_new_users_on_generic_files(generic_files, capsys):
     d = generic_files
     out = d / "report.json"
-    rc = main([
-        "new-users", "--interactions", str(d / "train.csv"), "--item-content", str(d / "items.jsonl"),
+    rc = thaw(
+        "evaluate", "new-users", "--interactions", str(d / "train.csv"), "--item-content", str(d / "items.jsonl"),
         "--user-groups", str(d / "groups.csv"), "--reveal", "0,1,3", "--k", "10", "--no-dssm",
         "--max-epochs", "60", "--json", "--out", str(out),
-    ])
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads(out.read_text())
@@ -189,4 +189,4 @@ def test_cli_new_users_on_generic_files(generic_files, capsys):
 
 def test_cli_rejects_missing_data():
     with pytest.raises(SystemExit):
-        main(["new-users"])
+        thaw("evaluate", "new-users")

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from encoders.registry import ModelRegistry
-from ranking.models.deepfm_mmoe import DeepFMMMoEConfig, train_deepfm_mmoe
+from ranking.models.deepfm_mmoe import DeepFMMMoEConfig
 from ranking.online.features import ItemContext, RankFeaturizer, UserContext
 from ranking.online.ranker import PLAIN_RANKER_NAME, RANKER_NAME, Ranker
+from ranking.training.deepfm_mmoe import train_deepfm_mmoe
 from ranking.training.rank_data import SPARSE_FIELDS, SplitConfig, build_rank_split, movielens_log, simulator_log
 from ranking.training.rank_export import export_ranker, ranker_name
 
@@ -184,11 +185,11 @@ def test_published_rankers_score_like_torch(tmp_path):
 
 
 def test_rank_train_cli_publishes_both_variants(tmp_path):
-    from ranking.training.ranker import main
+    from tests.thaw_cli import thaw
 
     out = tmp_path / "report.json"
-    rc = main(["--dataset", "sim", "--sim-steps", str(SIM_STEPS), "--epochs", "1", "--models-dir",
-               str(tmp_path / "models"), "--version", "t1", "--check-rows", "200", "--json", str(out)])
+    rc = thaw("train", "ranker", "--dataset", "sim", "--sim-steps", str(SIM_STEPS), "--epochs", "1", "--models-dir",
+              str(tmp_path / "models"), "--version", "t1", "--check-rows", "200", "--json", str(out))
     assert rc == 0
     report = json.loads(out.read_text())
     assert {v["name"] for v in report["variants"]} == {RANKER_NAME, PLAIN_RANKER_NAME}

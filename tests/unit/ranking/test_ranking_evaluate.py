@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from ranking.evaluation.cold_items import load_cold_split, main
+from ranking.evaluation.cold_items import load_cold_split
+from tests.thaw_cli import thaw
 from workloads.datasets import load_movielens_100k
 from workloads.splits import cold_item_split
 
@@ -51,11 +52,11 @@ def test_split_files_are_respected(files):
 def test_cli_cold_items_json(files, capsys):
     d, _ = files
     out = d / "report.json"
-    rc = main([
-        "cold-items", "--interactions", str(d / "train_leaky.csv"), "--item-content", str(d / "items.jsonl"),
-        "--cold-test", str(d / "test.csv"), "--cold-val", str(d / "val.csv"), "--k", "10",
+    rc = thaw(
+        "evaluate", "cold-items", "--interactions", str(d / "train_leaky.csv"), "--item-content",
+        str(d / "items.jsonl"), "--cold-test", str(d / "test.csv"), "--cold-val", str(d / "val.csv"), "--k", "10",
         "--models", "random,popularity,content-knn", "--knn-ks", "all,5", "--json", "--out", str(out),
-    ])
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads(out.read_text())
@@ -69,4 +70,4 @@ def test_cli_cold_items_json(files, capsys):
 
 def test_cli_rejects_missing_data():
     with pytest.raises(SystemExit):
-        main(["cold-items"])
+        thaw("evaluate", "cold-items")

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from ranking.evaluation.baselines import content_knn_scorer, popularity_scorer, random_scorer
-from ranking.models.cb2cf import CB2CF, CB2CFConfig, cb2cf_loss
-from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features, in_batch_softmax_loss
+from ranking.models.cb2cf import CB2CF, CB2CFConfig
+from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features
 from ranking.modules import FieldProjection, FieldSpec, SENetLayer
+from ranking.training.cb2cf import cb2cf_loss
 from ranking.training.common import EarlyStopping, Interactions, evaluate_task, pairs_task
 from ranking.training.content import text_fields
+from ranking.training.dssm import in_batch_softmax_loss
 from workloads.datasets import InteractionDataset
 
 

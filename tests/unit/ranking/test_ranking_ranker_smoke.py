@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from ranking.evaluation.ranker_groups import evaluate_groups
-from ranking.models.deepfm_mmoe import DeepFMMMoEConfig, train_deepfm_mmoe
+from ranking.models.deepfm_mmoe import DeepFMMMoEConfig
+from ranking.training.deepfm_mmoe import train_deepfm_mmoe
 from ranking.training.rank_data import SplitConfig, _prior_history, build_rank_split, movielens_log, simulator_log
 
 

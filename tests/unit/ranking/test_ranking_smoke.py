@@ -76,7 +76,7 @@ def test_published_models_reproduce_the_harness_scores(run, sample, tmp_path):
     import onnxruntime as ort
 
     from encoders.registry import ModelRegistry
-    from ranking.models.cb2cf import cb2cf_score
+    from ranking.training.cb2cf import cb2cf_score
     from ranking.training.export import CB2CF_NAME, DSSM_USER, CB2CFProjector, publish_cold_item_models
 
     report, artifacts, _ = run
@@ -101,8 +101,8 @@ def test_published_models_reproduce_the_harness_scores(run, sample, tmp_path):
 def test_published_lightgcn_users_live_in_the_dssm_space(run, sample, tmp_path):
     """``--publish-lightgcn``: LightGCN user vectors mapped into the DSSM space rank cold items better than random."""
     from encoders.registry import ModelRegistry
-    from ranking.models.cb2cf import cb2cf_score
     from ranking.online.projector import DSSMTower
+    from ranking.training.cb2cf import cb2cf_score
     from ranking.training.export import LIGHTGCN_USER, publish_cold_item_models
 
     report, artifacts, best_random = run

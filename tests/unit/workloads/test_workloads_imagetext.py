@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.thaw_cli import thaw
 from workloads.imagetext import (
     OPENMOJI_VERSION,
     build_imagetext_corpus,
@@ -26,7 +27,6 @@ from workloads.imagetext import (
     plan_pairs,
     render_svg,
 )
-from workloads.imagetext.__main__ import main as imagetext_main
 
 WAVING_HAND = "1F44B"  # base emoji with five single skin-tone variants
 CASTILE_FLAG = "1F3F4-E0065-E0073-E0063-E006D-E007F"  # the one SVG cairosvg 2.9 cannot render
@@ -262,12 +262,12 @@ def test_rebuild_is_resumable(built, pkg, sample_ids) -> None:
 
 def test_stats_cli(built, capsys) -> None:
     out, _ = built
-    assert imagetext_main(["stats", "--dir", str(out), "--json"]) == 0
+    assert thaw("corpus", "imagetext", "stats", "--dir", str(out), "--json") == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats == corpus_stats(out)
     assert stats["images"] == 20 and stats["skintone"] == 5 and stats["failures"] == 0
     # variants follow their base; the two "brain" drawings and the two identical family images are one group each
     assert stats["split_groups"] == 20 - 5 - 1 - 1 and stats["identical_image_sets"] == 1
     assert sum(s["images"] for s in stats["splits"].values()) == 20
-    assert imagetext_main(["stats", "--dir", str(out)]) == 0
+    assert thaw("corpus", "imagetext", "stats", "--dir", str(out)) == 0
     assert "skin-tone 5" in capsys.readouterr().out

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from tests.thaw_cli import thaw
 from workloads.datasets import (
     citeulike_to_generic,
     load_citeulike,
@@ -13,7 +14,6 @@ from workloads.datasets import (
     load_movielens_100k,
     shared_datasets_dir,
 )
-from workloads.datasets.__main__ import main as datasets_main
 from workloads.splits import default_cold_item_split, predefined_cold_item_split
 
 SHARED = shared_datasets_dir()
@@ -153,7 +153,7 @@ def test_citeulike_converter_is_idempotent(citeulike, citeulike_dir) -> None:
 
 
 def test_stats_cli_json(capsys) -> None:
-    assert datasets_main(["stats", "--json", "--dataset", "ml-100k"]) == 0
+    assert thaw("data", "stats", "--json", "--dataset", "ml-100k") == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 1 and rows[0]["name"] == "ml-100k"
     r = rows[0]
@@ -164,7 +164,7 @@ def test_stats_cli_json(capsys) -> None:
 
 
 def test_stats_cli_table(capsys) -> None:
-    assert datasets_main(["stats", "--dataset", "ml-100k"]) == 0
+    assert thaw("data", "stats", "--dataset", "ml-100k") == 0
     out = capsys.readouterr().out
     assert "ml-100k" in out and "100,000" in out and "cold items" in out
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.thaw_cli import thaw
 from workloads.music import (
     SAMPLE_RATE,
     TAG_FIELDS,
@@ -27,7 +28,6 @@ from workloads.music import (
     singularity_clips,
     stratified_order,
 )
-from workloads.music.__main__ import main as music_main
 from workloads.music.build import FAILURES, MANIFEST, read_jsonl
 from workloads.music.render import extract_score, find_soundfont, loop_events, write_midi
 from workloads.music.tags import (
@@ -169,7 +169,7 @@ def test_loader_and_split(built):
 
 def test_stats_cli(built, capsys):
     out, _ = built
-    assert music_main(["stats", "--out", str(out), "--json"]) == 0
+    assert thaw("corpus", "music", "stats", "--out", str(out), "--json") == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["clips"] == len(SOURCES) and stats["total_duration_s"] == pytest.approx(SECONDS * len(SOURCES))
     assert stats["disk_bytes"] > 0 and set(stats["tags"]) == set(TAG_FIELDS)

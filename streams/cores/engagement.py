@@ -1,0 +1,57 @@
+"""What a batch of applied user events adds besides the user vectors: seen and engaged history, item popularity,
+and engagement per A/B serving arm. Pure.
+
+- **seen**: every event but an impression (the recall filter drops items a user already reacted to);
+- **engaged** and **popularity**: events with a positive action weight (:data:`ACTION_WEIGHTS`); an item's
+  popularity grows by the action's weight;
+- **A/B actions**: events whose context echoes the ``ab_variant`` that served them, counted per (arm, action).
+  An arm name that ``infra.settings.ABVariant`` could not produce is counted as ``"invalid"``, so metric label
+  values stay bounded by the serving configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ranking.online.actions import ACTION_WEIGHTS
+from streams.events import UserEvent
+
+AB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+INVALID_ARM = "invalid"
+
+
+def ab_arm(variant: str) -> str:
+    """The metric label of A/B variant ``variant`` as echoed by a client."""
+    return variant if AB_NAME.fullmatch(variant) else INVALID_ARM
+
+
+@dataclass
+class Engagement:
+    seen: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # user -> [(item, ts)]
+    engaged: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # user -> [(item, ts)]
+    popularity: dict[str, float] = field(default_factory=dict)  # item -> added weight
+    ab_actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (arm, action) -> events
+
+
+def tally(events: Sequence[UserEvent]) -> Engagement:
+    """The engagement of ``events`` (validated events on indexed items, in batch order)."""
+    seen: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    engaged: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    pop: dict[str, float] = defaultdict(float)
+    ab: dict[tuple[str, str], int] = {}
+    for ev in events:
+        action = ev.action.value
+        if action != "impression":
+            seen[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
+        arm = ev.context.get("ab_variant")
+        if arm is not None:
+            key = (ab_arm(arm), action)
+            ab[key] = ab.get(key, 0) + 1
+        w = ACTION_WEIGHTS[action]
+        if w > 0:
+            pop[ev.item_id] += w
+            engaged[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
+    return Engagement(dict(seen), dict(engaged), dict(pop), ab)
