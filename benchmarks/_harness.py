@@ -18,13 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import numpy as np
 
 from infra.procs import stop_process_group
@@ -337,8 +337,9 @@ def parse_prometheus(text: str) -> dict[str, Any]:
 
 
 def scrape(port: int, timeout_s: float = 5.0) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as resp:
-        return resp.read().decode()
+    resp = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s)
+    resp.raise_for_status()
+    return resp.text
 
 
 def stage_table(parsed: dict[str, Any]) -> dict[str, dict[str, float | None]]:

@@ -60,14 +60,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import numpy as np
 
 from benchmarks._harness import (
@@ -252,13 +251,12 @@ class ApiServer:
             if not self.alive():
                 raise BenchError(f"the API died while starting:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=10) as resp:
-                    if resp.status == 200:
-                        body: dict[str, Any] = json.loads(resp.read())
-                        return body
-            except urllib.error.HTTPError as exc:
-                last = exc.read().decode(errors="replace")[:500]
-            except OSError as exc:
+                resp = httpx.get(self.url + "/readyz", timeout=10)
+                if resp.status_code == 200:
+                    body: dict[str, Any] = resp.json()
+                    return body
+                last = resp.text[:500]
+            except httpx.HTTPError as exc:
                 last = str(exc)
             time.sleep(0.3)
         raise BenchError(f"the API was not ready after {timeout_s:.0f}s (last: {last}):\n{self.log_tail()}")

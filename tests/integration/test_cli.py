@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,8 @@ def test_bad_settings_give_a_clear_error_without_secrets(stack_settings, unique_
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr and "redis://127.0.0.1:1/0" in p.stderr
     assert "s3cr3t-value" not in p.stdout + p.stderr
+
+
+def test_stack_fetch_prints_the_kafka_jar_dir(stack_settings):
+    libs = Path(_thaw(stack_settings, "stack", "fetch").stdout.strip())  # the stack is up, so the jars are there
+    assert (libs / ".complete").exists() and any(libs.glob("kafka_2.13-*.jar"))

@@ -1,0 +1,48 @@
+"""The README's folder table describes the tree as it is."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+PACKAGES = ("infra", "indexing", "workloads", "encoders", "ranking", "streams", "serving", "thaw", "benchmarks")
+
+
+def _table() -> dict[str, str]:
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        m = re.match(r"^\| `([a-z_]+)/` \| (.*) \|$", line)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+def test_every_package_has_a_row():
+    rows = _table()
+    assert sorted(rows) == sorted(PACKAGES)
+
+
+def test_every_path_the_table_names_exists():
+    missing = []
+    for folder, text in _table().items():
+        for sub, names in re.findall(r"`([a-z_]+/)`: ([^)]*)\)", text):
+            for name in re.findall(r"`([\w.]+\.(?:py|yml))`", names):
+                if not (ROOT / folder / sub / name).exists():
+                    missing.append(f"{folder}/{sub}{name}")
+        top = re.sub(r"\(`[a-z_]+/`: [^)]*\)", "", text)
+        for name in re.findall(r"`([\w.]+\.(?:py|yml))`", top):
+            if not (ROOT / folder / name).exists() and not any((ROOT / folder).glob(f"*/{name}")):
+                missing.append(f"{folder}/{name}")
+    assert missing == []
+
+
+def test_every_module_is_in_the_table():
+    rows = _table()
+    unnamed = []
+    for folder in ("infra", "streams", "serving", "thaw", "ranking/online", "ranking/evaluation", "streams/cores"):
+        text = rows[folder.split("/")[0]]
+        for f in sorted((ROOT / folder).glob("*.py")):
+            if f.name != "__init__.py" and f"`{f.name}`" not in text:
+                unnamed.append(f"{folder}/{f.name}")
+    assert unnamed == []
