@@ -414,7 +414,7 @@ def mixed_items(n: int, seed: int = 0, shares: tuple[float, float, float] = (0.4
     and moments with images (``workloads.replay.media_items``) and text-only dynamics from Last.fm artists.
 
     Raises:
-        FileNotFoundError: a corpus is not built (``python -m workloads.music build``).
+        FileNotFoundError: a corpus is not built (``thaw corpus music build``).
     """
     from workloads.replay import media_items
 

@@ -1,7 +1,7 @@
 """Benchmark of the audio encoders (MusicCLIP, Audio MAE) on held-out clips of the rendered music21 corpus.
 
 Run: ``python -m benchmarks.encoders_audio [--models-dir DIR] [--mae-run DIR] [--clip-run DIR] [--out DIR]``
-after training both (``python -m encoders.training.audio_mae`` and ``python -m encoders.training.musicclip``).
+after training both (``thaw train audio-mae`` and ``thaw train musicclip``).
 Writes ``benchmarks/results/encoders_audio.json`` and ``.png``.
 
 What it measures, on the corpus ``test`` split (tune titles never seen in training: the split is by title):

@@ -1,7 +1,7 @@
 """Benchmark of the FLAVA-style image–text encoder on held-out OpenMoji pairs.
 
 Run: ``python -m benchmarks.encoders_imagetext [--epochs 6] [--schemes none,soft,drop] [--threads 1]``
-(needs the built corpus: ``python -m workloads.imagetext build``). Writes
+(needs the built corpus: ``thaw corpus imagetext build``). Writes
 ``benchmarks/results/encoders_imagetext.json`` and ``.png`` (change with ``--out``).
 
 What it measures, all on the test split (images and concepts never seen in training):

@@ -18,6 +18,7 @@ gains over eager torch on CPU.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -71,8 +72,10 @@ def _export_in_child(registry: ModelRegistry) -> None:
             "pip install 'thaw[train]' and run `thaw models export-text` (or publish the model directory "
             "from a machine that has the training extra)"
         )
-    cmd = [sys.executable, "-m", "encoders.training.export_text", "--models-dir", str(registry.root)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # the composition root's command, in a child process so that torch never loads into this one
+    cmd = [sys.executable, "-m", "thaw", "models", "export-text"]
+    env = {**os.environ, "THAW_MODELS__DIR": str(registry.root)}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip()[-4000:]
         raise RuntimeError(f"exporting {MODEL_NAME} into {registry.root} failed (exit {done.returncode}):\n{tail}")

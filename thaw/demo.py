@@ -287,7 +287,7 @@ def _media_posts(rep: DemoReport, s: Settings, topics: Topics, run: str, n_each:
     fz = ContentFeaturizer.from_registry(ModelRegistry(s.models.dir), threads=1)
     sec: dict[str, Any] = {"encoders_published": fz.model_versions, "encoders_missing": list(fz.missing)}
     if not media:
-        sec["note"] = "no media corpus built (python -m workloads.music build; workloads.imagetext build)"
+        sec["note"] = "no media corpus built (thaw corpus music build; workloads.imagetext build)"
         rep.sections["multimodal posts"] = sec
         return
     pub = Publisher(s, rate=10.0)

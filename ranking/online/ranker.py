@@ -68,7 +68,7 @@ class Ranker:
         spec = schema.get("vocab", {}).get("featurizer")
         if spec is None:
             raise ValueError(f"{name}/{mv.manifest.version}: schema.json carries no featuriser (publish it with "
-                             "python -m ranking.training.ranker)")
+                             "thaw train ranker)")
         return cls(mv, RankFeaturizer.from_json(spec), threads=threads)
 
     @property

@@ -10,7 +10,7 @@ One loader per dataset, each returning an :class:`InteractionDataset`:
   :func:`citeulike_to_generic` and read through :func:`load_generic`
   (held-out benchmark: never tune on its cold test split).
 
-:func:`load_dataset` dispatches by name. ``python -m workloads.datasets stats``
+:func:`load_dataset` dispatches by name. ``thaw data stats``
 prints a stats table.
 """
 

@@ -6,8 +6,8 @@
   of misaligned pairs; writes ``manifest.jsonl``.
 * :func:`load_imagetext_corpus` — the pairs as an :class:`ImageTextCorpus`.
 
-Command line: ``python -m workloads.imagetext build [--size 128] [--misaligned 0.1] [--seed 0] [--out DIR]`` and
-``python -m workloads.imagetext stats [--dir DIR] [--json]``. See :mod:`workloads.imagetext.corpus` for the
+Command line: ``thaw corpus imagetext build [--size 128] [--misaligned 0.1] [--seed 0] [--out DIR]`` and
+``thaw corpus imagetext stats [--dir DIR] [--json]``. See :mod:`workloads.imagetext.corpus` for the
 caption, split and misalignment rules.
 """
 

@@ -738,12 +738,12 @@ def load_imagetext_corpus(
         An :class:`ImageTextCorpus` in manifest order.
 
     Raises:
-        FileNotFoundError: No ``manifest.jsonl`` (run ``python -m workloads.imagetext build``).
+        FileNotFoundError: No ``manifest.jsonl`` (run ``thaw corpus imagetext build``).
     """
     root = default_imagetext_dir() if dir is None else Path(dir).expanduser()
     manifest = root / MANIFEST
     if not manifest.is_file():
-        raise FileNotFoundError(f"no {manifest}: build it with `python -m workloads.imagetext build --out {root}`")
+        raise FileNotFoundError(f"no {manifest}: build it with `thaw corpus imagetext build --out {root}`")
     rows = [r for r in _read_jsonl(manifest) if include_skintones or not r["is_skintone"]]
     info_path = root / BUILD_INFO
     meta: dict[str, Any] = json.loads(info_path.read_text()) if info_path.is_file() else {}

@@ -9,8 +9,8 @@
 * :func:`load_singularity` lists the real recordings of Debian's ``singularity-music``; :func:`read_clip` /
   :func:`singularity_clips` cut 16 kHz mono clips from them.
 
-Command line: ``python -m workloads.music build [--clips 2000] [--seconds 10] [--workers N] [--out DIR]
-[--seed 0]`` and ``python -m workloads.music stats``.
+Command line: ``thaw corpus music build [--clips 2000] [--seconds 10] [--workers N] [--out DIR]
+[--seed 0]`` and ``thaw corpus music stats``.
 
 Needs the Debian packages ``fluidsynth``, ``fluid-soundfont-gm`` (and ``singularity-music`` for the
 recordings) and the PyPI package ``music21``.

@@ -105,12 +105,12 @@ def load_music_corpus(
         test_fraction: Expected share of test clips.
 
     Raises:
-        FileNotFoundError: When the directory has no manifest (build it with ``python -m workloads.music build``).
+        FileNotFoundError: When the directory has no manifest (build it with ``thaw corpus music build``).
     """
     root = default_corpus_dir(dir)
     if not (root / MANIFEST).exists():
         raise FileNotFoundError(
-            f"no music corpus manifest at {root / MANIFEST}; build it with `python -m workloads.music build`"
+            f"no music corpus manifest at {root / MANIFEST}; build it with `thaw corpus music build`"
         )
     records: dict[str, dict[str, Any]] = {}
     for r in read_jsonl(root / MANIFEST):

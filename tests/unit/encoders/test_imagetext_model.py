@@ -1,6 +1,6 @@
 """FLAVA-style image–text model: smoke training on real OpenMoji pairs, resume, ONNX export contract, weighting.
 
-Uses the built corpus (``python -m workloads.imagetext build``, run by setup); when it is missing, a small real one
+Uses the built corpus (``thaw corpus imagetext build``, run by setup); when it is missing, a small real one
 is built from 80 OpenMoji emojis in a temporary directory with the workloads API.
 """
 
