@@ -210,6 +210,10 @@ class ServeSettings(_Section):
     ab_salt: str = "thaw-ab-1"
     ab_buckets: int = Field(default=100, ge=1, le=10_000)
     variants: tuple[ABVariant, ...] = (ABVariant(name="control"),)
+    # a variant's ranker not published: "error" answers 503 naming the model and the command that publishes it;
+    # "recall_order" serves that arm in the recall order, saying so in the response ("ranked_by", "degraded") and
+    # counting it (thaw_recommend_ranker_fallbacks_total{variant,reason})
+    missing_ranker: Literal["error", "recall_order"] = "error"
     request_log: Path | None = None  # JSON lines, one per served request (bucket, variant, items); None: logger only
 
 

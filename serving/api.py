@@ -8,14 +8,20 @@ Endpoints::
     GET /ab/{user_id}           one user's bucket and variant
     GET /healthz                liveness: the process answers
     GET /readyz                 readiness: Redis answers, the served Milvus collection is loaded, rankers loaded
+                                (a missing one is not ready, or with missing_ranker=recall_order reported degraded)
     GET /metrics                Prometheus text format (own registry)
     GET /openapi.json, /docs    the OpenAPI spec and its browser UI
 
 Errors: invalid parameters answer 422 with FastAPI's field-level details; an unknown ``variant`` 422; Redis or
 Milvus unavailable 503 with the failing dependency named (connection strings carry no secrets: settings keep them
-as ``SecretStr``). Every ``/recommend`` response carries ``ab.bucket`` and ``ab.variant``; clients should echo
-them in ``user.events`` ``context`` (``{"ab_bucket": "17", "ab_variant": "gated"}``) so engagement can be split by
-arm downstream.
+as ``SecretStr``). An arm whose ranker is not published answers 503 with ``detail`` naming the model, the version
+asked, the model directory, the arm and the command that publishes it, or with
+``THAW_SERVE__MISSING_RANKER=recall_order`` is served in the recall order (``"ranker": null, "ranked_by":
+"recall_order", "degraded": "deepfm-mmoe not published"``) and counted.
+
+Every ``/recommend`` response carries ``ab.bucket`` and ``ab.variant``; clients should echo them in
+``user.events`` ``context`` (``{"ab_bucket": "17", "ab_variant": "gated"}``) so engagement can be split by arm
+downstream.
 
 Metrics families (same conventions as the engine's ``infra.metrics``: ``thaw_`` prefix, seconds, ``_total``)::
 
@@ -26,6 +32,8 @@ Metrics families (same conventions as the engine's ``infra.metrics``: ``thaw_`` 
     thaw_recommend_stage_seconds{stage}                histogram  redis_user, recall_vector, recall_fresh, rank, ...
     thaw_recommend_items_total{variant,new}            counter    served items; new / all = exposure share
     thaw_recommend_quota_items_total{variant}          counter    new items placed by the quota, not the ranking
+    thaw_recommend_ranker_fallbacks_total{variant,reason}   counter   lists served in the recall order because the
+                                                       arm's ranker is missing (not_published, version_not_found)
 """
 
 import contextlib
@@ -63,6 +71,10 @@ class ServeMetrics:
                              ["variant", "new"], registry=r)
         self.quota = Counter("thaw_recommend_quota_items", "New items placed in a list by the exposure quota",
                              ["variant"], registry=r)
+        self.ranker_fallbacks = Counter(
+            "thaw_recommend_ranker_fallbacks",
+            "Lists served in the recall order because the arm's ranker is not published, by arm and reason",
+            ["variant", "reason"], registry=r)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -134,7 +146,7 @@ def create_app(settings: Settings, served: Callable[[], Any] | None = None, metr
     from fastapi.responses import JSONResponse, Response
 
     from ranking.online.ab import bucket_of
-    from ranking.online.pipeline import UnknownUserIdError, variant_summary
+    from ranking.online.pipeline import RankerNotPublishedError, UnknownUserIdError, variant_summary
 
     space = None
     if served is None:
@@ -190,6 +202,8 @@ def create_app(settings: Settings, served: Callable[[], Any] | None = None, metr
             out = rec.recommend(user_id, k, variant=variant)
         except UnknownUserIdError as exc:
             raise HTTPException(422, detail=str(exc)) from exc
+        except RankerNotPublishedError as exc:  # an answer, not a crash: the body says what to publish
+            raise HTTPException(503, detail=exc.to_dict()) from exc
         except Exception as exc:
             name = type(exc).__name__
             if "Redis" in name or "Connection" in name or "Timeout" in name:
@@ -206,6 +220,8 @@ def create_app(settings: Settings, served: Callable[[], Any] | None = None, metr
         m.items.labels(out.variant, "true").inc(n_new)
         m.items.labels(out.variant, "false").inc(len(out.items) - n_new)
         m.quota.labels(out.variant).inc(out.exposure["new_added_by_quota"])
+        if out.degraded is not None:
+            m.ranker_fallbacks.labels(out.variant, out.fallback_reason or "unknown").inc()
         result: dict[str, Any] = out.to_dict(debug=debug)
         return result
 

@@ -27,6 +27,7 @@ from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for, point_serving_alias
 from indexing.redis_users import UserStore
+from infra.lag import wait_for_group_coordinator
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
 from streams.cores.retry import SINK_BACKOFF, hold_s
@@ -228,6 +229,7 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
     )
     engine = engine or build_engine(settings, topics, group_id=st.app_id)
     ensure_topics(k, topics)
+    wait_for_group_coordinator(settings, st.app_id)  # Faust's group is the app id; a fresh broker needs ~0.4 s
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")

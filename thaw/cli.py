@@ -891,10 +891,11 @@ def _service_errors() -> tuple[type[BaseException], ...]:
     from pymilvus.exceptions import MilvusException
 
     from encoders.registry import ModelNotFoundError
+    from infra.lag import CoordinatorNotReadyError
     from infra.stack import StackError
 
     return (redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError, redis.exceptions.TimeoutError,
-            KafkaError, MilvusException, StackError, ModelNotFoundError)
+            KafkaError, MilvusException, StackError, ModelNotFoundError, CoordinatorNotReadyError)
 
 
 def main() -> None:

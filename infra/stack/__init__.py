@@ -1,7 +1,8 @@
 """The local no-Docker stack: Kafka (KRaft), Redis and Milvus standalone as detached local processes.
 
 ``LocalStack(settings).up()`` brings the three services up (in parallel), waits until each answers a real
-request and returns one :class:`ServiceStatus` per service; ``down()`` stops what ``up`` started; ``status()``
+request (Kafka: until it can also coordinate consumer groups, see :func:`infra.lag.group_coordination`) and returns
+one :class:`ServiceStatus` per service; ``down()`` stops what ``up`` started; ``status()``
 reports. The commands are ``thaw stack up | down | status | fetch`` (``thaw.cli``); one module per service:
 
     infra/stack/kafka.py    jars via Maven, KRaft format, server.properties, start, probe (:func:`fetch_kafka`)

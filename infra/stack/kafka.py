@@ -16,12 +16,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 from infra import clients
+from infra.lag import group_coordination
 from infra.settings import Settings
-from infra.stack.common import StackError, log, port_open, which
+from infra.stack.common import StackError, log, poll, port_open, which
 from infra.stack.state import Launch, spawn
 
 _POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
@@ -129,7 +131,14 @@ def cluster_id() -> str:
 
 
 def probe_kafka(settings: Settings, timeout_s: float = 5.0) -> tuple[bool, str]:
-    """A real metadata request (DescribeCluster) against ``settings.kafka``."""
+    """Healthy = the broker answers DescribeCluster AND can coordinate a consumer group of any name.
+
+    The second part is :func:`infra.lag.group_coordination` (``__consumer_offsets`` exists, every partition has a
+    leader, FindCoordinator + OffsetFetch succeed for a throwaway group per partition), retried every 0.25 s
+    within ``timeout_s``: a freshly formatted broker answers metadata ~0.4 s before it can host groups (its first
+    FindCoordinator creates ``__consumer_offsets``). An already healthy broker passes on the first try (a few ms).
+    """
+    deadline = time.monotonic() + timeout_s
     host, port = host_port(settings)
     if not port_open(host, port, timeout=min(timeout_s, 1.0)):
         return False, f"nothing listening on {host}:{port}"
@@ -145,8 +154,13 @@ def probe_kafka(settings: Settings, timeout_s: float = 5.0) -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
     try:
         info = admin.describe_cluster()
-        brokers = info.get("brokers", [])
-        return True, f"Kafka cluster {info.get('cluster_id')} ({len(brokers)} broker(s))"
+        cluster = f"Kafka cluster {info.get('cluster_id')} ({len(info.get('brokers', []))} broker(s))"
+        ready, why = poll(
+            lambda: group_coordination(admin), lambda r: r[0], until=deadline, clock=time.monotonic, every_s=0.25
+        )
+        if not ready:
+            return False, f"{cluster} answers but cannot coordinate consumer groups yet ({why})"
+        return True, f"{cluster}, {why}"
     except Exception as exc:  # noqa: BLE001
         return False, f"{type(exc).__name__}: {exc}"
     finally:

@@ -19,7 +19,9 @@ the
    user's profile and history and the item's kind, tags and age; the list score is ``sum_t w_t p_t``, or with
    ``recall_blend = b > 0`` the rank fusion ``(1 - b) * rank percentile by that score + b * rank percentile by
    recall similarity`` (:func:`blend_ranks`). Variant ``ranker = none`` keeps the recall order (the control arm
-   for "does ranking help").
+   for "does ranking help"). A variant whose ranker is not published (:class:`RankerNotPublishedError`) is refused
+   (the API answers 503 naming the model and the command that publishes it), or with ``missing_ranker =
+   recall_order`` served in the recall order, the response saying so (``ranked_by``, ``degraded``).
 5. **Exposure quota**: the top-k by score, then, if fewer than ``ceil(new_item_share * k)`` of them are new
    (created within ``fresh_window_s``), the best-scored recalled new items replace the lowest-scored old ones. The
    list is returned in score order. ``new_item_share = 0`` is the pure ranking order; the response reports how many
@@ -36,11 +38,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from cachetools import LRUCache
 
+from encoders.registry import ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import ItemMeta, UserStore
 from infra.settings import ABVariant, ServeSettings
@@ -65,6 +68,64 @@ class UnknownUserIdError(ValueError):
     """The user id is not a valid id (the API answers 422)."""
 
 
+PUBLISH_RANKER_COMMAND = "thaw train ranker"
+"""The command that publishes ``deepfm-mmoe`` and ``deepfm-mmoe-plain``."""
+
+
+class RankerNotPublishedError(ModelNotFoundError):
+    """A variant's ranker is not in the model directory (the API answers 503 with :meth:`to_dict`).
+
+    Attributes:
+        model: The ranker's published name.
+        version: The version asked for (None: the ``CURRENT`` one).
+        models_dir: The model directory searched.
+        reason: ``not_published`` (no version of the model at all) or ``version_not_found`` (versions exist, not
+            the one asked for or pointed to by ``CURRENT``).
+        variant: The A/B arm that needs it (None until the pipeline knows it).
+    """
+
+    def __init__(self, model: str, version: str | None, models_dir: Path, reason: str,
+                 variant: str | None = None) -> None:
+        self.model = model
+        self.version = version
+        self.models_dir = Path(models_dir)
+        self.reason = reason
+        self.variant = variant
+        super().__init__(self._message())
+
+    @property
+    def spec(self) -> str:
+        return f"{self.model}@{self.version}" if self.version else self.model
+
+    @property
+    def publish_command(self) -> str:
+        cmd = f"{PUBLISH_RANKER_COMMAND} --models-dir {self.models_dir}"
+        return f"{cmd} --version {self.version}" if self.version else cmd
+
+    @property
+    def degraded(self) -> str:
+        """The short reason a response reports (``deepfm-mmoe not published``)."""
+        return f"{self.spec} not published"
+
+    def for_variant(self, variant: str) -> RankerNotPublishedError:
+        return RankerNotPublishedError(self.model, self.version, self.models_dir, self.reason, variant)
+
+    def _message(self) -> str:
+        arm = f", needed by variant {self.variant!r}" if self.variant else ""
+        if self.reason == "not_published":
+            what = f"ranker {self.model!r} has no published version"
+        elif self.version:
+            what = f"ranker {self.model!r} version {self.version!r} is not published"
+        else:
+            what = f"ranker {self.model!r}: the version its CURRENT names is not published"
+        return f"{what} under {self.models_dir}{arm}; publish it with `{self.publish_command}`"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": "ranker_not_published", "message": str(self), "model": self.model,
+                "version": self.version, "models_dir": str(self.models_dir), "variant": self.variant,
+                "reason": self.reason, "publish": self.publish_command}
+
+
 @dataclass
 class Candidate:
     item_id: str
@@ -84,19 +145,24 @@ class Recommendation:
     user_id: str
     bucket: int
     variant: str
-    ranker: str  # "name@version" or "none"
+    ranker: str | None  # "name@version", "none" (the arm's choice), or None (its ranker is missing: recall order)
     space: str
     recall_source: str  # vector | fallback
     items: list[Candidate]
     exposure: dict[str, Any]
     timings_ms: dict[str, float]
     user: dict[str, Any]
+    ranked_by: str = "ranker"  # ranker | recall_order
+    degraded: str | None = None  # why the arm's ranker was not used ("deepfm-mmoe not published")
+    fallback_reason: str | None = None  # the metric label of ``degraded`` (not_published, version_not_found)
 
     def to_dict(self, debug: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "user_id": self.user_id,
             "ab": {"bucket": self.bucket, "variant": self.variant},
             "ranker": self.ranker,
+            "ranked_by": self.ranked_by,
+            "degraded": self.degraded,
             "space": self.space,
             "items": [
                 {"item_id": c.item_id, "score": round(c.score, 6), "kind": c.kind, "new": c.is_new,
@@ -171,7 +237,9 @@ def blend_ranks(cands: Sequence[Candidate], blend: float) -> None:
 class RankerPool:
     """Rankers by spec (``name`` or ``name@version``), loaded once; a spec without a version follows the model's
     ``CURRENT`` pointer (checked at most every ``refresh_s``), so a newly published ranker is served without a
-    restart."""
+    restart. A ranker that is not published raises :class:`RankerNotPublishedError`; the miss is remembered for
+    ``refresh_s`` too (one look at the model directory per spec and period, one warning), so it is served within
+    ``refresh_s`` of being published."""
 
     def __init__(self, models_dir: Path, refresh_s: float = 10.0,
                  loader: Callable[[Path, str, str | None], RankerLike] | None = None) -> None:
@@ -180,6 +248,7 @@ class RankerPool:
         self._loader = loader or _load_ranker
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[RankerLike, float]] = {}
+        self._missing: dict[str, tuple[RankerNotPublishedError, float]] = {}
 
     @staticmethod
     def parse(spec: str) -> tuple[str, str | None]:
@@ -194,16 +263,27 @@ class RankerPool:
             hit = self._cache.get(spec)
             if hit is not None and (now - hit[1] < self.refresh_s or "@" in spec):
                 return hit[0]
+            miss = self._missing.get(spec)
+            if miss is not None and now - miss[1] < self.refresh_s:
+                e = miss[0]
+                raise RankerNotPublishedError(e.model, e.version, e.models_dir, e.reason)
             name, version = self.parse(spec)
             if hit is not None and version is None:
-                from encoders.registry import ModelRegistry
-
                 current = ModelRegistry(self.models_dir).current_version(name)
                 if current == hit[0].version:
                     self._cache[spec] = (hit[0], now)
                     return hit[0]
                 log.info("ranker %s: CURRENT moved %s -> %s, reloading", name, hit[0].version, current)
-            ranker = self._loader(self.models_dir, name, version)
+            try:
+                ranker = self._loader(self.models_dir, name, version)
+            except ModelNotFoundError as exc:
+                self._cache.pop(spec, None)
+                reason = "version_not_found" if ModelRegistry(self.models_dir).versions(name) else "not_published"
+                err = RankerNotPublishedError(name, version, self.models_dir, reason)
+                self._missing[spec] = (err, now)
+                log.warning("%s", err)
+                raise err from exc
+            self._missing.pop(spec, None)
             self._cache[spec] = (ranker, now)
             return ranker
 
@@ -253,12 +333,31 @@ class Recommender:
             self._log_file.close()
             self._log_file = None
 
+    def arm_ranker(self, arm: ABVariant) -> tuple[RankerLike | None, RankerNotPublishedError | None]:
+        """The arm's ranker (None for ``ranker = none``), or, when it is not published and ``missing_ranker`` is
+        ``recall_order``, ``(None, the miss)``: the arm serves the recall order.
+
+        Raises:
+            RankerNotPublishedError: the ranker is not published and ``missing_ranker`` is ``error``.
+        """
+        try:
+            return self.rankers.get(arm.ranker), None
+        except RankerNotPublishedError as exc:
+            miss = exc.for_variant(arm.name)
+            if self.s.missing_ranker == "recall_order":
+                return None, miss
+            raise miss from exc
+
     def preload(self) -> dict[str, str]:
-        """Load every variant's ranker now (fail fast at start-up). Returns variant -> ranker id."""
+        """Load every variant's ranker now (fail fast at start-up). Returns variant -> ranker id, ``none``, or
+        ``recall_order (<model> not published)`` for an arm that falls back to the recall order."""
         out = {}
         for v in self.ab.variants:
-            r = self.rankers.get(v.ranker)
-            out[v.name] = f"{r.name}@{r.version}" if r is not None else "none"
+            r, miss = self.arm_ranker(v)
+            if miss is not None:
+                out[v.name] = f"recall_order ({miss.degraded})"
+            else:
+                out[v.name] = f"{r.name}@{r.version}" if r is not None else "none"
         return out
 
     # ------------------------------------------------------------------------------------------------ steps
@@ -332,6 +431,8 @@ class Recommender:
         arm: ABVariant = self.ab.variant(variant) if variant else asg.variant
         now = self.clock()
         now_ms = int(now * 1000)
+        # before any Redis or Milvus work: an arm whose ranker is missing is refused here ("error" mode)
+        ranker, miss = self.arm_ranker(arm)
 
         t0 = time.perf_counter()
         state, seen_ts, engaged, profile = self.users.request_view(self.space, user_id, n_engaged=self.s.history_n)
@@ -341,7 +442,6 @@ class Recommender:
 
         source, cands = self._recall(vec, seen, now_ms, t)
 
-        ranker = self.rankers.get(arm.ranker)
         n_history = 0
         if ranker is not None and cands:
             t2 = time.perf_counter()
@@ -370,7 +470,10 @@ class Recommender:
             # popularity x freshness score
             for c in cands:
                 c.score = c.recall_score
-        ranker_id = f"{ranker.name}@{ranker.version}" if ranker is not None else "none"
+        ranker_id: str | None = f"{ranker.name}@{ranker.version}" if ranker is not None else "none"
+        ranked_by: Literal["ranker", "recall_order"] = "ranker" if ranker is not None else "recall_order"
+        if miss is not None:
+            ranker_id = None
 
         share = self.s.new_item_share if arm.new_item_share is None else arm.new_item_share
         top, exposure = select_with_quota(cands, k, share)
@@ -380,13 +483,16 @@ class Recommender:
         if state is not None:
             user_info.update(n_events=state.n_events, state_source=state.source)
         rec = Recommendation(user_id, asg.bucket, arm.name, ranker_id, self.space, source, top, exposure, t,
-                             user_info)
+                             user_info, ranked_by=ranked_by, degraded=miss.degraded if miss else None,
+                             fallback_reason=miss.reason if miss else None)
         self._log(rec, now)
         return rec
 
     def _log(self, rec: Recommendation, now: float) -> None:
         line = json.dumps({"ts": round(now, 3), "user_id": rec.user_id, "bucket": rec.bucket, "variant": rec.variant,
-                           "ranker": rec.ranker, "recall_source": rec.recall_source,
+                           "ranker": rec.ranker, "ranked_by": rec.ranked_by,
+                           **({"degraded": rec.degraded} if rec.degraded else {}),
+                           "recall_source": rec.recall_source,
                            "items": [c.item_id for c in rec.items], "new": [c.is_new for c in rec.items],
                            "latency_ms": round(rec.timings_ms["total"], 3)}, separators=(",", ":"))
         request_log.debug(line)

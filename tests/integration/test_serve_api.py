@@ -106,7 +106,7 @@ def world(stack_settings: Settings, models_dir: Path) -> Iterator[dict[str, Any]
     engaged = {u.user_id: len(users.engaged(u.user_id)) for u in sim.users}
     with TestClient(app) as client:
         yield {"client": client, "sim": sim, "users": users, "rec": rec, "engaged": engaged, "end_ts": end_ts,
-               "models_dir": models_dir, "serve": serve}
+               "models_dir": models_dir, "serve": serve, "settings": s}
     items.drop()
     users.delete_prefix()
 
@@ -266,3 +266,51 @@ def test_readiness_names_a_missing_collection(world: dict[str, Any], stack_setti
         assert ready.status_code == 503
         assert "thaw_no_such_collection_x does not exist" in ready.json()["checks"]["milvus"]
         assert ready.json()["checks"]["redis"] == "ok"
+
+
+def _app_without_ranker(world: dict[str, Any], tmp_path: Path, mode: str) -> tuple[Any, Path]:
+    """``thaw serve``'s app with default serve settings (one arm, ranker ``deepfm-mmoe``) over the world's Redis
+    and Milvus, and a model directory that holds the text encoder but no ranker (a fresh machine)."""
+    s: Settings = world["settings"]
+    bare = tmp_path / "models"
+    bare.mkdir()
+    src = ModelRegistry(world["models_dir"]).load("minilm-l6", verify=False).path.parent
+    os.symlink(src, bare / src.name)
+    serve = s.serve.model_copy(update={"missing_ranker": mode})
+    assert [(v.name, v.ranker) for v in serve.variants] == [("control", "deepfm-mmoe")]
+    return create_app(s.model_copy(update={"serve": serve, "models": s.models.model_copy(update={"dir": bare})})), bare
+
+
+def test_missing_ranker_answers_503_naming_it(world: dict[str, Any], tmp_path: Path) -> None:
+    app, bare = _app_without_ranker(world, tmp_path, "error")
+    with TestClient(app) as client:
+        r = client.get("/recommend", params={"user_id": _active(world), "k": 10})
+        assert r.status_code == 503, r.text
+        d = r.json()["detail"]
+        assert d["model"] == "deepfm-mmoe" and d["version"] is None and d["variant"] == "control"
+        assert d["models_dir"] == str(bare) and d["reason"] == "not_published"
+        assert d["publish"].startswith("thaw train ranker") and "deepfm-mmoe" in d["message"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "deepfm-mmoe" in ready.json()["checks"]["rankers"]
+        assert 'thaw_api_requests_total{endpoint="/recommend",status="503"} 1.0' in client.get("/metrics").text
+
+
+def test_missing_ranker_falls_back_to_the_recall_order_when_configured(world: dict[str, Any],
+                                                                        tmp_path: Path) -> None:
+    app, _ = _app_without_ranker(world, tmp_path, "recall_order")
+    fallbacks = 'thaw_recommend_ranker_fallbacks_total{reason="not_published",variant="control"}'
+    with TestClient(app) as client:
+        assert fallbacks not in client.get("/metrics").text
+        r = client.get("/recommend", params={"user_id": _active(world), "k": 10, "debug": "true"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["ranker"] is None and body["ranked_by"] == "recall_order"
+        assert body["degraded"] == "deepfm-mmoe not published"
+        assert body["debug"]["recall_source"] == "vector" and len(body["items"]) == 10
+        assert "task_scores" not in body["items"][0]
+        scores = [it["score"] for it in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+        assert f"{fallbacks} 1.0" in client.get("/metrics").text
+        ready = client.get("/readyz")  # serving, degraded: ready, and it says so
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["rankers"] == {"control": "recall_order (deepfm-mmoe not published)"}
