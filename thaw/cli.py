@@ -861,7 +861,8 @@ def replay(
     _logging("WARNING")
     s = _settings()
     stats = replay_dataset(s, source, rate=rate, limit=limit, items_limit=items_limit,
-                           item_content=item_content, seed=seed, bad_share=bad_share, speedup=speedup)
+                           item_content=item_content, seed=seed, bad_share=bad_share, speedup=speedup,
+                           notify=lambda msg: typer.echo(f"replay: {msg}", err=True))
     typer.echo(json.dumps(stats, indent=2))
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from infra.settings import Settings
 from streams.events import Action, ContentKind, ContentNew, UserEvent, UserProfile
-from streams.topics import Topics
+from streams.topics import Topics, ensure_topics
 from workloads.datasets import InteractionDataset, load_dataset, load_generic
 
 _ID_BAD = re.compile(r"[^\x21-\x7e]")
@@ -275,22 +275,53 @@ class Publisher:
         self.producer.close(timeout=10)
 
 
-def wait_indexed(settings: Settings, item_ids: list[str], timeout_s: float = 120.0, dim: int = 384) -> int:
-    """Wait until the given items are searchable in Milvus; returns how many are."""
-    from indexing.milvus_items import ItemIndex
+def wait_indexed(settings: Settings, item_ids: list[str], timeout_s: float = 120.0, dim: int = 384,
+                 notify: Callable[[str], None] | None = None, every_s: float = 5.0) -> int:
+    """Wait until the given items are searchable in Milvus; returns how many are.
 
+    Indexing is the worker's job: with ``notify``, it is told at once whether a worker is consuming (the stream's
+    consumer group has members with partitions) and then, every ``every_s``, how many items are searchable.
+    """
+    from indexing.milvus_items import ItemIndex
+    from infra.lag import group_is_active
+
+    group = settings.stream.app_id
+    if notify is not None:
+        if group_is_active(settings, group):
+            notify(f"waiting up to {timeout_s:.0f} s for the worker (consumer group {group!r}) to index "
+                   f"{len(item_ids)} items")
+        else:
+            notify(f"no worker is consuming: consumer group {group!r} has no active members. Items are indexed only "
+                   f"while a `thaw worker` runs on these topics (prefix {settings.kafka.topic_prefix!r}); start one "
+                   f"in another shell. Waiting up to {timeout_s:.0f} s")
     ix = ItemIndex(settings.milvus, dim=dim)
     ix.ensure()
     pending = set(item_ids)
-    deadline = time.monotonic() + timeout_s
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    next_note = t0 + every_s
     while pending and time.monotonic() < deadline:
         chunk = list(pending)[:1000]
         for r in ix.get_rows(chunk):
             pending.discard(str(r["item_id"]))
+        now = time.monotonic()
+        if pending and notify is not None and now >= next_note:
+            active = group_is_active(settings, group)
+            notify(f"{len(item_ids) - len(pending)}/{len(item_ids)} items searchable after {now - t0:.0f} s"
+                   + ("" if active else f" (no active worker in consumer group {group!r}: start `thaw worker`)"))
+            next_note = now + every_s
         if pending:
             time.sleep(0.2)
     ix.close()
+    if pending and notify is not None:
+        notify(f"gave up after {timeout_s:.0f} s: {len(item_ids) - len(pending)}/{len(item_ids)} items searchable")
     return len(item_ids) - len(pending)
+
+
+def _ensure_topics(settings: Settings, topics: Topics, notify: Callable[[str], None] | None) -> None:
+    created = ensure_topics(settings.kafka, topics)
+    if created and notify is not None:
+        notify(f"created missing topics: {', '.join(created)}")
 
 
 def _iter_progress(it: list[Any], desc: str, show: bool) -> Iterator[Any]:
@@ -313,13 +344,18 @@ def replay_sample(
     progress: bool = True,
     seed: int = 0,
     speedup: float = 0.0,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Publish items, wait until they are searchable, then profiles and events. Returns replay statistics.
+
+    Missing topics are created first (as ``thaw topics`` does); ``notify`` receives the progress of the wait for
+    the worker to index the items (see :func:`wait_indexed`).
 
     With ``speedup`` and a dataset that has timestamps, user events keep their original spacing divided by
     ``speedup`` (items and profiles are sent first, at ``rate``).
     """
     topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
+    _ensure_topics(settings, topics, notify)
     pub = Publisher(settings, rate=rate)
     t0 = time.perf_counter()
     for it in _iter_progress(sample.items, "content.new", progress):
@@ -330,7 +366,8 @@ def replay_sample(
     bad = bad_records(topics, n_bad, seed=seed, max_event_bytes=settings.stream.max_event_bytes)
     for m in bad:
         pub.send_raw(m)
-    indexed = wait_indexed(settings, [i["item_id"] for i in sample.items], wait_for_items_s) if wait_for_items_s else -1
+    indexed = (wait_indexed(settings, [i["item_id"] for i in sample.items], wait_for_items_s, notify=notify)
+               if wait_for_items_s else -1)
     t1 = time.perf_counter()
     for p in _iter_progress(sample.profiles, "user.profile", progress):
         pub.send_profile(topics.user_profile, p)
@@ -383,6 +420,7 @@ def replay_simulator(
     content-first within each simulated step, and the engine dead-letters an event whose item is unknown.
     """
     topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
+    _ensure_topics(settings, topics, None)
     topic_of = {"content.new": topics.content_new, "user.profile": topics.user_profile,
                 "user.events": topics.user_events}
     pub = Publisher(settings, rate=rate, speedup=speedup)
@@ -446,8 +484,11 @@ def replay_dataset(
     seed: int = 0,
     bad_share: float = 0.0,
     speedup: float = 0.0,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Load ``source``, sample it and replay it (the ``thaw replay`` command). ``sim`` replays the simulator."""
+    """Load ``source``, sample it and replay it (the ``thaw replay`` command). ``sim`` replays the simulator.
+
+    ``notify`` receives progress lines (topics created, the wait for the worker to index the items)."""
     if source == "sim":
         from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 
@@ -456,7 +497,7 @@ def replay_dataset(
                                 speedup=speedup)
     ds = load_source(source, item_content)
     sample = sample_dataset(ds, items_limit=items_limit, events_limit=limit, seed=seed)
-    return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed, speedup=speedup)
+    return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed, speedup=speedup, notify=notify)
 
 
 def media_items(n_tracks: int, n_moments: int, seed: int = 0, tag: str = "") -> list[dict[str, Any]]:

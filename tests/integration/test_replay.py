@@ -80,3 +80,20 @@ def test_dataset_replay_keeps_timestamps_with_speedup(stack_settings, unique_nam
     assert sorted(int(e.context["orig_ts"]) for e in evs) == sorted(orig)
     profs = [UserProfile.model_validate_json(v) for v in _read_all(s, t.user_profile)]
     assert {p.gender for p in profs} <= {"f", "m"} and len(profs) == 5
+
+
+def test_replay_creates_missing_topics_and_says_no_worker_is_indexing(stack_settings, unique_name):
+    s = stack_settings.namespaced(unique_name)
+    t = Topics.for_prefix(s.kafka.topic_prefix)
+    sample = sample_dataset(load_dataset("ml-100k"), items_limit=5, users_limit=2, events_limit=5)
+    notes: list[tuple[float, str]] = []
+    t0 = time.perf_counter()
+    stats = replay_sample(s, sample, wait_for_items_s=2.5, progress=False, topics=t,
+                          notify=lambda m: notes.append((time.perf_counter() - t0, m)))
+    at, created = next((a, n) for a, n in notes if n.startswith("created missing topics"))
+    assert at < 15.0, at  # created up front, not after a metadata timeout on topics that did not exist
+    assert t.content_new in created and t.user_events in created
+    assert any("no worker is consuming" in n and s.stream.app_id in n and "thaw worker" in n for _, n in notes)
+    assert any(n.startswith("gave up after") and "0/5 items searchable" in n for _, n in notes)
+    assert stats["items"] == 5
+    assert len(_read_all(s, t.content_new)) == 5
