@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
+from infra import clients
 from infra.procs import stop_process_group
 from infra.settings import Settings, load_settings
 
@@ -175,7 +176,6 @@ class Worker:
 
     def wait_ready(self, timeout_s: float = 180.0, poll_s: float = 0.1) -> float:
         """Until the collection exists and the consumer group is active; returns the wall time it was seen."""
-        from kafka.admin import KafkaAdminClient
         from pymilvus import MilvusClient
 
         mc = MilvusClient(self.settings.milvus.uri)
@@ -183,7 +183,7 @@ class Worker:
             wait_for(lambda: has_items_collection(mc, self.settings), timeout_s, "collection", self, poll_s=0.2)
         finally:
             mc.close()
-        admin = KafkaAdminClient(**self.settings.kafka.kafka_python_config())
+        admin = clients.kafka_admin(self.settings.kafka)
         try:
             wait_for(lambda: self.group_active(admin), timeout_s, "consumer group to be active", self, poll_s=poll_s)
         finally:
@@ -251,9 +251,8 @@ def cleanup_namespace(settings: Settings, extra_groups: Sequence[str] = ()) -> d
     except Exception as exc:  # noqa: BLE001
         out["milvus_error"] = f"{type(exc).__name__}: {exc}"
     try:
-        from kafka.admin import KafkaAdminClient
 
-        admin = KafkaAdminClient(**settings.kafka.kafka_python_config())
+        admin = clients.kafka_admin(settings.kafka)
         try:
             app_id = settings.stream.app_id
             existing = set(admin.list_topics())

@@ -49,6 +49,7 @@ from benchmarks._harness import (
     wait_for,
     write_json,
 )
+from infra import clients
 from infra.settings import Settings
 
 log = logging.getLogger("benchmarks.freshness")
@@ -169,11 +170,10 @@ class TraceReader(threading.Thread):
 
     def __init__(self, settings: Settings, topic: str) -> None:
         super().__init__(name="trace-reader", daemon=True)
-        from kafka import KafkaConsumer
 
-        self.consumer = KafkaConsumer(
+        self.consumer = clients.kafka_consumer(
+            settings.kafka,
             topic,
-            **settings.kafka.kafka_python_config(),
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,

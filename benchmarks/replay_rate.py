@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from infra import clients
 from infra.settings import load_settings
 from infra.stack import LocalStack
 from streams.topics import Topics, ensure_topics
@@ -83,9 +84,8 @@ def run(events: int, rates: list[float], out_dir: Path) -> dict[str, Any]:
 
 
 def _drop_topics(s: Any, topics: Topics) -> None:
-    from kafka.admin import KafkaAdminClient
 
-    admin = KafkaAdminClient(**s.kafka.kafka_python_config())
+    admin = clients.kafka_admin(s.kafka)
     try:
         admin.delete_topics(topics.all())
     except Exception:  # noqa: BLE001 - cleanup only

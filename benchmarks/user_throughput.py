@@ -52,6 +52,7 @@ from benchmarks._harness import (
     wait_for,
     write_json,
 )
+from infra import clients
 from infra.settings import Settings
 
 log = logging.getLogger("benchmarks.user_throughput")
@@ -127,11 +128,9 @@ def make_events(n: int, n_users: int, item_ids: list[str], seed: int = 0,
 
 def produce_all(settings: Settings, topic: str, records: list[tuple[bytes, bytes]]) -> dict[str, Any]:
     """Send everything as fast as kafka-python allows; returns the produce rate."""
-    from kafka import KafkaProducer
 
-    p = KafkaProducer(
-        **settings.kafka.kafka_python_config(),
-        ssl_context=settings.kafka.ssl_context(),
+    p = clients.kafka_producer(
+        settings.kafka,
         acks="all",
         linger_ms=20,
         batch_size=1024 * 1024,
@@ -148,9 +147,9 @@ def produce_all(settings: Settings, topic: str, records: list[tuple[bytes, bytes
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    c = KafkaConsumer(**settings.kafka.kafka_python_config(), group_id=None, enable_auto_commit=False)
+    c = clients.kafka_consumer(settings.kafka, group_id=None, enable_auto_commit=False)
     try:
         parts = c.partitions_for_topic(topic) or set()
         ends = c.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
@@ -164,13 +163,9 @@ async def raw_getmany(settings: Settings, topic: str, expected: int, group: str,
     """Read the whole topic from the beginning with a throwaway group, bytes only."""
     from aiokafka import AIOKafkaConsumer
 
-    cfg = dict(settings.kafka.kafka_python_config())
-    ssl_context = settings.kafka.ssl_context()
-    if ssl_context is not None:
-        cfg["ssl_context"] = ssl_context
     c = AIOKafkaConsumer(
         topic,
-        **cfg,
+        **clients.aiokafka_kwargs(settings.kafka),
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -223,7 +218,6 @@ async def raw_getmany(settings: Settings, topic: str, expected: int, group: str,
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from kafka.admin import KafkaAdminClient
 
     from indexing.redis_users import UserStore
     from infra.lag import consumer_lag
@@ -250,7 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["namespace"] = ns
     log_dir = args.out / "logs"
     worker = Worker(s, log_dir / "user_throughput-worker.log")
-    admin = KafkaAdminClient(**s.kafka.kafka_python_config())
+    admin = clients.kafka_admin(s.kafka)
     store = UserStore(s.redis)
     try:
         # ---- 1. items

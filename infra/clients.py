@@ -45,15 +45,9 @@ def kafka_options(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
     password (a ``SecretStr``) when SASL is set; an ``ssl_context`` for SSL / SASL_SSL. ``extra`` (timeouts, group
     ids, ...) is added last and wins.
     """
-    opts: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
-        "client_id": kafka.client_id,
-    }
+    opts: dict[str, Any] = dict(kafka.kafka_python_config())
     if kafka.sasl_mechanism:
-        opts["sasl_mechanism"] = kafka.sasl_mechanism
-        opts["sasl_plain_username"] = kafka.sasl_username
-        opts["sasl_plain_password"] = kafka.sasl_password
+        opts["sasl_plain_password"] = kafka.sasl_password  # stays a SecretStr until the client call
     ssl_context = kafka.ssl_context()
     if ssl_context is not None:
         opts["ssl_context"] = ssl_context
@@ -96,14 +90,7 @@ def aiokafka_kwargs(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
 
 def redis_options(settings: RedisSettings, **extra: Any) -> dict[str, Any]:
     """``redis.Redis`` keyword options (host, port, db, user, password as ``SecretStr``, TLS), plus ``extra``."""
-    opts: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "db": settings.db,
-        "username": settings.username,
-        "password": settings.password,
-        "ssl": settings.tls,
-    }
+    opts: dict[str, Any] = {**settings.client_kwargs(), "password": settings.password}  # SecretStr until the call
     opts.update(extra)
     return opts
 

@@ -88,12 +88,11 @@ def _pct(xs: list[float], q: float) -> float:
 
 def _consume_all(s: Settings, topic: str, expect: int, timeout_s: float) -> list[bytes]:
     """Read a topic from the beginning until ``expect`` records or the timeout."""
-    from kafka import KafkaConsumer
+    from infra.clients import kafka_consumer
 
-    c = KafkaConsumer(
+    c = kafka_consumer(
+        s.kafka,
         topic,
-        **s.kafka.kafka_python_config(),
-        ssl_context=s.kafka.ssl_context(),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

@@ -204,11 +204,10 @@ class Publisher:
 
     def __init__(self, settings: Settings, rate: float = 0.0, clock: Callable[[], float] = time.time,
                  speedup: float = 0.0) -> None:
-        from kafka import KafkaProducer
+        from infra.clients import kafka_producer
 
-        self.producer = KafkaProducer(
-            **settings.kafka.kafka_python_config(),
-            ssl_context=settings.kafka.ssl_context(),
+        self.producer = kafka_producer(
+            settings.kafka,
             acks="all",
             linger_ms=5,
             batch_size=256 * 1024,
