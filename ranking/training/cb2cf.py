@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ranking.models.cb2cf import CB2CF, CB2CFConfig
-from ranking.training.common import EarlyStopping, TrainLog, evaluate_task, seed_everything
+from ranking.training.common import EarlyStopping, TrainLog, evaluate_task, finish_run, seed_everything
 from ranking.training.content import ContentFields
 from workloads.splits import EvalTask
 
@@ -101,11 +101,7 @@ def train_cb2cf(
             logger.info(f"cb2cf[{config.objective}] epoch {epoch}: {entry}")
         if stop:
             break
-    if stopper.best_state is not None:
-        stopper.restore(model)
-        log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
-    else:
-        log.best_epoch = log.epochs_run - 1
+    finish_run(log, stopper, model)
     model.eval()
     log.seconds = time.perf_counter() - t0
     return CB2CFResult(model=model, log=log, objective=config.objective)

@@ -193,6 +193,16 @@ class TrainLog:
         }
 
 
+def finish_run(log: TrainLog, stopper: EarlyStopping, model: torch.nn.Module) -> None:
+    """Closes a training run: restores the best weights and records the best epoch and value when an evaluation
+    recorded one, else the last epoch counts."""
+    if stopper.best_state is not None:
+        stopper.restore(model)
+        log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
+    else:
+        log.best_epoch = log.epochs_run - 1
+
+
 def finish_holdout(
     log: TrainLog, stopper: EarlyStopping, model: torch.nn.Module, task: EvalTask | None, reference: ScoreFn, k: int
 ) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ranking.models.dropoutnet import DropoutNet, DropoutNetConfig
-from ranking.training.common import EarlyStopping, Interactions, TrainLog, evaluate_task, seed_everything
+from ranking.training.common import EarlyStopping, Interactions, TrainLog, evaluate_task, finish_run, seed_everything
 from ranking.training.content import ContentFields
 from workloads.splits import EvalTask
 
@@ -97,11 +97,7 @@ def train_dropoutnet(
             logger.info(f"dropoutnet epoch {epoch}: {entry}")
         if stop:
             break
-    if stopper.best_state is not None:
-        stopper.restore(model)
-        log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
-    else:
-        log.best_epoch = log.epochs_run - 1
+    finish_run(log, stopper, model)
     model.eval()
     log.seconds = time.perf_counter() - t0
     return model, cold_score, log
