@@ -2,13 +2,19 @@
 PY ?= python3
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: setup test test-unit test-integration test-e2e lint demo stack-up stack-down bench
+.PHONY: setup test test-datasets test-unit test-integration test-e2e lint demo stack-up stack-down bench
 
 setup:
 	./scripts/setup.sh
 
+# everything a plain clone can run: the tests that need the optional datasets are `make test-datasets`
 test: setup lint
-	$(PYTEST) tests/unit tests/integration tests/e2e -q
+	$(PYTEST) tests/unit tests/integration tests/e2e -q -m "not datasets"
+
+# the tests on Last.fm HetRec 2011 / CiteULike-a, read from the folder THAW_DATASETS_DIR names
+test-datasets: setup
+	@test -n "$$THAW_DATASETS_DIR" || { echo "test-datasets: set THAW_DATASETS_DIR to the folder holding lastfm-hetrec2011/ and citeulike-a/ (see README, Datasets)"; exit 2; }
+	$(PYTEST) tests/unit tests/integration tests/e2e -q -m datasets
 
 test-unit:
 	$(PYTEST) tests/unit -q

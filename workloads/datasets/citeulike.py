@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from workloads.datasets.base import InteractionDataset, default_cache_dir, shared_datasets_dir
+from workloads.datasets.base import InteractionDataset, datasets_dir, default_cache_dir
 from workloads.datasets.generic import load_generic
 
 CITEULIKE_DIRNAME = "citeulike-a"
@@ -74,7 +74,7 @@ def citeulike_to_generic(
     Args:
         out_dir: Destination folder (created if needed).
         source_dir: The ``citeulike-a`` folder; defaults to
-            ``<shared datasets>/citeulike-a``.
+            ``<datasets folder>/citeulike-a`` (``THAW_DATASETS_DIR``).
         split_source: ``"gar"`` (1-based ids, shifted by -1 here; files
             warm_emb/warm_map/warm_val/warm_test/cold_item_val/cold_item_test)
             or ``"aldi"`` (0-based; no warm_map). Both have identical cold
@@ -85,7 +85,7 @@ def citeulike_to_generic(
         The written :class:`GenericFiles`. Item ids are the 0-based article
         indices, user ids the 0-based ``users.dat`` line indices.
     """
-    src = Path(source_dir) if source_dir is not None else shared_datasets_dir() / CITEULIKE_DIRNAME
+    src = Path(source_dir) if source_dir is not None else datasets_dir() / CITEULIKE_DIRNAME
     out = Path(out_dir)
     split_names = _SPLIT_FILES[split_source]
     files = GenericFiles(
@@ -162,7 +162,7 @@ def load_citeulike(
     ``splits["cold_item_test"]``.
 
     Args:
-        source_dir: The ``citeulike-a`` folder (default: shared datasets).
+        source_dir: The ``citeulike-a`` folder (default: ``<datasets folder>/citeulike-a``).
         cache_dir: Cache root (see :func:`default_cache_dir`).
         split_source: Which predefined split to attach (``"gar"`` or
             ``"aldi"``).

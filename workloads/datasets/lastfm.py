@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workloads.datasets.base import InteractionDataset, shared_datasets_dir, undirected_edges
+from workloads.datasets.base import InteractionDataset, datasets_dir, undirected_edges
 
 LASTFM_DIRNAME = "lastfm-hetrec2011"
 
@@ -35,15 +35,15 @@ def _read_dat(path: Path, n_fields: int, encoding: str = "utf-8") -> list[list[s
 
 def load_lastfm(
     data_dir: str | os.PathLike[str] | None = None,
-    shared_dir: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> InteractionDataset:
     """Loads Last.fm HetRec 2011: 1,892 users, 17,632 artists, 92,834 pairs.
 
     Args:
         data_dir: Folder holding the ``.dat`` files. Defaults to
-            ``<shared datasets>/lastfm-hetrec2011``.
-        shared_dir: Shared datasets root (see :func:`shared_datasets_dir`),
-            used when ``data_dir`` is not given.
+            ``<datasets folder>/lastfm-hetrec2011``.
+        root: The datasets folder (see :func:`datasets_dir`: else
+            ``$THAW_DATASETS_DIR``), used when ``data_dir`` is not given.
 
     Returns:
         An :class:`InteractionDataset` with one row per (user, artist) pair:
@@ -66,7 +66,7 @@ def load_lastfm(
         assignments for the 390 artist ids absent from ``artists.dat`` are
         dropped (counted in ``meta``).
     """
-    folder = Path(data_dir) if data_dir is not None else shared_datasets_dir(shared_dir) / LASTFM_DIRNAME
+    folder = Path(data_dir) if data_dir is not None else datasets_dir(root) / LASTFM_DIRNAME
     artists = _read_dat(folder / "artists.dat", 4)
     tag_names = {int(r[0]): r[1] for r in _read_dat(folder / "tags.dat", 2, encoding="latin-1")}
     ua = _read_dat(folder / "user_artists.dat", 3)

@@ -32,7 +32,7 @@ def _ml():
     return movielens_log(negatives=2, seed=0)
 
 
-@pytest.fixture(scope="module", params=["sim", "ml-100k"])
+@pytest.fixture(scope="module", params=[pytest.param("sim", marks=pytest.mark.datasets), "ml-100k"])
 def data(request):
     log = _sim() if request.param == "sim" else _ml()
     split = build_rank_split(log, SplitConfig())
@@ -107,6 +107,7 @@ def test_unknown_ids_and_profile_values_map_to_zero(data):
     assert empty.sparse.shape == (0, len(SPARSE_FIELDS)) and empty.dense.shape == (0, len(feat.dense_mu))
 
 
+@pytest.mark.datasets  # the simulator's catalogue carries Last.fm artists
 def test_categories_of_published_sim_tags_equal_offline_item_categories():
     from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 
@@ -152,6 +153,7 @@ def _tiny_config(group_gating):
                             embed_dim=8, group_gating=group_gating, batch_size=1024, lr=3e-3)
 
 
+@pytest.mark.datasets  # trained on the simulator
 def test_published_rankers_score_like_torch(tmp_path):
     log = _sim()
     split = build_rank_split(log, SplitConfig())
@@ -184,6 +186,7 @@ def test_published_rankers_score_like_torch(tmp_path):
     assert ranker.score(user, [], t).shape == (0, 2)
 
 
+@pytest.mark.datasets  # trains on the simulator
 def test_rank_train_cli_publishes_both_variants(tmp_path):
     from tests.thaw_cli import thaw
 

@@ -19,6 +19,8 @@ from ranking.training.rank_data import (
     tag_count_bucket,
 )
 
+pytestmark = pytest.mark.datasets  # Last.fm HetRec 2011 from THAW_DATASETS_DIR
+
 STATUS = SPARSE_FIELDS.index("status")
 
 

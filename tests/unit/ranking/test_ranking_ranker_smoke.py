@@ -19,7 +19,7 @@ def _sim_sample():
     return simulator_log(steps=60, seed=0)
 
 
-@pytest.fixture(scope="module", params=["ml-100k", "sim"])
+@pytest.fixture(scope="module", params=["ml-100k", pytest.param("sim", marks=pytest.mark.datasets)])
 def split(request):
     log = _ml_sample() if request.param == "ml-100k" else _sim_sample()
     return build_rank_split(log, SplitConfig(new_user_max_history=5))

@@ -3,6 +3,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 from PIL import Image
 
@@ -88,6 +89,7 @@ def test_item_text_is_the_offline_document_format():
     assert item_text(_content(text=" only text ", tags=[])) == "only text"
 
 
+@pytest.mark.datasets  # Last.fm HetRec 2011 from THAW_DATASETS_DIR
 def test_stream_documents_equal_the_offline_ones():
     """Models trained offline on dataset items see exactly the text the stream embeds for the same content."""
     from workloads.datasets import load_dataset

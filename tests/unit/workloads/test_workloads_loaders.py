@@ -1,4 +1,5 @@
-"""Built-in loaders on the real data (ml-100k from the recbole wheel, shared Last.fm and CiteULike-a)."""
+"""Built-in loaders on the real data (ml-100k from the recbole wheel; Last.fm and CiteULike-a from the datasets
+folder named by THAW_DATASETS_DIR, in the tests marked ``datasets``)."""
 
 import json
 import math
@@ -8,33 +9,37 @@ import pytest
 
 from tests.thaw_cli import thaw
 from workloads.datasets import (
+    DatasetsDirNotSetError,
     citeulike_to_generic,
+    datasets_dir,
     load_citeulike,
     load_lastfm,
     load_movielens_100k,
-    shared_datasets_dir,
 )
 from workloads.splits import default_cold_item_split, predefined_cold_item_split
 
-SHARED = shared_datasets_dir()
-# The shared datasets sit beside the repository (or at $THAW_SHARED_DATASETS). Missing data fails the test with
-# the path it looked in: it is never skipped.
+# The optional datasets come from the folder THAW_DATASETS_DIR names (tests marked ``datasets``, run by
+# `make test-datasets`). Missing data fails the test with the path it looked in: it is never skipped.
 
 
 @pytest.fixture(scope="session")
 def lastfm_present() -> None:
-    if not (SHARED / "lastfm-hetrec2011" / "user_artists.dat").exists():
-        pytest.fail(f"no Last.fm data in {SHARED} (set THAW_SHARED_DATASETS)", pytrace=False)
+    if not (datasets_dir() / "lastfm-hetrec2011" / "user_artists.dat").exists():
+        pytest.fail(f"no Last.fm data in {datasets_dir()} (THAW_DATASETS_DIR)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def citeulike_present() -> None:
-    if not (SHARED / "citeulike-a" / "users.dat").exists():
-        pytest.fail(f"no CiteULike-a data in {SHARED} (set THAW_SHARED_DATASETS)", pytrace=False)
+    if not (datasets_dir() / "citeulike-a" / "users.dat").exists():
+        pytest.fail(f"no CiteULike-a data in {datasets_dir()} (THAW_DATASETS_DIR)", pytrace=False)
 
 
-needs_lastfm = pytest.mark.usefixtures("lastfm_present")
-needs_citeulike = pytest.mark.usefixtures("citeulike_present")
+def needs_lastfm(f):  # noqa: ANN001, ANN201 - decorator
+    return pytest.mark.datasets(pytest.mark.usefixtures("lastfm_present")(f))
+
+
+def needs_citeulike(f):  # noqa: ANN001, ANN201 - decorator
+    return pytest.mark.datasets(pytest.mark.usefixtures("citeulike_present")(f))
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +178,15 @@ def test_path_resolution_env_overrides(monkeypatch, tmp_path) -> None:
     from workloads.datasets import default_cache_dir, fetch_recbole_wheel
 
     monkeypatch.setenv("THAW_DATA_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("THAW_SHARED_DATASETS", str(tmp_path / "shared"))
+    monkeypatch.setenv("THAW_DATASETS_DIR", str(tmp_path / "shared"))
     assert default_cache_dir() == tmp_path / "cache"
     assert default_cache_dir(tmp_path / "x") == tmp_path / "x"  # explicit argument wins
-    assert shared_datasets_dir() == tmp_path / "shared"
+    assert datasets_dir() == tmp_path / "shared"
     with pytest.raises(FileNotFoundError):
         fetch_recbole_wheel(download=False)
-    monkeypatch.delenv("THAW_SHARED_DATASETS")
-    assert shared_datasets_dir().parts[-2:] == ("shared", "datasets")
+    monkeypatch.delenv("THAW_DATASETS_DIR")
+    # no implicit place: the error says how to get the optional datasets and which variable names them
+    with pytest.raises(DatasetsDirNotSetError, match="THAW_DATASETS_DIR=") as err:
+        datasets_dir()
+    assert "hetrec-2011" in str(err.value) and "MovieLens-100k" in str(err.value)
+    assert datasets_dir(tmp_path / "mine") == tmp_path / "mine"

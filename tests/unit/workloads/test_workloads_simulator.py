@@ -6,6 +6,8 @@ import pytest
 from streams.events import ContentNew, UserEvent, UserProfile
 from workloads.simulator import KINDS, CommunitySimulator, SimConfig, build_catalogue, lastfm_assets
 
+pytestmark = pytest.mark.datasets  # the simulator's catalogue carries Last.fm artists (dynamics, fan groups)
+
 SMALL = SimConfig(seed=3, initial_users=60, initial_items=80, steps=40, items_per_step=4, users_per_step=1)
 
 
