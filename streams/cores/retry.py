@@ -36,11 +36,6 @@ SINK_BACKOFF = wait_exponential(multiplier=SINK_FIRST_DELAY_S, max=SINK_MAX_DELA
 FENCE_COMMIT_TRIES = 8
 
 
-def sink_delay(attempt: int) -> float:
-    """Seconds to wait after failed sink attempt ``attempt`` (1-based): what :data:`SINK_BACKOFF` waits."""
-    return min(SINK_FIRST_DELAY_S * 2 ** (attempt - 1), SINK_MAX_DELAY_S)
-
-
 def unknown_item_delay(attempt: int) -> float:
     """Seconds until retry ``attempt`` (1-based) of an event whose item is not indexed."""
     return min(UNKNOWN_ITEM_FIRST_DELAY_S * 2 ** (attempt - 1), UNKNOWN_ITEM_MAX_DELAY_S)

@@ -12,7 +12,6 @@ from streams.cores.retry import (
     Park,
     hold_s,
     retry_due,
-    sink_delay,
     unknown_item,
     unknown_item_delay,
     unwrap,
@@ -107,8 +106,6 @@ def _wait(strategy, attempt):
 
 def test_sink_backoff_doubles_from_a_fifth_of_a_second_to_ten():
     expected = [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0, 10.0]
-    assert [sink_delay(a) for a in range(1, 10)] == pytest.approx(expected)
-    # the tenacity wait the agents use is the same schedule
     assert [_wait(SINK_BACKOFF, a) for a in range(1, 10)] == pytest.approx(expected)
     assert _wait(SINK_BACKOFF, 100) == 10.0
 
