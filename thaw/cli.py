@@ -49,6 +49,9 @@ def _settings() -> Settings:
 
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # kafka-python warns, with the raw bytes, on every describe of a Faust group (its member metadata is not the
+    # plain consumer format); the group checks read only the state and the assignment, which it does decode
+    logging.getLogger("kafka.admin._groups").setLevel(logging.ERROR)
 
 
 # ---------------------------------------------------------------------------------------------------- stack
