@@ -41,14 +41,17 @@ from benchmarks._harness import DEFAULT_OUT, machine_info, mixed_items, write_js
 def _decode(items: list[dict[str, Any]]) -> list[Any]:
     from encoders.featurizer import ContentInput
     from encoders.media import decode_audio, decode_image, fetch
+    from infra.settings import MediaSettings
+    from workloads.replay import media_roots
 
+    policy = MediaSettings(file_roots=tuple(p.resolve() for p in media_roots()))  # the corpora's file:// media
     out = []
     for it in items:
         img = aud = None
         if "image" in it:
-            img = decode_image(fetch(it["image"]["uri"], 2 << 20))
+            img = decode_image(fetch(it["image"]["uri"], 2 << 20, policy=policy))
         if "audio" in it:
-            aud = decode_audio(fetch(it["audio"]["uri"], 6 << 20), 600.0)
+            aud = decode_audio(fetch(it["audio"]["uri"], 6 << 20, policy=policy), 600.0)
         text = it.get("text", "")
         if it.get("tags"):
             text = f"{text}. tags: {', '.join(it['tags'])}"

@@ -428,7 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     stack = stack_up(base)
     if args.source == "mixed":
+        from workloads.replay import media_roots
+
         items = mixed_items(args.items + args.warmup, seed=args.seed)
+        base = base.with_media_roots(*media_roots())  # the workers read the items' file:// media there only
     else:
         items = lastfm_items(args.items + args.warmup, seed=args.seed)
     warm, measured = items[: args.warmup], items[args.warmup :]

@@ -523,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     from indexing.redis_users import UserStore
     from streams.engine import Engine
     from streams.topics import Topics
+    from workloads.replay import media_roots
     from workloads.simulator import ENGAGE_ACTIONS, CommunitySimulator, SimConfig, default_catalogue
 
     t_all = time.perf_counter()
@@ -546,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---- 2. catalogue + users
         report["stack"] = stack_up(base)
-        s0 = base.namespaced(new_namespace("serve"))
+        # the simulator's catalogue posts file:// media of the corpora: the engine reads them there only
+        s0 = base.namespaced(new_namespace("serve")).with_media_roots(*media_roots())
         s = s0.model_copy(update={"models": s0.models.model_copy(update={"dir": models_dir})})
         encoder = TextEncoder(ModelRegistry(models_dir).load(MODEL_NAME), threads=2)
         items = ItemIndex(s.milvus, dim=encoder.dim)

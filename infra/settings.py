@@ -8,10 +8,12 @@ never appear in ``repr``, logs or error messages.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -153,6 +155,72 @@ class StreamSettings(_Section):
     metrics_port: int = 19108
 
 
+class MediaSettings(_Section):
+    """What the worker may fetch when a ``content.new`` event names media by URI (see ``docs/THREAT_MODEL.md``).
+
+    The publisher of an event controls every byte of it, URIs included: ``file://`` is refused unless the path
+    resolves (symlinks followed) inside one of ``file_roots`` and is a regular file; ``http(s)://`` reaches public
+    addresses only (checked after DNS, and the checked address is the one connected to), of ``allowed_hosts`` when
+    set. Set as JSON, e.g. ``THAW_MEDIA__FILE_ROOTS='["/srv/media"]'``,
+    ``THAW_MEDIA__ALLOWED_HOSTS='["cdn.example.com", "*.media.example.com"]'``. The byte caps are
+    ``StreamSettings.max_inline_image_bytes`` / ``max_inline_audio_bytes`` (inline or fetched alike).
+    """
+
+    # file:// only under these directories (absolute; resolved when checked); none: every file:// URI is refused
+    file_roots: tuple[Path, ...] = ()
+    # http(s) hosts media may come from: exact names (punycode for IDNs), or "*.example.com" for its subdomains;
+    # empty: any public host
+    allowed_hosts: tuple[str, ...] = ()
+    # networks (CIDR) exempt from the private-address rule, e.g. "10.20.0.0/16" for an in-house media store;
+    # "127.0.0.1/32" only deliberately (tests): loopback, private, link-local and multicast are refused otherwise
+    allowed_private_networks: tuple[str, ...] = ()
+    # total wall-clock budget per item for fetching its media: DNS, connects, redirects and every body byte
+    fetch_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    max_redirects: int = Field(default=3, ge=0, le=20)
+    # images larger than this (width x height, read from the header before decoding) are refused as pixel bombs
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # audio whose decoded float32 samples (frames x channels x 4 bytes, from the header) would exceed this is
+    # refused before decoding (600 s of 48 kHz stereo is 230 MB)
+    max_audio_decoded_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+
+    @field_validator("file_roots")
+    @classmethod
+    def _absolute_roots(cls, v: tuple[Path, ...]) -> tuple[Path, ...]:
+        for p in v:
+            if not p.is_absolute():
+                raise ValueError(f"media file root {str(p)!r} is not an absolute path")
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for h in v:
+            name = h.strip().lower().rstrip(".")
+            if name.startswith("[") and name.endswith("]"):
+                name = name[1:-1]
+            bare = name[2:] if name.startswith("*.") else name
+            if not bare or any(c in bare for c in "*/@?# ") or (":" in bare and not _is_ip(bare)):
+                raise ValueError(f"allowed media host {h!r}: a host name, or *.domain for its subdomains")
+            out.append(name)
+        return tuple(out)
+
+    @field_validator("allowed_private_networks")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for n in v:
+            ipaddress.ip_network(n, strict=False)  # ValueError names the bad entry
+        return v
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+    except ValueError:
+        return False
+    return True
+
+
 class StackSettings(_Section):
     """The local no-Docker stack (``thaw stack up``)."""
 
@@ -229,6 +297,7 @@ class Settings(BaseSettings):
     milvus: MilvusSettings = MilvusSettings()
     models: ModelSettings = ModelSettings()
     stream: StreamSettings = StreamSettings()
+    media: MediaSettings = MediaSettings()
     stack: StackSettings = StackSettings()
     serve: ServeSettings = ServeSettings()
 
@@ -253,7 +322,22 @@ class Settings(BaseSettings):
             "THAW_MILVUS__ITEMS_COLLECTION": self.milvus.items_collection,
             "THAW_REDIS__KEY_PREFIX": self.redis.key_prefix,
             "THAW_STREAM__APP_ID": self.stream.app_id,
+            # the media roots set on this object (with_media_roots), or none: a worker reads file:// media only there
+            **({"THAW_MEDIA__FILE_ROOTS": json.dumps([str(p) for p in self.media.file_roots])}
+               if self.media.file_roots else {}),
         }
+
+    def with_media_roots(self, *roots: str | Path) -> Settings:
+        """A copy whose ``media.file_roots`` also holds ``roots`` (resolved): the demo and the tests publish
+        ``file://`` media from their corpus directories, and :meth:`env` hands these roots to the worker."""
+        have = list(self.media.file_roots)
+        for r in roots:
+            p = Path(r).expanduser().resolve()
+            if p not in have:
+                have.append(p)
+        d = self.model_dump()
+        d["media"]["file_roots"] = tuple(have)
+        return type(self).model_validate(d)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -168,6 +168,7 @@ class Engine:
                 max_image_bytes=st.max_inline_image_bytes,
                 max_audio_bytes=st.max_inline_audio_bytes,
                 max_audio_s=st.max_audio_seconds,
+                policy=self.s.media,  # what the event's media URIs may reach (an untrusted publisher names them)
             )
             if isinstance(media, Rejected):
                 self._reject(res, rec, media, self.topics.content_dlq)

@@ -51,7 +51,7 @@ from streams.events import ContentIndexed
 from streams.topics import Topics, ensure_topics
 from workloads.datasets import load_dataset
 from workloads.metrics import list_metrics
-from workloads.replay import Publisher, media_items, replay_sample, sample_dataset
+from workloads.replay import Publisher, media_items, media_roots, replay_sample, sample_dataset
 
 HOLDOUT_SHARE = 0.2
 NEW_USERS = 8
@@ -117,7 +117,8 @@ def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: fl
              keep: bool = False) -> DemoReport:
     rep = DemoReport()
     run = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
-    s = settings.namespaced(f"demo_{run}")
+    # the worker reads the demo's file:// media (the corpus directories) and nothing else of the filesystem
+    s = settings.namespaced(f"demo_{run}").with_media_roots(*media_roots())
     topics = Topics.for_prefix(s.kafka.topic_prefix)
 
     # 1. stack + model

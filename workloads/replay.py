@@ -499,6 +499,17 @@ def replay_dataset(
     return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed, speedup=speedup, notify=notify)
 
 
+def media_roots() -> list[Path]:
+    """The directories the ``file://`` URIs of :func:`media_items` (and of the simulator's media assets) point
+    into: the music21 and OpenMoji corpus directories, built or not. A worker reads ``file://`` media only under
+    its configured media roots: give it these (``Settings.with_media_roots(*media_roots())``, whose ``env()`` the
+    worker is started with)."""
+    from workloads.imagetext import default_imagetext_dir
+    from workloads.music import default_corpus_dir  # type: ignore[import-not-found,unused-ignore]
+
+    return [Path(default_corpus_dir()), Path(default_imagetext_dir())]
+
+
 def media_items(n_tracks: int, n_moments: int, seed: int = 0, tag: str = "") -> list[dict[str, Any]]:
     """``content.new`` payloads with real media: tracks with a clip of the rendered music21 corpus (``file://``
     URI, caption as text, metadata tags) and moments with an OpenMoji image (caption as text, group and subgroup as

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,6 +22,7 @@ from encoders.media import (
     decode_image,
     fetch,
 )
+from infra.settings import MediaSettings
 from streams.events import ContentNew, DeadLetter, now_utc
 
 E = TypeVar("E", bound=BaseModel)
@@ -68,27 +70,40 @@ class DecodedMedia:
 
 
 def decode_media(
-    ev: ContentNew, *, max_image_bytes: int, max_audio_bytes: int, max_audio_s: float, fetch_uris: bool = True
+    ev: ContentNew,
+    *,
+    max_image_bytes: int,
+    max_audio_bytes: int,
+    max_audio_s: float,
+    fetch_uris: bool = True,
+    policy: MediaSettings | None = None,
 ) -> DecodedMedia | Rejected:
-    """Fetch (if by URI) and decode the item's image and audio; corrupt or oversize media is a rejection."""
+    """Fetch (if by URI) and decode the item's image and audio; corrupt or oversize media is a rejection.
+
+    URIs are fetched under ``policy`` (default :class:`MediaSettings`: no ``file://`` root, public hosts only), in
+    one time budget for the item; a refusal is a ``CorruptMedia`` rejection whose reason starts with the rule
+    (``media.file_outside_root: ...``, see :mod:`encoders.media`).
+    """
+    pol = policy if policy is not None else MediaSettings()
+    deadline = time.monotonic() + pol.fetch_timeout_s  # one budget for the item's image and audio together
     img = aud = None
     try:
         if ev.image is not None:
             data = ev.image.inline_bytes()
             if data is None and fetch_uris and ev.image.uri:
-                data = fetch(ev.image.uri, max_image_bytes)
+                data = fetch(ev.image.uri, max_image_bytes, policy=pol, deadline=deadline)
             if data is not None:
                 if len(data) > max_image_bytes:
                     return Rejected("Oversize", f"image is {len(data)} bytes, over the {max_image_bytes}-byte cap")
-                img = decode_image(data)
+                img = decode_image(data, max_pixels=pol.max_image_pixels)
         if ev.audio is not None:
             data = ev.audio.inline_bytes()
             if data is None and fetch_uris and ev.audio.uri:
-                data = fetch(ev.audio.uri, max_audio_bytes)
+                data = fetch(ev.audio.uri, max_audio_bytes, policy=pol, deadline=deadline)
             if data is not None:
                 if len(data) > max_audio_bytes:
                     return Rejected("Oversize", f"audio is {len(data)} bytes, over the {max_audio_bytes}-byte cap")
-                aud = decode_audio(data, max_audio_s)
+                aud = decode_audio(data, max_audio_s, max_decoded_bytes=pol.max_audio_decoded_bytes)
     except MediaError as exc:
         return Rejected("CorruptMedia", str(exc))
     except ValueError as exc:  # bad base64

@@ -28,9 +28,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def media_worker(stack_settings, unique_name, tmp_path, tmp_path_factory):
-    models = published_media_models(tmp_path_factory.getbasetemp())
-    yield from running_worker(stack_settings.namespaced(unique_name), tmp_path / "worker.log",
-                              {"THAW_MODELS__DIR": str(models)})
+    base = tmp_path_factory.getbasetemp()
+    models = published_media_models(base)
+    # the worker reads file:// media only under its media roots: the two corpora the test posts from
+    s = stack_settings.namespaced(unique_name).with_media_roots(music_clips(base), imagetext_corpus(base))
+    yield from running_worker(s, tmp_path / "worker.log", {"THAW_MODELS__DIR": str(models)})
 
 
 def _read(s, topic, n, timeout_s=60.0):

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from infra.settings import MediaSettings
 from streams.cores.decode import Rejected, dead_letter, decode_event, decode_media, item_text
 from streams.events import ContentNew, DeadLetter, UserEvent, example_events
 
@@ -53,7 +54,8 @@ def test_media_decoding_inline_and_file(tmp_path):
     assert abs(m.audio.duration_s - 0.5) < 1e-3
     p = tmp_path / "a.png"
     p.write_bytes(_png())
-    m2 = decode_media(_content(image={"uri": f"file://{p}"}), **CAPS)
+    # file:// media is read only under a configured media root (none by default: see test_media_hostile)
+    m2 = decode_media(_content(image={"uri": f"file://{p}"}), **CAPS, policy=MediaSettings(file_roots=(tmp_path,)))
     assert m2.image is not None
 
 
