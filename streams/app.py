@@ -9,19 +9,24 @@ in a worker thread (encoding and sink I/O never block the event loop, so heartbe
 (awaiting delivery) and traces, commit where the handler has a commit step, and only then let Faust ack the batch.
 A sink that is down is retried with backoff (tenacity, :data:`streams.cores.retry.SINK_BACKOFF`) inside the agent:
 the partition waits (lag grows, visible in ``thaw lag``) and nothing is acked, so nothing is lost.
+
+Stopping (SIGTERM) is bounded by :class:`Shutdown`: batches in flight get a short grace to finish, a failing step is
+not retried any more, and a batch that did not finish is abandoned: it is never acked, so its offsets are not
+committed and a restarted worker reads it again (the sinks' writes are idempotent: upserts, fenced Redis commits).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 import faust
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_not_exception_type
 
 from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelNotFoundError, ModelRegistry
@@ -38,8 +43,96 @@ from streams.topics import Topics, ensure_topics
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
+T = TypeVar("T")
 Retry = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 Send = Callable[[Sequence[Outgoing]], Awaitable[None]]
+
+#: seconds a stopping worker waits for the batches in flight before abandoning them (``thaw worker --stop-grace``);
+#: with Faust's own ~2 s of shutdown the worker exits well within 10 s, inside Kubernetes' 30 s grace period
+STOP_GRACE_S = 4.0
+
+
+class BatchAbandoned(Exception):
+    """A batch given up because the worker is stopping: it is not acked, so it is read again after a restart."""
+
+
+class Shutdown:
+    """The worker's stop, shared by its agents: a stop flag and the batches in flight.
+
+    :meth:`begin` runs first thing in the app's ``on_stop`` (before Faust stops the consumer): it sets
+    :attr:`stopping`, so a batch taken afterwards is not started, a failing step is not retried and a delay-queue
+    hold ends early, each raising :class:`BatchAbandoned`; then it waits up to ``grace_s`` for the batches in flight
+    and cancels the rest (a cancelled batch raises :class:`BatchAbandoned` in its agent). An agent never acks an
+    abandoned batch (:func:`never_ack`). A worker thread still inside a sink call keeps running until the process
+    exits; what it writes is written again, idempotently, when the batch is re-read.
+    """
+
+    def __init__(self, grace_s: float = STOP_GRACE_S) -> None:
+        self.grace_s = grace_s
+        self.stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    async def run(self, batch: Callable[[], Awaitable[T]]) -> T:
+        """Run one batch as a task :meth:`begin` can wait for and cancel; :class:`BatchAbandoned` when stopping."""
+        if self.stopping.is_set():
+            raise BatchAbandoned("the worker is stopping")
+        task: asyncio.Task[T] = asyncio.ensure_future(batch())
+        self._inflight.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and (me is None or not me.cancelling()):  # cancelled by begin(), not the agent
+                raise BatchAbandoned(f"still in flight {self.grace_s:g}s after the stop began") from None
+            raise
+        finally:
+            self._inflight.discard(task)
+
+    async def begin(self) -> int:
+        """Stop starting and retrying batches, wait up to ``grace_s`` for those in flight, cancel the rest.
+
+        Returns how many batches were cancelled."""
+        self.stopping.set()
+        pending = set(self._inflight)
+        if pending:
+            log.info("stopping: waiting up to %gs for %d batch(es) in flight", self.grace_s, len(pending))
+            _, pending = await asyncio.wait(pending, timeout=self.grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)  # let them unwind (a step in a thread returns at once)
+        return len(pending)
+
+
+class ThawApp(faust.App):
+    """The Faust app with a bounded stop: :meth:`Shutdown.begin` runs before Faust stops the consumer.
+
+    Faust's own wait for the streams to drain (``stream_wait_empty``) is off: it waits without a bound for every
+    message handed to an agent to be acked, which with a sink down is forever (the retry loop never ends).
+    """
+
+    def __init__(self, *args: Any, stop_grace_s: float = STOP_GRACE_S, **kwargs: Any) -> None:
+        self.shutdown = Shutdown(stop_grace_s)
+        super().__init__(*args, **kwargs)
+
+    async def on_stop(self) -> None:
+        abandoned = await self.shutdown.begin()
+        if abandoned:
+            log.warning("stopping: abandoned %d batch(es) still in flight; their offsets are not committed and a "
+                        "restarted worker reads them again", abandoned)
+        await super().on_stop()
+
+
+def never_ack(events: Iterable[faust.EventT]) -> None:
+    """Keep Faust from ever acking these events' messages, so their offsets are never committed.
+
+    Faust marks a message safe to commit when its last holder releases it (refcount 0). ``take_events`` releases a
+    batch when the agent moves on, and also when the agent leaves the loop (its ``finally``), which would commit a
+    batch that was not applied; one extra reference that is never released keeps the offset uncommitted (and the
+    partition's later offsets too: Faust commits only up to the first unacked offset).
+    """
+    for e in events:
+        e.message.incref()
 
 
 @dataclass
@@ -100,20 +193,46 @@ def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
     return Engine(settings, topics, text, items, users, group_id=group_id, featurizer=featurizer, cf=cf)
 
 
-async def _retrying(what: str, fn: Callable[[], Awaitable[Any]], metrics: EngineMetrics) -> Any:
+async def _pause(seconds: float, stopping: asyncio.Event | None, what: str) -> None:
+    """Sleep ``seconds``; with ``stopping``, end early by raising :class:`BatchAbandoned` once it is set."""
+    if stopping is None:
+        await asyncio.sleep(seconds)
+        return
+    if not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), seconds)
+    if stopping.is_set():
+        raise BatchAbandoned(f"{what}: the worker is stopping")
+
+
+async def _retrying(what: str, fn: Callable[[], Awaitable[Any]], metrics: EngineMetrics,
+                    stopping: asyncio.Event | None = None) -> Any:
     """Run ``fn`` until it succeeds: sink outages hold the partition instead of losing the batch.
 
-    Any ``Exception`` is retried (the batch is not acked meanwhile), forever, waiting :data:`SINK_BACKOFF`
-    (0.2 s doubling to 10 s) between attempts; a cancellation is not retried.
+    Any ``Exception`` is retried (the batch is not acked meanwhile), waiting :data:`SINK_BACKOFF` (0.2 s doubling
+    to 10 s) between attempts, until it succeeds or ``stopping`` is set: then the backoff ends at once and
+    :class:`BatchAbandoned` is raised instead of another attempt. A cancellation is not retried.
     """
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
+        if stopping is not None and stopping.is_set():
+            log.warning("%s failed (%s: %s); not retried, the worker is stopping", what, type(exc).__name__,
+                        str(exc)[:200])
+            return
         metrics.event(what, "retry")
         log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, str(exc)[:200], delay)
 
-    retrying = AsyncRetrying(wait=SINK_BACKOFF, retry=retry_if_exception_type(Exception), before_sleep=before_sleep)
+    async def sleep(seconds: float) -> None:
+        await _pause(seconds, stopping, f"{what} not retried")
+
+    retrying = AsyncRetrying(
+        wait=SINK_BACKOFF,
+        retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(BatchAbandoned),
+        before_sleep=before_sleep,
+        sleep=sleep,
+    )
     return await retrying(fn)
 
 
@@ -188,12 +307,15 @@ def _in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[Any
     return partial(asyncio.to_thread, fn, *args)
 
 
-async def run_batch(spec: AgentSpec[P], records: Sequence[Record], *, send: Send, retrying: Retry) -> BatchResult:
-    """One batch through ``spec``'s steps (see :class:`AgentSpec`); returns the batch's result for metrics."""
+async def run_batch(spec: AgentSpec[P], records: Sequence[Record], *, send: Send, retrying: Retry,
+                    stopping: asyncio.Event | None = None) -> BatchResult:
+    """One batch through ``spec``'s steps (see :class:`AgentSpec`); returns the batch's result for metrics.
+
+    With ``stopping``, a hold ends early once it is set (:class:`BatchAbandoned`)."""
     if spec.hold is not None:
         wait = spec.hold(records)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await _pause(wait, stopping, f"{spec.name} hold")
     handled: P = await retrying(spec.stage, _in_thread(spec.handle, records))
     await retrying("send", partial(send, spec.route(spec.result(handled))))
     if spec.commit is None:
@@ -203,15 +325,18 @@ async def run_batch(spec: AgentSpec[P], records: Sequence[Record], *, send: Send
 
 
 def create_app(settings: Settings, *, topics: Topics | None = None, metrics: EngineMetrics | None = None,
-               engine: Engine | None = None) -> Runtime:
-    """Build the Faust app with the agents of :func:`agent_specs`."""
+               engine: Engine | None = None, stop_grace_s: float = STOP_GRACE_S) -> Runtime:
+    """Build the Faust app with the agents of :func:`agent_specs`.
+
+    ``stop_grace_s``: how long a stopping worker waits for its batches in flight (see :class:`Shutdown`)."""
     topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
     st = settings.stream
     metrics = metrics or EngineMetrics()
     k = settings.kafka
     st.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = ThawApp(
         st.app_id,
+        stop_grace_s=stop_grace_s,
         broker=[f"kafka://{hp}" for hp in k.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
@@ -221,12 +346,14 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         topic_replication_factor=k.replication_factor,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,  # the stop waits for batches in flight with a bound instead (ThawApp.on_stop)
         producer_acks=-1,
         producer_max_request_size=k.dlq_max_message_bytes,
         consumer_max_fetch_size=k.max_message_bytes,
         key_serializer="raw",
         value_serializer="raw",
     )
+    shutdown = app.shutdown
     engine = engine or build_engine(settings, topics, group_id=st.app_id)
     ensure_topics(k, topics)
     wait_for_group_coordinator(settings, st.app_id)  # Faust's group is the app id; a fresh broker needs ~0.4 s
@@ -268,12 +395,23 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
                 metrics.observe_freshness(f)
 
     async def retrying(what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        return await _retrying(what, fn, metrics)
+        return await _retrying(what, fn, metrics, shutdown.stopping)
 
     def agent_for(spec: AgentSpec[Any]) -> Callable[[faust.StreamT], Awaitable[None]]:
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(spec.batch_size, within=spec.within_s):  # type: ignore[attr-defined]
-                res = await run_batch(spec, to_records(events), send=send_all, retrying=retrying)
+                batch = partial(run_batch, spec, to_records(events), send=send_all, retrying=retrying,
+                                stopping=shutdown.stopping)
+                try:
+                    res = await shutdown.run(batch)
+                except BatchAbandoned as exc:
+                    never_ack(events)
+                    metrics.event(spec.topic, "abandoned", len(events))
+                    log.warning("%s: batch of %d record(s) abandoned, not acked (%s)", spec.name, len(events), exc)
+                    continue
+                except BaseException:
+                    never_ack(events)  # a batch that did not finish is never acked, whatever stopped it
+                    raise
                 observe(spec.topic, res)
 
         agent.__qualname__ = agent.__name__ = f"{spec.name.replace('-', '_')}_agent"

@@ -737,6 +737,35 @@ def topics_create(partitions: int | None = None) -> None:
     typer.echo(f"created: {created or 'nothing (all exist)'}")
 
 
+def _exit_past_stuck_threads(code: int, join_s: float = 0.5) -> None:
+    """Exit with ``code`` without waiting on a thread stuck in a sink call.
+
+    Python joins the asyncio executor's threads at exit, so one still inside a step of a batch the stop abandoned
+    (a hung Redis or Milvus call) would hold the exit as long as the call hangs. That batch was not acked (it is read
+    again after a restart), so exiting past it loses nothing.
+    """
+    import os
+    import threading
+
+    deadline = time.monotonic() + join_s
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for t in others:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in others if t.is_alive()]
+    if not stuck:
+        raise SystemExit(code)
+    logging.getLogger("thaw.worker").warning(
+        "exiting past %d thread(s) still inside an abandoned batch step (%s)", len(stuck), ", ".join(stuck))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
 @app.command("worker")
 def worker(
     loglevel: str = "info",
@@ -744,17 +773,24 @@ def worker(
     follow_cf: Annotated[bool, typer.Option("--follow-cf", help="supervise CF-space worker groups: pick up each "
                                             "new cb2cf version without a restart, rolled out blue/green")] = False,
     poll_s: Annotated[float, typer.Option(help="with --follow-cf: seconds between model-directory checks")] = 5.0,
+    stop_grace: Annotated[float | None, typer.Option(min=0, help="seconds a stopping worker waits for its batches "
+                                                     "in flight before abandoning them unacked (default 4)")] = None,
 ) -> None:
-    """Run the streaming engine (Faust worker: content, user and profile agents) with /metrics."""
+    """Run the streaming engine (Faust worker: content, user and profile agents) with /metrics.
+
+    SIGTERM/SIGINT stop it promptly: batches in flight get ``--stop-grace`` seconds, a batch that does not finish
+    is abandoned unacked (a restarted worker reads it again), the worker leaves its consumer group and exits 0.
+    """
+    import signal
+
     import faust
 
     from infra.metrics import EngineMetrics
-    from streams.app import create_app
+    from streams.app import STOP_GRACE_S, create_app
 
     _logging(loglevel.upper())
     s = _settings()
     if follow_cf:
-        import signal
         import threading
 
         from streams.rollout.follow import CFFollower
@@ -765,11 +801,20 @@ def worker(
         typer.echo(f"following cb2cf versions under {s.models.dir} (groups {s.stream.app_id}-<version>)", err=True)
         CFFollower(s, poll_s=poll_s, extra_args=["--metrics-port", "0"]).run(stop)
         return
+    # a SIGTERM while the engine loads (before Faust installs its handler) exits at once: nothing is consumed yet
+    signal.signal(signal.SIGTERM, _raise_exit)
     metrics = EngineMetrics.for_settings(s, [s.stream.app_id])
-    port = metrics.start_http_server(metrics_port if metrics_port is not None else s.stream.metrics_port)
-    rt = create_app(s, metrics=metrics)
-    typer.echo(f"metrics on http://127.0.0.1:{port}/metrics; space {rt.engine.space}", err=True)
-    faust.Worker(rt.app, loglevel=loglevel).execute_from_commandline()
+    code = 0
+    try:
+        port = metrics.start_http_server(metrics_port if metrics_port is not None else s.stream.metrics_port)
+        rt = create_app(s, metrics=metrics, stop_grace_s=STOP_GRACE_S if stop_grace is None else stop_grace)
+        typer.echo(f"metrics on http://127.0.0.1:{port}/metrics; space {rt.engine.space}", err=True)
+        faust.Worker(rt.app, loglevel=loglevel).execute_from_commandline()
+    except SystemExit as exc:  # Faust's worker always ends with one (0 after a clean stop)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        metrics.close()
+    _exit_past_stuck_threads(code)
 
 
 @app.command("recall")
