@@ -89,13 +89,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from encoders.models.audio_mae import AudioMAE, AudioMAEConfig
     from encoders.registry import ModelRegistry
     from encoders.text import TextEncoder, ensure_minilm
-    from encoders.training.common import cache_logmels, default_models_dir, default_runs_dir, split_indices
+    from encoders.training.common import cache_logmels, default_runs_dir, split_indices
     from encoders.training.musicclip import caption_embeddings
+    from infra.settings import load_settings
     from workloads.music import load_music_corpus
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    reg = ModelRegistry(Path(args.models_dir).expanduser() if args.models_dir else default_models_dir())
+    reg = ModelRegistry(Path(args.models_dir).expanduser() if args.models_dir else Path(load_settings().models.dir))
     mae_v = reg.load(AUDIO_MAE)
     ca_v = reg.load(MUSICCLIP_AUDIO)
     ct_v = reg.load(MUSICCLIP_TEXT, ca_v.manifest.version)

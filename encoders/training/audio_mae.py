@@ -11,7 +11,6 @@ curve is ``<out-dir>/loss.png`` and the report ``<out-dir>/report.json``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,10 +81,10 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
     from encoders.models.audio_mae import AudioMAE
     from encoders.training.common import (
         batch_indices,
-        default_models_dir,
         fit_run,
         new_version,
         plot_history,
+        required_models_dir,
         run_report,
         start_audio_run,
         write_report,
@@ -137,7 +136,7 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
         from encoders.registry import ModelRegistry
         from encoders.training.export_audio import export_audio_mae
 
-        reg = ModelRegistry(Path(cfg.models_dir).expanduser() if cfg.models_dir else default_models_dir())
+        reg = ModelRegistry(required_models_dir(cfg.models_dir))
         mv = export_audio_mae(model, reg, cfg.version or new_version(), cfg.frontend, training=provenance)
         report["published"] = {"name": mv.manifest.name, "version": mv.manifest.version, "path": str(mv.path)}
     return write_report(run, report)

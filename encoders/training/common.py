@@ -27,11 +27,11 @@ from encoders.audio_frontend import AudioInputError, LogMelConfig, log_mel
 log = logging.getLogger(__name__)
 
 
-def default_models_dir() -> Path:
-    """The settings' models dir (``THAW_MODELS__DIR``, default ``~/.cache/thaw/models``)."""
-    from infra.settings import load_settings
-
-    return Path(load_settings().models.dir).expanduser()
+def required_models_dir(models_dir: str | None) -> Path:
+    """``models_dir`` as a path; the composition root (``thaw train ...``) passes the settings' ``models.dir``."""
+    if not models_dir:
+        raise ValueError("models_dir is required: `thaw train ...` passes THAW_MODELS__DIR (or --models-dir)")
+    return Path(models_dir).expanduser()
 
 
 def default_runs_dir() -> Path:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from encoders.models.flava import MISALIGNED_SCHEMES, FlavaConfig, FlavaModel, flava_loss, misalignment_weights
+from encoders.training.common import required_models_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class FlavaTrainConfig:
         corpus_dir: Built OpenMoji corpus (default: ``workloads.imagetext.default_imagetext_dir()``).
         out_dir: Run directory: checkpoints, report, loss curve.
         cache_dir: Backbone feature cache (default ``<out_dir>/cache``; share it between runs).
-        models_dir: Registry root for the export (default: the settings' ``models.dir``).
+        models_dir: Registry root for the export (required when exporting; ``thaw train flava`` passes the settings'
+            ``models.dir``).
         epochs: Passes over the training pairs.
         batch_size: Pairs per step (also the contrastive in-batch negatives).
         lr: Peak AdamW learning rate (linear warm-up over ``warmup_steps``, cosine decay to 10 %).
@@ -632,7 +634,7 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
         from encoders.registry import ModelRegistry
         from encoders.training.export_imagetext import export_flava
 
-        models_dir = Path(cfg.models_dir).expanduser() if cfg.models_dir else _default_models_dir()
+        models_dir = required_models_dir(cfg.models_dir)
         provenance = {
             "run_id": run_id,
             "data": {
@@ -658,9 +660,3 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
             report["published"] = {n: str(v.path) for n, v in published.items()}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return model, report
-
-
-def _default_models_dir() -> Path:
-    from infra.settings import load_settings
-
-    return Path(load_settings().models.dir).expanduser()

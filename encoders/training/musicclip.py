@@ -138,10 +138,10 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
     from encoders.text import TextEncoder, ensure_minilm
     from encoders.training.common import (
         batch_indices,
-        default_models_dir,
         fit_run,
         new_version,
         plot_history,
+        required_models_dir,
         run_report,
         start_audio_run,
         write_report,
@@ -150,7 +150,7 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
     run = start_audio_run(cfg, "musicclip", min_train_clips=2)
     out, train_idx, val_idx, mean = run.out, run.train_idx, run.val_idx, run.mean
     t_text = time.perf_counter()
-    reg = ModelRegistry(Path(cfg.models_dir).expanduser() if cfg.models_dir else default_models_dir())
+    reg = ModelRegistry(required_models_dir(cfg.models_dir))
     text_encoder = TextEncoder(ensure_minilm(reg), threads=cfg.threads)
     text = caption_embeddings(run.corpus.captions, text_encoder, run.cache_root)
     uniq = {c: i for i, c in enumerate(sorted(set(run.corpus.captions)))}

@@ -158,9 +158,7 @@ def train_ranker(cfg: RankerTrainConfig) -> dict[str, Any]:
     """
     models_dir = cfg.models_dir
     if models_dir is None:
-        from infra.settings import load_settings
-
-        models_dir = Path(load_settings().models.dir)
+        raise ValueError("models_dir is required: `thaw train ranker` passes THAW_MODELS__DIR (or --models-dir)")
     version = cfg.version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     t0 = time.perf_counter()
     split_config = SplitConfig()
