@@ -193,6 +193,23 @@ class TrainLog:
         }
 
 
+def warm_holdout(train: Interactions, share: float, rng: np.random.Generator) -> tuple[Interactions, EvalTask | None]:
+    """Holds out ``share`` of the pairs of users with at least 3 pairs for early stopping.
+
+    Returns the pairs to fit on and the hold-out task (each held pair ranked among the warm items, the fit pairs
+    excluded), ``None`` when nothing is held out.
+    """
+    holdout = np.zeros(len(train), dtype=bool)
+    if share > 0:
+        eligible = np.flatnonzero(train.user_counts()[train.users] >= 3)
+        pick = rng.choice(eligible, size=int(round(share * len(eligible))), replace=False)
+        holdout[pick] = True
+    fit = train.take(np.flatnonzero(~holdout))
+    held = train.take(np.flatnonzero(holdout))
+    warm_items = np.flatnonzero(train.item_counts() > 0)
+    return fit, (pairs_task(held, warm_items, exclude=fit) if holdout.any() else None)
+
+
 def finish_run(log: TrainLog, stopper: EarlyStopping, model: torch.nn.Module) -> None:
     """Closes a training run: restores the best weights and records the best epoch and value when an evaluation
     recorded one, else the last epoch counts."""

@@ -20,8 +20,8 @@ from ranking.training.common import (
     TrainLog,
     evaluate_task,
     finish_holdout,
-    pairs_task,
     seed_everything,
+    warm_holdout,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,17 +76,8 @@ def train_dssm(
     t0 = time.perf_counter()
     gen = seed_everything(config.seed, config.threads)
     rng = np.random.default_rng(config.seed)
-    n = len(train)
-    holdout = np.zeros(n, dtype=bool)
-    if config.holdout_share > 0:
-        eligible = np.flatnonzero(train.user_counts()[train.users] >= 3)
-        pick = rng.choice(eligible, size=int(round(config.holdout_share * len(eligible))), replace=False)
-        holdout[pick] = True
-    fit = train.take(np.flatnonzero(~holdout))
-    held = train.take(np.flatnonzero(holdout))
+    fit, task = warm_holdout(train, config.holdout_share, rng)
     counts = fit.item_counts()
-    warm_items = np.flatnonzero(train.item_counts() > 0)
-    task = pairs_task(held, warm_items, exclude=fit) if holdout.any() else None
 
     model = DSSM(train.n_users, train.n_items, config, user_features)
     model.seen_users.copy_(torch.from_numpy(fit.user_counts() > 0))

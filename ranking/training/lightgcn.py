@@ -20,8 +20,8 @@ from ranking.training.common import (
     TrainLog,
     evaluate_task,
     finish_holdout,
-    pairs_task,
     seed_everything,
+    warm_holdout,
 )
 
 logger = logging.getLogger(__name__)
@@ -68,16 +68,7 @@ def train_lightgcn(
     t0 = time.perf_counter()
     gen = seed_everything(config.seed, config.threads)
     rng = np.random.default_rng(config.seed)
-    n = len(train)
-    holdout = np.zeros(n, dtype=bool)
-    if config.holdout_share > 0:
-        eligible = np.flatnonzero(train.user_counts()[train.users] >= 3)
-        pick = rng.choice(eligible, size=int(round(config.holdout_share * len(eligible))), replace=False)
-        holdout[pick] = True
-    fit = train.take(np.flatnonzero(~holdout))
-    held = train.take(np.flatnonzero(holdout))
-    warm_items = np.flatnonzero(train.item_counts() > 0)
-    task = pairs_task(held, warm_items, exclude=fit) if holdout.any() else None
+    fit, task = warm_holdout(train, config.holdout_share, rng)
 
     keys = np.unique(fit.users * np.int64(train.n_items) + fit.items)
     pu, pi = keys // train.n_items, keys % train.n_items
