@@ -194,7 +194,7 @@ class Engine:
             return res
         if self.cf is not None:
             t_p = time.perf_counter()
-            vecs = self.cf.project(feats, keep)
+            vecs = self.cf.project(feats, keep, [(ev.text or "", list(ev.tags or [])) for _, ev, _ in good])
             res.stage_ms["project"] = _ms(t_p)
         else:
             vecs = feats.values["text"][keep]
@@ -395,7 +395,8 @@ class Engine:
         with_text = [i for i, t in enumerate(texts) if t]
         vecs = self.text.encode([texts[i] for i in with_text]) if with_text else np.zeros((0, self.text.dim))
         if self.cf is not None and len(vecs):
-            vecs = self.cf.project_text(vecs)  # the CF vector of an item described by the declared tastes
+            # the vector of an item described by the declared tastes
+            vecs = self.cf.project_text(vecs, [texts[i] for i in with_text])
         vec_of = {i: vecs[j] for j, i in enumerate(with_text)}
         for i, p in enumerate(good):
             prof = {"gender": p.gender, "age": p.age_bucket, "region": p.region or ""}

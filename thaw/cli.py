@@ -425,19 +425,30 @@ def evaluate_cold_items(
     k: KOpt = 20,
     seed: EvalSeedOpt = 0,
     models: Annotated[str, typer.Option(help="comma-separated subset of the models")] = (
-        "random,popularity,content-knn,dropoutnet,cb2cf"),
+        "random,popularity,content-knn,tfidf-knn,bm25-knn,dropoutnet,cb2cf,hybrid"),
     objectives: Annotated[str, typer.Option(help="CB2CF objectives to compare on validation")] = (
         "regression,contrastive,combined"),
     fields: FieldsOpt = "doc",
+    words: Annotated[bool, typer.Option("--words/--no-words", help="add the bag-of-words (BM25) field to the "
+                                        "content the learned models read")] = True,
     knn_ks: Annotated[str, typer.Option(help="content-kNN neighbourhood sizes tried on validation ('all' = every "
                                         "item of the user)")] = "all,10,50",
+    sparse_ks: Annotated[str, typer.Option(help="TF-IDF/BM25 item-kNN neighbourhood sizes tried on validation")] = (
+        "all,10,20,50,100"),
+    protocol: Annotated[Literal["standard", "gar"], typer.Option(
+        help="standard: each test user ranks the test cold items; gar: every item without training interactions "
+             "(validation + test cold items) is a candidate and the user's validation positives are excluded")] = (
+        "standard"),
+    max_users: Annotated[int | None, typer.Option(help="evaluate only the first N users by id (validation and "
+                                                  "test)")] = None,
     min_weight: Annotated[float | None, typer.Option(help="positives / relevant need weight >= this")] = None,
     user_features: Annotated[bool, typer.Option("--user-features/--no-user-features",
                                                 help="feed the dataset's user features to the DSSM user tower")] = True,
     threads: EvalThreadsOpt = 1,
     models_dir: MiniLMDirOpt = None,
     publish_dir: Annotated[Path | None, typer.Option(
-        help="export the trained DSSM towers and the selected CB2CF to this model directory (ONNX)")] = None,
+        help="export the trained DSSM towers and the selected CB2CF (and the hybrid's sparse half when the hybrid "
+             "won on validation) to this model directory (ONNX)")] = None,
     publish_version: Annotated[str | None, typer.Option(help="version name for --publish-dir (default: timestamp)")] = (
         None),
     publish_lightgcn: Annotated[bool, typer.Option(
@@ -447,9 +458,10 @@ def evaluate_cold_items(
     as_json: AsJsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Cold items: CB2CF (each objective) against the baselines on held-out cold items.
+    """Cold items: CB2CF (each objective) and the hybrid against the baselines on held-out cold items.
 
-    Baselines: random, popularity, content-kNN, DropoutNet. Protocol: `ranking.evaluation.cold_items`.
+    Baselines: random, popularity, dense content-kNN, TF-IDF and BM25 item-kNN, DropoutNet. Protocols and models:
+    `ranking.evaluation.cold_items`. With --publish-dir, what validation selected to serve is published.
     """
     _need_data("cold-items", interactions, dataset)
     from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, format_table
@@ -461,6 +473,10 @@ def evaluate_cold_items(
         objectives=_csv(objectives),  # type: ignore[arg-type]  # checked by the harness
         fields=_csv(fields),
         knn_ks=tuple(None if t == "all" else int(t) for t in _csv(knn_ks)),
+        sparse_ks=tuple(None if t == "all" else int(t) for t in _csv(sparse_ks)),
+        words=words,
+        protocol=protocol,
+        max_users=max_users,
         min_weight=min_weight,
         user_features=user_features,
         models_dir=_models_dir(models_dir),

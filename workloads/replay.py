@@ -27,12 +27,29 @@ from typing import Any
 import numpy as np
 
 from infra.settings import Settings
-from streams.events import Action, ContentKind, ContentNew, UserEvent, UserProfile
+from streams.events import (
+    MAX_TAG_CHARS,
+    MAX_TAGS,
+    MAX_TEXT_CHARS,
+    Action,
+    ContentKind,
+    ContentNew,
+    UserEvent,
+    UserProfile,
+)
 from streams.topics import Topics, ensure_topics
 from workloads.datasets import InteractionDataset, load_dataset, load_generic
 
 _ID_BAD = re.compile(r"[^\x21-\x7e]")
 
+
+
+def published_content(ds: InteractionDataset, item: int) -> tuple[str, list[str]]:
+    """An item's text and tags as a ``content.new`` event carries them (the contract's limits: text cut at
+    ``MAX_TEXT_CHARS``, the first ``MAX_TAGS`` non-blank tags, each cut at ``MAX_TAG_CHARS``). The replayer
+    publishes exactly this, and the models the stream serves are trained on exactly this."""
+    tags = [t.strip()[:MAX_TAG_CHARS] for t in ds.item_tags[item] if t.strip()][:MAX_TAGS]
+    return ds.item_text[item][:MAX_TEXT_CHARS], tags
 
 def safe_id(prefix: str, raw: str) -> str:
     """A contract-valid id (printable, no whitespace, <= 128 chars) from a raw dataset id."""
@@ -109,13 +126,13 @@ def sample_dataset(
     for i in keep_items:
         iid = safe_id(f"{prefix}:i:", ds.item_ids[i])
         item_index[iid] = int(i)
-        tags = [t[:64] for t in ds.item_tags[i][:20] if t.strip()]
+        text, tags = published_content(ds, int(i))
         items.append(
             {
                 "item_id": iid,
                 "kind": kind.value,
                 "creator_id": safe_id(f"{prefix}:creator:", ds.item_ids[i]),
-                "text": ds.item_text[i][:10_000],
+                "text": text,
                 "tags": tags,
             }
         )

@@ -107,6 +107,10 @@ def _rows_of(mask: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask).astype(np.int64)
 
 
+ColdProtocol = Literal["standard", "gar"]
+COLD_PROTOCOLS: tuple[ColdProtocol, ...] = ("standard", "gar")
+
+
 @dataclass(frozen=True, eq=False)
 class ColdItemSplit:
     """Item cold-start split: cold items keep none of their interactions in train.
@@ -151,16 +155,49 @@ class ColdItemSplit:
         return (len(self.val) + len(self.test)) / max(self.n_interactions, 1)
 
     def eval_task(
-        self, ds: InteractionDataset, part: Literal["val", "test"] = "test", min_weight: float | None = None
+        self,
+        ds: InteractionDataset,
+        part: Literal["val", "test"] = "test",
+        min_weight: float | None = None,
+        protocol: ColdProtocol = "standard",
+        max_users: int | None = None,
     ) -> EvalTask:
-        """Ranks the ``part`` cold items for every user who interacted with one.
+        """The ranking task of one part of the cold items.
 
-        Candidates are only that part's cold items (the standard protocol),
-        so nothing needs excluding.
+        Protocols (:data:`COLD_PROTOCOLS`):
+
+        * ``standard``: every user with an interaction on a ``part`` cold item ranks that part's cold items only
+          (nothing to exclude: none of them is known to the user).
+        * ``gar``: the candidates are every item without training interactions (validation and test cold items
+          together), as in GAR (Chen et al., SIGIR 2022) and ALDI (Huang et al., SIGIR 2023); relevant are the
+          user's ``part`` items. For ``test``, the user's validation cold items are known positives and are
+          excluded from its ranking; for ``val`` nothing is excluded (test interactions are unknown when choices
+          are made on validation).
+
+        Args:
+            ds: The dataset.
+            part: ``val`` or ``test``.
+            min_weight: Only interactions with at least this weight are relevant.
+            protocol: ``standard`` or ``gar``.
+            max_users: Keep only the first ``max_users`` evaluated users by user index (``None``: all).
         """
         items = self.val_items if part == "val" else self.test_items
         rows = self.val if part == "val" else self.test
-        return make_eval_task(ds, rows, candidates=items, min_weight=min_weight)
+        if protocol == "standard":
+            task = make_eval_task(ds, rows, candidates=items, min_weight=min_weight)
+        elif protocol == "gar":
+            exclude = self.val if part == "test" else np.zeros(0, dtype=np.int64)
+            task = make_eval_task(ds, rows, candidates=self.cold_items, exclude_rows=exclude, min_weight=min_weight)
+        else:
+            raise ValueError(f"unknown protocol {protocol!r}; known: {COLD_PROTOCOLS}")
+        if max_users is not None and task.n_rows > max_users:
+            task = EvalTask(
+                users=task.users[:max_users],
+                candidates=task.candidates,
+                relevant=task.relevant[:max_users],
+                exclude=None if task.exclude is None else task.exclude[:max_users],
+            )
+        return task
 
 
 def _shares(n: int, total_share: float, val_share: float, what: str) -> tuple[int, int]:

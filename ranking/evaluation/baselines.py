@@ -1,13 +1,18 @@
-"""Non-neural cold-item baselines: random, popularity, content-kNN.
+"""Non-neural cold-item baselines: random, popularity, dense content-kNN, sparse (TF-IDF / BM25) item-kNN.
 
 Each builder returns a ``score(users, items) -> float32[U, I]`` function (see :data:`ranking.training.common.ScoreFn`).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
+import numpy as np
+from scipy import sparse
+
+from ranking.online.sparse import SparseVectorizer, Weighting, item_tokens, knn_scores
 from ranking.training.common import Interactions, ScoreFn
+from workloads.datasets.base import InteractionDataset
 
 
 def random_scorer(seed: int = 0) -> ScoreFn:
@@ -73,6 +78,48 @@ def content_knn_scorer(item_content: np.ndarray, train: Interactions, k: int | N
                 sims = ci @ c[h].T  # I x |N_u|
                 top = np.partition(sims, len(h) - k, axis=1)[:, len(h) - k :]
                 out[r] = top.mean(axis=1)
+        return out
+
+    return score
+
+
+def sparse_item_rows(
+    ds: InteractionDataset,
+    fit_items: np.ndarray,
+    weighting: Weighting,
+    max_features: int | None = None,
+    published: bool = False,
+) -> tuple[sparse.csr_matrix, SparseVectorizer]:
+    """``float32[n_items, V]`` TF-IDF/BM25 rows of every item and their vectorizer, fitted on ``fit_items`` (the
+    warm items) with at most ``max_features`` words. ``published``: from the content as a ``content.new`` event
+    carries it (what a served model sees) instead of everything the dataset has (what a baseline may use)."""
+    if published:
+        from ranking.training.content import published_tokens
+
+        docs = published_tokens(ds)
+    else:
+        docs = [item_tokens(ds.item_text[i], ds.item_tags[i]) for i in range(ds.n_items)]
+    vec = SparseVectorizer.fit([docs[i] for i in fit_items], weighting=weighting, max_features=max_features)
+    return vec.transform(docs), vec
+
+
+def sparse_knn_scorer(rows: sparse.csr_matrix, train: Interactions, k: int | None = None) -> ScoreFn:
+    """Sparse item-kNN: a user's score for an item is the mean of the ``k`` largest cosines between the item's
+    TF-IDF/BM25 row and the rows of the user's distinct warm training items (:func:`ranking.online.sparse.knn_scores`;
+    ``k=None``: all of them). Users without warm history score 0 everywhere."""
+    rows = sparse.csr_matrix(rows, dtype=np.float32)
+    pairs = np.unique(np.stack([train.users, train.items], axis=1), axis=0)
+    starts = np.searchsorted(pairs[:, 0], np.arange(train.n_users + 1))
+    hist = pairs[:, 1]
+    cache: dict[str, Any] = {}
+
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        if cache.get("items") is not items:
+            cache["items"], cache["rows"] = items, rows[items]
+        cand = cache["rows"]
+        out = np.zeros((len(users), len(items)), dtype=np.float32)
+        for r, u in enumerate(users):
+            out[r] = knn_scores(cand, rows[hist[starts[u] : starts[u + 1]]], k)
         return out
 
     return score

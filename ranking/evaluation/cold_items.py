@@ -45,22 +45,39 @@ from typing import Any
 
 import numpy as np
 
-from ranking.evaluation.baselines import content_knn_scorer, popularity_scorer, random_scorer
+from ranking.evaluation.baselines import (
+    content_knn_scorer,
+    popularity_scorer,
+    random_scorer,
+    sparse_item_rows,
+    sparse_knn_scorer,
+)
 from ranking.models.cb2cf import OBJECTIVES, CB2CFConfig, Objective
 from ranking.models.dropoutnet import DropoutNetConfig
 from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features
+from ranking.online.sparse import Weighting
 from ranking.training.cb2cf import cb2cf_score, train_cb2cf
 from ranking.training.common import Interactions, ScoreFn, evaluate_task
-from ranking.training.content import ContentFields, minilm_text_fields
+from ranking.training.content import WORDS_FIELD, ContentFields, minilm_text_fields, words_field
 from ranking.training.dropoutnet import train_dropoutnet
 from ranking.training.dssm import train_dssm
 from workloads.datasets import InteractionDataset, load_dataset, load_generic
-from workloads.splits import ColdItemSplit, EvalTask, default_cold_item_split
+from workloads.metrics import RankingMetrics
+from workloads.splits import ColdItemSplit, ColdProtocol, EvalTask, default_cold_item_split
 
 logger = logging.getLogger(__name__)
 
-MODELS: tuple[str, ...] = ("random", "popularity", "content-knn", "dropoutnet", "cb2cf")
+MODELS: tuple[str, ...] = (
+    "random", "popularity", "content-knn", "tfidf-knn", "bm25-knn", "dropoutnet", "cb2cf", "hybrid"
+)
+SPARSE_MODELS: dict[str, Weighting] = {"tfidf-knn": "tfidf", "bm25-knn": "bm25"}
+HYBRID_WEIGHTS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 PathLike = str | os.PathLike[str]
+PROTOCOL_TEXT = {
+    "standard": "each test user ranks the test cold items only; binary relevance; mean over test users",
+    "gar": "each test user ranks every item without training interactions (validation and test cold items); its "
+    "validation cold items are excluded (known positives); binary relevance; mean over test users",
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,14 @@ class ColdEvalConfig:
         objectives: CB2CF objectives to train and compare on validation.
         fields: Text content fields (see :data:`ranking.training.content.TEXT_FIELDS`).
         knn_ks: Content-kNN neighbourhood sizes tried on validation (``None`` = all of the user's items).
+        sparse_ks: Sparse (TF-IDF / BM25) item-kNN neighbourhood sizes tried on validation.
+        words: Add the bag-of-words ``words`` field (:func:`ranking.training.content.words_field`) to the content
+            every learned model reads.
+        hybrid_max_features: Vocabulary of the sparse half of ``hybrid`` (it is served as explicit vector
+            dimensions, so it is capped; the most frequent words are kept).
+        hybrid_weights: Weights of the sparse score in ``hybrid`` tried on validation.
+        protocol: ``standard`` or ``gar`` (:meth:`workloads.splits.ColdItemSplit.eval_task`).
+        max_users: Evaluate only the first N users by index (validation and test), ``None`` = all.
         min_weight: Interactions with a lower weight are neither training positives nor relevant.
         user_features: Feed the dataset's categorical user features to the DSSM user tower.
         val_share: Share of warm items held out as validation cold items when no validation split is given.
@@ -92,6 +117,12 @@ class ColdEvalConfig:
     objectives: tuple[Objective, ...] = OBJECTIVES
     fields: tuple[str, ...] = ("doc",)
     knn_ks: tuple[int | None, ...] = (None, 10, 50)
+    sparse_ks: tuple[int | None, ...] = (None, 10, 20, 50, 100)
+    hybrid_weights: tuple[float, ...] = HYBRID_WEIGHTS
+    words: bool = True
+    hybrid_max_features: int | None = 4096
+    protocol: ColdProtocol = "standard"
+    max_users: int | None = None
     min_weight: float | None = None
     user_features: bool = True
     val_share: float = 0.1
@@ -116,6 +147,8 @@ class ColdEvalArtifacts:
     item_ids: list[str] = field(default_factory=list)
     dataset: InteractionDataset | None = None  # for the group priors published with the DSSM user tower
     train: Interactions | None = None  # the warm training pairs (for a LightGCN published with the space)
+    hybrid: dict[str, Any] | None = None  # the selected hybrid's sparse vectorizer and weight
+    words: Any = None  # the words field's SparseVectorizer
 
 
 def _log(cfg: ColdEvalConfig, msg: str) -> None:
@@ -224,6 +257,22 @@ def _metrics(task: EvalTask, score: ScoreFn, k: int) -> tuple[dict[str, float], 
     return {key: v for key, v in m.items() if key != "n_users"}, time.perf_counter() - t0
 
 
+def _fixed_metrics(task: EvalTask, scores: np.ndarray, k: int) -> float:
+    """NDCG@k of a precomputed ``users x candidates`` score matrix of ``task``."""
+    acc = RankingMetrics(len(task.candidates), ks=(k,))
+    acc.update(scores, task.relevant, task.exclude)
+    return float(acc.result()[f"ndcg@{k}"])
+
+
+def hybrid_scorer(cf: ScoreFn, knn: ScoreFn, weight: float) -> ScoreFn:
+    """``cf(u, i) + weight * knn(u, i)``."""
+
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return cf(users, items) + np.float32(weight) * knn(users, items)
+
+    return score
+
+
 def _entry(
     val: EvalTask, test: EvalTask, score: ScoreFn, k: int, train_seconds: float, **extra: Any
 ) -> dict[str, Any]:
@@ -271,12 +320,17 @@ def run_cold_items(
         content, encode_seconds = minilm_text_fields(
             ds, fields=config.fields, models_dir=config.models_dir, cache_dir=config.feature_cache
         )
+    if config.words and WORDS_FIELD not in content.names:
+        words, words_vec = words_field(ds, split.warm_items)
+        content = content.merge(words)
+        if artifacts is not None:
+            artifacts.words = words_vec
     train_rows = split.train
     if config.min_weight is not None:
         train_rows = train_rows[ds.weights[train_rows] >= config.min_weight]
     train = Interactions(ds.users[train_rows], ds.items[train_rows], ds.n_users, ds.n_items)
-    val_task = split.eval_task(ds, "val", min_weight=config.min_weight)
-    test_task = split.eval_task(ds, "test", min_weight=config.min_weight)
+    val_task = split.eval_task(ds, "val", config.min_weight, config.protocol, config.max_users)
+    test_task = split.eval_task(ds, "test", config.min_weight, config.protocol, config.max_users)
     if val_task.n_rows == 0 or test_task.n_rows == 0:
         raise ValueError(f"empty evaluation: {val_task.n_rows} validation users, {test_task.n_rows} test users")
     report: dict[str, Any] = {
@@ -296,7 +350,13 @@ def run_cold_items(
         },
         "k": k,
         "seed": config.seed,
-        "protocol": "each test user ranks all test cold items; binary relevance; mean over test users",
+        "protocol": {
+            "name": config.protocol,
+            "description": PROTOCOL_TEXT[config.protocol],
+            "max_users": config.max_users,
+            "val_candidates": int(len(val_task.candidates)),
+            "test_candidates": int(len(test_task.candidates)),
+        },
         "content": {
             "fields": list(content.names),
             "dims": [int(v.shape[1]) for v in content.values],
@@ -336,8 +396,28 @@ def run_cold_items(
         )
         report["selected"]["content_knn_neighbours"] = best
 
+    need_sparse = [m for m in SPARSE_MODELS if m in config.models]
+    for name in need_sparse:
+        t0 = time.perf_counter()
+        rows, _ = sparse_item_rows(ds, split.warm_items, SPARSE_MODELS[name])
+        per_k = {}
+        for kk in config.sparse_ks:
+            per_k["all" if kk is None else str(kk)] = _metrics(val_task, sparse_knn_scorer(rows, train, kk), k)[0][
+                f"ndcg@{k}"
+            ]
+        best = max(per_k, key=lambda s_: per_k[s_])
+        models[name] = _entry(
+            val_task, test_task, sparse_knn_scorer(rows, train, None if best == "all" else int(best)), k,
+            time.perf_counter() - t0, neighbours=best, val_ndcg_by_neighbours=per_k,
+            vocabulary=int(rows.shape[1]), fitted_on="warm items",
+        )
+    sparse_names = [m for m in SPARSE_MODELS if m in models]
+    if sparse_names:
+        best_sparse = max(sparse_names, key=lambda m: models[m][f"val_ndcg@{k}"])
+        report["selected"]["best_sparse_knn"] = best_sparse
+
     dssm = None
-    if "cb2cf" in config.models or "dropoutnet" in config.models:
+    if "cb2cf" in config.models or "dropoutnet" in config.models or "hybrid" in config.models:
         _log(config, f"training DSSM on {len(train)} warm pairs")
         uf = categorical_user_features(ds.user_features, n_users=ds.n_users) if config.user_features else None
         dcfg_ = replace(config.dssm, seed=config.seed, eval_k=k, threads=config.threads)
@@ -356,7 +436,7 @@ def run_cold_items(
             artifacts.dataset = ds
             artifacts.train = train
 
-    if "cb2cf" in config.models and dssm is not None:
+    if ("cb2cf" in config.models or "hybrid" in config.models) and dssm is not None:
         warm = np.flatnonzero(train.item_counts() > 0)
         targets = dssm.item_vectors(warm)
         results = {}
@@ -392,6 +472,33 @@ def run_cold_items(
             artifacts.cb2cf = {o: r.model for o, r in results.items()}
             artifacts.selected_objective = best_obj
 
+    if "hybrid" in config.models and dssm is not None and "cb2cf" in models:
+        # the CF-space score of the selected CB2CF plus w x the sparse kNN over all of the user's items (the linear
+        # form, servable as one inner product); the weighting (TF-IDF / BM25) and w are chosen on validation
+        t0 = time.perf_counter()
+        cf_score = cb2cf_score(best_model, content, dssm.user_vectors)
+        val_cf = cf_score(val_task.users, val_task.candidates)
+        grid: dict[str, float] = {}
+        hybrid_rows: dict[str, tuple[Any, Any]] = {}
+        for name, weighting in SPARSE_MODELS.items():
+            hybrid_rows[name] = sparse_item_rows(ds, split.warm_items, weighting, config.hybrid_max_features,
+                                                 published=True)
+            knn_val = sparse_knn_scorer(hybrid_rows[name][0], train, None)(val_task.users, val_task.candidates)
+            for w in config.hybrid_weights:
+                grid[f"{name}|{w:g}"] = _fixed_metrics(val_task, val_cf + w * knn_val, k)
+        best_key = max(grid, key=lambda g: grid[g])
+        h_name, h_w = best_key.split("|")[0], float(best_key.split("|")[1])
+        h_rows, h_vec = hybrid_rows[h_name]
+        h_score = hybrid_scorer(cf_score, sparse_knn_scorer(h_rows, train, None), h_w)
+        models["hybrid"] = _entry(
+            val_task, test_task, h_score, k, time.perf_counter() - t0 + results[best_obj].log.seconds,
+            sparse=h_name, weight=h_w, cb2cf_objective=best_obj, vocabulary=len(h_vec.vocab),
+            val_ndcg_by_weight=grid,
+        )
+        report["selected"]["hybrid"] = {"sparse": h_name, "weight": h_w}
+        if artifacts is not None:
+            artifacts.hybrid = {"vectorizer": h_vec, "weight": h_w, "sparse": h_name, "rows": h_rows}
+
     if "dropoutnet" in config.models and dssm is not None:
         _log(config, "training DropoutNet")
         user_cf = dssm.user_vectors(np.arange(ds.n_users))
@@ -403,8 +510,17 @@ def run_cold_items(
             dssm_seconds=round(dlog.seconds, 3), best_epoch=dnlog.best_epoch, epochs_run=dnlog.epochs_run,
         )
 
-    order: list[str] = [m for m in ("random", "popularity", "content-knn", "dropoutnet") if m in models]
+    if "cb2cf" not in config.models:  # trained only as the hybrid's CF half
+        for m in [m for m in models if m.startswith("cb2cf")]:
+            del models[m]
+    order: list[str] = [
+        m for m in ("random", "popularity", "content-knn", "tfidf-knn", "bm25-knn", "dropoutnet") if m in models
+    ]
     order += sorted(m for m in models if m.startswith("cb2cf-")) + (["cb2cf"] if "cb2cf" in models else [])
+    order += ["hybrid"] if "hybrid" in models else []
+    served = [m for m in ("cb2cf", "hybrid") if m in models]
+    if served:
+        report["selected"]["served"] = max(served, key=lambda m: models[m][f"val_ndcg@{k}"])
     report["models"] = {m: models[m] for m in order}
     report["total_seconds"] = round(time.perf_counter() - t_start, 3)
     return report

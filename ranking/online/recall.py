@@ -128,7 +128,8 @@ def served_index(milvus: Any, models_dir: Any, users: UserStore) -> ItemIndex:
     reg = ModelRegistry(models_dir)
     space = users.current_space() or ""
     if space.startswith("cb2cf@"):
-        dim = reg.load("cb2cf", space.split("@", 1)[1], verify=False).manifest.dim
+        m = reg.load("cb2cf", space.split("@", 1)[1], verify=False).manifest
+        dim = int(m.extra.get("space_dim", m.dim))
     else:
         dim = reg.load(MODEL_NAME, verify=False).manifest.dim
     return ItemIndex(milvus, dim=dim, collection=collection_for(milvus, space))

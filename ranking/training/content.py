@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from ranking.modules.fields import FieldSpec
+from ranking.online.sparse import WORDS_FIELD, SparseVectorizer, Weighting, item_tokens
 from workloads.datasets.base import InteractionDataset
 
 TEXT_FIELDS = ("doc", "text", "tags")
@@ -34,13 +36,14 @@ class ContentFields:
 
     Attributes:
         names: Field names, in model input order.
-        values: Per field, ``float32[n_items, d_f]`` (rows of absent items are zeros and never read as content).
+        values: Per field, ``float32[n_items, d_f]`` (rows of absent items are zeros and never read as content);
+            a bag-of-words field (``words``) is a CSR matrix, densified per batch.
         present: ``bool[n_items, F]``; False where the item has no content for that field.
         source: Per field, how it was made (encoder name@version and what text), for model manifests.
     """
 
     names: tuple[str, ...]
-    values: tuple[np.ndarray, ...]
+    values: tuple[np.ndarray | sparse.csr_matrix, ...]
     present: np.ndarray
     source: dict[str, str] = field(default_factory=dict)
 
@@ -69,15 +72,29 @@ class ContentFields:
     def tensors(self, items: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Model inputs for ``items``: per field ``B x d_f`` float32 tensors and the ``B x F`` presence mask."""
         return (
-            [torch.from_numpy(np.ascontiguousarray(v[items])) for v in self.values],
+            [torch.from_numpy(_dense_rows(v, items)) for v in self.values],
             torch.from_numpy(self.present[items].astype(np.float32)),
         )
 
+    def rows(self, items: np.ndarray) -> dict[str, np.ndarray]:
+        """``name -> float32[len(items), d_f]`` dense rows of every field (what a projector is fed)."""
+        return {n: _dense_rows(v, items) for n, v in zip(self.names, self.values, strict=True)}
+
+    def merge(self, other: ContentFields) -> ContentFields:
+        """These fields followed by ``other``'s (same items, distinct names)."""
+        if other.n_items != self.n_items or set(self.names) & set(other.names):
+            raise ValueError("can only merge fields of the same items with distinct names")
+        return ContentFields(self.names + other.names, self.values + other.values,
+                             np.concatenate([self.present, other.present], axis=1), {**self.source, **other.source})
+
     def concatenated(self, normalise: bool = True) -> np.ndarray:
-        """``float32[n_items, sum d_f]``: present fields side by side (each unit-normalised when ``normalise``),
-        absent ones zero; the whole row is then unit-normalised (rows without any content stay zero)."""
+        """``float32[n_items, sum d_f]``: present dense fields side by side (each unit-normalised when
+        ``normalise``), absent ones zero; the whole row is then unit-normalised (rows without any content stay
+        zero). Bag-of-words fields are left out (their kNN is :mod:`ranking.online.sparse`)."""
         parts = []
         for k, v in enumerate(self.values):
+            if sparse.issparse(v):
+                continue
             x = v.astype(np.float32, copy=True)
             if normalise:
                 x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -86,6 +103,55 @@ class ContentFields:
         out = np.concatenate(parts, axis=1)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
+
+
+def _dense_rows(v: np.ndarray | sparse.csr_matrix, items: np.ndarray) -> np.ndarray:
+    if sparse.issparse(v):
+        return np.asarray(v[items].toarray(), dtype=np.float32)
+    return np.ascontiguousarray(v[items])
+
+
+def published_tokens(ds: InteractionDataset) -> list[list[str]]:
+    """Every item's tokens (:func:`ranking.online.sparse.item_tokens`) from its content as a ``content.new`` event
+    carries it (:func:`workloads.replay.published_content`), so a served model sees what it was trained on."""
+    from workloads.replay import published_content
+
+    return [item_tokens(*published_content(ds, i)) for i in range(ds.n_items)]
+
+
+
+
+def words_field(
+    ds: InteractionDataset,
+    fit_items: np.ndarray,
+    weighting: Weighting = "bm25",
+    min_df: int = 2,
+    max_features: int | None = 50_000,
+) -> tuple[ContentFields, SparseVectorizer]:
+    """The ``words`` field of every item, the vectorizer fitted on ``fit_items`` (the warm items only).
+
+    CB2CF reads it through a learned linear projection (one embedding per word, weighted by BM25), which keeps the
+    identity of every tag that a sentence encoder blurs. The vectorizer is published with the model; the worker
+    vectorises a new item's text and tags with it (:meth:`ranking.online.sparse.SparseVectorizer.vectorize`).
+
+    Args:
+        ds: The dataset.
+        fit_items: Items whose words make the vocabulary and statistics.
+        weighting: ``bm25`` or ``tfidf``.
+        min_df: Words in fewer fitted items are not columns (a word of one item cannot generalise).
+        max_features: Vocabulary cap (most frequent words).
+
+    Returns:
+        ``(content, vectorizer)``.
+    """
+    docs = published_tokens(ds)
+    vec = SparseVectorizer.fit([docs[i] for i in fit_items], weighting=weighting, min_df=min_df,
+                               max_features=max_features)
+    rows = vec.transform(docs)
+    present = np.asarray(rows.getnnz(axis=1) > 0)[:, None]
+    src = {WORDS_FIELD: f"{weighting} over text and tag words, {len(vec.vocab)} words (min_df {min_df}) fitted on "
+           f"{len(fit_items)} warm items"}
+    return ContentFields((WORDS_FIELD,), (rows,), present, src), vec
 
 
 Encode = Callable[[Sequence[str]], np.ndarray]

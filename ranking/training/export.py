@@ -25,12 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import sparse
 from torch import nn
 
 from encoders.registry import ModelRegistry, ModelVersion, TensorSpec
 from ranking.models.cb2cf import CB2CF
 from ranking.models.dssm import DSSM
 from ranking.online.projector import CB2CFProjector
+from ranking.online.sparse import WORDS_FIELD, SparseVectorizer
 
 __all__ = ["CB2CFProjector", "export_cb2cf", "export_dssm", "publish_cold_item_models"]
 
@@ -159,8 +161,23 @@ def export_cb2cf(
     version: str,
     extra: Mapping[str, Any] | None = None,
     make_current: bool = True,
+    words: SparseVectorizer | None = None,
+    hybrid: SparseVectorizer | None = None,
+    hybrid_weight: float = 0.0,
 ) -> ModelVersion:
-    """Publishes CB2CF as ``cb2cf``: inputs one ``B x d_f`` float32 per field + ``present`` ``B x F``."""
+    """Publishes CB2CF as ``cb2cf``: inputs one ``B x d_f`` float32 per field + ``present`` ``B x F``.
+
+    Args:
+        model: The trained CB2CF.
+        registry: Target model directory.
+        version: Version name.
+        extra: Extra manifest entries.
+        make_current: Point ``CURRENT`` at the new version.
+        words: The vectorizer of the model's ``words`` field (required when the model has one): ``words.json``.
+        hybrid: The sparse half of a served hybrid (``hybrid_words.json``; manifest ``hybrid`` = file, weight,
+            width, and ``space_dim`` = CF width + its vocabulary).
+        hybrid_weight: The hybrid's weight ``w`` of the sparse score.
+    """
     model = model.eval()
     specs = model.specs
     args = tuple(torch.randn(2, s.dim) for s in specs) + (torch.tensor([[1.0] * len(specs), [0.0] * len(specs)]),)
@@ -170,20 +187,43 @@ def export_cb2cf(
     inputs = [TensorSpec(s.name, "float32", ["batch", s.dim]) for s in specs]
     inputs.append(TensorSpec("present", "float32", ["batch", len(specs)]))
     dim = model.config.out_dim
+    if any(s.name == WORDS_FIELD for s in specs) and words is None:
+        raise ValueError("the model reads the words field: publish it with its vectorizer")
+    more: dict[str, Any] = {}
+    if words is not None:
+        more["words"] = {"file": "words.json", "weighting": words.weighting, "vocabulary": len(words.vocab)}
+    if hybrid is not None:
+        more["hybrid"] = {"file": "hybrid_words.json", "weight": float(hybrid_weight), "weighting": hybrid.weighting,
+                          "dim": len(hybrid.vocab)}
+    more["space_dim"] = dim + (len(hybrid.vocab) if hybrid is not None else 0)
 
     def write(d: Path) -> None:
         _onnx_export(_CB2CFExport(model), args, d / "model.onnx", names, "cf_vector")
+        if words is not None:
+            words.save(d / "words.json")
+        if hybrid is not None:
+            hybrid.save(d / "hybrid_words.json")
 
     return registry.publish(
         CB2CF_NAME, version, write, inputs=inputs, outputs=[TensorSpec("cf_vector", "float32", ["batch", dim])],
         dim=dim, opset=OPSET,
         extra={"fields": [{"name": s.name, "dim": s.dim} for s in specs], "objective": model.config.objective,
-               **(dict(extra) if extra else {})},
+               **more, **(dict(extra) if extra else {})},
         make_current=make_current,
     )
 
 
 LIGHTGCN_USER = "lightgcn-user"
+HYBRID_PARTS = "hybrid_parts.npz"
+
+
+def user_profiles(train: Any, item_rows: sparse.csr_matrix) -> sparse.csr_matrix:
+    """``[n_users, V]``: each user's mean row over their distinct warm training items (zero without any)."""
+    pairs = np.unique(np.stack([train.users, train.items], axis=1), axis=0)
+    a = sparse.csr_matrix((np.ones(len(pairs), np.float32), (pairs[:, 0], pairs[:, 1])),
+                          shape=(train.n_users, item_rows.shape[0]))
+    counts = np.maximum(np.asarray(a.sum(axis=1)).ravel(), 1.0).astype(np.float32)
+    return sparse.csr_matrix(sparse.diags(1.0 / counts) @ a @ item_rows, dtype=np.float32)
 
 
 class _MappedTableExport(nn.Module):
@@ -229,7 +269,10 @@ def export_lightgcn_users(
 
 
 def contract_group_priors(
-    user_features: Mapping[str, np.ndarray] | None, user_vectors: np.ndarray, min_users: int = 5
+    user_features: Mapping[str, np.ndarray] | None,
+    user_vectors: np.ndarray,
+    min_users: int = 5,
+    sparse_part: Any = None,
 ) -> dict[str, list[float]]:
     """Mean unit user vector per group, keyed in the ``user.profile`` contract's vocabulary.
 
@@ -241,6 +284,8 @@ def contract_group_priors(
         user_features: The dataset's raw user columns (``gender``, ``age`` used when present).
         user_vectors: ``float32[n_users, dim]`` DSSM user vectors.
         min_users: Smallest group kept.
+        sparse_part: For a hybrid space, ``[n_users, V]`` (CSR) of the users' sparse parts, appended to each
+            group's unit CF prior as the group mean.
     """
     from workloads.replay import age_bucket
 
@@ -262,7 +307,10 @@ def contract_group_priors(
     for k, members in groups.items():
         if len(members) >= min_users:
             m = unit[members].mean(axis=0)
-            out[k] = (m / max(float(np.linalg.norm(m)), 1e-12)).astype(np.float32).tolist()
+            m = m / max(float(np.linalg.norm(m)), 1e-12)
+            if sparse_part is not None:
+                m = np.concatenate([m, np.asarray(sparse_part[members].mean(axis=0)).ravel()])
+            out[k] = m.astype(np.float32).tolist()
     return out
 
 
@@ -270,9 +318,14 @@ def publish_cold_item_models(
     artifacts: Any, root: Path, version: str | None = None, report: Mapping[str, Any] | None = None,
     lightgcn: bool = False,
     lightgcn_config: Any | None = None,
+    serve_hybrid: bool | None = None,
 ) -> dict[str, str]:
     """Exports a harness run's DSSM towers and selected CB2CF (see
     :class:`ranking.evaluation.cold_items.ColdEvalArtifacts`).
+
+    With ``serve_hybrid`` (default: when the run selected ``hybrid`` as the model to serve), the CF space is the
+    hybrid one (:mod:`streams.cores.space`): the sparse vectorizer and weight go with ``cb2cf``, the warm users' and
+    items' sparse parts (``hybrid_parts.npz``, rows times ``sqrt(w)``) beside the DSSM towers.
 
     Returns:
         ``model name -> version directory``.
@@ -280,21 +333,41 @@ def publish_cold_item_models(
     if artifacts.dssm is None or not artifacts.cb2cf or artifacts.selected_objective is None:
         raise ValueError("publishing needs a run that trained the DSSM and CB2CF")
     version = version or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if serve_hybrid is None:
+        serve_hybrid = artifacts.hybrid is not None and (report or {}).get("selected", {}).get("served") == "hybrid"
     reg = ModelRegistry(Path(root))
     extra: dict[str, Any] = {}
     if report is not None:
         extra = {"dataset": report["dataset"]["name"], "k": report["k"]}
         sel = report["models"].get("cb2cf", {})
         extra["test_ndcg"] = sel.get(f"ndcg@{report['k']}")
+    hybrid = artifacts.hybrid if serve_hybrid else None
+    if serve_hybrid and hybrid is None:
+        raise ValueError("serving the hybrid needs a run that selected one (model 'hybrid')")
+    user_part = item_part = None
+    if hybrid is not None:
+        if artifacts.train is None:
+            raise ValueError("the hybrid's user parts need the run's warm training pairs")
+        item_part = sparse.csr_matrix(hybrid["rows"], dtype=np.float32) * np.float32(np.sqrt(hybrid["weight"]))
+        user_part = user_profiles(artifacts.train, item_part)
+        extra["test_ndcg"] = report["models"]["hybrid"].get(f"ndcg@{report['k']}") if report is not None else None
+        extra["served_model"] = "hybrid"
     priors = None
     if artifacts.dataset is not None:
         ds = artifacts.dataset
-        priors = contract_group_priors(ds.user_features, artifacts.dssm.user_vectors(np.arange(ds.n_users)))
+        priors = contract_group_priors(ds.user_features, artifacts.dssm.user_vectors(np.arange(ds.n_users)),
+                                       sparse_part=user_part)
     uv, iv = export_dssm(artifacts.dssm, reg, version, artifacts.user_ids, artifacts.item_ids, extra,
                          group_priors=priors)
+    if user_part is not None and item_part is not None:
+        # the hybrid's sparse parts of the warm users and items (already times sqrt(w)), for `thaw cf load`
+        sparse.save_npz(uv.path / HYBRID_PARTS, user_part.tocsr())
+        sparse.save_npz(iv.path / HYBRID_PARTS, item_part.tocsr())
     content_source = artifacts.content.source if artifacts.content is not None else {}
     cv = export_cb2cf(artifacts.cb2cf[artifacts.selected_objective], reg, version,
-                      {**extra, "space": f"dssm@{version}", "field_sources": content_source})
+                      {**extra, "space": f"dssm@{version}", "field_sources": content_source},
+                      words=artifacts.words, hybrid=hybrid["vectorizer"] if hybrid else None,
+                      hybrid_weight=hybrid["weight"] if hybrid else 0.0)
     out = {DSSM_USER: str(uv.path), DSSM_ITEM: str(iv.path), CB2CF_NAME: str(cv.path)}
     if lightgcn:
         if artifacts.train is None:

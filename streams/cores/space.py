@@ -10,6 +10,16 @@ Two kinds of space:
   CF vector an item described by those genres and artists would get. Warm users and warm items come from the DSSM
   towers (``thaw cf load``).
 
+A CF space may carry two bag-of-words parts, both published with the CB2CF version and both computed from the
+item's text and tags exactly as in training (:mod:`ranking.online.sparse`):
+
+* ``words.json``: the vectorizer of CB2CF's ``words`` input field (BM25 over text and tag words);
+* ``hybrid.json`` + ``hybrid_words.json``: the **hybrid** space. An item's vector is ``[cb2cf(content) ;
+  sqrt(w) * c]`` where ``c`` is its L2-normalised TF-IDF/BM25 row over a capped vocabulary; a warm user's is
+  ``[dssm_user ; sqrt(w) * mean of their training items' rows]``, and events fold item vectors in as in any space.
+  The inner product is then ``cf score + w * sparse item-kNN score`` (the kNN over all of the user's items), the
+  model :mod:`ranking.evaluation.cold_items` selects on validation as ``hybrid``, served by one Milvus search.
+
 Vectors of two spaces are never compared: each space has its own Milvus collection
 (:func:`indexing.milvus_items.collection_for`) and its own Redis user states (keys carry the space).
 """
@@ -23,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from encoders.featurizer import FeatureBatch
+from ranking.online.sparse import WORDS_FIELD, SparseVectorizer, item_tokens
 
 FIELD_ALIASES = {"doc": "text"}
 """CB2CF field name -> featuriser field. Offline, the item document (text | tags) field is called ``doc``; the
@@ -43,31 +54,58 @@ class CFSpace:
     projector: Any
     version: str
     group_priors: dict[str, np.ndarray] = field(default_factory=dict)
+    words: SparseVectorizer | None = None
+    hybrid: SparseVectorizer | None = None
+    hybrid_weight: float = 0.0
 
     @property
     def name(self) -> str:
         return f"cb2cf@{self.version}"
 
     @property
-    def dim(self) -> int:
+    def cf_dim(self) -> int:
+        """Width of the CF part (the DSSM space)."""
         return int(self.projector.dim)
 
+    @property
+    def dim(self) -> int:
+        """Width of the served vectors: the CF part, plus the hybrid's sparse part when there is one."""
+        return self.cf_dim + (len(self.hybrid.vocab) if self.hybrid is not None else 0)
+
     def needs(self) -> list[str]:
-        """Featuriser fields the model reads (after aliasing)."""
-        return [FIELD_ALIASES.get(n, n) for n, _ in self.projector.fields]
+        """Featuriser fields the model reads (after aliasing; ``words`` is made here, not by the featuriser)."""
+        return [FIELD_ALIASES.get(n, n) for n, _ in self.projector.fields if n != WORDS_FIELD]
 
-    def project(self, feats: FeatureBatch, rows: Sequence[int]) -> np.ndarray:
-        """CF vectors (``float32[len(rows), dim]``, unit) of items ``rows`` of a featurised batch.
+    def hybrid_part(self, docs: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+        """``float32[len(docs), V]``: ``sqrt(w)`` times each document's row (zero-width without a hybrid)."""
+        if self.hybrid is None:
+            return np.zeros((len(docs), 0), dtype=np.float32)
+        rows = self.hybrid.transform([item_tokens(t, g, self.hybrid.whole_tags) for t, g in docs])
+        return (rows.toarray() * np.float32(np.sqrt(self.hybrid_weight))).astype(np.float32)
 
-        A model field the featuriser did not produce (its encoder is not published) is absent for every item; the
-        model was trained with field dropout and reads the presence mask.
+    def project(
+        self, feats: FeatureBatch, rows: Sequence[int], docs: Sequence[tuple[str, Sequence[str]]] | None = None
+    ) -> np.ndarray:
+        """Served vectors (``float32[len(rows), dim]``) of items ``rows`` of a featurised batch.
+
+        The CF part is unit. A model field the featuriser did not produce (its encoder is not published) is absent
+        for every item; the model was trained with field dropout and reads the presence mask. ``docs`` are the
+        items' ``(text, tags)`` (one per row), needed by the ``words`` field and the hybrid part.
         """
         idx = np.asarray(rows, dtype=np.int64)
+        if docs is not None and len(docs) != len(idx):
+            raise ValueError("one (text, tags) per row")
+        if docs is None and (self.words is not None or self.hybrid is not None):
+            raise ValueError(f"{self.name} reads the items' words: pass their (text, tags)")
         fields: dict[str, np.ndarray | None] = {}
         present = np.zeros((len(idx), len(self.projector.fields)), dtype=np.float32)
         for k, (name, dim) in enumerate(self.projector.fields):
             src = FIELD_ALIASES.get(name, name)
-            if src in feats.names:
+            if name == WORDS_FIELD and self.words is not None and docs is not None:
+                w = self.words.transform([item_tokens(t, g, self.words.whole_tags) for t, g in docs])
+                fields[name] = w.toarray().astype(np.float32)
+                present[:, k] = (w.getnnz(axis=1) > 0).astype(np.float32)
+            elif src in feats.names:
                 col = feats.names.index(src)
                 v = feats.values[src][idx]
                 if v.shape[1] != dim:
@@ -78,7 +116,11 @@ class CFSpace:
                 fields[name] = None
         if not any(v is not None for v in fields.values()):
             raise ValueError(f"{self.name} reads {self.needs()}, none of which the featuriser produces")
-        return np.asarray(self.projector.project(fields, present), dtype=np.float32)
+        cf = np.asarray(self.projector.project(fields, present), dtype=np.float32)
+        if self.hybrid is None:
+            return cf
+        assert docs is not None
+        return np.concatenate([cf, self.hybrid_part(docs)], axis=1)
 
     def group_prior(self, gender: str | None, age_bucket: str | None) -> np.ndarray | None:
         """The prior of a brand-new user from their registration's gender and age bucket: the finest published
@@ -92,12 +134,16 @@ class CFSpace:
                 return self.group_priors[k]
         return None
 
-    def project_text(self, text_vectors: np.ndarray) -> np.ndarray:
-        """CF vectors of texts alone (MiniLM ``text`` field present, every other field absent)."""
+    def project_text(self, text_vectors: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        """Served vectors of texts alone (MiniLM ``text`` field present, every other feature field absent; the
+        words of ``texts`` feed the ``words`` field and the hybrid part)."""
         n = len(text_vectors)
         fb = FeatureBatch(("text",), {"text": np.asarray(text_vectors, dtype=np.float32)},
                           np.ones((n, 1), dtype=bool), {})
-        return self.project(fb, list(range(n)))
+        docs = None if texts is None else [(t, ()) for t in texts]
+        if docs is None and (self.words is not None or self.hybrid is not None):
+            docs = [("", ())] * n
+        return self.project(fb, list(range(n)), docs)
 
 
 def load_cf_space(registry: Any, threads: int = 2, version: str | None = None) -> CFSpace | None:
@@ -117,6 +163,12 @@ def load_cf_space(registry: Any, threads: int = 2, version: str | None = None) -
         if version is not None:
             raise
         return None
+    from ranking.online.sparse import SparseVectorizer
+
+    extra = v.manifest.extra
+    words = SparseVectorizer.load(v.path / extra["words"]["file"]) if extra.get("words") else None
+    hybrid = SparseVectorizer.load(v.path / extra["hybrid"]["file"]) if extra.get("hybrid") else None
+    weight = float(extra["hybrid"]["weight"]) if extra.get("hybrid") else 0.0
     priors: dict[str, np.ndarray] = {}
     try:
         f = registry.load("dssm-user", v.manifest.version, verify=False).path / "group_priors.json"
@@ -124,4 +176,4 @@ def load_cf_space(registry: Any, threads: int = 2, version: str | None = None) -
             priors = {k: np.asarray(x, dtype=np.float32) for k, x in json.loads(f.read_text()).items()}
     except ModelNotFoundError:
         pass
-    return CFSpace(CB2CFProjector(v, threads=threads), v.manifest.version, priors)
+    return CFSpace(CB2CFProjector(v, threads=threads), v.manifest.version, priors, words, hybrid, weight)

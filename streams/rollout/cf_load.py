@@ -72,13 +72,18 @@ def load_warm_vectors(
         raise ValueError(f"cb2cf@{version} does not record the dataset it was trained on")
     space = f"cb2cf@{version}"
     report: dict[str, Any] = {"space": space, "dataset": dataset, "collection": collection_for(settings.milvus, space)}
+    hybrid = bool(cb.manifest.extra.get("hybrid"))
+    space_dim = int(cb.manifest.extra.get("space_dim", cb.manifest.dim))
+    report["hybrid"] = hybrid
     now = time.time()
     if items:
         t0 = time.perf_counter()
         tower = DSSMTower(reg.load("dssm-item", version))
         ids, vecs = tower.vectors()
         vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        ix = ItemIndex(settings.milvus, dim=tower.dim, collection=report["collection"])
+        if hybrid:
+            vecs = _with_sparse_part(vecs, tower, ids)
+        ix = ItemIndex(settings.milvus, dim=space_dim, collection=report["collection"])
         ix.ensure()
         for s in range(0, len(ids), batch):
             rows = [
@@ -96,6 +101,10 @@ def load_warm_vectors(
             raise ValueError(f"users_from must be dssm or lightgcn, not {users_from!r}")
         utower = DSSMTower(reg.load("dssm-user" if users_from == "dssm" else "lightgcn-user", version))
         uids, uvecs = utower.vectors()
+        uvecs = uvecs / np.maximum(np.linalg.norm(uvecs, axis=1, keepdims=True), 1e-12)
+        if hybrid:
+            parts_from = utower if users_from == "dssm" else DSSMTower(reg.load("dssm-user", version))
+            uvecs = _with_sparse_part(uvecs, parts_from, uids)
         store = UserStore(settings.redis)
         loaded = kept = 0
         for s in range(0, len(uids), batch):
@@ -107,8 +116,7 @@ def load_warm_vectors(
                     if st is not None and st.n_events > 0:
                         kept += 1
                         continue
-                    v = uvecs[s + j]
-                    v = v / max(float(np.linalg.norm(v)), 1e-12)
+                    v = uvecs[s + j]  # unit CF part (+ the hybrid's sparse part)
                     state = UserState(vec=(v * user_weight).astype(np.float32), weight=user_weight, ts=now,
                                       n_events=0, source="dssm")  # "dssm": a warm start from the CF space
                     pipe.set(store.user_key(space, uid), pack_state(state))
@@ -120,6 +128,18 @@ def load_warm_vectors(
         report["users_seconds"] = round(time.perf_counter() - t0, 3)
     log.info("loaded %s", report)
     return report
+
+
+def _with_sparse_part(vecs: np.ndarray, tower: DSSMTower, ids: list[str]) -> np.ndarray:
+    """``[vecs ; sparse part]`` of a hybrid space: the published rows (times sqrt(w)) of ``ids`` beside ``tower``."""
+    from scipy import sparse
+
+    f = tower.version.path / "hybrid_parts.npz"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: a hybrid space publishes its warm sparse parts beside the DSSM towers")
+    parts = sparse.load_npz(f).tocsr()
+    rows = np.array([tower.index[x] for x in ids], dtype=np.int64)
+    return np.concatenate([vecs, parts[rows].toarray().astype(np.float32)], axis=1)
 
 
 class FlipRefused(RuntimeError):

@@ -16,7 +16,8 @@ from workloads.datasets import load_movielens_100k
 from workloads.splits import cold_item_split
 
 K = 20
-MODELS = ["content-knn", "dropoutnet", "cb2cf-regression", "cb2cf-contrastive", "cb2cf-combined", "cb2cf"]
+MODELS = ["content-knn", "tfidf-knn", "bm25-knn", "dropoutnet", "cb2cf-regression", "cb2cf-contrastive",
+          "cb2cf-combined", "cb2cf", "hybrid"]
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,7 @@ def run(sample):
     cfg = ColdEvalConfig(
         k=K,
         knn_ks=(None, 10),
+        sparse_ks=(None, 10),
         dssm=DSSMConfig(max_epochs=5, patience=2),
         cb2cf=CB2CFConfig(max_epochs=10, patience=3),
         dropoutnet=DropoutNetConfig(max_epochs=3, patience=2),
@@ -69,6 +71,13 @@ def test_report_shape(run):
         assert {f"precision@{K}", f"recall@{K}", f"ndcg@{K}", f"val_ndcg@{K}", "train_seconds"} <= set(m)
     assert artifacts.dssm is not None and artifacts.selected_objective == report["selected"]["cb2cf_objective"]
     assert '"ndcg@20"' in report_json(report) and "cb2cf" in format_table(report)
+    # choices are made on validation: the sparse baseline, the hybrid's weight, what is served
+    sel = report["selected"]
+    assert sel["best_sparse_knn"] == max(("tfidf-knn", "bm25-knn"), key=lambda m: report["models"][m][f"val_ndcg@{K}"])
+    grid = report["models"]["hybrid"]["val_ndcg_by_weight"]
+    assert f"{sel['hybrid']['sparse']}|{sel['hybrid']['weight']:g}" == max(grid, key=grid.get)
+    assert sel["served"] == max(("cb2cf", "hybrid"), key=lambda m: report["models"][m][f"val_ndcg@{K}"])
+    assert report["protocol"]["name"] == "standard"
 
 
 def test_published_models_reproduce_the_harness_scores(run, sample, tmp_path):
@@ -81,20 +90,20 @@ def test_published_models_reproduce_the_harness_scores(run, sample, tmp_path):
 
     report, artifacts, _ = run
     ds, split, content = sample
-    paths = publish_cold_item_models(artifacts, tmp_path, version="1", report=report)
+    paths = publish_cold_item_models(artifacts, tmp_path, version="1", report=report, serve_hybrid=False)
     assert set(paths) == {"dssm-user", "dssm-item", "cb2cf"}
     reg = ModelRegistry(tmp_path)
     cb = reg.load(CB2CF_NAME)
     assert cb.manifest.extra["space"] == "dssm@1" and "minilm" in cb.manifest.extra["field_sources"]["doc"]
     users, items = np.unique(ds.users[split.test])[:50], split.test_items
-    item_vecs = CB2CFProjector(cb).project(
-        {n: v[items] for n, v in zip(content.names, content.values, strict=True)}, content.present[items]
-    )
+    used = artifacts.content  # the MiniLM doc field + the words field the harness added
+    assert used.names == ("doc", "words") and cb.manifest.extra["words"]["file"] == "words.json"
+    item_vecs = CB2CFProjector(cb).project(used.rows(items), used.present[items])
     sess = ort.InferenceSession(str(reg.load(DSSM_USER).onnx_path), providers=["CPUExecutionProvider"])
     feats = artifacts.dssm.user_feature_table[users].numpy()
     (user_vecs,) = sess.run(["user_vector"], {"user_index": users, "user_features": feats})
     model = artifacts.cb2cf[artifacts.selected_objective]
-    ref = cb2cf_score(model, content, artifacts.dssm.user_vectors)(users, items)
+    ref = cb2cf_score(model, used, artifacts.dssm.user_vectors)(users, items)
     np.testing.assert_allclose(user_vecs @ item_vecs.T, ref, atol=1e-4)
 
 
@@ -116,5 +125,45 @@ def test_published_lightgcn_users_live_in_the_dssm_space(run, sample, tmp_path):
     ids, vecs = tower.vectors()
     assert ids == list(ds.user_ids) and vecs.shape == (ds.n_users, artifacts.dssm.config.dim)
     model = artifacts.cb2cf[artifacts.selected_objective]
-    ndcg = evaluate_task(split.eval_task(ds, "test"), cb2cf_score(model, content, lambda u: vecs[u]), k=K)[f"ndcg@{K}"]
+    score = cb2cf_score(model, artifacts.content, lambda u: vecs[u])
+    ndcg = evaluate_task(split.eval_task(ds, "test"), score, k=K)[f"ndcg@{K}"]
     assert ndcg > best_random
+
+
+def test_published_hybrid_space_reproduces_the_harness_scores(run, sample, tmp_path):
+    """The hybrid as the stream serves it: the worker's CFSpace projects new items from their text and tags into
+    [CB2CF ; sqrt(w) * sparse row], warm users are [DSSM user ; sqrt(w) * mean sparse row of their items], and the
+    inner products are the harness's hybrid scores (cf + w * sparse kNN)."""
+    from encoders.featurizer import FeatureBatch
+    from encoders.registry import ModelRegistry
+    from ranking.evaluation.baselines import sparse_knn_scorer
+    from ranking.evaluation.cold_items import hybrid_scorer
+    from ranking.online.projector import DSSMTower
+    from ranking.training.cb2cf import cb2cf_score
+    from ranking.training.export import publish_cold_item_models
+    from streams.cores.space import load_cf_space
+    from streams.rollout.cf_load import _with_sparse_part
+    from workloads.replay import published_content
+
+    report, artifacts, _ = run
+    ds, split, _ = sample
+    publish_cold_item_models(artifacts, tmp_path, version="h", report=report, serve_hybrid=True)
+    reg = ModelRegistry(tmp_path)
+    space = load_cf_space(reg, threads=1)
+    h = artifacts.hybrid
+    assert space is not None and space.hybrid is not None and space.words is not None
+    assert space.hybrid_weight == h["weight"] and space.dim == artifacts.dssm.config.dim + len(h["vectorizer"].vocab)
+    assert reg.load("cb2cf", "h").manifest.extra["space_dim"] == space.dim
+    items = split.test_items
+    doc = artifacts.content.rows(items)["doc"]
+    feats = FeatureBatch(("text",), {"text": doc}, np.ones((len(items), 1), dtype=bool), {})
+    item_vecs = space.project(feats, list(range(len(items))), [published_content(ds, int(i)) for i in items])
+    tower = DSSMTower(reg.load("dssm-user", "h"))
+    users = np.unique(ds.users[split.test])[:50]
+    ids, uv = tower.vectors([ds.user_ids[u] for u in users])
+    uv = _with_sparse_part(uv / np.linalg.norm(uv, axis=1, keepdims=True), tower, ids)
+    model = artifacts.cb2cf[artifacts.selected_objective]
+    train = artifacts.train
+    ref = hybrid_scorer(cb2cf_score(model, artifacts.content, artifacts.dssm.user_vectors),
+                        sparse_knn_scorer(h["rows"], train, None), h["weight"])(users, items)
+    np.testing.assert_allclose(uv @ item_vecs.T, ref, atol=1e-4)

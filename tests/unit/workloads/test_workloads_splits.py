@@ -180,3 +180,27 @@ def test_make_eval_task_groups_and_excludes() -> None:
     for u, rel in zip(task.users, task.relevant):
         items = ds.items[rows][ds.users[rows] == u]
         assert set(rel.tolist()) == {int(i) for i in items if i < 20}
+
+
+def test_cold_item_gar_protocol() -> None:
+    """GAR protocol: candidates are the validation and test cold items together; a test user's validation positives
+    are excluded (known), nothing is excluded on validation; max_users keeps the first users by index."""
+    ds = _toy()
+    sp = cold_item_split(ds, cold_share=0.3, val_share=0.15, seed=3)
+    std = sp.eval_task(ds, "test")
+    gar = sp.eval_task(ds, "test", protocol="gar")
+    assert np.array_equal(gar.candidates, np.union1d(sp.val_items, sp.test_items))
+    assert np.array_equal(gar.users, std.users)
+    for r, u in enumerate(gar.users):
+        rel = set(gar.candidates[gar.relevant[r]].tolist())
+        assert rel == set(ds.items[sp.test][ds.users[sp.test] == u].tolist())
+        excl = set(gar.candidates[gar.exclude[r]].tolist())
+        assert excl == set(ds.items[sp.val][ds.users[sp.val] == u].tolist())
+        assert not rel & excl
+    assert any(len(e) for e in gar.exclude)  # the toy has users with both validation and test positives
+    val = sp.eval_task(ds, "val", protocol="gar")
+    assert np.array_equal(val.candidates, gar.candidates) and all(len(e) == 0 for e in val.exclude)
+    few = sp.eval_task(ds, "test", protocol="gar", max_users=5)
+    assert few.n_rows == 5 and np.array_equal(few.users, gar.users[:5]) and len(few.exclude) == 5
+    with pytest.raises(ValueError, match="protocol"):
+        sp.eval_task(ds, "test", protocol="nope")  # type: ignore[arg-type]
