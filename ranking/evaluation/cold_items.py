@@ -1,24 +1,47 @@
-"""Cold-item evaluation harness: CB2CF (each objective) against the baselines, on any generic-format dataset.
+"""Cold-item evaluation harness: CB2CF and the hybrid against the baselines, on any generic-format dataset.
 
-Protocol (GAR / Heater / DropoutNet style): items are split into warm (training) and cold (validation, test) sets
-with *all* their interactions; models train on the warm interactions only; every test user (a user with at least
-one interaction on a test cold item) ranks **all** test cold items, and Precision/Recall/NDCG/Hit@K are averaged
-over those users (:mod:`workloads.metrics`). Validation cold items are used for every choice the harness makes
-(early stopping of CB2CF and DropoutNet, the CB2CF objective, the content-kNN neighbourhood size); test items are
-scored once, at the end, with the chosen settings. The DSSM (the CF space) early-stops on a hold-out of its own warm
-pairs, not on cold items. Every interaction counts as a positive unless ``min_weight`` is given.
+Protocols (``ColdEvalConfig.protocol``, :meth:`workloads.splits.ColdItemSplit.eval_task`). Items are split into warm
+(training) and cold (validation, test) sets with *all* their interactions; models train on the warm interactions
+only.
+
+* ``standard`` (Heater / DropoutNet style): every test user (a user with at least one interaction on a test cold
+  item) ranks the test cold items only. It measures how well a model orders new items among themselves, which is
+  what the stream's freshness slot does.
+* ``gar`` (GAR, SIGIR'22 / ALDI, SIGIR'23): the candidates are every item without training interactions, validation
+  and test cold items together; a test user's validation positives are excluded (known). More candidates, and the
+  numbers are comparable with those papers' cold-item setting. ``max_users`` keeps the first N users by index.
+
+Precision/Recall/NDCG/Hit@K are averaged over the evaluated users (:mod:`workloads.metrics`). Validation cold items
+are used for every choice the harness makes (early stopping of CB2CF and DropoutNet, the CB2CF objective, every
+kNN's neighbourhood size, the hybrid's weighting and weight, what is served); test items are scored once, at the
+end, with the chosen settings. The DSSM (the CF space) early-stops on a hold-out of its own warm pairs, not on cold
+items. Every interaction counts as a positive unless ``min_weight`` is given.
 
 Models (``models=``):
 
 * ``random``: uniform random scores.
 * ``popularity``: training interaction count. Cold items have none, so it degenerates to ``random`` (identical
   numbers by construction); reported to make that explicit.
-* ``content-knn``: mean content cosine of the item to the user's warm items (all, or the ``k`` most similar;
-  ``k`` chosen on validation among ``knn_ks``).
+* ``content-knn``: mean dense (MiniLM) content cosine of the item to the user's warm items (all, or the ``k`` most
+  similar; ``k`` chosen on validation among ``knn_ks``).
+* ``tfidf-knn`` / ``bm25-knn``: the same item-kNN over sparse TF-IDF / BM25 rows of the items' text and tag words
+  (:mod:`ranking.online.sparse`; every word of the dataset's content, vocabulary fitted on the warm items; ``k``
+  chosen on validation among ``sparse_ks``). The one that wins on validation is ``selected.best_sparse_knn``: the
+  strongest simple baseline every learned model is read against.
 * ``dropoutnet``: DropoutNet-style model over [DSSM vector, content] with input dropout on the CF part.
 * ``cb2cf``: CB2CF trained on warm items to land on the DSSM item vectors; one entry per objective
   (``cb2cf-regression``, ``cb2cf-contrastive``, ``cb2cf-combined``) plus ``cb2cf`` = the objective that won on
-  validation.
+  validation. Its content is the MiniLM fields plus, with ``words`` (default), the ``words`` field: the item's BM25
+  row over the words of its published text and tags, read through a learned per-word projection
+  (:func:`ranking.training.content.words_field`).
+* ``hybrid``: a weighted hybrid (Burke, "Hybrid Recommender Systems: Survey and Experiments", UMUAI 2002) of the
+  selected CB2CF and the sparse item-kNN over *all* of the user's warm items:
+  ``u . cb2cf(i) + w * mean_j cos(c_i, c_j)``, the weighting (TF-IDF or BM25) and ``w`` chosen on validation
+  among ``hybrid_weights``. With every neighbour the kNN is linear in the user's mean row, so the whole score is one
+  inner product of ``[u ; sqrt(w) * mean row]`` and ``[cb2cf(i) ; sqrt(w) * c_i]``: that is how the stream serves it
+  (:mod:`streams.cores.space`), the rows over a vocabulary capped at ``hybrid_max_features`` words, built from the
+  content a ``content.new`` event carries.
+* ``selected.served``: whichever of ``cb2cf`` and ``hybrid`` won on validation; what ``--publish-dir`` publishes.
 
 Run (from code: :func:`evaluate_cold_items`)::
 
@@ -265,7 +288,8 @@ def _fixed_metrics(task: EvalTask, scores: np.ndarray, k: int) -> float:
 
 
 def hybrid_scorer(cf: ScoreFn, knn: ScoreFn, weight: float) -> ScoreFn:
-    """``cf(u, i) + weight * knn(u, i)``."""
+    """``cf(u, i) + weight * knn(u, i)``: the weighted hybrid of a CF-space score and a content-kNN score (Burke,
+    UMUAI 2002; see the module docstring for how the stream serves it as one inner product)."""
 
     def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return cf(users, items) + np.float32(weight) * knn(users, items)

@@ -16,6 +16,10 @@ item) is lowest; it is reported beside all users.
 Methods (``results``):
 
 * ``random``; ``popularity`` (warm training counts).
+* Strong simple baselines: ``group-popularity`` (the items' popularity among the warm users of the user's group, at
+  the same group level the group prior uses: popularity within the declared tastes / demographics; ties by global
+  popularity) and ``bm25-knn`` (mean BM25 cosine between an item's text and tag words and the revealed items'; at
+  ``n = 0`` it has nothing and is ``group-popularity``).
 * ``group-prior``: the mean LightGCN vector of warm users in the user's group
 (:func:`ranking.training.user_priors.default_groups`
   says what a group is per dataset); it ignores revealed items (the same vector at every ``n``).
@@ -66,9 +70,10 @@ from typing import Any
 
 import numpy as np
 
-from ranking.evaluation.baselines import popularity_scorer, random_scorer
+from ranking.evaluation.baselines import popularity_scorer, random_scorer, sparse_item_rows
 from ranking.models.dssm import DSSMConfig, categorical_user_features
 from ranking.models.lightgcn import FOLD_INS, LightGCNConfig, apply_linear_map, fit_linear_map, fold_in
+from ranking.online.sparse import knn_scores
 from ranking.training.common import Interactions, ScoreFn, evaluate_task
 from ranking.training.content import ContentFields, minilm_text_fields
 from ranking.training.dssm import train_dssm
@@ -91,7 +96,8 @@ logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 METHODS: tuple[str, ...] = (
-    "random", "popularity", "group-prior", "lightgcn", "multimodal-enhanced", "lightgcn+prior", "taste-only",
+    "random", "popularity", "group-popularity", "bm25-knn", "group-prior", "lightgcn", "multimodal-enhanced",
+    "lightgcn+prior", "taste-only",
 )
 
 
@@ -347,11 +353,45 @@ def run_new_users(
         kk, beta = params.get(method, (0.0, 0.0))
         return vectors(part, method, n, kk, beta)
 
+    # strong simple baselines: popularity within the user's group (the group prior of item-indicator rows), and
+    # the sparse item-kNN from the revealed items' words
+    indicator = np.zeros((len(warm_users), ds.n_items), dtype=np.float32)
+    for r, items_ in enumerate(warm_sets):
+        indicator[r, items_] = 1.0
+    tie = item_pop.astype(np.float32) / max(float(item_pop.max()), 1.0) * 1e-3
+    group_pop = {p.name: group_prior(groups, warm_users, indicator, p.users, config.min_group)[0] + tie[None, :]
+                 for p in (val, test)}
+    del indicator
+    words, _ = sparse_item_rows(ds, np.arange(ds.n_items), "bm25")
+
+    def group_pop_scorer(part: _Part) -> ScoreFn:
+        rows = {int(u): r for r, u in enumerate(part.users)}
+
+        def score(us: np.ndarray, items: np.ndarray) -> np.ndarray:
+            return group_pop[part.name][[rows[int(u)] for u in us]][:, items]
+
+        return score
+
+    def bm25_scorer(part: _Part, n: int) -> ScoreFn:
+        if n == 0:
+            return group_pop_scorer(part)
+        rows = {int(u): r for r, u in enumerate(part.users)}
+
+        def score(us: np.ndarray, items: np.ndarray) -> np.ndarray:
+            cand = words[items]
+            return np.stack([knn_scores(cand, words[part.revealed[n][rows[int(u)]]], None) for u in us])
+
+        return score
+
     def scorer(part: _Part, method: str, n: int) -> ScoreFn:
         if method == "random":
             return random_scorer(seed)
         if method == "popularity":
             return popularity_scorer(train, seed)
+        if method == "group-popularity":
+            return group_pop_scorer(part)
+        if method == "bm25-knn":
+            return bm25_scorer(part, n)
         return _vector_scorer(part.users, method_vectors(part, method, n), item_vecs)
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
