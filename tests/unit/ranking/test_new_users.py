@@ -139,6 +139,10 @@ def test_harness_on_a_small_ml100k_sample():
         assert res[m]["5"]["ndcg@20"] > 1.5 * res["random"]["5"]["ndcg@20"], m
     assert res["group-prior"]["0"]["ndcg@20"] > 1.5 * res["random"]["0"]["ndcg@20"]
     assert res["multimodal-enhanced"]["0"] == res["group-prior"]["0"]  # no interactions: the prior
+    # the strong simple baselines: popularity within the group beats random; BM25 kNN has nothing at n = 0 and is it
+    assert res["group-popularity"]["0"]["ndcg@20"] > 1.5 * res["random"]["0"]["ndcg@20"]
+    assert res["bm25-knn"]["0"] == res["group-popularity"]["0"]
+    assert res["bm25-knn"]["5"]["ndcg@20"] > res["random"]["5"]["ndcg@20"]
     assert r["selected"]["fold_in"] in ("mean", "propagate", "regress")
     assert {"lightgcn->dssm", "multimodal-enhanced->dssm"} <= set(r["dssm_alignment"]["results"])
     assert 0 < r["niche"]["test_users"] < r["split"]["test_users"]
