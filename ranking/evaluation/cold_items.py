@@ -608,7 +608,9 @@ def format_table(report: dict[str, Any]) -> str:
     k = report["k"]
     cols = [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"val_ndcg@{k}", "train_seconds"]
     head = f"{'model':<20}" + "".join(f"{c:>15}" for c in cols)
-    lines = [f"{report['dataset']['name']}: {report['split'].get('source', '')}", head, "-" * len(head)]
+    proto = report.get("protocol", {})
+    lines = [f"{report['dataset']['name']}: {report['split'].get('source', '')}; protocol {proto.get('name', '?')} "
+             f"({proto.get('test_candidates', '?')} test candidates)", head, "-" * len(head)]
     for name, m in report["models"].items():
         cells = []
         for c in cols:

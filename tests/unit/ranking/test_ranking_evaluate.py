@@ -71,3 +71,25 @@ def test_cli_cold_items_json(files, capsys):
 def test_cli_rejects_missing_data():
     with pytest.raises(SystemExit):
         thaw("evaluate", "cold-items")
+
+
+def test_cli_sparse_baselines_under_the_gar_protocol(files, capsys):
+    """The generic path with the strong simple baselines, the GAR protocol and --max-users: every item without
+    training interactions is a candidate, the report names the protocol, the sparse kNNs rank better than random."""
+    d, split = files
+    rc = thaw(
+        "evaluate", "cold-items", "--interactions", str(d / "train.csv"), "--item-content", str(d / "items.jsonl"),
+        "--cold-test", str(d / "test.csv"), "--cold-val", str(d / "val.csv"), "--k", "10",
+        "--models", "random,tfidf-knn,bm25-knn", "--sparse-ks", "all,5", "--protocol", "gar", "--max-users", "40",
+        "--json",
+    )
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["protocol"]["name"] == "gar" and rep["protocol"]["max_users"] == 40
+    assert rep["split"]["test_users"] <= 40 and rep["split"]["val_users"] <= 40
+    n_cold = len(split.val_items) + len(split.test_items)
+    assert rep["protocol"]["test_candidates"] == rep["protocol"]["val_candidates"] == n_cold
+    for m in ("tfidf-knn", "bm25-knn"):
+        assert rep["models"][m]["ndcg@10"] > rep["models"]["random"]["ndcg@10"], m
+        assert rep["models"][m]["neighbours"] in ("all", "5") and rep["models"][m]["vocabulary"] > 0
+    assert rep["selected"]["best_sparse_knn"] in ("tfidf-knn", "bm25-knn")
