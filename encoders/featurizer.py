@@ -91,15 +91,22 @@ class FeatureBatch:
         return {n: self.values[n][i] for k, n in enumerate(self.names) if self.present[i, k]}
 
 
+DOC_MAX_TAGS = 20
+"""Tags in the embedded document: the first 20 (an event lists its tags most important first). The sentence encoder
+reads 256 word pieces at most, so more tags would mostly be cut anyway; every tag still counts in the ``words`` field
+(:mod:`ranking.online.sparse`)."""
+
+
 def content_document(text: str, tags: Sequence[str], fallback: str = "") -> str:
     """The one text an item's ``text`` field is embedded from, online and offline alike.
 
-    ``"<text> | tag1, tag2, ..."``, or just one of the two parts when the other is empty, or ``fallback`` (the
-    stream passes the item's kind) when both are. It is the format of ``InteractionDataset.item_document``, so
-    models trained offline on dataset items see the same inputs as the stream produces for new posts.
+    ``"<text> | tag1, tag2, ..."`` with the first :data:`DOC_MAX_TAGS` non-blank tags, or just one of the two parts
+    when the other is empty, or ``fallback`` (the stream passes the item's kind) when both are. It is the format of
+    ``InteractionDataset.item_document`` (20 tags by default), so models trained offline on dataset items see the same
+    inputs as the stream produces for new posts.
     """
     body = text.strip()
-    tag_part = ", ".join(t.strip() for t in tags if t.strip())
+    tag_part = ", ".join([t.strip() for t in tags if t.strip()][:DOC_MAX_TAGS])
     if body and tag_part:
         return f"{body} | {tag_part}"
     return body or tag_part or fallback

@@ -119,3 +119,22 @@ def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = No
 @pytest.fixture
 def worker(stack_settings, unique_name, tmp_path) -> Iterator[Worker]:  # noqa: F811
     yield from running_worker(stack_settings.namespaced(unique_name), tmp_path / "worker.log")
+
+
+def served_item_vectors(models_dir: Path, version: str, ds, rows, max_tags: int = 20):  # noqa: ANN001, ANN201
+    """What a CF-space worker must upsert for dataset items ``rows`` published with their text and first
+    ``max_tags`` tags: the version's CFSpace projection (MiniLM document, words field, hybrid part if any)."""
+    import numpy as np
+
+    from encoders.featurizer import FeatureBatch, content_document
+    from encoders.registry import ModelRegistry
+    from encoders.text import MODEL_NAME, TextEncoder
+    from streams.cores.space import load_cf_space
+
+    reg = ModelRegistry(models_dir)
+    cf = load_cf_space(reg, threads=1, version=version)
+    assert cf is not None
+    docs = [(ds.item_text[i], ds.item_tags[i][:max_tags]) for i in rows]
+    text = TextEncoder(reg.load(MODEL_NAME), threads=1).encode([content_document(t, g) for t, g in docs])
+    feats = FeatureBatch(("text",), {"text": text}, np.ones((len(docs), 1), dtype=bool), {})
+    return cf.project(feats, list(range(len(docs))), docs)

@@ -18,21 +18,19 @@ import pytest
 from kafka import KafkaProducer
 from pymilvus import MilvusClient
 
-from encoders.featurizer import content_document
 from encoders.registry import ModelRegistry
-from encoders.text import MODEL_NAME, TextEncoder, ensure_minilm
+from encoders.text import ensure_minilm
 from indexing.milvus_items import ItemIndex, collection_for, serving_alias
 from indexing.redis_users import UserStore
 from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, run_cold_items
 from ranking.models.cb2cf import CB2CFConfig
 from ranking.models.dssm import DSSMConfig
-from ranking.online.projector import CB2CFProjector
 from ranking.online.recall import Recaller, served_index
 from ranking.training.export import publish_cold_item_models
 from streams.cores.user_update import EventBatch, apply_events
 from streams.rollout.cf_load import FlipRefused, flip_space
 from streams.topics import Topics
-from tests.e2e.conftest import Worker, running_worker, wait_for
+from tests.e2e.conftest import Worker, running_worker, served_item_vectors, wait_for
 from workloads.datasets import load_movielens_100k
 from workloads.splits import cold_item_split
 
@@ -135,15 +133,13 @@ def test_flip_in_the_middle_of_a_replay(stack_settings, unique_name, tmp_path, t
         wait_for(lambda: applied("cb2cf@v1") == n_all, 180, "every event in v1", worker_a)
         time.sleep(2.0)
         reg = ModelRegistry(root)
-        text = TextEncoder(reg.load(MODEL_NAME), threads=1)
-        docs = text.encode([content_document(ds.item_text[i], ds.item_tags[i][:20]) for i in item_rows])
         ids = [it["item_id"] for it in items]
         pos = {i: k for k, i in enumerate(ids)}
         order = [pos[e["item_id"]] for e in evs]
         for v in ("v1", "v2"):
             space = f"cb2cf@{v}"
             cb = reg.load("cb2cf", v)
-            want = CB2CFProjector(cb).project({"doc": docs})
+            want = served_item_vectors(root, v, ds, item_rows)
             ix = ItemIndex(s.milvus, dim=cb.manifest.dim, collection=collection_for(s.milvus, space))
             got = ix.get_vectors(ids)
             assert len(got) == len(ids)

@@ -17,15 +17,12 @@ import pytest
 from kafka import KafkaProducer
 from pymilvus import MilvusClient
 
-from encoders.featurizer import content_document
 from encoders.registry import ModelRegistry
-from encoders.text import MODEL_NAME, TextEncoder
 from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
-from ranking.online.projector import CB2CFProjector
 from streams.cores.user_update import EventBatch, apply_events
 from streams.topics import Topics, ensure_topics
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import served_item_vectors, wait_for
 from tests.e2e.test_bluegreen_e2e import two_versions  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
@@ -85,9 +82,7 @@ def test_new_cf_version_is_picked_up_without_a_restart(stack_settings, unique_na
         wait_for(lambda: applied("cb2cf@v2") == len(evs), 90, "every event applied in v2")
         time.sleep(2.0)
         assert applied("cb2cf@v2") == len(evs)
-        text = TextEncoder(reg.load(MODEL_NAME), threads=1)
-        want = CB2CFProjector(reg.load("cb2cf", "v2")).project(
-            {"doc": text.encode([content_document(ds.item_text[i], ds.item_tags[i][:20]) for i in rows])})
+        want = served_item_vectors(reg.root, "v2", ds, rows)
         got = ItemIndex(s.milvus, dim=dim, collection=collection_for(s.milvus, "cb2cf@v2")).get_vectors(ids)
         np.testing.assert_allclose(np.stack([got[i] for i in ids]), want, atol=1e-4)
         pos = {i: k for k, i in enumerate(ids)}
