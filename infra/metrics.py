@@ -10,6 +10,14 @@ Exposed families::
     thaw_stage_seconds{stage}                     histogram wall time of a pipeline stage (decode, encode...)
     thaw_ab_events_total{variant,action}          counter   applied user events that carry the serving arm
                                                             (``context.ab_variant``): engagement per A/B arm
+    thaw_agent_stuck_seconds{agent}               gauge     seconds the agent has been retrying a step that fails
+                                                            for an infrastructure reason (its partitions wait);
+                                                            0 while it is not (computed when scraped)
+    thaw_agent_failing{agent,step,error}          gauge     1 for the step and error class of a stuck agent
+                                                            (absent while it is not stuck)
+    thaw_agent_retries_total{agent,step,error}    counter   retries of failing steps, by agent, step, error class
+
+:func:`read_agent_states` reads the agent families back from a worker's ``/metrics`` (``thaw lag`` shows them).
 """
 
 from __future__ import annotations
@@ -19,11 +27,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import start_http_server as _start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from infra.lag import LagReader, PartitionLag
@@ -102,6 +113,112 @@ class _LagCollector(Collector):
         return [lag, up]
 
 
+@dataclass
+class _Streak:
+    since: float  # clock reading at the first failure of the streak
+    step: str
+    error: str
+
+
+class _AgentHealth(Collector):
+    """Which agents are stuck retrying a failing step, since when, on what: read at scrape time."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._agents: set[str] = set()
+        self._streaks: dict[str, _Streak] = {}
+
+    def track(self, agents: Iterable[str]) -> None:
+        with self._lock:
+            self._agents.update(agents)
+
+    def failed(self, agent: str, step: str, error: str) -> None:
+        with self._lock:
+            self._agents.add(agent)
+            streak = self._streaks.get(agent)
+            if streak is None:
+                self._streaks[agent] = _Streak(self._clock(), step, error)
+            else:
+                streak.step, streak.error = step, error
+
+    def recovered(self, agent: str) -> None:
+        with self._lock:
+            self._streaks.pop(agent, None)
+
+    def stuck_s(self, agent: str) -> float:
+        with self._lock:
+            streak = self._streaks.get(agent)
+            return 0.0 if streak is None else max(self._clock() - streak.since, 0.0)
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        stuck = GaugeMetricFamily(
+            "thaw_agent_stuck_seconds",
+            "Seconds the agent has been retrying a step that fails for an infrastructure reason (0: not stuck)",
+            labels=["agent"],
+        )
+        failing = GaugeMetricFamily(
+            "thaw_agent_failing", "1 for the failing step and last error class of a stuck agent",
+            labels=["agent", "step", "error"],
+        )
+        return stuck, failing
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        stuck, failing = self._families()
+        with self._lock:
+            now = self._clock()
+            for agent in sorted(self._agents):
+                streak = self._streaks.get(agent)
+                stuck.add_metric([agent], 0.0 if streak is None else max(now - streak.since, 0.0))
+                if streak is not None:
+                    failing.add_metric([agent, streak.step, streak.error], 1.0)
+        return [stuck, failing]
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """One agent's health as a worker's ``/metrics`` reports it."""
+
+    agent: str
+    stuck_s: float  # 0: not stuck
+    step: str | None  # the failing step and its last error class while stuck
+    error: str | None
+    retries: int  # retries of failing steps since the worker started
+
+
+def parse_agent_states(text: str) -> list[AgentState]:
+    """The ``thaw_agent_*`` families of a Prometheus text exposition, one :class:`AgentState` per agent."""
+    stuck: dict[str, float] = {}
+    failing: dict[str, tuple[str, str]] = {}
+    retries: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            agent = sample.labels.get("agent")
+            if agent is None:
+                continue
+            if sample.name == "thaw_agent_stuck_seconds":
+                stuck[agent] = sample.value
+            elif sample.name == "thaw_agent_failing" and sample.value:
+                failing[agent] = (sample.labels.get("step", "?"), sample.labels.get("error", "?"))
+            elif sample.name == "thaw_agent_retries_total":
+                retries[agent] = retries.get(agent, 0.0) + sample.value
+    out = []
+    for a in sorted(set(stuck) | set(failing) | set(retries)):
+        step, error = failing.get(a, (None, None))
+        out.append(AgentState(a, stuck.get(a, 0.0), step, error, int(retries.get(a, 0.0))))
+    return out
+
+
+def read_agent_states(url: str, timeout_s: float = 2.0) -> list[AgentState]:
+    """Scrape a worker's ``/metrics`` at ``url`` and parse its agents' health (httpx errors propagate)."""
+    resp = httpx.get(url, timeout=timeout_s)
+    resp.raise_for_status()
+    return parse_agent_states(resp.text)
+
+
 class _SettingsLagSource:
     """A lag source over one long-lived :class:`LagReader`, rebuilt after a failure."""
 
@@ -174,6 +291,14 @@ class EngineMetrics:
             ["variant", "action"],
             registry=self.registry,
         )
+        self.agent_retries_total = Counter(
+            "thaw_agent_retries",
+            "Retries of agent steps that failed for an infrastructure reason, by agent, step and error class",
+            ["agent", "step", "error"],
+            registry=self.registry,
+        )
+        self._agents = _AgentHealth(clock)
+        self.registry.register(self._agents)
         self._lag: _LagCollector | None = None
         if lag_source is not None:
             self._lag = _LagCollector(lag_source, lag_refresh_s, clock)
@@ -199,6 +324,24 @@ class EngineMetrics:
 
     def ab_event(self, variant: str, action: str, n: int = 1) -> None:
         self.ab_events_total.labels(variant=variant, action=action).inc(n)
+
+    def track_agents(self, agents: Iterable[str]) -> None:
+        """Report ``thaw_agent_stuck_seconds`` for these agents from now on (0 until one gets stuck)."""
+        self._agents.track(agents)
+
+    def step_failed(self, agent: str, step: str, error: str) -> None:
+        """``agent``'s ``step`` failed with error class ``error`` and is retried: the agent is stuck from its first
+        such failure until :meth:`step_recovered`."""
+        self.agent_retries_total.labels(agent=agent, step=step, error=error).inc()
+        self._agents.failed(agent, step, error)
+
+    def step_recovered(self, agent: str) -> None:
+        """``agent``'s failing step succeeded (or was given up): the agent is no longer stuck."""
+        self._agents.recovered(agent)
+
+    def stuck_s(self, agent: str) -> float:
+        """Seconds ``agent`` has been stuck (0 when it is not)."""
+        return self._agents.stuck_s(agent)
 
     def observe_freshness(self, seconds: float) -> None:
         self.freshness_seconds.observe(max(seconds, 0.0))

@@ -7,8 +7,15 @@ Agents are thin and all alike, so one factory builds them from a small :class:`A
 :func:`agent_specs`): take a batch (``stream.take_events``), run the matching :class:`~streams.engine.Engine` handler
 in a worker thread (encoding and sink I/O never block the event loop, so heartbeats continue), send its DLQ records
 (awaiting delivery) and traces, commit where the handler has a commit step, and only then let Faust ack the batch.
-A sink that is down is retried with backoff (tenacity, :data:`streams.cores.retry.SINK_BACKOFF`) inside the agent:
-the partition waits (lag grows, visible in ``thaw lag``) and nothing is acked, so nothing is lost.
+A step failing for an infrastructure reason (a sink down or timing out: :func:`streams.cores.retry.is_transient`)
+is retried with a jittered backoff (tenacity, :data:`streams.cores.retry.SINK_WAIT`, at most 10 s apart) inside the
+agent: the partition waits, nothing is acked, so nothing is lost, and the agent shows as stuck
+(``thaw_agent_stuck_seconds{agent}`` on ``/metrics``, and in ``thaw lag``). Any other exception of a handling step is
+the records' own (a poison record: a bug one input triggers, an id the index rejects, a model refusing an input):
+the batch is bisected (:func:`streams.cores.poison.isolate`) until the failing records stand alone; each is
+dead-lettered to the topic's DLQ with the exception's class and (redacted, truncated) message, and the rest of the
+batch is handled as usual, in order. The user-events commit and the deliveries are always retried, never bisected:
+by then the batch's parked events are delivered, so handling its halves again would park them twice.
 
 Stopping (SIGTERM) is bounded by :class:`Shutdown`: batches in flight get a short grace to finish, a failing step is
 not retried any more, and a batch that did not finish is abandoned: it is never acked, so its offsets are not
@@ -20,13 +27,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 import faust
+from pydantic import BaseModel, SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_not_exception_type
+from tenacity.wait import wait_base
 
 from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelNotFoundError, ModelRegistry
@@ -35,9 +45,12 @@ from indexing.redis_users import UserStore
 from infra.lag import wait_for_group_coordinator
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
-from streams.cores.retry import SINK_BACKOFF, hold_s
+from streams.cores.decode import Rejected, dead_letter, decode_event
+from streams.cores.poison import describe, isolate
+from streams.cores.retry import SINK_WAIT, error_name, hold_s, is_transient, unwrap
 from streams.cores.space import load_cf_space
 from streams.engine import BatchResult, Engine, Outgoing, PreparedUserBatch, Record
+from streams.events import RetryEnvelope
 from streams.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -54,6 +67,15 @@ STOP_GRACE_S = 4.0
 
 class BatchAbandoned(Exception):
     """A batch given up because the worker is stopping: it is not acked, so it is read again after a restart."""
+
+
+class RecordFailure(Exception):
+    """A handling step failed for a reason that is not the infrastructure's (``cause``): not retried as is, the
+    batch is bisected to find the records it fails on (:func:`run_batch`)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
 
 
 class Shutdown:
@@ -206,34 +228,49 @@ async def _pause(seconds: float, stopping: asyncio.Event | None, what: str) -> N
 
 
 async def _retrying(what: str, fn: Callable[[], Awaitable[Any]], metrics: EngineMetrics,
-                    stopping: asyncio.Event | None = None) -> Any:
+                    stopping: asyncio.Event | None = None, *, agent: str | None = None,
+                    wait: wait_base = SINK_WAIT) -> Any:
     """Run ``fn`` until it succeeds: sink outages hold the partition instead of losing the batch.
 
-    Any ``Exception`` is retried (the batch is not acked meanwhile), waiting :data:`SINK_BACKOFF` (0.2 s doubling
-    to 10 s) between attempts, until it succeeds or ``stopping`` is set: then the backoff ends at once and
+    Any ``Exception`` but :class:`RecordFailure` (a handling step's poison records: :func:`run_batch` isolates them)
+    is retried (the batch is not acked meanwhile), waiting ``wait`` (:data:`SINK_WAIT`: jittered, its ceiling 0.2 s
+    doubling to 10 s) between attempts, until it succeeds or ``stopping`` is set: then the backoff ends at once and
     :class:`BatchAbandoned` is raised instead of another attempt. A cancellation is not retried.
+
+    While it retries, ``agent`` (default: ``what``) is stuck: ``thaw_agent_stuck_seconds{agent}`` counts from the
+    first failure, ``thaw_agent_failing`` names the step and the last error class, until the step succeeds.
     """
+    who = agent or what
+    failures = 0
 
     def before_sleep(state: RetryCallState) -> None:
+        nonlocal failures
         exc = state.outcome.exception() if state.outcome is not None else None
+        name = error_name(exc) if exc is not None else "?"
         delay = state.next_action.sleep if state.next_action is not None else 0.0
         if stopping is not None and stopping.is_set():
-            log.warning("%s failed (%s: %s); not retried, the worker is stopping", what, type(exc).__name__,
-                        str(exc)[:200])
+            log.warning("%s failed (%s: %s); not retried, the worker is stopping", what, name, str(exc)[:200])
             return
+        failures += 1
         metrics.event(what, "retry")
-        log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, str(exc)[:200], delay)
+        metrics.step_failed(who, what, name)
+        log.warning("%s failed (%s: %s); retrying in %.1fs (attempt %d, %s stuck %.0fs)", what, name, str(exc)[:200],
+                    delay, state.attempt_number, who, metrics.stuck_s(who))
 
     async def sleep(seconds: float) -> None:
         await _pause(seconds, stopping, f"{what} not retried")
 
     retrying = AsyncRetrying(
-        wait=SINK_BACKOFF,
-        retry=retry_if_exception_type(Exception) & retry_if_not_exception_type(BatchAbandoned),
+        wait=wait,
+        retry=retry_if_exception_type(Exception) & retry_if_not_exception_type((BatchAbandoned, RecordFailure)),
         before_sleep=before_sleep,
         sleep=sleep,
     )
-    return await retrying(fn)
+    try:
+        return await retrying(fn)
+    finally:
+        if failures:
+            metrics.step_recovered(who)
 
 
 def _same(res: BatchResult) -> BatchResult:
@@ -259,8 +296,9 @@ class AgentSpec(Generic[P]):
     """One agent: what it consumes, how it batches, which engine step handles a batch, what it delivers.
 
     A batch runs: ``hold`` (wait, a delay queue) -> ``handle`` -> deliver ``route(result(handled))`` -> ``commit``
-    (when there is one) -> metrics; each step but ``hold`` is retried until it succeeds, and Faust acks the batch
-    only after all of them.
+    (when there is one) -> metrics; each step but ``hold`` is retried until it succeeds, except a ``handle`` that
+    fails for a reason of the records' own: its poison records go to ``dlq`` (see :func:`run_batch`). Faust acks
+    the batch only after all of them.
     """
 
     name: str  # the Faust agent's name
@@ -273,6 +311,7 @@ class AgentSpec(Generic[P]):
     route: Callable[[BatchResult], list[Outgoing]]  # delivered (acks=all) before the commit and the ack
     commit: Callable[[P], BatchResult] | None = None  # runs in a worker thread after delivery
     hold: Callable[[Sequence[Record]], float] | None = None  # seconds to wait before handling a batch
+    dlq: str | None = None  # where poison records go (None: a failing handling step is retried, never bisected)
 
 
 def agent_specs(settings: Settings, topics: Topics, engine: Engine) -> list[AgentSpec[Any]]:
@@ -285,20 +324,21 @@ def agent_specs(settings: Settings, topics: Topics, engine: Engine) -> list[Agen
 
     content: AgentSpec[BatchResult] = AgentSpec(
         "content", topics.content_new, st.content_batch_size, st.batch_within_s, "content",
-        handle=engine.handle_content, result=_same, route=dlq_and_traces,
+        handle=engine.handle_content, result=_same, route=dlq_and_traces, dlq=topics.content_dlq,
     )
     users: AgentSpec[PreparedUserBatch] = AgentSpec(
         "users", topics.user_events, st.batch_size, st.batch_within_s, "users",
         handle=engine.prepare_user_events, result=_prepared, route=dlq_only, commit=engine.commit_user_events,
+        dlq=topics.user_dlq,
     )
     retries: AgentSpec[PreparedUserBatch] = AgentSpec(
         "users-retry", topics.user_events_retry, st.batch_size, st.batch_within_s, "users",
         handle=engine.prepare_user_events, result=_prepared, route=dlq_only, commit=engine.commit_user_events,
-        hold=until_due,
+        hold=until_due, dlq=topics.user_dlq,
     )
     profiles: AgentSpec[BatchResult] = AgentSpec(
         "profiles", topics.user_profile, st.batch_size, st.batch_within_s, "profiles",
-        handle=engine.handle_profiles, result=_same, route=dlq_only,
+        handle=engine.handle_profiles, result=_same, route=dlq_only, dlq=topics.user_dlq,
     )
     return [content, users, retries, profiles]
 
@@ -307,21 +347,119 @@ def _in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[Any
     return partial(asyncio.to_thread, fn, *args)
 
 
+#: the dead letter of a poison record of an agent: (spec, record, exception) -> the DLQ record
+DeadLetterer = Callable[[AgentSpec[Any], Record, Exception], Outgoing]
+
+
+def merge_results(parts: Sequence[BatchResult]) -> BatchResult:
+    """One result of a batch handled in parts (bisected around poison records), for metrics."""
+    if len(parts) == 1:
+        return parts[0]
+    out = BatchResult()
+    for p in parts:
+        out.out += p.out
+        out.dlq += p.dlq
+        out.ok += p.ok
+        out.skipped += p.skipped
+        out.deferred += p.deferred
+        for cls, n in p.rejected.items():
+            out.rejected[cls] = out.rejected.get(cls, 0) + n
+        for stage, ms in p.stage_ms.items():
+            out.stage_ms[stage] = out.stage_ms.get(stage, 0.0) + ms
+        out.freshness_s += p.freshness_s
+        for key, n in p.ab_actions.items():
+            out.ab_actions[key] = out.ab_actions.get(key, 0) + n
+    return out
+
+
 async def run_batch(spec: AgentSpec[P], records: Sequence[Record], *, send: Send, retrying: Retry,
-                    stopping: asyncio.Event | None = None) -> BatchResult:
+                    stopping: asyncio.Event | None = None, poison: DeadLetterer | None = None) -> BatchResult:
     """One batch through ``spec``'s steps (see :class:`AgentSpec`); returns the batch's result for metrics.
 
-    With ``stopping``, a hold ends early once it is set (:class:`BatchAbandoned`)."""
+    With ``stopping``, a hold ends early once it is set (:class:`BatchAbandoned`). With ``poison`` (and a
+    ``spec.dlq``), a handling step that raises anything but an infrastructure error (:func:`is_transient`) is not
+    retried: the batch is bisected (:func:`isolate`), each half running all of the steps on its own (handle, send,
+    commit) in record order, until every record it fails on is alone; those are dead-lettered (delivered before any
+    later record is handled) and the others handled once each. Without, every failure is retried.
+    """
     if spec.hold is not None:
         wait = spec.hold(records)
         if wait > 0:
             await _pause(wait, stopping, f"{spec.name} hold")
-    handled: P = await retrying(spec.stage, _in_thread(spec.handle, records))
-    await retrying("send", partial(send, spec.route(spec.result(handled))))
-    if spec.commit is None:
-        return spec.result(handled)
-    res: BatchResult = await retrying("commit", _in_thread(spec.commit, handled))
-    return res
+    isolating = poison is not None and spec.dlq is not None
+
+    async def handle(sub: Sequence[Record]) -> P:
+        try:
+            handled: P = await asyncio.to_thread(spec.handle, sub)
+        except Exception as exc:
+            if isolating and not is_transient(exc):
+                raise RecordFailure(exc) from exc
+            raise
+        return handled
+
+    async def run(sub: Sequence[Record]) -> BatchResult:
+        handled: P = await retrying(spec.stage, partial(handle, sub))
+        await retrying("send", partial(send, spec.route(spec.result(handled))))
+        if spec.commit is None:
+            return spec.result(handled)
+        res: BatchResult = await retrying("commit", _in_thread(spec.commit, handled))
+        return res
+
+    if poison is None or spec.dlq is None:
+        return await run(records)
+    letter = poison
+
+    async def poisoned(rec: Record, exc: Exception) -> BatchResult:
+        cause = exc.cause if isinstance(exc, RecordFailure) else exc
+        out = letter(spec, rec, cause)
+        await retrying("send", partial(send, [out]))
+        return BatchResult(dlq=[out], rejected={error_name(cause): 1})
+
+    parts = await isolate(records, run, poisoned, is_poison=lambda e: isinstance(e, RecordFailure))
+    return merge_results(parts)
+
+
+def _secret_values(model: BaseModel) -> list[str]:
+    """Every ``SecretStr`` value in a settings object (kept out of dead letters)."""
+    out: list[str] = []
+    for name in type(model).model_fields:
+        v = getattr(model, name)
+        if isinstance(v, SecretStr):
+            out.append(v.get_secret_value())
+        elif isinstance(v, BaseModel):
+            out += _secret_values(v)
+    return [s for s in out if s]
+
+
+def poison_dead_letters(topics: Topics, metrics: EngineMetrics, secrets: Sequence[str] = ()) -> DeadLetterer:
+    """The :data:`DeadLetterer` of the worker: the record as consumed (a retry-topic envelope: the user event it
+    carries, like an ``UnknownItem`` dead letter), the exception's class as the error class, the stage and the
+    redacted, truncated message as the error (:func:`streams.cores.poison.describe`); never a traceback or
+    ``secrets``. Logs one warning per record (the traceback's frames, without locals or message, at INFO) and
+    counts ``thaw_events_total{outcome="poison"}``."""
+
+    def source(rec: Record) -> Record:
+        if rec.topic != topics.user_events_retry or rec.value is None:
+            return rec
+        env = decode_event(rec.value, RetryEnvelope, len(rec.value) + 1)
+        if isinstance(env, Rejected):
+            return rec
+        return Record(topics.user_events, *unwrap(env), rec.timestamp_ms)
+
+    def letter(spec: AgentSpec[Any], rec: Record, exc: Exception) -> Outgoing:
+        assert spec.dlq is not None
+        why = describe(exc, spec.stage, secrets)
+        src = source(rec)
+        dl = dead_letter(topic=src.topic, partition=src.partition, offset=src.offset, key=src.key, value=src.value,
+                         why=why)
+        metrics.event(spec.topic, "poison")
+        log.warning("%s: poison record %s[%d]@%d dead-lettered to %s: %s", spec.name, rec.topic, rec.partition,
+                    rec.offset, spec.dlq, why.error)
+        log.info("%s: where %s was raised:\n%s", spec.name, why.error_class,
+                 "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+        return Outgoing(spec.dlq, src.key, dl.to_bytes())
+
+    return letter
 
 
 def create_app(settings: Settings, *, topics: Topics | None = None, metrics: EngineMetrics | None = None,
@@ -394,14 +532,16 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
             for f in res.freshness_s:
                 metrics.observe_freshness(f)
 
-    async def retrying(what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        return await _retrying(what, fn, metrics, shutdown.stopping)
+    letters = poison_dead_letters(topics, metrics, _secret_values(settings))
 
     def agent_for(spec: AgentSpec[Any]) -> Callable[[faust.StreamT], Awaitable[None]]:
+        async def retrying(what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+            return await _retrying(what, fn, metrics, shutdown.stopping, agent=spec.name)
+
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(spec.batch_size, within=spec.within_s):  # type: ignore[attr-defined]
                 batch = partial(run_batch, spec, to_records(events), send=send_all, retrying=retrying,
-                                stopping=shutdown.stopping)
+                                stopping=shutdown.stopping, poison=letters)
                 try:
                     res = await shutdown.run(batch)
                 except BatchAbandoned as exc:
@@ -417,6 +557,8 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         agent.__qualname__ = agent.__name__ = f"{spec.name.replace('-', '_')}_agent"
         return agent
 
-    for spec in agent_specs(settings, topics, engine):
+    specs = agent_specs(settings, topics, engine)
+    metrics.track_agents(spec.name for spec in specs)
+    for spec in specs:
         app.agent(topic(spec.topic), name=spec.name)(agent_for(spec))
     return Runtime(app=app, engine=engine, topics=topics, metrics=metrics)

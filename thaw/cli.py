@@ -884,11 +884,18 @@ def lag(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     watch: Annotated[bool, typer.Option("--watch")] = False,
     interval: float = 2.0,
+    metrics: Annotated[list[str] | None, typer.Option(
+        "--metrics", help="a worker's /metrics URL to read its agents' health from (repeat for several workers; "
+        "default: http://127.0.0.1:<THAW_STREAM__METRICS_PORT>/metrics)")] = None,
 ) -> None:
-    """Consumer lag per group/topic/partition (committed offset, end offset, lag) from the Kafka admin API."""
+    """Consumer lag per group/topic/partition (committed offset, end offset, lag) from the Kafka admin API, then the
+    worker's agents: stuck (seconds an agent has been retrying a failing sink step, the step and the last error
+    class) and retries, read from the worker's /metrics (``--json`` prints the lag rows only)."""
     from infra.lag import consumer_lag
+    from infra.metrics import read_agent_states
 
     s = _settings()
+    urls = metrics or [f"http://127.0.0.1:{s.stream.metrics_port}/metrics"]
     while True:
         rows = consumer_lag(s, group or None)
         if as_json:
@@ -902,6 +909,20 @@ def lag(
                            f"{r.end_offset:10d} {lag_s:>8s}")
             typer.echo(f"total lag {sum(r.lag or 0 for r in rows)} (partitions without a committed offset: "
                        f"{sum(r.lag is None for r in rows)})")
+            for url in urls:
+                try:
+                    agents = read_agent_states(url)
+                except Exception as exc:  # noqa: BLE001 - no worker there is an answer, not a failure
+                    typer.echo(f"agents: no worker metrics at {url} ({type(exc).__name__}); agent health not shown "
+                               "(pass --metrics URL of a running worker)")
+                    continue
+                typer.echo(f"agents of the worker at {url}:")
+                typer.echo(f"  {'AGENT':14s} {'STATE':8s} {'STUCK_S':>8s} {'STEP':10s} {'LAST_ERROR':28s} "
+                           f"{'RETRIES':>8s}")
+                for a in agents:
+                    state = "STUCK" if a.step is not None else "ok"
+                    typer.echo(f"  {a.agent:14s} {state:8s} {a.stuck_s:8.1f} {a.step or '-':10s} "
+                               f"{a.error or '-':28s} {a.retries:8d}")
         if not watch:
             return
         time.sleep(interval)

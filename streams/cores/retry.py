@@ -6,8 +6,12 @@ Two kinds of retry:
   event is parked on the retry topic (a :class:`~streams.events.RetryEnvelope`) with a delay that doubles from
   0.25 s up to 5 s, and is dead-lettered as ``UnknownItem`` once the next attempt would fall after
   ``first_seen + grace``. The retry agent is a delay queue: it holds a batch until its last record is due.
-- **sinks** (Milvus, Redis, Kafka delivery): a failing step is retried forever with a backoff that doubles from
-  0.2 s up to 10 s, holding the partition (nothing is acked, so nothing is lost); see :data:`SINK_BACKOFF`.
+- **sinks** (Milvus, Redis, Kafka delivery): a step failing for an infrastructure reason (:func:`is_transient`:
+  a service unreachable, timing out, overloaded, refusing writes) is retried forever with a jittered backoff whose
+  ceiling doubles from 0.2 s up to 10 s (:data:`SINK_WAIT`), holding the partition (nothing is acked, so nothing
+  is lost). Any other failure of a handling step is the records' own (a poison record, see
+  :mod:`streams.cores.poison`): retrying it would block the partition forever, so the worker isolates and
+  dead-letters the records it fails on instead. Deliveries and the user-events commit are retried whatever fails.
 - **fence races**: a user-events commit whose fences moved is re-prepared and retried at once, at most
   :data:`FENCE_COMMIT_TRIES` times.
 """
@@ -20,8 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tenacity import wait_exponential
+import grpc
+from aiokafka.errors import KafkaError as AsyncKafkaError
+from kafka.errors import KafkaError as SyncKafkaError  # type: ignore[import-untyped]
+from pymilvus.exceptions import ConnectError, ConnectionNotExistException, MilvusException, MilvusUnavailableException
+from redis import exceptions as redis_errors
+from tenacity import wait_exponential, wait_random_exponential
 
+from indexing.redis_users import FenceMovedError
 from streams.events import RetryEnvelope
 
 UNKNOWN_ITEM_FIRST_DELAY_S = 0.25
@@ -32,6 +42,11 @@ SINK_FIRST_DELAY_S = 0.2
 SINK_MAX_DELAY_S = 10.0
 # tenacity's wait for attempt n: 0.2 * 2^(n-1), capped at 10 s (0.2, 0.4, 0.8, ..., 6.4, 10, 10, ...)
 SINK_BACKOFF = wait_exponential(multiplier=SINK_FIRST_DELAY_S, max=SINK_MAX_DELAY_S)
+# what a failing sink step waits: "equal jitter" under that ceiling, uniform in [1/2, 1] x SINK_BACKOFF, so workers
+# that lost the same Redis or Milvus do not all come back at the same instant (still never above 10 s)
+SINK_WAIT = wait_exponential(multiplier=SINK_FIRST_DELAY_S / 2, max=SINK_MAX_DELAY_S / 2) + wait_random_exponential(
+    multiplier=SINK_FIRST_DELAY_S / 2, max=SINK_MAX_DELAY_S / 2
+)
 
 FENCE_COMMIT_TRIES = 8
 
@@ -106,3 +121,95 @@ def hold_s(due: Iterable[float], now: float, cap: float = RETRY_HOLD_MAX_S) -> f
     """How long the retry agent holds a batch: until its last record is due, at most ``cap`` (0: handle now)."""
     wait = max(due, default=0.0) - now
     return min(wait, cap) if wait > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------------ what is transient
+
+#: Redis errors about the server or the cluster, not the command's data: unreachable, loading, failing over,
+#: read-only replica, out of memory, ACL/auth, busy script, cluster redirects
+_REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,  # also AuthenticationError, AuthorizationError, BusyLoadingError, MaxClients...
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,  # ClusterDownError, MasterDownError
+    redis_errors.TryAgainError,
+    redis_errors.ReadOnlyError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.NoPermissionError,
+    redis_errors.AskError,  # MovedError
+    redis_errors.RedisClusterException,  # RedisClusterUnreachableError, SlotNotCoveredError
+)
+#: ResponseError prefixes that are about the server's state (redis-py has no class for these)
+_REDIS_TRANSIENT_REPLIES = ("BUSY", "MISCONF", "NOREPLICAS", "LOADING", "MASTERDOWN", "READONLY", "OOM", "TRYAGAIN",
+                            "CLUSTERDOWN", "NOAUTH", "NOPERM")
+#: gRPC status codes (Milvus) that say the service, not the request, is the problem
+_GRPC_TRANSIENT = frozenset({
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+})
+#: Milvus error codes (the server's ``merr`` codes, which pymilvus carries as ``MilvusException.code``) of a service
+#: that is down, not ready, over a memory/disk/rate quota or denying writes, and of a collection that is not there
+#: or not loaded (every record would fail alike: hold the partition, do not dead-letter the stream)
+_MILVUS_TRANSIENT_CODES = frozenset({2, 3, 4, 7, 8, 9, 11, 12, 100, 101})
+#: OSErrors about a path, not a connection: an input (or a bug) names a file that is not there
+_PATH_ERRORS: tuple[type[OSError], ...] = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+
+
+def _transient_one(exc: BaseException) -> bool:
+    if isinstance(exc, FenceMovedError):  # another worker writes the same partitions: a rebalance, not the data
+        return True
+    if isinstance(exc, OSError):  # ConnectionError, TimeoutError, socket errors; not a missing file
+        return not isinstance(exc, _PATH_ERRORS)
+    if isinstance(exc, SyncKafkaError | AsyncKafkaError):
+        return True  # delivery and broker errors: the agents' handling steps do not talk to Kafka themselves
+    if isinstance(exc, _REDIS_TRANSIENT):
+        return True
+    if isinstance(exc, redis_errors.ResponseError):
+        return str(exc).lstrip().upper().startswith(_REDIS_TRANSIENT_REPLIES)
+    if isinstance(exc, ConnectError | MilvusUnavailableException | ConnectionNotExistException):
+        return True
+    if isinstance(exc, MilvusException):
+        code = exc.code
+        if isinstance(code, grpc.StatusCode):  # pymilvus gave up retrying an RPC: it carries the gRPC status
+            return code in _GRPC_TRANSIENT
+        return isinstance(code, int) and code in _MILVUS_TRANSIENT_CODES
+    if isinstance(exc, grpc.FutureTimeoutError):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        code_of = getattr(exc, "code", None)
+        return callable(code_of) and code_of() in _GRPC_TRANSIENT
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is an infrastructure failure (Kafka, Redis, Milvus, the network) worth retrying as is.
+
+    True for: builtin ``ConnectionError``/``TimeoutError`` and other ``OSError``s except path errors
+    (``FileNotFoundError`` ...); every Kafka error (kafka-python, aiokafka); Redis connection, timeout, cluster,
+    read-only, out-of-memory, permission and busy replies; Milvus connection errors and ``MilvusException`` codes of
+    a service down, not ready, over quota or rate limit, or a collection missing/not loaded; gRPC ``UNAVAILABLE``,
+    ``DEADLINE_EXCEEDED``, ``RESOURCE_EXHAUSTED`` and the like; a fence race (:class:`FenceMovedError`).
+
+    The chain counts: an exception raised from or while handling a transient one is transient (pymilvus wraps a
+    gRPC ``UNAVAILABLE`` in a ``MilvusException`` after its own retries). Anything else (a bug, a dimension mismatch,
+    a model rejecting an input, a Milvus parameter error) is not: retrying it cannot help.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or len(seen) >= 16:
+            continue
+        seen.add(id(e))
+        if _transient_one(e):
+            return True
+        todo += [e.__cause__, e.__context__]
+    return False
+
+
+def error_name(exc: BaseException) -> str:
+    """The class of ``exc`` as dead letters and the stuck signal name it: ``ValueError`` for a builtin, else with
+    its top-level package, ``redis.ConnectionError``, ``pymilvus.MilvusException`` (which service failed)."""
+    cls = type(exc)
+    root = cls.__module__.split(".", 1)[0]
+    return cls.__qualname__ if root == "builtins" else f"{root}.{cls.__qualname__}"

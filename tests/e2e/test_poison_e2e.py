@@ -1,0 +1,99 @@
+"""End to end: a poison record (one the real pipeline raises on after validation) goes to the DLQ, and the records
+after it are indexed: its partition is not blocked.
+
+The poison input is a real one, no test hook: an item id of 128 two-byte characters passes the event contract (ids
+are at most 128 *characters*) but Milvus refuses the row (the collection's VARCHAR(128) primary key counts *bytes*:
+``MilvusException`` code 1100, "the length (256) of 0th string exceeds max length (128)"). The content agent's sink
+raises on the whole batch; before poison records were isolated, the worker retried that batch forever.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from indexing.milvus_items import ItemIndex
+from infra.lag import consumer_lag
+from streams.events import DeadLetter
+from streams.topics import Topics
+from tests.e2e.conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+POISON_ID = "é" * 128  # 128 characters (a valid id), 256 UTF-8 bytes (over Milvus' VARCHAR(128))
+
+
+def _item(item_id: str, i: int) -> dict[str, object]:
+    now = datetime.now(UTC).isoformat()
+    return {"item_id": item_id, "kind": "track", "creator_id": "artist-p", "created_at": now,
+            "text": f"a calm piano piece number {i}", "tags": ["piano"], "produced_at": now}
+
+
+def _read(s, topic: str, n: int, timeout_s: float = 30.0) -> list[bytes]:
+    c = KafkaConsumer(topic, bootstrap_servers=s.kafka.bootstrap_servers, auto_offset_reset="earliest",
+                      max_partition_fetch_bytes=s.kafka.dlq_max_message_bytes,
+                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=500)
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        out.extend(m.value for m in c)
+    c.close()
+    return out
+
+
+def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = httpx.get(url, timeout=10).text
+    return {(x.name, tuple(sorted(x.labels.items()))): x.value
+            for fam in text_string_to_metric_families(body) for x in fam.samples}
+
+
+def test_a_poison_record_is_dead_lettered_and_the_next_100_are_indexed(worker):
+    s = worker.settings
+    t = Topics.for_prefix(s.kafka.topic_prefix)
+    p = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all", linger_ms=20)
+    poison = json.dumps(_item(POISON_ID, -1)).encode()
+    meta = p.send(t.content_new, key=POISON_ID.encode(), value=poison).get(timeout=30)
+    good = [f"calm{i:03d}" for i in range(100)]
+    for i, item_id in enumerate(good):
+        p.send(t.content_new, key=item_id.encode(), value=json.dumps(_item(item_id, i)).encode())
+    p.flush()
+    p.close()
+
+    ix = ItemIndex(s.milvus, dim=384)
+    t0 = time.monotonic()
+    wait_for(lambda: len(ix.get_rows(good)) == len(good), 120, "the 100 good items in Milvus", worker, poll_s=0.5)
+    took = time.monotonic() - t0
+
+    (raw,) = _read(s, t.content_dlq, 1)
+    dl = DeadLetter.model_validate_json(raw)
+    assert (dl.source_topic, dl.partition, dl.offset) == (t.content_new, meta.partition, meta.offset)
+    assert base64.b64decode(dl.value_b64) == poison and base64.b64decode(dl.key_b64 or "") == POISON_ID.encode()
+    assert dl.error_class == "pymilvus.MilvusException"
+    assert dl.error.startswith("poison record: content raised pymilvus.MilvusException:")
+    assert "exceeds max length" in dl.error
+    assert "Traceback" not in dl.error and len(dl.error) < 400
+    assert ix.get_rows([POISON_ID]) == []
+    assert _read(s, t.content_dlq, 2, timeout_s=3.0) == [raw]  # dead-lettered once
+
+    # everything is acked: the content partitions' committed offsets reach their ends (Faust commits every 1 s)
+    def caught_up() -> bool:
+        rows = [r for r in consumer_lag(s, [s.stream.app_id]) if r.topic == t.content_new]
+        return len(rows) == s.kafka.partitions and all(r.lag == 0 for r in rows)
+
+    wait_for(caught_up, 30, "content.new committed to its end", worker, poll_s=0.5)
+
+    m = _samples(worker.metrics_url())
+    assert m[("thaw_events_total", (("outcome", "poison"), ("topic", t.content_new)))] == 1
+    assert m[("thaw_dlq_total", (("error", "pymilvus.MilvusException"), ("topic", t.content_new)))] == 1
+    assert m[("thaw_events_total", (("outcome", "ok"), ("topic", t.content_new)))] == 100
+    assert m[("thaw_agent_stuck_seconds", (("agent", "content"),))] == 0.0
+    assert not any(name == "thaw_agent_failing" for name, _ in m)
+    assert worker.alive()
+    print(f"poison e2e: 100 items indexed {took:.1f}s after the produce, behind one poison record")
