@@ -630,7 +630,7 @@ def _plot(report: dict[str, Any], path: Path, k: int) -> None:
             inter.append(m[kind]["interactions"][f"ndcg@{k}"])
             colors.append("tab:blue" if kind == "cb2cf" else "tab:orange")
     rows: Sequence[dict[str, Any]] = report["ablation"]["rows"]
-    fig, axes = plt.subplots(1, 3, figsize=(18, 0.32 * len(names) + 2.0))
+    fig, axes = plt.subplots(1, 4, figsize=(23, 0.32 * len(names) + 2.0))
     for ax, vals, rel in ((axes[0], truth, "ground truth"), (axes[1], inter, "held-out interactions")):
         ax.barh(names, vals, color=colors)
         ax.set_title(f"NDCG@{k}, relevance = {rel}")
@@ -642,9 +642,21 @@ def _plot(report: dict[str, Any], path: Path, k: int) -> None:
     err = np.abs(np.stack([d - ci[:, 0], ci[:, 1] - d])) if np.isfinite(ci).all() else None
     axes[2].barh(labels, d, xerr=err, color="tab:green", capsize=3)
     axes[2].axvline(0.0, color="black", lw=0.8)
-    axes[2].set_title(f"served: truth NDCG@{k} minus '{EVERY}' (seed t 95%)")
+    axes[2].set_title(f"served, truth NDCG@{k} minus '{EVERY}'\n(mean over seeds, seed t 95%)")
     axes[2].invert_yaxis()
     axes[2].tick_params(axis="y", labelsize=8)
+    within = report["verdict"].get("within_kind", {})
+    if within:
+        keys = [key for key in next(iter(within.values())) if key.endswith(f"ndcg@{k}")]
+        width = 0.8 / max(len(within), 1)
+        ypos = np.arange(len(keys))
+        for j, (kd, vals) in enumerate(within.items()):
+            axes[3].barh(ypos + j * width, [vals[key] for key in keys], height=width, label=f"{kd}s only")
+        axes[3].set_yticks(ypos + width * (len(within) - 1) / 2,
+                           [key.removesuffix(f"_ndcg@{k}").replace("_", " ") for key in keys], fontsize=8)
+        axes[3].invert_yaxis()
+        axes[3].legend(fontsize=8)
+    axes[3].set_title(f"truth NDCG@{k} within one kind\n(cold test tracks / moments only)")
     missing = report["featurizer"]["missing"]
     fig.suptitle(f"simulator cold items (newest 20%): content fields and baselines; one * per training seed where "
                  f"it is served (chosen on validation); learned = mean over seeds"
