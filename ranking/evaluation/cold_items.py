@@ -94,7 +94,7 @@ MODELS: tuple[str, ...] = (
     "random", "popularity", "content-knn", "tfidf-knn", "bm25-knn", "dropoutnet", "cb2cf", "hybrid"
 )
 SPARSE_MODELS: dict[str, Weighting] = {"tfidf-knn": "tfidf", "bm25-knn": "bm25"}
-HYBRID_WEIGHTS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+HYBRID_WEIGHTS: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 PathLike = str | os.PathLike[str]
 PROTOCOL_TEXT = {
     "standard": "each test user ranks the test cold items only; binary relevance; mean over test users",

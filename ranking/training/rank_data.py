@@ -62,6 +62,7 @@ from ranking.online.row_features import (
     tag_count_bucket,
     user_groups,
 )
+from workloads.replay import published_content
 
 if TYPE_CHECKING:
     from workloads.datasets import InteractionDataset
@@ -211,7 +212,7 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
                     ages=ages,
                     user_ids=tuple(safe_id(f"{prefix}:u:", u) for u in ds.user_ids),
                     item_ids=tuple(safe_id(f"{prefix}:i:", i) for i in ds.item_ids),
-                    item_tags=tuple(tuple(t[:64] for t in tags[:20] if t.strip()) for tags in ds.item_tags),
+                    item_tags=tuple(tuple(published_content(ds, i)[1]) for i in range(ds.n_items)),
                     item_kinds=("track",) * ds.n_items, item_created=np.zeros(ds.n_items, np.float64),
                     user_profiles=tuple(profiles))
 
@@ -319,7 +320,7 @@ def lastfm_log(negatives: int = 2, seed: int = 0, max_categories: int = LASTFM_M
     labels[:n, 0] = 1.0
     labels[:n, 1] = heavy.astype(np.float32)
     # tags exactly as the replayer publishes them; categories = the most common ones
-    tags = tuple(tuple(t[:64] for t in tg[:20] if t.strip()) for tg in ds.item_tags)
+    tags = tuple(tuple(published_content(ds, i)[1]) for i in range(ds.n_items))
     df: dict[str, int] = {}
     for tg in tags:
         for t in set(tg):
