@@ -16,7 +16,9 @@ Delivery semantics: a batch of user events is applied by one Lua script that che
 the batch covers against what the batch was computed from, and only then writes the new states, seen sets,
 popularity and the new fences. A script runs atomically in Redis, so the batch is applied entirely or not at all.
 An event at or below its partition's fence was already applied and is skipped. So a worker killed at any point,
-and Kafka redelivering from the last committed offset, neither loses nor double-applies an event.
+and Kafka redelivering from the last committed offset, neither loses nor double-applies an event. The fences are
+also where the worker resumes on partition assignment (fence + 1, :func:`streams.cores.fences.plan_resume`): a
+Redis that lost its last writes (AOF ``everysec``) has its lost events read again from Kafka.
 
 Costs (measured): one MGET to read a batch's user states and one script call to commit it; an earlier version
 with a hash per user and a MULTI pipeline spent most of its time in ~4 client-side commands per user.
@@ -296,7 +298,7 @@ class UserStore:
             pipe.execute()
 
     def delete_prefix(self) -> int:
-        """Remove every key under this store's prefix (tests and ``thaw reset``)."""
+        """Remove every key under this store's prefix (tests and benchmarks)."""
         n = 0
         for k in self.r.scan_iter(match=f"{self.p}*", count=1000):
             n += int(self.r.delete(k))

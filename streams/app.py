@@ -17,6 +17,15 @@ dead-lettered to the topic's DLQ with the exception's class and (redacted, trunc
 batch is handled as usual, in order. The user-events commit and the deliveries are always retried, never bisected:
 by then the batch's parked events are delivered, so handling its halves again would park them twice.
 
+Resuming: on every partition assignment the worker resumes each user-event partition (and each partition of their
+retry topic) at its Redis offset fence + 1, not at Kafka's committed offset: the fence is written atomically with the
+states, so it is the truth. :class:`FencedConsumer` does it where Faust positions stream partitions
+(``perform_seek``), before the fetcher reads; the decision per partition, including partitions without a fence, is
+:func:`streams.cores.fences.plan_resume` (its module docstring gives the cases and why a Redis that lost every
+state replays from the earliest retained offset). Every seek is logged with both offsets. A poison record moves its
+partition's fence once dead-lettered (:meth:`~streams.engine.Engine.fence_past`), so resuming does not read it
+again.
+
 Stopping (SIGTERM) is bounded by :class:`Shutdown`: batches in flight get a short grace to finish, a failing step is
 not retried any more, and a batch that did not finish is abandoned: it is never acked, so its offsets are not
 committed and a restarted worker reads it again (the sinks' writes are idempotent: upserts, fenced Redis commits).
@@ -29,13 +38,21 @@ import contextlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 import faust
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP, ConsumerT
 from pydantic import BaseModel, SecretStr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_not_exception_type
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_delay,
+)
 from tenacity.wait import wait_base
 
 from encoders.featurizer import ContentFeaturizer
@@ -46,6 +63,7 @@ from infra.lag import wait_for_group_coordinator
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
 from streams.cores.decode import Rejected, dead_letter, decode_event
+from streams.cores.fences import Resume, plan_resume
 from streams.cores.poison import describe, isolate
 from streams.cores.retry import SINK_WAIT, error_name, hold_s, is_transient, unwrap
 from streams.cores.space import load_cf_space
@@ -126,16 +144,108 @@ class Shutdown:
         return len(pending)
 
 
-class ThawApp(faust.App):
-    """The Faust app with a bounded stop: :meth:`Shutdown.begin` runs before Faust stops the consumer.
+#: reads the fences of a consumer's assigned fenced partitions and plans where they resume (see
+#: :func:`fence_resumer`)
+Resumer = Callable[["FencedConsumer"], Awaitable[list[Resume]]]
 
-    Faust's own wait for the streams to drain (``stream_wait_empty``) is off: it waits without a bound for every
-    message handed to an agent to be acked, which with a sink down is forever (the retry loop never ends).
+#: how long resuming waits for Redis to answer before the worker gives up (it cannot resume without the fences)
+RESUME_REDIS_WAIT_S = 30.0
+
+
+class FencedConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer, resuming the fenced partitions at their Redis fence + 1.
+
+    Faust positions stream partitions in one place, :meth:`perform_seek` (seek to the committed offsets): once a
+    rebalance's recovery is done, before the flow resumes and the fetcher starts, and when a fetch returns while
+    the flow is stopped. The fence seek follows it inside the same call, so no fetch runs from a position the
+    fences overrule, and a later seek to the committed offsets is followed by the fence seek again.
+    """
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        resumer = getattr(self.app, "resumer", None)
+        if resumer is not None:
+            await self.resume_at(await resumer(self))
+
+    def committed_offsets(self, tps: Iterable[TP]) -> dict[TP, int | None]:
+        """The group's committed offsets of ``tps`` as the last seek read them (None: none, or 0)."""
+        return {tp: self._committed_offset.get(tp) for tp in tps}
+
+    async def resume_at(self, plan: Sequence[Resume]) -> None:
+        """Seek to the plan's targets (waiting for the positions) and log each partition's resume; commit the
+        targets ahead of the committed offsets (already applied: Faust commits only a run of acked offsets that
+        starts at the committed one, so it would never commit past them otherwise)."""
+        for r in plan:
+            level, msg = r.describe()
+            log.log(level, msg)
+        moves = {TP(r.topic, r.partition): r.target for r in plan if r.target is not None}
+        if not moves:
+            return
+        await self.seek_wait(moves)
+        ahead = {TP(r.topic, r.partition): r.target for r in plan
+                 if r.case == "skip-applied" and r.target is not None}
+        if ahead:
+            try:
+                await self._commit_offsets(ahead)
+            except Exception as exc:  # noqa: BLE001 - the next periodic commit covers it
+                log.warning("could not commit the fence offsets %s (%s: %s); the next commit does", ahead,
+                            type(exc).__name__, exc)
+                self._committed_offset.update(ahead)
+
+
+def fence_resumer(engine: Engine) -> Resumer:
+    """The :data:`Resumer` of the worker: one MGET of the group's fences on every partition of the fenced topics
+    (retried up to :data:`RESUME_REDIS_WAIT_S` while Redis is down, then the error stands: the worker cannot resume
+    without them), the assigned partitions' earliest and end offsets from the broker, and
+    :func:`~streams.cores.fences.plan_resume`."""
+
+    async def resume(consumer: FencedConsumer) -> list[Resume]:
+        tps = sorted(tp for tp in consumer.assignment() if tp.topic in engine.fenced_topics)
+        if not tps:
+            return []
+        counts = {t: n for t in engine.fenced_topics if (n := consumer.topic_partitions(t))}
+        wanted = [(tp.topic, tp.partition) for tp in tps]
+        retrying = AsyncRetrying(wait=SINK_WAIT, stop=stop_after_delay(RESUME_REDIS_WAIT_S), reraise=True,
+                                 retry=retry_if_exception_type(Exception))
+        read: tuple[dict[tuple[str, int], int], bool] = await retrying(asyncio.to_thread, engine.resume_fences,
+                                                                         wanted, counts)
+        fences, any_fence = read
+        earliest = await consumer.earliest_offsets(*tps)
+        end = await consumer.highwaters(*tps)
+        committed = consumer.committed_offsets(tps)
+        return plan_resume(
+            fences,
+            {(tp.topic, tp.partition): c for tp, c in committed.items()},
+            {(tp.topic, tp.partition): int(o) for tp, o in earliest.items() if o is not None},
+            {(tp.topic, tp.partition): int(o) for tp, o in end.items() if o is not None},
+            group_has_fences=any_fence,
+        )
+
+    return resume
+
+
+class ThawApp(faust.App):
+    """The Faust app with a bounded stop and a consumer that resumes at the offset fences.
+
+    :meth:`Shutdown.begin` runs before Faust stops the consumer. Faust's own wait for the streams to drain
+    (``stream_wait_empty``) is off: it waits without a bound for every message handed to an agent to be acked,
+    which with a sink down is forever (the retry loop never ends). The consumer is a :class:`FencedConsumer`; it
+    resumes at the fences once :attr:`resumer` is set (:func:`create_app` sets it).
     """
 
     def __init__(self, *args: Any, stop_grace_s: float = STOP_GRACE_S, **kwargs: Any) -> None:
         self.shutdown = Shutdown(stop_grace_s)
+        self.resumer: Resumer | None = None
         super().__init__(*args, **kwargs)
+
+    def _new_consumer(self) -> ConsumerT:
+        transport = self.transport
+        if not issubclass(FencedConsumer, transport.Consumer):  # another driver (a test transport): as Faust
+            return super()._new_consumer()
+        return FencedConsumer(transport, callback=self.topics.on_message,
+                              on_partitions_revoked=self._on_partitions_revoked,
+                              on_partitions_assigned=self._on_partitions_assigned,
+                              beacon=self.beacon, loop=transport.loop)
 
     async def on_stop(self) -> None:
         abandoned = await self.shutdown.begin()
@@ -312,6 +422,8 @@ class AgentSpec(Generic[P]):
     commit: Callable[[P], BatchResult] | None = None  # runs in a worker thread after delivery
     hold: Callable[[Sequence[Record]], float] | None = None  # seconds to wait before handling a batch
     dlq: str | None = None  # where poison records go (None: a failing handling step is retried, never bisected)
+    # runs in a worker thread after a poison record's dead letter is delivered: moves its offset fence past it
+    passed: Callable[[Sequence[Record]], None] | None = None
 
 
 def agent_specs(settings: Settings, topics: Topics, engine: Engine) -> list[AgentSpec[Any]]:
@@ -341,6 +453,13 @@ def agent_specs(settings: Settings, topics: Topics, engine: Engine) -> list[Agen
         handle=engine.handle_profiles, result=_same, route=dlq_only, dlq=topics.user_dlq,
     )
     return [content, users, retries, profiles]
+
+
+def fenced_poison(specs: Sequence[AgentSpec[Any]], engine: Engine) -> list[AgentSpec[Any]]:
+    """``specs`` with the fenced agents (those with a commit step: user events and their retries) moving the fence
+    past each poison record they dead-letter (:meth:`Engine.fence_past`), so resuming at the fence + 1 does not read
+    it again."""
+    return [replace(s, passed=engine.fence_past) if s.commit is not None else s for s in specs]
 
 
 def _in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[Any]]:
@@ -413,6 +532,8 @@ async def run_batch(spec: AgentSpec[P], records: Sequence[Record], *, send: Send
         cause = exc.cause if isinstance(exc, RecordFailure) else exc
         out = letter(spec, rec, cause)
         await retrying("send", partial(send, [out]))
+        if spec.passed is not None:  # a fenced topic: the record is handled, resuming must not read it again
+            await retrying("commit", _in_thread(spec.passed, [rec]))
         return BatchResult(dlq=[out], rejected={error_name(cause): 1})
 
     parts = await isolate(records, run, poisoned, is_poison=lambda e: isinstance(e, RecordFailure))
@@ -493,6 +614,7 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
     )
     shutdown = app.shutdown
     engine = engine or build_engine(settings, topics, group_id=st.app_id)
+    app.resumer = fence_resumer(engine)
     ensure_topics(k, topics)
     wait_for_group_coordinator(settings, st.app_id)  # Faust's group is the app id; a fresh broker needs ~0.4 s
 
@@ -557,7 +679,7 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         agent.__qualname__ = agent.__name__ = f"{spec.name.replace('-', '_')}_agent"
         return agent
 
-    specs = agent_specs(settings, topics, engine)
+    specs = fenced_poison(agent_specs(settings, topics, engine), engine)
     metrics.track_agents(spec.name for spec in specs)
     for spec in specs:
         app.agent(topic(spec.topic), name=spec.name)(agent_for(spec))

@@ -13,7 +13,9 @@ user vectors and priors (:mod:`~streams.cores.user_update`) and the item-vector 
 Delivery:
 - content: Milvus upsert keyed by item_id is idempotent, so a redelivered batch rewrites the same rows.
 - user events: applied in Redis together with the partition's offset fence (see ``indexing.redis_users``);
-  redelivered events at or below the fence are skipped.
+  redelivered events at or below the fence are skipped. Every handled record moves its partition's fence (a poison
+  record too: :meth:`Engine.fence_past`), so on assignment the worker resumes at the fence + 1
+  (:func:`~streams.cores.fences.plan_resume`, :meth:`Engine.resume_fences`).
 - rejects: the DLQ records of a batch are delivered before the batch's state is committed, so a crash can repeat a
   DLQ record but never lose one.
 """
@@ -33,7 +35,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from encoders.featurizer import ContentFeaturizer, ContentInput
 from encoders.text import TextEncoder
 from indexing.milvus_items import ItemIndex, ItemRow
-from indexing.redis_users import FenceMovedError, ItemMeta, UserCommit, UserState, UserStore
+from indexing.redis_users import FenceKey, FenceMovedError, ItemMeta, UserCommit, UserState, UserStore
 from infra.settings import Settings
 from streams.cores import retry
 from streams.cores.cache import split
@@ -329,6 +331,35 @@ class Engine:
             if ev.produced_at is not None:
                 res.freshness_s.append(freshness_s(self.clock(), ev.produced_at.timestamp()))
         return PreparedUserBatch(res, commit, records)
+
+    @property
+    def fenced_topics(self) -> tuple[str, ...]:
+        """The topics whose partitions have offset fences: user events and their retry topic."""
+        return (self.topics.user_events, self.topics.user_events_retry)
+
+    def resume_fences(
+        self, partitions: Sequence[tuple[str, int]], partition_counts: dict[str, int] | None = None
+    ) -> tuple[dict[tuple[str, int], int], bool]:
+        """The fences of ``partitions`` ((topic, partition) -> fence, -1 for none) and whether the group has a fence
+        on any partition of the fenced topics (``partition_counts``: topic -> partitions; default: ``partitions``
+        only). One MGET."""
+        every = set(partitions)
+        for topic, n in (partition_counts or {}).items():
+            every |= {(topic, i) for i in range(n)}
+        keys = {tp: FenceKey(self.group_id, *tp) for tp in sorted(every)}
+        read = self.users.read_fences(keys.values())
+        fences = {tp: read[keys[tp]] for tp in partitions}
+        return fences, any(v >= 0 for v in read.values())
+
+    def fence_past(self, records: Sequence[Record]) -> None:
+        """Move the fences of ``records``' partitions past them without changing any state: records handled
+        without a commit (poison records, once dead-lettered) must not be read again on resume. Compare-and-set
+        like a commit (:class:`FenceMovedError` when a fence moved meanwhile: retried by the caller)."""
+        fkeys = fence_keys(self.group_id, records)
+        fenced = split_by_fence(records, fkeys, self.users.read_fences(fkeys.values()))
+        if fenced.advance:
+            self.users.commit(UserCommit(space=self.space, states={}, fences=fenced.advance,
+                                         expected_fences=fenced.expected, seen={}, popularity={}))
 
     def retry_due(self, rec: Record) -> float:
         """Epoch seconds at which a retry-topic record is due (0 when it cannot be read: handled as a reject)."""

@@ -18,7 +18,7 @@ Everything lives under ``settings.stack.home`` (default ``~/.cache/thaw/stack``)
     kafka/server.properties      single-node KRaft broker+controller on 127.0.0.1
     kafka/log4j2.properties      Log4j2 config (file appender to logs/kafka-server.log)
     kafka/kraft-<ctrl-port>/     log.dirs, formatted once with kafka.tools.StorageTool (--standalone)
-    redis/redis.conf, redis.pid  Debian redis-server, loopback only, no persistence
+    redis/redis.conf, redis.pid  Debian redis-server, loopback only, AOF (appendfsync everysec) in redis/data/
     milvus/                      Milvus 2.3.5 standalone (PyPI ``milvus`` wheel): configs/ data/ bin/ logs/
     logs/                        stdout/stderr of every process, Kafka's server.log, redis.log
     state.json                   pids of the processes ``up`` started (so ``down`` stops only those)

@@ -1,6 +1,14 @@
-"""Redis for the local stack: Debian's ``redis-server`` on loopback, no persistence, a config written on each start.
+"""Redis for the local stack: Debian's ``redis-server`` on loopback, a config written on each start.
+
+Persistence is the append-only file, as a production Redis would run it: every write is logged and the log is
+fsynced once a second (``appendonly yes``, ``appendfsync everysec``; no RDB snapshots). A restarted server reloads
+its data; a server killed outright (or its host losing power) loses at most its last second of writes. The worker
+is built for that loss: user states and their offset fences are written together, and on partition assignment it
+resumes each user-event partition at its fence + 1 (see ``streams.app``), so the lost second is read again from
+Kafka and applied again.
 
     <home>/redis/redis.conf, redis.pid   (the conf is 0600: it carries ``requirepass`` when a password is set)
+    <home>/redis/data/appendonlydir/     the append-only file (Redis 7: base + incremental files and a manifest)
     <home>/logs/redis.log, redis.out
 """
 
@@ -61,8 +69,9 @@ def start_redis(settings: Settings, home: Path) -> Launch:
         )
     s = settings.redis
     rdir = home / "redis"
+    data = rdir / "data"
     logs = home / "logs"
-    rdir.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     conf = rdir / "redis.conf"
     bind = "127.0.0.1" if s.host == "localhost" else s.host
@@ -71,11 +80,13 @@ def start_redis(settings: Settings, home: Path) -> Launch:
         f"bind {bind}",
         "protected-mode yes",
         "daemonize no",
-        'save ""',
-        "appendonly no",
+        'save ""',  # no RDB snapshots: the append-only file is the persistence
+        "appendonly yes",
+        "appendfsync everysec",  # fsync once a second: a killed server loses at most its last second
+        "appenddirname appendonlydir",
         f"pidfile {rdir / 'redis.pid'}",
         f"logfile {logs / 'redis.log'}",
-        f"dir {rdir}",
+        f"dir {data}",
         "databases 16",
     ]
     if s.password is not None:  # kept in a 0600 file, never on the command line

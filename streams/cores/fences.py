@@ -4,13 +4,41 @@ A user-events partition's fence is the highest offset whose effect is committed 
 effect, see ``indexing.redis_users``). A redelivered record at or below its partition's fence is skipped; the
 batch's commit moves each touched fence to the highest offset it handled, on the condition that the fences still
 hold what was read (compare-and-set: another worker on the same partitions makes the commit fail and re-read).
+
+Resuming (:func:`plan_resume`): the fence, not Kafka's committed offset, says where a fenced partition resumes.
+On partition assignment the worker seeks each fenced partition (user events and their retry topic) to its fence
++ 1, in both directions:
+
+- ahead of the committed offset (the worker died between its Redis commit and its Kafka commit): the records in
+  between are applied already; they are not read again, and the new position is committed.
+- behind it (Redis lost its last writes: AOF ``everysec`` loses up to a second, a failover loses the replica's
+  lag): the lost records are read and applied again; the fences make that exact (each is applied once in the end).
+  Kafka's committed offset is left ahead until the replay passes it.
+- no fence, nothing committed: a new group; Kafka's reset policy (earliest) applies.
+- no fence but a committed offset: Redis holds nothing the group applied on that partition. Every handled
+  record moves its partition's fence (poison records included), so this is a Redis that lost that partition's
+  state, or every state when the group has no fence on any partition. **Decision: replay from the earliest
+  retained offset**, logged as an error, not refuse: the states are gone, rebuilding them from the log is the only
+  thing an operator could do instead, and the fences make the rebuild idempotent, so a worker that dies half way
+  simply continues. What the log no longer holds (retention) cannot be replayed: the plan counts it
+  (``unrecoverable``) and the worker says so loudly.
+- a fence beyond the log's end (the topic was recreated, or the Redis belongs to another cluster): the fences do
+  not describe this log; the worker stays at the committed offset and says so loudly (delete the stale fence
+  keys, ``{prefix}fence:{group}:*``, before the records at or below them are skipped).
+
+Not covered by resuming: a Redis that loses writes while the worker keeps its partitions (Redis restarts under a
+running worker: no assignment happens, so nothing seeks; restart the worker, or make Redis failures rebalance);
+an event parked on the retry topic inside the lost window, whose item is indexed by the time of the replay, is
+applied twice (once replayed from user events, once from the retry topic); the content and profile agents' Redis
+writes (fresh sets, item attributes, priors) carry no fence and are not replayed.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from indexing.redis_users import FenceKey
 
@@ -61,3 +89,109 @@ def split_by_fence(
         advance[fk] = max(advance.get(fk, -1), rec.offset)
         fresh.append(rec)
     return FenceSplit(fresh, skipped, advance, {k: applied[k] for k in advance})
+
+
+#: why a fenced partition resumes where it does (see :func:`plan_resume`)
+ResumeCase = Literal["at-fence", "skip-applied", "replay", "fresh", "fence-lost", "states-lost", "fence-ahead-of-log"]
+
+TP = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where one fenced partition resumes after an assignment, and why."""
+
+    topic: str
+    partition: int
+    fence: int  # highest applied offset in Redis (-1: none)
+    committed: int | None  # the group's committed offset in Kafka (the next to read; None: none)
+    target: int | None  # the offset to seek to (None: stay where Faust put it: the committed offset)
+    case: ResumeCase
+    unrecoverable: int = 0  # records after the fence the log no longer holds (deleted by retention)
+
+    @property
+    def replays(self) -> int:
+        """How many records below the committed offset are read again (0 unless seeking behind it)."""
+        if self.target is None or self.committed is None:
+            return 0
+        return max(0, self.committed - self.target)
+
+    def describe(self) -> tuple[int, str]:
+        """The log level and line of this resume (both offsets named)."""
+        where = f"{self.topic}[{self.partition}]"
+        fence = f"fence {self.fence}" if self.fence >= 0 else "no fence"
+        done = f"committed offset {self.committed}" if self.committed is not None else "no committed offset"
+        at = f"offset {self.target}" if self.target is not None else "the committed offset"
+        lost = (f"; {self.unrecoverable} record(s) after the fence are no longer in the log (retention) and are "
+                "LOST to the user states" if self.unrecoverable else "")
+        level = logging.ERROR if self.unrecoverable else logging.INFO
+        if self.case == "skip-applied":
+            return level, f"{where}: resuming at {at} ({fence}, {done}): the records up to the fence are applied{lost}"
+        if self.case == "replay":
+            return max(level, logging.WARNING), (
+                f"{where}: resuming at {at} ({fence}, {done}): Redis lost the writes of {self.replays} record(s) "
+                f"the group had committed; reading them again (the fences apply each once){lost}")
+        if self.case == "fence-lost":
+            return logging.ERROR, (
+                f"{where}: {fence} but {done} while Redis holds fences of other partitions: Redis lost this "
+                f"partition's state; replaying it from {at}{lost}")
+        if self.case == "states-lost":
+            return logging.ERROR, (
+                f"{where}: {fence} but {done}, and Redis holds no fence of this group at all: Redis lost every user "
+                f"state; rebuilding them by replaying from {at}{lost}")
+        if self.case == "fence-ahead-of-log":
+            return logging.ERROR, (
+                f"{where}: {fence} is beyond the log's end: the fences do not describe this log (topic recreated? "
+                f"another cluster's Redis?); staying at {at} ({done}); records at or below the fence will be skipped "
+                "until the stale fence keys are deleted")
+        return logging.DEBUG, f"{where}: resuming at {at} ({fence}, {done}): {self.case}{lost}"
+
+
+def plan_resume(
+    fences: Mapping[TP, int],
+    committed: Mapping[TP, int | None],
+    earliest: Mapping[TP, int],
+    end: Mapping[TP, int] | None = None,
+    *,
+    group_has_fences: bool,
+) -> list[Resume]:
+    """Seek targets for the fenced partitions in ``fences`` (see the module docstring). Pure.
+
+    Args:
+        fences: (topic, partition) -> the partition's fence (-1: none), for each assigned fenced partition.
+        committed: the group's committed offsets (absent, None or 0: nothing committed).
+        earliest: the first offset each partition's log still holds (absent: 0).
+        end: the log end offsets (the next offset to be written), when known.
+        group_has_fences: whether Redis holds a fence of this group on any partition of the fenced topics (not
+            only the assigned ones): tells a Redis that lost everything from one that lost one partition's fence.
+
+    Returns:
+        One :class:`Resume` per partition of ``fences``, sorted by (topic, partition).
+    """
+    out = []
+    for tp in sorted(fences):
+        fence = fences[tp]
+        done = committed.get(tp) or None
+        first = earliest.get(tp, 0)
+        last = end.get(tp) if end is not None else None
+        case: ResumeCase
+        if fence < 0:
+            if done is None:
+                out.append(Resume(tp[0], tp[1], fence, done, None, "fresh"))
+                continue
+            case = "fence-lost" if group_has_fences else "states-lost"
+            want = 0
+        elif last is not None and fence + 1 > last:
+            out.append(Resume(tp[0], tp[1], fence, done, None, "fence-ahead-of-log"))
+            continue
+        else:
+            want = fence + 1
+            position = done if done is not None else first
+            case = "at-fence" if want == position else "skip-applied" if want > position else "replay"
+        target = max(want, first)
+        if case == "at-fence" or (done is None and target == first):
+            target_or_none = None  # where Faust (or the reset policy) starts anyway
+        else:
+            target_or_none = target
+        out.append(Resume(tp[0], tp[1], fence, done, target_or_none, case, unrecoverable=target - want))
+    return out
