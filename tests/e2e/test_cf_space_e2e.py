@@ -55,12 +55,16 @@ def cf_models(tmp_path_factory):
     return root, small, split, hroot
 
 
-@pytest.fixture
-def cf_worker(stack_settings, unique_name, tmp_path, cf_models):
-    root = cf_models[0]
+def _cf_space_worker(stack_settings, unique_name, tmp_path, root):
+    """A worker serving the current CF version of model directory ``root``, in its own namespace."""
     s0 = stack_settings.namespaced(unique_name)
     s = s0.model_copy(update={"models": s0.models.model_copy(update={"dir": root})})
     yield from running_worker(s, tmp_path / "worker.log", {"THAW_MODELS__DIR": str(root), "THAW_STREAM__SPACE": "cf"})
+
+
+@pytest.fixture
+def cf_worker(stack_settings, unique_name, tmp_path, cf_models):
+    yield from _cf_space_worker(stack_settings, unique_name, tmp_path, cf_models[0])
 
 
 def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
@@ -147,10 +151,7 @@ def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
 
 @pytest.fixture
 def hybrid_worker(stack_settings, unique_name, tmp_path, cf_models):
-    root = cf_models[3]
-    s0 = stack_settings.namespaced(unique_name)
-    s = s0.model_copy(update={"models": s0.models.model_copy(update={"dir": root})})
-    yield from running_worker(s, tmp_path / "worker.log", {"THAW_MODELS__DIR": str(root), "THAW_STREAM__SPACE": "cf"})
+    yield from _cf_space_worker(stack_settings, unique_name, tmp_path, cf_models[3])
 
 
 def test_hybrid_space_through_the_stream(hybrid_worker, cf_models):
