@@ -33,7 +33,8 @@ Models:
   item space (the stream's featuriser: ``text`` MiniLM, ``audio_clip`` MusicCLIP, ``audio_mae`` Audio MAE, ``image``
   and ``image_text`` FLAVA-style; plus ``words``, the BM25 row over text and tag words fitted on the warm items);
   the **hybrid** adds ``w x`` sparse kNN over all of the user's warm items (TF-IDF or BM25 and ``w`` in
-  (0.5 .. 32) chosen on validation, :func:`ranking.evaluation.cold_items.hybrid_scorer`); the **served** model of a
+  :data:`ranking.evaluation.cold_items.HYBRID_WEIGHTS` chosen on validation,
+  :func:`ranking.evaluation.cold_items.hybrid_scorer`); the **served** model of a
   field set is the hybrid or plain CB2CF, whichever wins on validation (as ``thaw evaluate cold-items`` picks it).
 * field sets: ``text``; ``text+words``; ``every field`` (every featuriser field + ``words``) and its leave-one-out
   ablations (``every field - F`` for each non-text featuriser field ``F`` and for ``words``).
@@ -67,7 +68,7 @@ EVERY = "every field"
 KNN_KS: tuple[int | None, ...] = (None, 10, 50)
 MEDIA_KINDS = ("track", "moment")  # the kinds whose items carry audio / images
 WIDE_EXTRA_WEIGHTS = (0.01, 0.02, 0.05, 0.1, 0.2)
-"""Diagnostic only: hybrid weights below the served grid's smallest (0.5), tried on validation beside it."""
+"""Diagnostic only: hybrid weights below the served grid's smallest, tried on validation beside it."""
 
 
 def simulate(steps: int, seed: int) -> tuple[Any, list[tuple[str, str, float, float]], int]:
@@ -411,22 +412,22 @@ def main(argv: list[str] | None = None) -> int:
                          epochs_run=res.log.epochs_run, **{f"non_personal_truth_ndcg@{k}": round(np_truth, 5)},
                          val_ndcg_by_objective={o: round(v[0], 5) for o, v in per_obj.items()})
         grid: dict[str, float] = {}
-        for name in SPARSE_MODELS:
-            for w in HYBRID_WEIGHTS:
-                knn_val = hybrid_knn[name]["truth_val"]
-                grid[f"{name}|{w:g}"] = sc.val_ndcg(cf_mats["truth_val"] + np.float32(w) * knn_val)
-        best_key = max(grid, key=lambda g: grid[g])
-        h_name, h_w = best_key.split("|")[0], float(best_key.split("|")[1])
+
+        def best_weight(weights: tuple[float, ...]) -> tuple[str, float]:
+            """Adds ``weights`` to ``grid`` (validation NDCG per sparse model x weight); the best key so far."""
+            for name in SPARSE_MODELS:
+                for w in weights:
+                    knn_val = hybrid_knn[name]["truth_val"]
+                    grid[f"{name}|{w:g}"] = sc.val_ndcg(cf_mats["truth_val"] + np.float32(w) * knn_val)
+            key = max(grid, key=lambda g: grid[g])
+            return key.split("|")[0], float(key.split("|")[1])
+
+        h_name, h_w = best_weight(HYBRID_WEIGHTS)
         h_mats = {tn: cf_mats[tn] + np.float32(h_w) * hybrid_knn[h_name][tn] for tn in tasks}
         hybrid = sc.entry(f"hybrid|{label}|{seed}", h_mats, sparse=h_name, weight=h_w,
                           val_ndcg_by_weight={g: round(v, 5) for g, v in grid.items()})
-        # diagnostic, not served: the same hybrid with smaller weights too (the served grid starts at 0.5)
-        for name in SPARSE_MODELS:
-            for w in WIDE_EXTRA_WEIGHTS:
-                knn_val = hybrid_knn[name]["truth_val"]
-                grid[f"{name}|{w:g}"] = sc.val_ndcg(cf_mats["truth_val"] + np.float32(w) * knn_val)
-        wide_key = max(grid, key=lambda g: grid[g])
-        x_name, x_w = wide_key.split("|")[0], float(wide_key.split("|")[1])
+        # diagnostic, not served: the same hybrid with weights below the served grid's smallest too
+        x_name, x_w = best_weight(WIDE_EXTRA_WEIGHTS)
         wide = sc.entry(f"hybrid-wide|{label}|{seed}",
                         {tn: cf_mats[tn] + np.float32(x_w) * hybrid_knn[x_name][tn] for tn in tasks},
                         sparse=x_name, weight=x_w)
@@ -562,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights_by_seed": [f"{r['hybrid-wide']['sparse']} x {r['hybrid-wide']['weight']:g}"
                             for r in models[EVERY]["runs"]],
         "note": f"not served: the every-field CB2CF + w x sparse kNN with w also in {list(WIDE_EXTRA_WEIGHTS)} "
-                f"(the served grid starts at 0.5), chosen on validation",
+                f"(the served grid starts at {min(HYBRID_WEIGHTS):g}), chosen on validation",
     }
     sparse_best = max(SPARSE_MODELS, key=lambda b: baselines[b][f"val_ndcg@{k}"])
     report["verdict"]["within_kind"] = {

@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from ranking.online.sparse import SparseVectorizer, Weighting, item_tokens, knn_scores
+from ranking.online.sparse import knn_scores
 from ranking.training.common import Interactions, ScoreFn
-from workloads.datasets.base import InteractionDataset
 
 
 def random_scorer(seed: int = 0) -> ScoreFn:
@@ -81,26 +80,6 @@ def content_knn_scorer(item_content: np.ndarray, train: Interactions, k: int | N
         return out
 
     return score
-
-
-def sparse_item_rows(
-    ds: InteractionDataset,
-    fit_items: np.ndarray,
-    weighting: Weighting,
-    max_features: int | None = None,
-    published: bool = False,
-) -> tuple[sparse.csr_matrix, SparseVectorizer]:
-    """``float32[n_items, V]`` TF-IDF/BM25 rows of every item and their vectorizer, fitted on ``fit_items`` (the
-    warm items) with at most ``max_features`` words. ``published``: from the content as a ``content.new`` event
-    carries it (what a served model sees) instead of everything the dataset has (what a baseline may use)."""
-    if published:
-        from ranking.training.content import published_tokens
-
-        docs = published_tokens(ds)
-    else:
-        docs = [item_tokens(ds.item_text[i], ds.item_tags[i]) for i in range(ds.n_items)]
-    vec = SparseVectorizer.fit([docs[i] for i in fit_items], weighting=weighting, max_features=max_features)
-    return vec.transform(docs), vec
 
 
 def sparse_knn_scorer(rows: sparse.csr_matrix, train: Interactions, k: int | None = None) -> ScoreFn:

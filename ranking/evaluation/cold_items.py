@@ -72,7 +72,6 @@ from ranking.evaluation.baselines import (
     content_knn_scorer,
     popularity_scorer,
     random_scorer,
-    sparse_item_rows,
     sparse_knn_scorer,
 )
 from ranking.models.cb2cf import OBJECTIVES, CB2CFConfig, Objective
@@ -81,7 +80,7 @@ from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features
 from ranking.online.sparse import Weighting
 from ranking.training.cb2cf import cb2cf_score, train_cb2cf
 from ranking.training.common import Interactions, ScoreFn, evaluate_task
-from ranking.training.content import WORDS_FIELD, ContentFields, minilm_text_fields, words_field
+from ranking.training.content import WORDS_FIELD, ContentFields, minilm_text_fields, sparse_item_rows, words_field
 from ranking.training.dropoutnet import train_dropoutnet
 from ranking.training.dssm import train_dssm
 from workloads.datasets import InteractionDataset, load_dataset, load_generic

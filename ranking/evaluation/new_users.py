@@ -75,12 +75,12 @@ from typing import Any
 
 import numpy as np
 
-from ranking.evaluation.baselines import popularity_scorer, random_scorer, sparse_item_rows
+from ranking.evaluation.baselines import popularity_scorer, random_scorer
 from ranking.models.dssm import DSSMConfig, categorical_user_features
 from ranking.models.lightgcn import FOLD_INS, LightGCNConfig, apply_linear_map, fit_linear_map, fold_in
 from ranking.online.sparse import knn_scores
 from ranking.training.common import Interactions, ScoreFn, evaluate_task
-from ranking.training.content import ContentFields, minilm_text_fields
+from ranking.training.content import ContentFields, minilm_text_fields, sparse_item_rows
 from ranking.training.dssm import train_dssm
 from ranking.training.lightgcn import train_lightgcn
 from ranking.training.user_priors import (

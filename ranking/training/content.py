@@ -121,6 +121,27 @@ def published_tokens(ds: InteractionDataset) -> list[list[str]]:
 
 
 
+def sparse_item_rows(
+    ds: InteractionDataset,
+    fit_items: np.ndarray,
+    weighting: Weighting,
+    max_features: int | None = None,
+    published: bool = False,
+    min_df: int = 1,
+) -> tuple[sparse.csr_matrix, SparseVectorizer]:
+    """``float32[n_items, V]`` TF-IDF/BM25 rows of every item and their vectorizer, fitted on ``fit_items`` (the
+    warm items) with at most ``max_features`` words in at least ``min_df`` fitted items. ``published``: from the
+    content as a ``content.new`` event carries it (what a served model sees) instead of everything the dataset has
+    (what a baseline may use)."""
+    if published:
+        docs = published_tokens(ds)
+    else:
+        docs = [item_tokens(ds.item_text[i], ds.item_tags[i]) for i in range(ds.n_items)]
+    vec = SparseVectorizer.fit([docs[i] for i in fit_items], weighting=weighting, min_df=min_df,
+                               max_features=max_features)
+    return vec.transform(docs), vec
+
+
 def words_field(
     ds: InteractionDataset,
     fit_items: np.ndarray,
@@ -144,10 +165,7 @@ def words_field(
     Returns:
         ``(content, vectorizer)``.
     """
-    docs = published_tokens(ds)
-    vec = SparseVectorizer.fit([docs[i] for i in fit_items], weighting=weighting, min_df=min_df,
-                               max_features=max_features)
-    rows = vec.transform(docs)
+    rows, vec = sparse_item_rows(ds, fit_items, weighting, max_features, published=True, min_df=min_df)
     present = np.asarray(rows.getnnz(axis=1) > 0)[:, None]
     src = {WORDS_FIELD: f"{weighting} over text and tag words, {len(vec.vocab)} words (min_df {min_df}) fitted on "
            f"{len(fit_items)} warm items"}

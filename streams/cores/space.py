@@ -40,6 +40,19 @@ FIELD_ALIASES = {"doc": "text"}
 featuriser's ``text`` field is the same document (:func:`encoders.featurizer.content_document`)."""
 
 
+class _Tokens:
+    """The token lists of a batch's ``(text, tags)`` documents, made once per ``whole_tags`` setting."""
+
+    def __init__(self, docs: Sequence[tuple[str, Sequence[str]]]) -> None:
+        self.docs = docs
+        self._made: dict[bool, list[list[str]]] = {}
+
+    def __call__(self, whole_tags: bool) -> list[list[str]]:
+        if whole_tags not in self._made:
+            self._made[whole_tags] = [item_tokens(t, g, whole_tags) for t, g in self.docs]
+        return self._made[whole_tags]
+
+
 @dataclass(frozen=True)
 class CFSpace:
     """A published CB2CF version serving as the engine's space.
@@ -76,11 +89,11 @@ class CFSpace:
         """Featuriser fields the model reads (after aliasing; ``words`` is made here, not by the featuriser)."""
         return [FIELD_ALIASES.get(n, n) for n, _ in self.projector.fields if n != WORDS_FIELD]
 
-    def hybrid_part(self, docs: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+    def hybrid_part(self, docs: Sequence[tuple[str, Sequence[str]]], tokens: _Tokens | None = None) -> np.ndarray:
         """``float32[len(docs), V]``: ``sqrt(w)`` times each document's row (zero-width without a hybrid)."""
         if self.hybrid is None:
             return np.zeros((len(docs), 0), dtype=np.float32)
-        rows = self.hybrid.transform([item_tokens(t, g, self.hybrid.whole_tags) for t, g in docs])
+        rows = self.hybrid.transform((tokens or _Tokens(docs))(self.hybrid.whole_tags))
         return (rows.toarray() * np.float32(np.sqrt(self.hybrid_weight))).astype(np.float32)
 
     def project(
@@ -97,12 +110,13 @@ class CFSpace:
             raise ValueError("one (text, tags) per row")
         if docs is None and (self.words is not None or self.hybrid is not None):
             raise ValueError(f"{self.name} reads the items' words: pass their (text, tags)")
+        tokens = _Tokens(docs or ())  # each document is tokenised once for the words field and the hybrid part
         fields: dict[str, np.ndarray | None] = {}
         present = np.zeros((len(idx), len(self.projector.fields)), dtype=np.float32)
         for k, (name, dim) in enumerate(self.projector.fields):
             src = FIELD_ALIASES.get(name, name)
             if name == WORDS_FIELD and self.words is not None and docs is not None:
-                w = self.words.transform([item_tokens(t, g, self.words.whole_tags) for t, g in docs])
+                w = self.words.transform(tokens(self.words.whole_tags))
                 fields[name] = w.toarray().astype(np.float32)
                 present[:, k] = (w.getnnz(axis=1) > 0).astype(np.float32)
             elif src in feats.names:
@@ -120,7 +134,7 @@ class CFSpace:
         if self.hybrid is None:
             return cf
         assert docs is not None
-        return np.concatenate([cf, self.hybrid_part(docs)], axis=1)
+        return np.concatenate([cf, self.hybrid_part(docs, tokens)], axis=1)
 
     def group_prior(self, gender: str | None, age_bucket: str | None) -> np.ndarray | None:
         """The prior of a brand-new user from their registration's gender and age bucket: the finest published

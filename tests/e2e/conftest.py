@@ -138,3 +138,18 @@ def served_item_vectors(models_dir: Path, version: str, ds, rows, max_tags: int 
     text = TextEncoder(reg.load(MODEL_NAME), threads=1).encode([content_document(t, g) for t, g in docs])
     feats = FeatureBatch(("text",), {"text": text}, np.ones((len(docs), 1), dtype=bool), {})
     return cf.project(feats, list(range(len(docs))), docs)
+
+
+def read_topic(s: Settings, topic: str, n: int, timeout_s: float = 30.0) -> list[bytes]:
+    """Up to ``n`` record values of ``topic`` from the beginning (fewer when ``timeout_s`` passes first)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(topic, bootstrap_servers=s.kafka.bootstrap_servers, auto_offset_reset="earliest",
+                      max_partition_fetch_bytes=s.kafka.dlq_max_message_bytes,
+                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=500)
+    out: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        out.extend(m.value for m in c)
+    c.close()
+    return out

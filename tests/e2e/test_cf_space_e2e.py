@@ -55,6 +55,18 @@ def cf_models(tmp_path_factory):
     return root, small, split, hroot
 
 
+def _publish_new_items(s, ds, rows):
+    """Publishes dataset items ``rows`` as new posts (text + first 20 tags); ``(items, topics, producer, now)``."""
+    now = datetime.now(UTC).isoformat()
+    items = [{"item_id": f"new:{ds.item_ids[i]}", "kind": "track", "creator_id": "c", "created_at": now,
+              "text": ds.item_text[i], "tags": ds.item_tags[i][:20]} for i in rows]
+    t = Topics.for_prefix(s.kafka.topic_prefix)
+    p = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
+    for it in items:
+        p.send(t.content_new, key=it["item_id"].encode(), value=json.dumps(it).encode())
+    return items, t, p, now
+
+
 def _cf_space_worker(stack_settings, unique_name, tmp_path, root):
     """A worker serving the current CF version of model directory ``root``, in its own namespace."""
     s0 = stack_settings.namespaced(unique_name)
@@ -76,13 +88,7 @@ def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
     rep = load_warm_vectors(s, version=VERSION)
     assert rep["users"] == ds.n_users and rep["items"] == ds.n_items
     cold = [int(i) for i in split.test_items[:12]]
-    now = datetime.now(UTC).isoformat()
-    items = [{"item_id": f"new:{ds.item_ids[i]}", "kind": "track", "creator_id": "c", "created_at": now,
-              "text": ds.item_text[i], "tags": ds.item_tags[i][:20]} for i in cold]
-    t = Topics.for_prefix(s.kafka.topic_prefix)
-    p = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
-    for it in items:
-        p.send(t.content_new, key=it["item_id"].encode(), value=json.dumps(it).encode())
+    items, t, p, now = _publish_new_items(s, ds, cold)
     p.send(t.user_profile, key=b"newbie", value=json.dumps(
         {"user_id": "newbie", "gender": "f", "age_bucket": "25-34", "genres": ["Comedy", "Romance"], "ts": now}
     ).encode())
@@ -168,13 +174,7 @@ def test_hybrid_space_through_the_stream(hybrid_worker, cf_models):
     rep = load_warm_vectors(s, version=HYBRID)
     assert rep["hybrid"] and rep["users"] == ds.n_users
     cold = [int(i) for i in split.test_items[:10]]
-    now = datetime.now(UTC).isoformat()
-    items = [{"item_id": f"new:{ds.item_ids[i]}", "kind": "track", "creator_id": "c", "created_at": now,
-              "text": ds.item_text[i], "tags": ds.item_tags[i][:20]} for i in cold]
-    t = Topics.for_prefix(s.kafka.topic_prefix)
-    p = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all")
-    for it in items:
-        p.send(t.content_new, key=it["item_id"].encode(), value=json.dumps(it).encode())
+    items, t, p, _ = _publish_new_items(s, ds, cold)
     p.flush()
     ix = ItemIndex(s.milvus, dim=cf.dim, collection=collection_for(s.milvus, space))
     ids = [it["item_id"] for it in items]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, TextEncoder
@@ -19,7 +19,7 @@ from ranking.online.recall import Recaller
 from streams.cores.user_update import EventBatch, apply_events
 from streams.events import ContentIndexed, DeadLetter
 from streams.topics import Topics
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import read_topic, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,17 +36,6 @@ def _producer(s):
 def _send(p, topic, key, obj):
     raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
     p.send(topic, key=key.encode(), value=raw)
-
-
-def _read(s, topic, n, timeout_s=20.0):
-    c = KafkaConsumer(topic, bootstrap_servers=s.kafka.bootstrap_servers, auto_offset_reset="earliest",
-                      max_partition_fetch_bytes=s.kafka.dlq_max_message_bytes,
-                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=500)
-    out, deadline = [], time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        out.extend(m.value for m in c)
-    c.close()
-    return out
 
 
 GENRES = {
@@ -67,6 +56,20 @@ def _items():
     return out
 
 
+def _index_items(worker):
+    """Publishes the genre items (:func:`_items`), waits until all are in Milvus; ``(topics, producer, items, ix)``."""
+    s = worker.settings
+    t = Topics.for_prefix(s.kafka.topic_prefix)
+    p = _producer(s)
+    items = _items()
+    for it in items:
+        _send(p, t.content_new, it["item_id"], it)
+    p.flush()
+    ix = ItemIndex(s.milvus, dim=384)
+    wait_for(lambda: ix.count() == len(items), 60, "items", worker)
+    return t, p, items, ix
+
+
 def test_new_items_searchable_and_recall_follows_the_user(worker):
     s = worker.settings
     t = Topics.for_prefix(s.kafka.topic_prefix)
@@ -79,7 +82,7 @@ def test_new_items_searchable_and_recall_follows_the_user(worker):
     ix = ItemIndex(s.milvus, dim=384)
     wait_for(lambda: len(ix.get_rows([i["item_id"] for i in items])) == len(items), 60, "items in Milvus", worker)
     searchable_s = time.time() - t0
-    traces = [ContentIndexed.model_validate_json(v) for v in _read(s, t.content_indexed, len(items))]
+    traces = [ContentIndexed.model_validate_json(v) for v in read_topic(s, t.content_indexed, len(items), timeout_s=20)]
     assert {tr.item_id for tr in traces} == {i["item_id"] for i in items}
     assert all(tr.indexed_at >= tr.consumed_at >= tr.produced_at for tr in traces)
     assert {tr.kind.value for tr in traces} == {"track", "comment", "moment", "dynamic", "fan_group"}
@@ -153,8 +156,8 @@ def test_bad_input_goes_to_dlq_and_the_partition_keeps_flowing(worker):
     p.flush()
     store = UserStore(s.redis)
     wait_for(lambda: store.read_states(f"{MODEL_NAME}@1", ["u"])["u"], 30, "the good user event", worker)
-    cdl = [DeadLetter.model_validate_json(v) for v in _read(s, t.content_dlq, 4)]
-    udl = [DeadLetter.model_validate_json(v) for v in _read(s, t.user_dlq, 3)]
+    cdl = [DeadLetter.model_validate_json(v) for v in read_topic(s, t.content_dlq, 4, timeout_s=20)]
+    udl = [DeadLetter.model_validate_json(v) for v in read_topic(s, t.user_dlq, 3, timeout_s=20)]
     assert sorted(d.error_class for d in cdl) == ["CorruptMedia", "InvalidJSON", "Oversize", "SchemaViolation"]
     assert sorted(d.error_class for d in udl) == ["InvalidJSON", "SchemaViolation", "UnknownItem"]
     assert {base64.b64decode(d.value_b64) for d in cdl} == set(bad_content)
@@ -177,14 +180,7 @@ def test_bad_input_goes_to_dlq_and_the_partition_keeps_flowing(worker):
 def test_kill9_loses_nothing_and_applies_nothing_twice(worker):
     """Kill -9 the worker in the middle of a stream of user events; after restart the state is exact."""
     s = worker.settings
-    t = Topics.for_prefix(s.kafka.topic_prefix)
-    p = _producer(s)
-    items = _items()
-    for it in items:
-        _send(p, t.content_new, it["item_id"], it)
-    p.flush()
-    ix = ItemIndex(s.milvus, dim=384)
-    wait_for(lambda: ix.count() == len(items), 60, "items", worker)
+    t, p, items, ix = _index_items(worker)
     rng = np.random.default_rng(7)
     users = [f"k{u}" for u in range(6)]
     base = time.time()

@@ -7,18 +7,17 @@ from __future__ import annotations
 import base64
 import io
 import json
-import time
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 import soundfile as sf
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
 from indexing.milvus_items import ItemIndex
 from streams.events import ContentIndexed, DeadLetter
 from streams.topics import Topics
-from tests.e2e.conftest import running_worker, wait_for
+from tests.e2e.conftest import read_topic, running_worker, wait_for
 from tests.media_models import imagetext_corpus, music_clips, published_media_models
 from workloads.imagetext import load_imagetext_corpus
 from workloads.music import load_music_corpus
@@ -33,18 +32,6 @@ def media_worker(stack_settings, unique_name, tmp_path, tmp_path_factory):
     # the worker reads file:// media only under its media roots: the two corpora the test posts from
     s = stack_settings.namespaced(unique_name).with_media_roots(music_clips(base), imagetext_corpus(base))
     yield from running_worker(s, tmp_path / "worker.log", {"THAW_MODELS__DIR": str(models)})
-
-
-def _read(s, topic, n, timeout_s=60.0):
-    c = KafkaConsumer(topic, bootstrap_servers=s.kafka.bootstrap_servers, auto_offset_reset="earliest",
-                      max_partition_fetch_bytes=s.kafka.dlq_max_message_bytes, enable_auto_commit=False,
-                      group_id=None, consumer_timeout_ms=500)
-    out: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        out.extend(m.value for m in c)
-    c.close()
-    return out
 
 
 def _wav_b64(x: np.ndarray) -> str:
@@ -81,7 +68,7 @@ def test_tracks_and_moments_carry_their_media_features(media_worker, tmp_path_fa
     ix = ItemIndex(s.milvus, dim=384)
     wait_for(lambda: len(ix.get_rows(good)) == len(good), 90, "the four good items in Milvus", media_worker)
     traces = {tr.item_id: tr for tr in (ContentIndexed.model_validate_json(v)
-                                        for v in _read(s, t.content_indexed, len(good)))}
+                                        for v in read_topic(s, t.content_indexed, len(good), timeout_s=60))}
     assert set(traces) == set(good)
     assert traces["track:inline"].features == ["text", "audio_clip", "audio_mae"]
     assert traces["track:uri"].features == ["text", "audio_clip", "audio_mae"]
@@ -91,7 +78,7 @@ def test_tracks_and_moments_carry_their_media_features(media_worker, tmp_path_fa
     assert mv["audio_mae"] == "audio-mae@t1" and mv["audio_clip"] == "musicclip-audio@t1"
     assert mv["image"] == mv["image_text"] == "flava@t1"
     assert "encode_audio_mae" in traces["track:uri"].stage_ms
-    dl = [DeadLetter.model_validate_json(v) for v in _read(s, t.content_dlq, 1)]
+    dl = [DeadLetter.model_validate_json(v) for v in read_topic(s, t.content_dlq, 1, timeout_s=60)]
     assert len(dl) == 1 and dl[0].error_class == "CorruptMedia" and "silent" in dl[0].error
     assert json.loads(base64.b64decode(dl[0].value_b64))["item_id"] == "track:silent"
     assert ix.get_rows(["track:silent"]) == []

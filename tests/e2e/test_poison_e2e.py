@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from indexing.milvus_items import ItemIndex
 from infra.lag import consumer_lag
 from streams.events import DeadLetter
 from streams.topics import Topics
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import read_topic, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,18 +34,6 @@ def _item(item_id: str, i: int) -> dict[str, object]:
     now = datetime.now(UTC).isoformat()
     return {"item_id": item_id, "kind": "track", "creator_id": "artist-p", "created_at": now,
             "text": f"a calm piano piece number {i}", "tags": ["piano"], "produced_at": now}
-
-
-def _read(s, topic: str, n: int, timeout_s: float = 30.0) -> list[bytes]:
-    c = KafkaConsumer(topic, bootstrap_servers=s.kafka.bootstrap_servers, auto_offset_reset="earliest",
-                      max_partition_fetch_bytes=s.kafka.dlq_max_message_bytes,
-                      enable_auto_commit=False, group_id=None, consumer_timeout_ms=500)
-    out: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    while len(out) < n and time.monotonic() < deadline:
-        out.extend(m.value for m in c)
-    c.close()
-    return out
 
 
 def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -71,7 +59,7 @@ def test_a_poison_record_is_dead_lettered_and_the_next_100_are_indexed(worker):
     wait_for(lambda: len(ix.get_rows(good)) == len(good), 120, "the 100 good items in Milvus", worker, poll_s=0.5)
     took = time.monotonic() - t0
 
-    (raw,) = _read(s, t.content_dlq, 1)
+    (raw,) = read_topic(s, t.content_dlq, 1)
     dl = DeadLetter.model_validate_json(raw)
     assert (dl.source_topic, dl.partition, dl.offset) == (t.content_new, meta.partition, meta.offset)
     assert base64.b64decode(dl.value_b64) == poison and base64.b64decode(dl.key_b64 or "") == POISON_ID.encode()
@@ -80,7 +68,7 @@ def test_a_poison_record_is_dead_lettered_and_the_next_100_are_indexed(worker):
     assert "exceeds max length" in dl.error
     assert "Traceback" not in dl.error and len(dl.error) < 400
     assert ix.get_rows([POISON_ID]) == []
-    assert _read(s, t.content_dlq, 2, timeout_s=3.0) == [raw]  # dead-lettered once
+    assert read_topic(s, t.content_dlq, 2, timeout_s=3.0) == [raw]  # dead-lettered once
 
     # everything is acked: the content partitions' committed offsets reach their ends (Faust commits every 1 s)
     def caught_up() -> bool:

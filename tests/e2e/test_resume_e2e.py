@@ -20,14 +20,12 @@ import pytest
 import redis
 
 from encoders.text import MODEL_NAME
-from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
 from infra.settings import RedisSettings, Settings
 from infra.stack.redis import start_redis
 from streams.cores.user_update import EventBatch, apply_events
-from streams.topics import Topics
 from tests.e2e.conftest import wait_for
-from tests.e2e.test_engine_e2e import _items, _producer, _send
+from tests.e2e.test_engine_e2e import _index_items, _send
 
 pytestmark = pytest.mark.e2e
 
@@ -44,14 +42,7 @@ def _restore(store: UserStore, snap: dict[bytes, bytes]) -> None:
 
 def test_redis_losing_its_last_writes_or_everything_loses_no_event_and_applies_none_twice(worker):
     s = worker.settings
-    t = Topics.for_prefix(s.kafka.topic_prefix)
-    p = _producer(s)
-    items = _items()
-    for it in items:
-        _send(p, t.content_new, it["item_id"], it)
-    p.flush()
-    ix = ItemIndex(s.milvus, dim=384)
-    wait_for(lambda: ix.count() == len(items), 60, "items", worker)
+    t, p, items, ix = _index_items(worker)
     rng = np.random.default_rng(11)
     users = [f"r{u}" for u in range(8)]
     base = time.time()
