@@ -87,11 +87,29 @@ class BatchResult:
     ab_actions: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+#: a consumed record's position: (topic, partition, offset)
+Position = tuple[str, int, int]
+
+
+def position(rec: Record) -> Position:
+    return (rec.topic, rec.partition, rec.offset)
+
+
 @dataclass
 class PreparedUserBatch:
+    """A user-events batch up to its commit.
+
+    ``routed``: the records whose outcome is a record of their own (a dead letter, a retry-topic park) that the
+    agent delivers before the commit; ``vectors``: the item vectors the batch was prepared with. A batch prepared
+    again after a lost commit race keeps both, so the same records are applied as before and none is routed twice
+    or also applied (a park whose item got indexed in between would otherwise be applied now and again from the
+    retry topic)."""
+
     result: BatchResult
     commit: UserCommit | None
     records: Sequence[Record]
+    routed: frozenset[Position] = frozenset()
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _ms(t0: float) -> float:
@@ -252,21 +270,34 @@ class Engine:
         return res
 
     # -------------------------------------------------------------- user events
-    def prepare_user_events(self, records: Sequence[Record]) -> PreparedUserBatch:
-        """Everything up to the commit: fence filtering, validation, item lookup, new states."""
+    def prepare_user_events(
+        self, records: Sequence[Record], earlier: PreparedUserBatch | None = None
+    ) -> PreparedUserBatch:
+        """Everything up to the commit: fence filtering, validation, item lookup, new states.
+
+        ``earlier``: this batch as prepared before a commit that lost a fence race. Its routed records (dead
+        letters and parks, already delivered) are handled: they are neither applied nor routed again, and its
+        dead-letter counts carry over; the other records are looked up in its item vectors, so a record is applied
+        now only if it would have been then (see :class:`PreparedUserBatch`)."""
         st = self.s.stream
         res = BatchResult()
+        routed: set[Position] = set(earlier.routed) if earlier is not None else set()
         t0 = time.perf_counter()
         fkeys = fence_keys(self.group_id, records)
         fenced = split_by_fence(records, fkeys, self.users.read_fences(fkeys.values()))
-        res.skipped += fenced.skipped
-        fresh: list[tuple[Record, UserEvent]] = []
+        fresh_pos = {position(r) for r in fenced.fresh}
+        res.skipped += fenced.skipped - sum(1 for r in records if position(r) in routed - fresh_pos)
+        fresh: list[tuple[Record, UserEvent, Position]] = []
         envelopes: dict[int, RetryEnvelope] = {}
         for rec in fenced.fresh:
+            consumed = position(rec)
+            if consumed in routed:
+                continue
             if rec.topic == self.topics.user_events_retry:
                 wrapped = decode_event(rec.value, RetryEnvelope, st.max_event_bytes * 2)
                 if isinstance(wrapped, Rejected):
                     self._reject(res, rec, wrapped, self.topics.user_dlq)
+                    routed.add(consumed)
                     continue
                 if wrapped.group is not None and wrapped.group != self.group_id:
                     res.skipped += 1  # another group's retry (roll-out): that group applies it
@@ -276,19 +307,24 @@ class Engine:
             ev = decode_event(rec.value, UserEvent, st.max_event_bytes)
             if isinstance(ev, Rejected):
                 self._reject(res, rec, ev, self.topics.user_dlq)
+                routed.add(consumed)
                 continue
-            fresh.append((rec, ev))
+            fresh.append((rec, ev, consumed))
         res.stage_ms["decode"] = _ms(t0)
 
         t1 = time.perf_counter()
-        vecs = self._item_vectors([ev.item_id for _, ev in fresh])
+        if earlier is not None:  # the same lookups as before the lost race (see the docstring)
+            vecs = {ev.item_id: earlier.vectors[ev.item_id] for _, ev, _ in fresh if ev.item_id in earlier.vectors}
+        else:
+            vecs = self._item_vectors([ev.item_id for _, ev, _ in fresh])
         res.stage_ms["lookup"] = _ms(t1)
         known: list[UserEvent] = []
         now = self.clock()
-        for rec, ev in fresh:
+        for rec, ev, consumed in fresh:
             if ev.item_id in vecs:
                 known.append(ev)
                 continue
+            routed.add(consumed)
             todo = retry.unknown_item(envelopes.get(id(rec)), now, st.unknown_item_grace_s)
             if isinstance(todo, retry.Park):
                 env = todo.envelope(partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value,
@@ -330,7 +366,12 @@ class Engine:
         for ev in known:
             if ev.produced_at is not None:
                 res.freshness_s.append(freshness_s(self.clock(), ev.produced_at.timestamp()))
-        return PreparedUserBatch(res, commit, records)
+        if earlier is not None:  # what the lost attempt routed was delivered: it counts, once
+            res.dlq = earlier.result.dlq + res.dlq
+            res.deferred += earlier.result.deferred
+            for cls, n in earlier.result.rejected.items():
+                res.rejected[cls] = res.rejected.get(cls, 0) + n
+        return PreparedUserBatch(res, commit, records, frozenset(routed), vecs)
 
     @property
     def fenced_topics(self) -> tuple[str, ...]:
@@ -381,7 +422,7 @@ class Engine:
                 self.users.commit(p.commit)
             except FenceMovedError:
                 log.warning("offset fence moved during commit; re-reading the batch")
-                p = self.prepare_user_events(p.records)
+                p = self.prepare_user_events(p.records, earlier=p)
                 raise
             p.result.stage_ms["commit"] = _ms(t0)
             return p.result

@@ -1,5 +1,8 @@
 """Engine.commit_user_events' fence-race retry (tenacity), with an in-memory user store: no services."""
 
+import json
+
+import numpy as np
 import pytest
 
 from indexing.redis_users import FenceMovedError
@@ -70,7 +73,8 @@ def test_a_batch_another_worker_applied_meanwhile_is_skipped():
     eng = _engine(users)
     res = eng.commit_user_events(eng.prepare_user_events(_batch()))
     assert users.commits == 1 and users.reads == 2
-    assert res.skipped == 2 and res.rejected == {}
+    # this worker delivered their dead letters before it lost the race: counted once, as rejected, not skipped
+    assert res.skipped == 0 and res.rejected == {"InvalidJSON": 2}
 
 
 def test_gives_up_after_eight_commits():
@@ -84,3 +88,54 @@ def test_gives_up_after_eight_commits():
     with pytest.raises(FenceMovedError, match="kept moving"):
         eng2.commit_user_events(eng2.prepare_user_events(_batch()), max_retries=3)
     assert users2.commits == 3
+
+
+class Items:
+    """Item vectors in memory; ``late`` items are indexed only once ``indexed`` is set (by a lost commit race)."""
+
+    def __init__(self, known, late):
+        self.known, self.late, self.indexed = known, late, False
+
+    def get_vectors(self, ids):
+        have = self.known | (self.late if self.indexed else set())
+        return {i: np.array([1.0, 0.0], dtype=np.float32) for i in ids if i in have}
+
+
+class RacingUsers(Users):
+    """A user store with states; the first commit loses a race, during which the late item gets indexed."""
+
+    def __init__(self, items):
+        super().__init__(races=1)
+        self.items = items
+        self.applied: list = []
+
+    def read_states_with_digests(self, space, users):
+        return {u: None for u in users}, {u: "" for u in users}
+
+    def commit(self, c):
+        if self.races > 0:
+            self.items.indexed = True  # the content agent indexes the late item while this batch races
+        super().commit(c)
+        self.applied.append(c)
+
+
+def _event(off, item):
+    ev = {"user_id": "u1", "item_id": item, "action": "play", "ts": "2026-12-04T10:00:00+00:00"}
+    return Record(TOPICS.user_events, 0, off, b"u1", json.dumps(ev).encode(), 0)
+
+
+def test_a_record_parked_before_a_lost_race_is_not_also_applied_after_it():
+    items = Items(known={"a"}, late={"late"})
+    users = RacingUsers(items)
+    eng = _engine(users)
+    eng.items = items
+    first = eng.prepare_user_events([_event(1, "a"), _event(2, "late"), _event(3, "a")])
+    assert first.result.deferred == 1 and first.result.ok == 2
+    parked = list(first.result.dlq)  # delivered by the agent before the commit
+    res = eng.commit_user_events(first)
+    assert users.commits == 2
+    # the late item is indexed now, but its event is on the retry topic: applied from there, not here too
+    (done,) = users.applied
+    assert done.states["u1"].n_events == 2
+    assert res.ok == 2 and res.deferred == 1 and res.dlq == parked
+    assert list(users.fences.values()) == [3]
