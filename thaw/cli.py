@@ -122,6 +122,21 @@ def models_export_text(version: str = "1") -> None:
     typer.echo(f"exported {MODEL_NAME}@{version} to {mv.path} (sha256 {mv.manifest.sha256[:12]})")
 
 
+@models_app.command("install-bundled")
+def models_install_bundled(
+    force: Annotated[bool, typer.Option(help="export again even when the registry holds the version")] = False,
+    current: Annotated[bool | None, typer.Option(help="make the bundled versions current (default: only models "
+                                                      "without a current version)")] = None,
+) -> None:
+    """Export the encoders whose trained weights ship in the repo (MusicCLIP, Audio MAE, FLAVA-style) to ONNX."""
+    from encoders.registry import ModelRegistry
+    from encoders.training.bundled import install
+
+    reg = ModelRegistry(_settings().models.dir)
+    for family, r in install(reg, force=force, make_current=current).items():
+        typer.echo(f"{family}@{r['version']}: {r['status']} ({r['seconds']} s)")
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Published models, their versions and the current one."""
