@@ -15,6 +15,7 @@ command -v rsvg-convert >/dev/null 2>&1 || need+=(librsvg2-bin)
 command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
 [ -d /usr/share/games/singularity/music ] || need+=(singularity-music)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)   # the observability e2e test scrapes a worker with it
 if ((${#need[@]})); then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

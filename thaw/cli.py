@@ -986,6 +986,66 @@ def demo(
         raise typer.Exit(1)
 
 
+# ---------------------------------------------------------------------------------------------------- pictures
+report_app = typer.Typer(no_args_is_help=True, help="Render saved reports.")
+app.add_typer(report_app, name="report")
+observability_app = typer.Typer(no_args_is_help=True, help="Prometheus scrape config and Grafana dashboard over the "
+                                "worker's and the API's /metrics.")
+app.add_typer(observability_app, name="observability")
+
+
+@report_app.command("html")
+def report_html(
+    in_path: Annotated[Path, typer.Option("--in", exists=True, dir_okay=False, help="the JSON report")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the HTML page to write")],
+) -> None:
+    """A JSON report (``thaw demo``'s report.json) as one self-contained HTML page: result, tables, plots."""
+    from thaw.report_html import render_html
+
+    try:
+        report = json.loads(in_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{in_path} is not JSON: {exc}", param_hint="--in") from exc
+    if not isinstance(report, dict):
+        raise typer.BadParameter(f"{in_path} holds a {type(report).__name__}, not a report object", param_hint="--in")
+    out.write_text(render_html(report), encoding="utf-8")
+    typer.echo(f"wrote {out}", err=True)
+
+
+def _write_or_echo(text: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out}", err=True)
+
+
+@observability_app.command("prometheus-config")
+def observability_prometheus_config(
+    out: Annotated[Path | None, typer.Option(help="write here (default: stdout)")] = None,
+    scrape_interval: Annotated[float, typer.Option(min=0.1, help="seconds between scrapes")] = 15.0,
+) -> None:
+    """Prometheus scrape config for the worker (THAW_STREAM__METRICS_PORT) and the API (THAW_SERVE__HOST/PORT)."""
+    from infra.observability.scrape_config import render_prometheus_config
+
+    _write_or_echo(render_prometheus_config(_settings(), scrape_interval_s=scrape_interval), out)
+
+
+@observability_app.command("grafana-dashboard")
+def observability_grafana_dashboard(
+    out: Annotated[Path | None, typer.Option(help="write here (default: stdout); the shipped one is "
+                                             "infra/observability/grafana/thaw.json")] = None,
+) -> None:
+    """The Grafana dashboard JSON, built with grafanalib (the dev extra)."""
+    try:
+        from infra.observability.dashboard import dashboard_json
+    except ImportError as exc:
+        typer.echo(f"error: {exc}: grafanalib comes with the dev extra: pip install 'thaw[dev]'", err=True)
+        raise typer.Exit(2) from exc
+    _write_or_echo(dashboard_json(), out)
+
+
 def _service_errors() -> tuple[type[BaseException], ...]:
     import redis
     from kafka.errors import KafkaError
