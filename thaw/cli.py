@@ -968,20 +968,24 @@ def replay(
 
 @app.command("demo")
 def demo(
-    items: int = 400,
-    users: int = 60,
-    rate: float = 50.0,
+    clips: Annotated[int, typer.Option(help="music21 clips the community's tracks are made of (rendered once)")] = 160,
+    steps: Annotated[int, typer.Option(help="simulated community steps (minutes of community life)")] = 120,
+    rate: Annotated[float, typer.Option(help="new posts published per second")] = 20.0,
     keep: Annotated[bool, typer.Option(help="leave the stack and worker running afterwards")] = False,
-    report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+    out: Annotated[Path, typer.Option(help="folder for report.json and report.html")] = Path("demo-report"),
 ) -> None:
-    """The main job: local stack + engine + a replay of real data, then a freshness/quality report."""
+    """The main job: local stack + the whole engine + a replay of a real-data community, then a freshness/quality
+    report (printed, and written as JSON and HTML)."""
     from thaw.demo import run_demo
+    from thaw.demo_space import CommunityPlan
+    from thaw.report_html import write_report
 
     _logging("WARNING")
-    rep = run_demo(_settings(), n_items=items, n_users=users, rate=rate, keep=keep)
+    rep = run_demo(_settings(), plan=CommunityPlan(n_clips=clips, steps=steps), rate=rate, keep=keep)
     typer.echo(rep.render())
-    if report:
-        report.write_text(json.dumps(rep.to_dict(), indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(rep.to_dict(), out / "report.json", out / "report.html")
+    typer.echo(f"report: {out / 'report.json'} and {out / 'report.html'}")
     if not rep.ok:
         raise typer.Exit(1)
 

