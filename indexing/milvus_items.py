@@ -23,8 +23,10 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -34,6 +36,9 @@ from infra.settings import MilvusSettings
 log = logging.getLogger(__name__)
 
 MAX_ID = 128
+_NOT_LOADED = 101  # Milvus' error code for a request on a collection that is not loaded
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,25 @@ class ItemIndex:
             threading.Lock() if self.lite else contextlib.nullcontext()
         )
 
+    def _locked(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return fn(*args, **kwargs)
+
+    def _loaded(self, call: Callable[[], T]) -> T:
+        """``call()`` (a request on the collection); when the server answers that the collection is not loaded
+        (a restarted Milvus does not load it again by itself: error code 101), load it and ask once more."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return call()
+        except MilvusException as exc:
+            if exc.code != _NOT_LOADED or self.lite:
+                raise
+            log.warning("collection %s is not loaded (a restarted Milvus?): loading it", self.name)
+            with self._lock:
+                self.client.load_collection(self.name)
+            return call()
+
     # ---------------------------------------------------------------- schema
     def ensure(self) -> bool:
         """Create the collection and its index if missing, and load it. Returns True when created."""
@@ -208,8 +232,7 @@ class ItemIndex:
                         "indexed_at": int(r.indexed_at_ms or now_ms),
                     }
                 )
-            with self._lock:
-                self.client.upsert(self.name, data)
+            self._loaded(partial(self._locked, self.client.upsert, self.name, data))
             n += len(data)
         if self.lite:
             with self._lock:
@@ -258,17 +281,18 @@ class ItemIndex:
         params = {"metric_type": self.settings.metric_type}
         if not self.lite and self.settings.index_type == "HNSW":
             params["params"] = {"ef": max(64, k + extra)}  # type: ignore[assignment]
-        with self._lock:
-            res = self.client.search(
-                self.name,
-                data=q.tolist(),
-                limit=min(k + extra, 16384),
-                anns_field="vector",
-                filter=expr,
-                output_fields=["kind", "creator_id", "created_at"],
-                search_params=params,
-                **({"consistency_level": consistency} if consistency and not self.lite else {}),
-            )
+        res = self._loaded(partial(
+            self._locked,
+            self.client.search,
+            self.name,
+            data=q.tolist(),
+            limit=min(k + extra, 16384),
+            anns_field="vector",
+            filter=expr,
+            output_fields=["kind", "creator_id", "created_at"],
+            search_params=params,
+            **({"consistency_level": consistency} if consistency and not self.lite else {}),
+        ))
         out: list[list[Hit]] = []
         for i, hits in enumerate(res):
             ex = set(exclude[i]) if exclude else set()
@@ -314,10 +338,8 @@ class ItemIndex:
         extra = {"consistency_level": consistency} if consistency else {}
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
-            with self._lock:
-                rows = self.client.query(
-                    self.name, filter=id_filter(chunk), output_fields=["item_id", "vector"], **extra
-                )
+            rows = self._loaded(partial(self._locked, self.client.query, self.name, filter=id_filter(chunk),
+                                        output_fields=["item_id", "vector"], **extra))
             for r in rows:
                 out[str(r["item_id"])] = np.asarray(r["vector"], dtype=np.float32)
         return out
@@ -357,8 +379,8 @@ class ItemIndex:
     def count(self) -> int:
         """Number of rows, read with Strong consistency (includes every acknowledged write)."""
         extra = {} if self.lite else {"consistency_level": "Strong"}
-        with self._lock:
-            res = self.client.query(self.name, filter="", output_fields=["count(*)"], **extra)
+        res = self._loaded(partial(self._locked, self.client.query, self.name, filter="",
+                                   output_fields=["count(*)"], **extra))
         return int(res[0]["count(*)"])
 
     def close(self) -> None:

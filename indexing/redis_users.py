@@ -63,6 +63,13 @@ class FenceMovedError(RuntimeError):
     """Another writer moved a partition fence between read and commit (e.g. during a rebalance); retry."""
 
 
+class FencesRegressedError(RuntimeError):
+    """Redis holds a fence below one this worker resumed from or committed: Redis went back in time (a restart that
+    reloaded an older point of its append-only file, a failover to a lagging replica, a restore). The worker's
+    positions are ahead of the fences, so it must stop applying and resume from the fences again (see
+    ``streams.cores.fences``)."""
+
+
 @dataclass(frozen=True)
 class FenceKey:
     group: str
@@ -85,6 +92,12 @@ class UserCommit:
     expected_states: Mapping[str, str] = field(default_factory=dict)
     # user -> [(item, ts)] of positive actions (click, play, like, ...): the engaged history the ranker reads
     engaged: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
+    # user-event records parked on the retry topic by this batch: (their fence key) -> offsets, added to the parked
+    # set of their partition (the claim a retry-topic copy must find to be applied, see ``streams.cores.fences``)
+    parked: Mapping[FenceKey, Sequence[int]] = field(default_factory=dict)
+    # parked records this batch resolves (applies or dead-letters from the retry topic): each must still be in its
+    # parked set (else the commit is refused: another copy resolved it) and is removed from it
+    claims: Mapping[FenceKey, Sequence[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,6 +138,10 @@ class UserStore:
     def fence_key(self, f: FenceKey) -> str:
         return f"{self.p}fence:{f.group}:{f.topic}:{f.partition}"
 
+    def parked_key(self, f: FenceKey) -> str:
+        """The set of offsets of user-events partition ``f`` parked on the retry topic and not resolved yet."""
+        return f"{self.p}parked:{f.group}:{f.topic}:{f.partition}"
+
     # ----------------------------------------------------------------- reads
     def ping(self) -> bool:
         return bool(self.r.ping())
@@ -142,6 +159,18 @@ class UserStore:
             return {}
         vals = self.r.mget([self.fence_key(k) for k in keys])
         return {k: (int(v) if v is not None else -1) for k, v in zip(keys, vals, strict=True)}
+
+    def read_parked(self, offsets: Mapping[FenceKey, Sequence[int]]) -> dict[FenceKey, set[int]]:
+        """Which of ``offsets`` are in their partition's parked set (SMISMEMBER per partition, one round trip)."""
+        wanted = [(k, list(v)) for k, v in offsets.items() if v]
+        if not wanted:
+            return {}
+        with self.r.pipeline(transaction=False) as pipe:
+            for k, offs in wanted:
+                pipe.smismember(self.parked_key(k), offs)
+            replies = pipe.execute()
+        return {k: {o for o, hit in zip(offs, rep, strict=True) if int(hit)}
+                for (k, offs), rep in zip(wanted, replies, strict=True)}
 
     def read_states(self, space: str, users: Sequence[str]) -> dict[str, UserState | None]:
         if not users:
@@ -240,9 +269,12 @@ class UserStore:
         ukeys = [self.user_key(c.space, u) for u in c.states]
         zsets = [(f"{self.p}seen:{u}", items) for u, items in c.seen.items() if items]
         zsets += [(f"{self.p}eng:{u}", items) for u, items in c.engaged.items() if items]
+        parks = [(self.parked_key(k), offs) for k, offs in c.parked.items() if offs]
+        claims = [(self.parked_key(k), offs) for k, offs in c.claims.items() if offs]
         keys = [self.fence_key(f) for f in fks] + ukeys + [k for k, _ in zsets]
+        keys += [k for k, _ in parks] + [k for k, _ in claims]
         keys.append(f"{self.p}pop:{c.space}")
-        args: list[bytes | str | int | float] = [len(fks), len(ukeys), len(zsets), SEEN_CAP]
+        args: list[bytes | str | int | float] = [len(fks), len(ukeys), len(zsets), SEEN_CAP, len(parks), len(claims)]
         args += [c.expected_fences.get(f, -1) for f in fks]
         args += [c.fences[f] for f in fks]
         args += [pack_state(st) for st in c.states.values()]
@@ -251,6 +283,9 @@ class UserStore:
             args.append(len(items))
             for item, ts in items:
                 args += [repr(float(ts)), item]
+        for _, offs in parks + claims:
+            args.append(len(offs))
+            args += [int(o) for o in offs]
         for item, w in c.popularity.items():
             args += [repr(float(w)), item]
         res = self._commit_script(keys=keys, args=args)
@@ -326,12 +361,15 @@ def unpack_state(raw: bytes) -> UserState:
     return UserState(vec=vec, weight=w, ts=t, n_events=n, source=_SOURCES[src])
 
 
-# KEYS: F fence keys, U user keys, S capped zset keys (seen and engaged sets), 1 popularity key.
-# ARGV: F, U, S, seen_cap, F expected fences, F new fences, U packed states, U expected state digests ("-": any),
-#       then per seen key: count, (score, member) * count; then (increment, member) pairs for popularity.
+# KEYS: F fence keys, U user keys, S capped zset keys (seen and engaged sets), P parked sets to add to, C parked
+#       sets to claim from, 1 popularity key.
+# ARGV: F, U, S, seen_cap, P, C, F expected fences, F new fences, U packed states, U expected state digests ("-":
+#       any), then per seen key: count, (score, member) * count; per parked set (P, then C): count, offset * count;
+#       then (increment, member) pairs for popularity.
 _COMMIT_LUA = """
 local F, U, S, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 5
+local P, C = tonumber(ARGV[5]), tonumber(ARGV[6])
+local a = 7
 for i = 1, F do
   local cur = redis.call('GET', KEYS[i])
   local expected = tonumber(ARGV[a + i - 1])
@@ -351,6 +389,22 @@ for i = 1, U do
     end
   end
 end
+-- where the parked-set arguments start: after the zsets'
+local pa = a + F + U + U
+for i = 1, S do pa = pa + 1 + 2 * tonumber(ARGV[pa]) end
+local ca = pa
+for i = 1, P do ca = ca + 1 + tonumber(ARGV[ca]) end
+local popa = ca
+for i = 1, C do
+  local key = KEYS[F + U + S + P + i]
+  local n = tonumber(ARGV[popa]); popa = popa + 1
+  for j = 1, n do
+    if redis.call('SISMEMBER', key, ARGV[popa + j - 1]) == 0 then
+      return 'PARK_MOVED'
+    end
+  end
+  popa = popa + n
+end
 for i = 1, F do redis.call('SET', KEYS[i], ARGV[a + i - 1]) end
 a = a + F
 for i = 1, U do redis.call('SET', KEYS[F + i], ARGV[a + i - 1]) end
@@ -363,7 +417,15 @@ for i = 1, S do
   end
   redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
 end
-local pop = KEYS[F + U + S + 1]
+for i = 1, P + C do
+  local key = KEYS[F + U + S + i]
+  local n = tonumber(ARGV[a]); a = a + 1
+  for j = 1, n do
+    if i <= P then redis.call('SADD', key, ARGV[a]) else redis.call('SREM', key, ARGV[a]) end
+    a = a + 1
+  end
+end
+local pop = KEYS[F + U + S + P + C + 1]
 while a < #ARGV do
   redis.call('ZINCRBY', pop, ARGV[a], ARGV[a + 1]); a = a + 2
 end

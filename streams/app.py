@@ -36,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -151,6 +153,13 @@ Resumer = Callable[["FencedConsumer"], Awaitable[list[Resume]]]
 #: how long resuming waits for Redis to answer before the worker gives up (it cannot resume without the fences)
 RESUME_REDIS_WAIT_S = 30.0
 
+#: seconds between two checks that Redis did not go back in time under the worker (:meth:`Engine.check_fences`)
+FENCE_CHECK_S = 1.0
+
+#: the worker's exit status after it stopped because Redis went back in time (EX_TEMPFAIL: restart it; the restarted
+#: worker resumes every partition from its fence)
+EXIT_FENCES_REGRESSED = 75
+
 
 class FencedConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, resuming the fenced partitions at their Redis fence + 1.
@@ -236,6 +245,7 @@ class ThawApp(faust.App):
     def __init__(self, *args: Any, stop_grace_s: float = STOP_GRACE_S, **kwargs: Any) -> None:
         self.shutdown = Shutdown(stop_grace_s)
         self.resumer: Resumer | None = None
+        self.exit_code = 0  # the worker's exit status when it stops on its own (:data:`EXIT_FENCES_REGRESSED`)
         super().__init__(*args, **kwargs)
 
     def _new_consumer(self) -> ConsumerT:
@@ -678,6 +688,24 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
 
         agent.__qualname__ = agent.__name__ = f"{spec.name.replace('-', '_')}_agent"
         return agent
+
+    async def watch_fences() -> None:
+        """Stop the worker (:data:`EXIT_FENCES_REGRESSED`) once Redis went back in time under it: the check here
+        (an idle partition) or a batch's own fence read found a fence below what the worker resumed from or
+        committed. Every fenced step refuses to run from then on; the restarted worker resumes from the fences."""
+        try:
+            why = await asyncio.to_thread(engine.check_fences)
+        except Exception as exc:  # noqa: BLE001 - Redis down: the next check, or a batch, sees what it lost
+            log.debug("fence check failed: %s: %s", type(exc).__name__, exc)
+            return
+        if why is None or app.exit_code:
+            return
+        app.exit_code = EXIT_FENCES_REGRESSED
+        log.critical("stopping the worker (exit %d): %s; nothing more is applied, and a restarted worker resumes "
+                     "every partition from its Redis fence", EXIT_FENCES_REGRESSED, why)
+        os.kill(os.getpid(), signal.SIGTERM)  # the worker's own prompt stop (batches in flight are abandoned)
+
+    app.timer(FENCE_CHECK_S, name="watch_fences")(watch_fences)
 
     specs = fenced_poison(agent_specs(settings, topics, engine), engine)
     metrics.track_agents(spec.name for spec in specs)

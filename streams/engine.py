@@ -23,8 +23,9 @@ Delivery:
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,7 +36,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from encoders.featurizer import ContentFeaturizer, ContentInput
 from encoders.text import TextEncoder
 from indexing.milvus_items import ItemIndex, ItemRow
-from indexing.redis_users import FenceKey, FenceMovedError, ItemMeta, UserCommit, UserState, UserStore
+from indexing.redis_users import (
+    FenceKey,
+    FenceMovedError,
+    FencesRegressedError,
+    ItemMeta,
+    UserCommit,
+    UserState,
+    UserStore,
+)
 from infra.settings import Settings
 from streams.cores import retry
 from streams.cores.cache import split
@@ -110,6 +119,15 @@ class PreparedUserBatch:
     records: Sequence[Record]
     routed: frozenset[Position] = frozenset()
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    # parks of user-event records (registered in their parked sets by the commit) and claims of the retry-topic
+    # copies the batch dead-lettered, both routed already: a batch prepared again keeps them
+    parked: dict[FenceKey, list[int]] = field(default_factory=dict)
+    routed_claims: dict[FenceKey, list[int]] = field(default_factory=dict)
+
+
+class ParkPendingError(FenceMovedError):
+    """A claiming retry-topic copy whose source record is neither parked nor behind its partition's fence yet: the
+    user-events batch that parked it has not committed; retried until it has."""
 
 
 def _ms(t0: float) -> float:
@@ -154,6 +172,11 @@ class Engine:
         self.clock = clock
         self.space = cf.name if cf is not None else text.model_version
         self._vec_cache: LRUCache[str, np.ndarray] = LRUCache(maxsize=200_000)
+        # the lowest value each assigned partition's fence may have: what this worker resumed from or committed
+        # since (a fence below it means Redis went back in time, see :meth:`check_fences`)
+        self._floor: dict[FenceKey, int] = {}
+        self._floor_lock = threading.Lock()
+        self.regressed: str | None = None  # why this worker stopped applying (it must resume from the fences)
 
     # ------------------------------------------------------------------ common
     def _reject(self, res: BatchResult, rec: Record, why: Rejected, dlq_topic: str) -> None:
@@ -284,7 +307,9 @@ class Engine:
         routed: set[Position] = set(earlier.routed) if earlier is not None else set()
         t0 = time.perf_counter()
         fkeys = fence_keys(self.group_id, records)
-        fenced = split_by_fence(records, fkeys, self.users.read_fences(fkeys.values()))
+        applied = self.users.read_fences(fkeys.values())
+        self._check_floor(applied)
+        fenced = split_by_fence(records, fkeys, applied)
         fresh_pos = {position(r) for r in fenced.fresh}
         res.skipped += fenced.skipped - sum(1 for r in records if position(r) in routed - fresh_pos)
         fresh: list[tuple[Record, UserEvent, Position]] = []
@@ -310,6 +335,8 @@ class Engine:
                 routed.add(consumed)
                 continue
             fresh.append((rec, ev, consumed))
+        fresh, claimable, resolved = self._claimable(fresh, envelopes)
+        res.skipped += resolved
         res.stage_ms["decode"] = _ms(t0)
 
         t1 = time.perf_counter()
@@ -320,19 +347,33 @@ class Engine:
         res.stage_ms["lookup"] = _ms(t1)
         known: list[UserEvent] = []
         now = self.clock()
+        parked: dict[FenceKey, list[int]] = {k: list(v) for k, v in (earlier.parked if earlier else {}).items()}
+        routed_claims = {k: list(v) for k, v in (earlier.routed_claims if earlier else {}).items()}
+        claims: dict[FenceKey, list[int]] = {}
         for rec, ev, consumed in fresh:
+            origin = FenceKey(self.group_id, rec.topic, rec.partition)  # the user-events record (a copy's source)
             if ev.item_id in vecs:
                 known.append(ev)
+                if id(rec) in claimable:
+                    claims.setdefault(origin, []).append(rec.offset)
                 continue
             routed.add(consumed)
-            todo = retry.unknown_item(envelopes.get(id(rec)), now, st.unknown_item_grace_s)
+            previous = envelopes.get(id(rec))
+            todo = retry.unknown_item(previous, now, st.unknown_item_grace_s)
             if isinstance(todo, retry.Park):
+                # a first park registers the source offset in its parked set (the commit does, with the fence)
                 env = todo.envelope(partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value,
-                                    group=self.group_id)
+                                    group=self.group_id, claim=previous.claim if previous is not None else True)
+                if previous is None:
+                    parked.setdefault(origin, []).append(rec.offset)
                 res.dlq.append(Outgoing(self.topics.user_events_retry, rec.key, env.to_bytes()))
                 res.deferred += 1
             else:
+                if id(rec) in claimable:
+                    routed_claims.setdefault(origin, []).append(rec.offset)
                 self._reject(res, rec, Rejected("UnknownItem", todo.reason(ev.item_id)), self.topics.user_dlq)
+        for k, offs in routed_claims.items():
+            claims.setdefault(k, []).extend(offs)
 
         t2 = time.perf_counter()
         states: dict[str, UserState] = {}
@@ -362,6 +403,8 @@ class Engine:
                 engaged=engagement.engaged,
                 popularity=engagement.popularity,
                 expected_states={u: digests[u] for u in states},
+                parked=parked,
+                claims=claims,
             )
         for ev in known:
             if ev.produced_at is not None:
@@ -371,7 +414,83 @@ class Engine:
             res.deferred += earlier.result.deferred
             for cls, n in earlier.result.rejected.items():
                 res.rejected[cls] = res.rejected.get(cls, 0) + n
-        return PreparedUserBatch(res, commit, records, frozenset(routed), vecs)
+        return PreparedUserBatch(res, commit, records, frozenset(routed), vecs, parked, routed_claims)
+
+    def _claimable(
+        self, fresh: list[tuple[Record, UserEvent, Position]], envelopes: dict[int, RetryEnvelope]
+    ) -> tuple[list[tuple[Record, UserEvent, Position]], set[int], int]:
+        """Keep the claiming retry-topic copies whose source offset is still parked (the first of a batch's copies
+        of one source); skip those whose source is resolved (not parked, at or below its partition's fence: applied
+        directly, or through another copy); :class:`ParkPendingError` for one whose park is not committed yet.
+
+        Returns the kept records, the ``id`` of each kept claiming record, and how many were skipped."""
+        origins: dict[FenceKey, list[int]] = {}
+        for rec, _, _ in fresh:
+            env = envelopes.get(id(rec))
+            if env is not None and env.claim:
+                origins.setdefault(FenceKey(self.group_id, rec.topic, rec.partition), []).append(rec.offset)
+        if not origins:
+            return fresh, set(), 0
+        parked = self.users.read_parked(origins)
+        fences = self.users.read_fences(origins)
+        keep: list[tuple[Record, UserEvent, Position]] = []
+        claimable: set[int] = set()
+        taken: set[tuple[FenceKey, int]] = set()
+        skipped = 0
+        for item in fresh:
+            rec = item[0]
+            env = envelopes.get(id(rec))
+            if env is None or not env.claim:
+                keep.append(item)
+                continue
+            origin = FenceKey(self.group_id, rec.topic, rec.partition)
+            if rec.offset in parked.get(origin, set()) and (origin, rec.offset) not in taken:
+                taken.add((origin, rec.offset))
+                claimable.add(id(rec))
+                keep.append(item)
+            elif rec.offset <= fences[origin] or (origin, rec.offset) in taken:
+                skipped += 1
+            else:
+                raise ParkPendingError(f"{rec.topic}[{rec.partition}]@{rec.offset}: its park is not committed yet")
+        return keep, claimable, skipped
+
+    def _check_floor(self, applied: dict[FenceKey, int]) -> None:
+        """:class:`FencesRegressedError` when a fence is below its floor (or the worker stopped applying)."""
+        if self.regressed is not None:
+            raise FencesRegressedError(self.regressed)
+        with self._floor_lock:
+            low = {k: (v, self._floor[k]) for k, v in applied.items() if k in self._floor and v < self._floor[k]}
+        if low:
+            self.regressed = "Redis went back in time: " + ", ".join(
+                f"{k.topic}[{k.partition}] fence {v} below {f}" for k, (v, f) in sorted(
+                    low.items(), key=lambda kv: (kv[0].topic, kv[0].partition)))
+            log.critical("%s; applying nothing more: the worker must resume from the fences", self.regressed)
+            raise FencesRegressedError(self.regressed)
+
+    def _raise_floor(self, fences: dict[FenceKey, int] | Mapping[FenceKey, int]) -> None:
+        with self._floor_lock:
+            for k, v in fences.items():
+                if k in self._floor and v > self._floor[k]:
+                    self._floor[k] = v
+
+    def check_fences(self) -> str | None:
+        """Whether Redis went back in time under this worker: a fence of an assigned partition below what the worker
+        resumed from or committed since (a Redis restart that lost its last second, a failover, a restore). Reads
+        the floors first, then the fences (one MGET), so a commit in between cannot look like a regression.
+
+        Returns the reason (also kept in :attr:`regressed`, after which every fenced step raises
+        :class:`FencesRegressedError`), or None."""
+        if self.regressed is not None:
+            return self.regressed
+        with self._floor_lock:
+            floor = dict(self._floor)
+        if not floor:
+            return None
+        try:
+            self._check_floor(self.users.read_fences(floor))
+        except FencesRegressedError:
+            return self.regressed
+        return None
 
     @property
     def fenced_topics(self) -> tuple[str, ...]:
@@ -390,6 +509,8 @@ class Engine:
         keys = {tp: FenceKey(self.group_id, *tp) for tp in sorted(every)}
         read = self.users.read_fences(keys.values())
         fences = {tp: read[keys[tp]] for tp in partitions}
+        with self._floor_lock:  # the assigned partitions resume here: their floors start at these fences
+            self._floor = {keys[tp]: read[keys[tp]] for tp in partitions}
         return fences, any(v >= 0 for v in read.values())
 
     def fence_past(self, records: Sequence[Record]) -> None:
@@ -397,10 +518,13 @@ class Engine:
         without a commit (poison records, once dead-lettered) must not be read again on resume. Compare-and-set
         like a commit (:class:`FenceMovedError` when a fence moved meanwhile: retried by the caller)."""
         fkeys = fence_keys(self.group_id, records)
-        fenced = split_by_fence(records, fkeys, self.users.read_fences(fkeys.values()))
+        applied = self.users.read_fences(fkeys.values())
+        self._check_floor(applied)
+        fenced = split_by_fence(records, fkeys, applied)
         if fenced.advance:
             self.users.commit(UserCommit(space=self.space, states={}, fences=fenced.advance,
                                          expected_fences=fenced.expected, seen={}, popularity={}))
+            self._raise_floor(fenced.advance)
 
     def retry_due(self, rec: Record) -> float:
         """Epoch seconds at which a retry-topic record is due (0 when it cannot be read: handled as a reject)."""
@@ -418,12 +542,16 @@ class Engine:
             if p.commit is None:
                 return p.result
             t0 = time.perf_counter()
+            if self.regressed is not None:
+                raise FencesRegressedError(self.regressed)
+            commit = p.commit
             try:
-                self.users.commit(p.commit)
+                self.users.commit(commit)
             except FenceMovedError:
                 log.warning("offset fence moved during commit; re-reading the batch")
                 p = self.prepare_user_events(p.records, earlier=p)
                 raise
+            self._raise_floor(commit.fences)
             p.result.stage_ms["commit"] = _ms(t0)
             return p.result
 

@@ -836,6 +836,7 @@ def worker(
     signal.signal(signal.SIGTERM, _raise_exit)
     metrics = EngineMetrics.for_settings(s, [s.stream.app_id])
     code = 0
+    rt = None
     try:
         port = metrics.start_http_server(metrics_port if metrics_port is not None else s.stream.metrics_port)
         rt = create_app(s, metrics=metrics, stop_grace_s=STOP_GRACE_S if stop_grace is None else stop_grace)
@@ -843,6 +844,7 @@ def worker(
         faust.Worker(rt.app, loglevel=loglevel).execute_from_commandline()
     except SystemExit as exc:  # Faust's worker always ends with one (0 after a clean stop)
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        code = getattr(rt.app, "exit_code", 0) or code if rt is not None else code  # it stopped on its own
     finally:
         metrics.close()
     _exit_past_stuck_threads(code)

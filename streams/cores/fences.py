@@ -26,11 +26,37 @@ On partition assignment the worker seeks each fenced partition (user events and 
   not describe this log; the worker stays at the committed offset and says so loudly (delete the stale fence
   keys, ``{prefix}fence:{group}:*``, before the records at or below them are skipped).
 
-Not covered by resuming: a Redis that loses writes while the worker keeps its partitions (Redis restarts under a
-running worker: no assignment happens, so nothing seeks; restart the worker, or make Redis failures rebalance);
-an event parked on the retry topic inside the lost window, whose item is indexed by the time of the replay, is
-applied twice (once replayed from user events, once from the retry topic); the content and profile agents' Redis
-writes (fresh sets, item attributes, priors) carry no fence and are not replayed.
+Redis going back in time under a running worker (a Redis killed and restarted with its append-only file, which
+loses up to its last second; a failover to a lagging replica; a restore): no assignment happens, so nothing seeks,
+and the worker's positions are ahead of the fences. The worker detects it and stops, and its restart resumes as
+above (``replay``: the lost records are read again and applied once). Detection: each assigned fenced partition
+has a **floor**, the fence the worker resumed it from (set at every assignment's plan) raised by each of its own
+commits; fences only ever move forward, so a fence below its floor means Redis lost writes. Every batch checks the
+fences it reads against the floors before it applies anything (a commit racing a restart fails its compare-and-set
+and is re-read, so it is checked too), and a timer checks every assigned partition once a second (an idle
+partition has no batch to notice), reading the floors before the fences so that a commit in between cannot look
+like a regression. Once found, every fenced step refuses to run (``FencesRegressedError``, retried, never
+dead-lettered), the worker stops promptly and exits 75 (EX_TEMPFAIL) for its supervisor to restart it.
+**Decision: stop and restart rather than seek in place**: Faust holds records fetched past the fences in its
+stream buffers and in the batches agents are holding, and any of them applied before the replay would move a fence
+past records never applied; a new process holds none. A Redis restart that lost nothing (the fences at their
+floors) is not a regression and changes nothing.
+
+The retry topic (``user.events.retry``): a user event whose item is not indexed yet is parked there and its
+partition's fence moves past it. If Redis loses that fence move, the replay reads the event again; by then its item
+may be indexed, so it is applied directly, while its parked copy is still on the retry topic. So a park registers
+the source offset in its partition's **parked set** (``{prefix}parked:{group}:{topic}:{partition}``), atomically
+with the fence, and the copy carries ``claim``: a claiming copy is applied (or dead-lettered when its grace ran
+out) only while its source offset is parked, and its commit removes it (a compare-and-set: a commit whose offset
+left the set meanwhile is refused and re-read). A copy whose source is not parked but at or below the source
+partition's fence was resolved otherwise (applied directly after a replay, or through another copy of the same
+source: a replay that parks the event again writes a second copy) and is skipped; one whose source is above the
+fence waits until the user-events batch that parked it has committed. Copies without ``claim`` (parked by an
+older worker) are applied as they come.
+
+Not covered: the content and profile agents' Redis writes (fresh sets, item attributes, priors) carry no fence and
+are not replayed after Redis loses them (Milvus, which holds the item vectors, is written idempotently and is not
+affected); a retry-topic copy dead-lettered as a poison record leaves its offset in the parked set (memory only).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from pymilvus.exceptions import ConnectError, ConnectionNotExistException, Milvu
 from redis import exceptions as redis_errors
 from tenacity import wait_exponential, wait_random_exponential
 
-from indexing.redis_users import FenceMovedError
+from indexing.redis_users import FenceMovedError, FencesRegressedError
 from streams.events import RetryEnvelope
 
 UNKNOWN_ITEM_FIRST_DELAY_S = 0.25
@@ -65,8 +65,9 @@ class Park:
     retry_at: float  # epoch seconds
 
     def envelope(self, *, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                 group: str) -> RetryEnvelope:
-        """The retry-topic record of source record ``partition``/``offset`` for consumer group ``group``."""
+                 group: str, claim: bool = False) -> RetryEnvelope:
+        """The retry-topic record of source record ``partition``/``offset`` for consumer group ``group``
+        (``claim``: the source offset is registered in the group's parked set, see :class:`RetryEnvelope`)."""
         return RetryEnvelope(
             attempt=self.attempt,
             first_seen=datetime.fromtimestamp(self.first_seen, UTC),
@@ -76,6 +77,7 @@ class Park:
             key_b64=base64.b64encode(key).decode() if key is not None else None,
             value_b64=base64.b64encode(value or b"").decode(),
             group=group,
+            claim=claim,
         )
 
 
@@ -151,12 +153,18 @@ _GRPC_TRANSIENT = frozenset({
 #: that is down, not ready, over a memory/disk/rate quota or denying writes, and of a collection that is not there
 #: or not loaded (every record would fail alike: hold the partition, do not dead-letter the stream)
 _MILVUS_TRANSIENT_CODES = frozenset({2, 3, 4, 7, 8, 9, 11, 12, 100, 101})
+#: what a Milvus server says (under its generic code 65535) when one of its own components cannot reach another:
+#: seen while the local Milvus shut down (``empty grpc client: failed to connect 127.0.0.1:...: connection refused``)
+_MILVUS_TRANSIENT_MESSAGES = ("empty grpc client", "failed to connect", "connection refused", "connection reset",
+                              "service unavailable", "not healthy", "node not found", "channel not available")
 #: OSErrors about a path, not a connection: an input (or a bug) names a file that is not there
 _PATH_ERRORS: tuple[type[OSError], ...] = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 
 def _transient_one(exc: BaseException) -> bool:
     if isinstance(exc, FenceMovedError):  # another worker writes the same partitions: a rebalance, not the data
+        return True
+    if isinstance(exc, FencesRegressedError):  # Redis went back in time: the worker stops and resumes (not data)
         return True
     if isinstance(exc, OSError):  # ConnectionError, TimeoutError, socket errors; not a missing file
         return not isinstance(exc, _PATH_ERRORS)
@@ -172,7 +180,10 @@ def _transient_one(exc: BaseException) -> bool:
         code = exc.code
         if isinstance(code, grpc.StatusCode):  # pymilvus gave up retrying an RPC: it carries the gRPC status
             return code in _GRPC_TRANSIENT
-        return isinstance(code, int) and code in _MILVUS_TRANSIENT_CODES
+        if isinstance(code, int) and code in _MILVUS_TRANSIENT_CODES:
+            return True
+        message = str(getattr(exc, "message", "") or exc).lower()
+        return any(m in message for m in _MILVUS_TRANSIENT_MESSAGES)
     if isinstance(exc, grpc.FutureTimeoutError):
         return True
     if isinstance(exc, grpc.RpcError):

@@ -54,6 +54,10 @@ TRANSIENT = {
     "milvus gave up on UNAVAILABLE": MilvusException(grpc.StatusCode.UNAVAILABLE, "Retry run out of 75 retry times"),
     "milvus rate limit": MilvusException(code=8, message="rate limit exceeded"),
     "milvus collection not loaded": MilvusException(code=101, message="collection not loaded"),
+    # the local Milvus shutting down: its proxy cannot reach its query node (seen by the nemesis harness)
+    "milvus component unreachable": MilvusException(code=65535, message="empty grpc client: failed to connect "
+                                                    "127.0.0.1:29544, reason: connection error: desc = \"transport: "
+                                                    "error while dialing: connect: connection refused\""),
     "grpc unavailable": _Rpc(grpc.StatusCode.UNAVAILABLE),
     "grpc deadline": _Rpc(grpc.StatusCode.DEADLINE_EXCEEDED),
     "grpc future timeout": grpc.FutureTimeoutError(),
