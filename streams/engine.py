@@ -307,8 +307,9 @@ class Engine:
         routed: set[Position] = set(earlier.routed) if earlier is not None else set()
         t0 = time.perf_counter()
         fkeys = fence_keys(self.group_id, records)
+        floor = self._floors()  # before the fences are read (see check_fences)
         applied = self.users.read_fences(fkeys.values())
-        self._check_floor(applied)
+        self._check_floor(applied, floor)
         fenced = split_by_fence(records, fkeys, applied)
         fresh_pos = {position(r) for r in fenced.fresh}
         res.skipped += fenced.skipped - sum(1 for r in records if position(r) in routed - fresh_pos)
@@ -454,12 +455,17 @@ class Engine:
                 raise ParkPendingError(f"{rec.topic}[{rec.partition}]@{rec.offset}: its park is not committed yet")
         return keep, claimable, skipped
 
-    def _check_floor(self, applied: dict[FenceKey, int]) -> None:
-        """:class:`FencesRegressedError` when a fence is below its floor (or the worker stopped applying)."""
+    def _floors(self) -> dict[FenceKey, int]:
+        with self._floor_lock:
+            return dict(self._floor)
+
+    def _check_floor(self, applied: dict[FenceKey, int], floor: dict[FenceKey, int]) -> None:
+        """:class:`FencesRegressedError` when a fence ``applied`` is below its ``floor`` (a copy of the floors taken
+        before the fences were read: a commit of another agent in between raises the floors, not what was read)
+        or the worker stopped applying."""
         if self.regressed is not None:
             raise FencesRegressedError(self.regressed)
-        with self._floor_lock:
-            low = {k: (v, self._floor[k]) for k, v in applied.items() if k in self._floor and v < self._floor[k]}
+        low = {k: (v, floor[k]) for k, v in applied.items() if k in floor and v < floor[k]}
         if low:
             self.regressed = "Redis went back in time: " + ", ".join(
                 f"{k.topic}[{k.partition}] fence {v} below {f}" for k, (v, f) in sorted(
@@ -482,12 +488,11 @@ class Engine:
         :class:`FencesRegressedError`), or None."""
         if self.regressed is not None:
             return self.regressed
-        with self._floor_lock:
-            floor = dict(self._floor)
+        floor = self._floors()
         if not floor:
             return None
         try:
-            self._check_floor(self.users.read_fences(floor))
+            self._check_floor(self.users.read_fences(floor), floor)
         except FencesRegressedError:
             return self.regressed
         return None
@@ -518,8 +523,9 @@ class Engine:
         without a commit (poison records, once dead-lettered) must not be read again on resume. Compare-and-set
         like a commit (:class:`FenceMovedError` when a fence moved meanwhile: retried by the caller)."""
         fkeys = fence_keys(self.group_id, records)
+        floor = self._floors()
         applied = self.users.read_fences(fkeys.values())
-        self._check_floor(applied)
+        self._check_floor(applied, floor)
         fenced = split_by_fence(records, fkeys, applied)
         if fenced.advance:
             self.users.commit(UserCommit(space=self.space, states={}, fences=fenced.advance,

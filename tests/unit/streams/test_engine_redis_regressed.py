@@ -190,3 +190,20 @@ def test_a_copy_that_times_out_releases_its_claim():
                                                       group="g", claim=True)
     res = _run(eng, [Record(TOPICS.user_events_retry, 0, 0, src.key, env.to_bytes(), 0)])
     assert res.rejected == {"UnknownItem": 1} and store.parked[UE0] == set()
+
+
+def test_a_commit_landing_between_the_check_s_read_and_its_comparison_is_no_regression():
+    store = Store()
+    store.fences[UE0] = 24
+    eng = _engine(store)
+    eng.resume_fences([(TOPICS.user_events, 0)])
+    read = store.read_fences
+
+    def racing(keys):
+        out = read(keys)
+        store.fences[UE0] = 25  # the users agent commits right after the check read the fence...
+        eng._raise_floor({UE0: 25})  # ...and raises the floor before the check compares
+        return out
+
+    store.read_fences = racing
+    assert eng.check_fences() is None and eng.regressed is None
