@@ -42,6 +42,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,8 +155,8 @@ def run_demo(settings: Settings, plan: CommunityPlan | None = None, rate: float 
 
         # 2-3. community and its CF space
         t2 = time.perf_counter()
-        community = simulate_community(registry_catalogue(plan.n_clips), SimConfig(seed=plan.seed, steps=plan.steps),
-                                       ACTION_WEIGHTS)
+        catalogue = registry_catalogue(plan.n_clips, music_dir=plan.music_dir)
+        community = simulate_community(catalogue, SimConfig(seed=plan.seed, steps=plan.steps), ACTION_WEIGHTS)
         created = np.array([it.created_ts for it in community.sim.items])
         split = time_split(community.dataset, created, plan.cold_share, plan.val_share)
         rep.sections["community"] = {
@@ -177,7 +178,7 @@ def run_demo(settings: Settings, plan: CommunityPlan | None = None, rate: float 
             m: v for m, v in space.offline["models"].items() if not m.startswith("cb2cf-")}
         if not space.offline["featurizer"].get("missing") == []:
             rep.fail(f"encoders missing from the CF space: {space.offline['featurizer'].get('missing')}")
-        _stream(rep, settings, run, community, split, space, rate, keep, say)
+        _stream(rep, settings, run, community, split, space, plan, rate, keep, say)
     finally:
         if not keep and started_here:
             stack.down(started_here)
@@ -186,9 +187,10 @@ def run_demo(settings: Settings, plan: CommunityPlan | None = None, rate: float 
 
 
 def _stream(rep: DemoReport, settings: Settings, run: str, community: Community, split: Any, space: DemoSpace,
-            rate: float, keep: bool, say: Any) -> None:
+            plan: CommunityPlan, rate: float, keep: bool, say: Any) -> None:
     """Steps 4-10 of the module docstring, in the run's namespace."""
-    s0 = settings.namespaced(f"demo_{run}").with_media_roots(*media_roots())
+    roots = media_roots() + ([Path(plan.music_dir)] if plan.music_dir else [])
+    s0 = settings.namespaced(f"demo_{run}").with_media_roots(*roots)
     s = s0.model_copy(update={"models": s0.models.model_copy(update={"dir": space.models_dir})})
     topics = Topics.for_prefix(s.kafka.topic_prefix)
     ensure_topics(s.kafka, topics)
@@ -501,11 +503,13 @@ def _behaviour(rep: DemoReport, s: Settings, topics: Topics, community: Communit
 def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: dict[str, set[str]],
            store: UserStore, space: str, clients: int = 16, requests_each: int = 25) -> None:
     """``thaw serve`` as a subprocess on the demo namespace: quality of the served lists per A/B arm against
-    ``held`` (each user's relevant new posts by the ground truth), latency sequentially and under ``clients`` concurrent clients, and the new-item exposure share.
+    ``held`` (each user's relevant new posts by the ground truth), latency sequentially and under ``clients``
+    concurrent clients, and the new-item exposure share.
 
     Two arms split 50/50 by user hash: ``recall`` (the recall order, no quota) and ``fresh20`` (the same with a 20%
     new-item quota). Both use ``ranker: none``: the published rankers are trained on other id spaces (the simulator
-    stream of ``thaw train ranker`` or MovieLens), not on this community's; the recall -> rank comparison is ``benchmarks/serve.py``, on the simulator's ground truth with a time hold-out.
+    stream of ``thaw train ranker`` or MovieLens), not on this community's; the recall -> rank comparison is
+    ``benchmarks/serve.py``, on the simulator's ground truth with a time hold-out.
     """
     import socket
     from concurrent.futures import ThreadPoolExecutor

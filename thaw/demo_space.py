@@ -42,6 +42,7 @@ class CommunityPlan:
 
     n_clips: int = 160
     steps: int = 120
+    music_dir: str | None = None  # the music21 corpus folder (default: the corpus builder's)
     seed: int = 0
     cold_share: float = 0.3
     val_share: float = 0.1
@@ -75,13 +76,13 @@ def ensure_corpora(plan: CommunityPlan, workers: int = 2, notify: Callable[[str]
         build_imagetext_corpus(progress=False)
     out["openmoji_s"] = round(time.perf_counter() - t0, 1)
     t1 = time.perf_counter()
-    have = len(planned_clip_ids(plan.n_clips))
+    have = len(planned_clip_ids(plan.n_clips, plan.music_dir))
     if have < plan.n_clips:
         notify(f"rendering {plan.n_clips - have} music21 clips with fluidsynth ({workers} workers; ~2 s per clip "
                "per worker; kept for later runs)")
-        rep = build_music_corpus(plan.n_clips, workers=workers, progress=False)
+        rep = build_music_corpus(plan.n_clips, workers=workers, out_dir=plan.music_dir, progress=False)
         out["music_build"] = {k: v for k, v in asdict(rep).items() if isinstance(v, int | float | str)}
-    out["music_clips"] = len(planned_clip_ids(plan.n_clips))
+    out["music_clips"] = len(planned_clip_ids(plan.n_clips, plan.music_dir))
     out["music_s"] = round(time.perf_counter() - t1, 1)
     return out
 

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,9 @@ def install(registry: ModelRegistry, families: Sequence[str] = FAMILIES, *, root
         model = _build(family, meta, weights)
         training = {**meta.get("training", {}), "bundled": {"weights_sha256": meta["weights_sha256"],
                                                            "trained_by": meta["trained_by"]}}
-        _export(family, model, registry, version, meta, training, current)
+        with warnings.catch_warnings():  # the tracer's notes on shapes and constants, not the user's business
+            warnings.simplefilter("ignore")
+            _export(family, model, registry, version, meta, training, current)
         out[family] = {"version": version, "status": "installed", "current": current,
                        "seconds": round(time.perf_counter() - t0, 2)}
         log.info("installed bundled %s@%s into %s", family, version, registry.root)
