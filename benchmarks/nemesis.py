@@ -434,12 +434,14 @@ class Monitor:
                 finally:
                     self.hold.release()
 
-    def caught_up(self, timeout_s: float) -> bool:
-        """Wait until the user-event lag is under :data:`CAUGHT_UP_LAG` (False after ``timeout_s``)."""
+    def caught_up(self, timeout_s: float, past: int | None = None) -> bool:
+        """Wait until the user-event lag is under :data:`CAUGHT_UP_LAG` and more than ``past`` records are handled
+        (the engine moved since a fault ended); False after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            lag = self.current().lag
-            if lag is not None and lag <= CAUGHT_UP_LAG:
+            cur = self.current()
+            moved = past is None or (cur.handled is not None and cur.handled > past)
+            if moved and cur.lag is not None and cur.lag <= CAUGHT_UP_LAG:
                 return True
             time.sleep(self.every_s)
         return False
@@ -475,14 +477,17 @@ class Nemesis:
 
     def run(self) -> None:
         try:
+            past: int | None = None
             for kind in self.order:
-                self.monitor.caught_up(180)
+                self.monitor.caught_up(180, past)
                 time.sleep(float(self.rng.uniform(*self.plan.gap_s)))
                 fault = Fault(kind, time.time())
                 getattr(self, kind)(fault)
                 fault.end = time.time()
                 self.faults.append(fault)
-            self.monitor.caught_up(180)
+                time.sleep(1.0)  # a sample after the fault: what was handled when it ended
+                past = self.monitor.current().handled
+            self.monitor.caught_up(180, past)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             self.error = exc
         finally:
