@@ -150,6 +150,11 @@ class StreamSettings(_Section):
     # pin the CF version this worker serves/writes (default: the cb2cf model's CURRENT); a blue/green roll-out
     # runs a second worker group with the new version pinned
     cf_version: str | None = None
+    # consumer-group liveness: a worker that sends no heartbeat for this long (killed, frozen) is dropped from the
+    # group and its partitions move on; a restarted worker waits for the old member's session to expire before the
+    # group rebalances (Faust's default, 60 s, stalled every partition of a kill -9'd worker for a minute). The event
+    # loop never blocks (handlers run in threads), so heartbeats every session/4 keep a live worker in.
+    session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)
     data_dir: Path = Field(default_factory=lambda: _default_home() / "faust")  # Faust's per-app working data
     web_port: int = 16066
     metrics_port: int = 19108
