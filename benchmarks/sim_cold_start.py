@@ -91,35 +91,13 @@ def simulate(steps: int, seed: int) -> tuple[Any, list[tuple[str, str, float, fl
 
 def _featurize(items: list[Any], batch: int = 32, threads: int = 2) -> tuple[Any, dict[str, Any]]:
     """ContentFields of every sim item through the stream's featuriser (media decoded from the asset files)."""
-    from encoders.featurizer import ContentFeaturizer, ContentInput, content_document
-    from encoders.media import decode_audio, decode_image
-    from encoders.registry import ModelRegistry
     from infra.settings import load_settings
-    from ranking.training.content import ContentFields
+    from ranking.training.content import featurizer_fields
 
-    fz = ContentFeaturizer.from_registry(ModelRegistry(load_settings().models.dir), threads=threads)
-    names = fz.fields
-    dims = fz.dims()
-    values = {n: np.zeros((len(items), dims[n]), dtype=np.float32) for n in names}
-    present = np.zeros((len(items), len(names)), dtype=bool)
-    t0 = time.perf_counter()
-    for s in range(0, len(items), batch):
-        chunk = items[s : s + batch]
-        inputs = []
-        for it in chunk:
-            a = it.asset
-            img = decode_image(Path(a.image).read_bytes()) if a.image else None
-            aud = decode_audio(Path(a.audio).read_bytes(), 600.0) if a.audio else None
-            inputs.append(ContentInput(content_document(a.text, list(a.tags), it.kind.replace("_", " ")), img, aud))
-        fb = fz.featurize(inputs)
-        for n in names:
-            values[n][s : s + len(chunk)] = fb.values[n]
-        present[s : s + len(chunk)] = fb.present
-    info = {"fields": list(names), "missing": list(fz.missing), "models": fz.model_versions,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "present_share": {n: round(float(present[:, k].mean()), 3) for k, n in enumerate(names)}}
-    src = {n: fz.model_versions[n] for n in names}
-    return ContentFields(tuple(names), tuple(values[n] for n in names), present, src), info
+    a = [it.asset for it in items]
+    return featurizer_fields([x.text for x in a], [list(x.tags) for x in a], [it.kind for it in items],
+                             [x.image for x in a], [x.audio for x in a], load_settings().models.dir,
+                             threads=threads, batch=batch)
 
 
 def _sparse_rows(docs: list[list[str]], fit_items: np.ndarray, weighting: Any, min_df: int = 1,

@@ -186,6 +186,12 @@ def run_demo(settings: Settings, plan: CommunityPlan | None = None, rate: float 
     return rep
 
 
+def _process_env(s: Settings, inherit: bool = True) -> dict[str, str]:
+    """The environment of the demo's ``thaw worker`` / ``thaw serve``: the run's namespace and the CF space's model
+    folder (``Settings.env`` carries the namespace only)."""
+    return {**(os.environ if inherit else {}), **s.env(), "THAW_MODELS__DIR": str(s.models.dir)}
+
+
 def _stream(rep: DemoReport, settings: Settings, run: str, community: Community, split: Any, space: DemoSpace,
             plan: CommunityPlan, rate: float, keep: bool, say: Any) -> None:
     """Steps 4-10 of the module docstring, in the run's namespace."""
@@ -195,8 +201,7 @@ def _stream(rep: DemoReport, settings: Settings, run: str, community: Community,
     topics = Topics.for_prefix(s.kafka.topic_prefix)
     ensure_topics(s.kafka, topics)
     wait_for_group_coordinator(s, s.stream.app_id)
-    env = {**os.environ, **s.env(), "THAW_STREAM__SPACE": "cf", "THAW_STREAM__CF_VERSION": space.version,
-           "THAW_MODELS__DIR": str(space.models_dir)}
+    env = {**_process_env(s), "THAW_STREAM__SPACE": "cf", "THAW_STREAM__CF_VERSION": space.version}
     metrics_port = s.stream.metrics_port + 1
     log_path = s.stack.home / f"demo-worker-{run}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,26 +229,40 @@ def _stream(rep: DemoReport, settings: Settings, run: str, community: Community,
             worker.kill()
         logf.close()
         rep.sections["inspect"] = {
-            "env": " ".join(f"{k}={v}" for k, v in s.env().items()) + f" THAW_MODELS__DIR={space.models_dir}",
+            "env": " ".join(f"{k}={v}" for k, v in _process_env(s, inherit=False).items()),
             "worker_log": str(log_path), "stack_left_running": keep,
         }
 
 
-def _ids(community: Community) -> tuple[list[str], list[str]]:
-    """Stream ids of the community's items and users (as ``thaw cf load`` names the warm ones)."""
-    ds = community.dataset
-    return ([safe_id(f"{ds.name}:i:", raw) for raw in ds.item_ids],
-            [safe_id(f"{ds.name}:u:", raw) for raw in ds.user_ids])
+@dataclass(frozen=True)
+class StreamIds:
+    """Stream ids of the community's items and users (as ``thaw cf load`` names the warm ones): by dataset index,
+    and by the simulator's id (item and user ids do not overlap)."""
 
+    items: list[str]
+    users: list[str]
+    by_sim: dict[str, str]
 
-def _post(community: Community, i: int, item_ids: list[str]) -> dict[str, Any]:
-    """The ``content.new`` payload of item ``i`` as the community posted it, with stream ids."""
-    c = dict(community.content[i])
-    c["item_id"] = item_ids[i]
-    c.pop("created_at", None)
-    if c.get("parent_id"):
-        c["parent_id"] = item_ids[int(c["parent_id"].rsplit(":", 1)[1])]
-    return c
+    @classmethod
+    def of(cls, community: Community) -> StreamIds:
+        ds = community.dataset
+        items = [safe_id(f"{ds.name}:i:", raw) for raw in ds.item_ids]
+        users = [safe_id(f"{ds.name}:u:", raw) for raw in ds.user_ids]
+        return cls(items, users, {**dict(zip(ds.item_ids, items, strict=True)),
+                                  **dict(zip(ds.user_ids, users, strict=True))})
+
+    def event(self, e: dict[str, Any]) -> dict[str, Any]:
+        """A simulated ``user.events`` payload with stream ids."""
+        return {**e, "user_id": self.by_sim[e["user_id"]], "item_id": self.by_sim[e["item_id"]]}
+
+    def post(self, community: Community, i: int) -> dict[str, Any]:
+        """The ``content.new`` payload of item ``i`` as the community posted it, with stream ids."""
+        c = dict(community.content[i])
+        c["item_id"] = self.items[i]
+        c.pop("created_at", None)
+        if c.get("parent_id"):
+            c["parent_id"] = self.by_sim[c["parent_id"]]
+        return c
 
 
 def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: Community, split: Any,
@@ -251,7 +270,8 @@ def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: C
     from streams.rollout.cf_load import load_warm_vectors
 
     sim = community.sim
-    item_ids, user_ids = _ids(community)
+    ids = StreamIds.of(community)
+    item_ids, user_ids = ids.items, ids.users
     created = np.array([it.created_ts for it in sim.items])
     # 4. warm users and items from the DSSM towers
     rep.sections["warm start (thaw cf load)"] = load_warm_vectors(s, version=space.version, items=True, users=True)
@@ -266,11 +286,11 @@ def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: C
     say(f"publishing {len(val_items) + len(test_items)} new posts with audio / images at {rate:g}/s")
     t_pub = time.time()
     for i in val_items:
-        pub.send_item(topics.content_new, _post(community, i, item_ids))
+        pub.send_item(topics.content_new, ids.post(community, i))
     pub.flush()
     t_test_ms = int(time.time() * 1000)
     for i in test_items:
-        pub.send_item(topics.content_new, _post(community, i, item_ids))
+        pub.send_item(topics.content_new, ids.post(community, i))
     n_bad = int(round(BAD_SHARE * (len(val_items) + len(test_items) + MAX_BEHAVIOUR_EVENTS)))
     bad = bad_records(topics, n_bad, seed=1, max_event_bytes=s.stream.max_event_bytes)
     for m in bad:
@@ -286,7 +306,7 @@ def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: C
     publish_to_searchable = time.time() - t_pub
     if pending:
         rep.fail(f"{len(pending)}/{len(posts)} new posts never became searchable")
-    _multimodal(rep, s, topics, community, set(posts), item_ids, publish_to_searchable)
+    _multimodal(rep, s, topics, set(posts), publish_to_searchable)
 
     # 6. cold-start quality, live
     warm_users = np.unique(community.dataset.users[split.train])
@@ -342,11 +362,10 @@ def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: C
     # 7. brand-new users: priors from their registration, then their first event
     t_cut = float(created[split.val_items].min()) if len(split.val_items) else float("inf")
     newcomers = [j for j, u in enumerate(sim.users) if u.joined_ts >= t_cut]
-    _new_users(rep, s, topics, community, newcomers, test_items, test_ids, t_test_ms, store, ix, space, user_ids,
-               item_ids, say)
+    _new_users(rep, s, topics, community, newcomers, test_items, test_ids, t_test_ms, store, ix, space, ids, say)
 
     # 8. behaviour of the new-posts period through user.events
-    _behaviour(rep, s, topics, community, t_cut, item_ids, user_ids, newcomers, say)
+    _behaviour(rep, s, topics, community, t_cut, ids, say)
 
     # 9. the recommendation API
     _serve(rep, s, run, eval_users[:200], truth_sets, store, space.space)
@@ -364,8 +383,7 @@ def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: C
     ix.close()
 
 
-def _multimodal(rep: DemoReport, s: Settings, topics: Topics, community: Community, posts: set[str],
-                item_ids: list[str], publish_to_searchable_s: float) -> None:
+def _multimodal(rep: DemoReport, s: Settings, topics: Topics, posts: set[str], publish_to_searchable_s: float) -> None:
     """Freshness of the new posts and the content fields each got, from the worker's ``content.indexed`` traces."""
     traces: list[ContentIndexed] = []
     deadline = time.monotonic() + 60
@@ -397,8 +415,9 @@ def _multimodal(rep: DemoReport, s: Settings, topics: Topics, community: Communi
 
 def _new_users(rep: DemoReport, s: Settings, topics: Topics, community: Community, newcomers: list[int],
                test_items: list[int], test_ids: list[str], t_test_ms: int, store: UserStore, ix: ItemIndex,
-               space: DemoSpace, user_ids: list[str], item_ids: list[str], say: Any) -> None:
+               space: DemoSpace, ids: StreamIds, say: Any) -> None:
     sim = community.sim
+    user_ids = ids.users
     profiles = {p["user_id"]: p for p in community.profiles}
     say(f"{len(newcomers)} brand-new users register")
     pub = Publisher(s)
@@ -433,15 +452,14 @@ def _new_users(rep: DemoReport, s: Settings, topics: Topics, community: Communit
     # first event -> recall reflects it (Recaller: what `thaw recall` and the API use)
     rec = Recaller(store, ix)
     firsts: dict[str, dict[str, Any]] = {}
+    joined = {sim.users[j].user_id for j in newcomers}
     for e in community.events:
-        if e["user_id"] in {sim.users[j].user_id for j in newcomers} and e["action"] != "impression":
+        if e["user_id"] in joined and e["action"] != "impression":
             firsts.setdefault(e["user_id"], e)
     lat: list[float] = []
     timed = [j for j in newcomers if sim.users[j].user_id in firsts][:NEW_USERS_TIMED]
     for j in timed:
-        e = dict(firsts[sim.users[j].user_id])
-        e["user_id"] = user_ids[j]
-        e["item_id"] = item_ids[int(e["item_id"].rsplit(":", 1)[1])]
+        e = ids.event(firsts[sim.users[j].user_id])
         before = store.read_states(space.space, [user_ids[j]]).get(user_ids[j])
         n0 = before.n_events if before else 0
         t_sent = pub.send_event(topics.user_events, e)
@@ -466,17 +484,14 @@ def _new_users(rep: DemoReport, s: Settings, topics: Topics, community: Communit
         rep.fail(f"only {len(lat)}/{len(timed)} new users' first events reached recall within 30 s")
 
 
-def _behaviour(rep: DemoReport, s: Settings, topics: Topics, community: Community, t_cut: float,
-               item_ids: list[str], user_ids: list[str], newcomers: list[int], say: Any) -> None:
-    sim = community.sim
-    upos = {u.user_id: j for j, u in enumerate(sim.users)}
+def _behaviour(rep: DemoReport, s: Settings, topics: Topics, community: Community, t_cut: float, ids: StreamIds,
+               say: Any) -> None:
     evs = [e for e in community.events if e["ts"] >= t_cut and e["action"] != "impression"][:MAX_BEHAVIOUR_EVENTS]
     say(f"replaying {len(evs)} user events of the new-posts period")
     pub = Publisher(s)
     t0 = time.perf_counter()
     for e in evs:
-        pub.send_event(topics.user_events, {**e, "user_id": user_ids[upos[e["user_id"]]],
-                                            "item_id": item_ids[int(e["item_id"].rsplit(":", 1)[1])]})
+        pub.send_event(topics.user_events, ids.event(e))
     pub.close()
     publish_s = time.perf_counter() - t0
     lag_series: list[list[float]] = []
@@ -525,7 +540,7 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
     created = sorted(ms for _, ms in store.freshest(space, 100_000))
     cutoff_ms = created[int(0.8 * (len(created) - 1))] if created else 0
     window_s = max(1.0, time.time() - cutoff_ms / 1000.0)
-    env = {**os.environ, **s.env(), "THAW_MODELS__DIR": str(s.models.dir), "THAW_SERVE__VARIANTS": json.dumps(variants),
+    env = {**_process_env(s), "THAW_SERVE__VARIANTS": json.dumps(variants),
            "THAW_SERVE__FRESH_WINDOW_S": f"{window_s:.1f}"}
     log_path = s.stack.home / f"demo-serve-{run}.log"
     logf = log_path.open("wb")

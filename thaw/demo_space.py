@@ -140,7 +140,9 @@ def prepare_space(s: Settings, community: Any, split: Any, plan: CommunityPlan, 
     ds = community.dataset
     kinds = [it.kind for it in community.sim.items]
     notify(f"featurising {ds.n_items} items with every encoder")
-    content, finfo = featurizer_fields(ds, kinds, root, threads=threads)
+    n = ds.n_items
+    content, finfo = featurizer_fields(ds.item_text, ds.item_tags, kinds, ds.item_images or [None] * n,
+                                       ds.item_audio or [None] * n, root, threads=threads)
     notify(f"training the CF space (DSSM, CB2CF, hybrid, baselines) on {len(split.train)} warm interactions")
     cfg = ColdEvalConfig(models=HARNESS_MODELS, seed=plan.seed, threads=1, models_dir=root)
     art = ColdEvalArtifacts()

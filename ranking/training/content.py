@@ -285,17 +285,21 @@ def minilm_text_fields(
 
 
 def featurizer_fields(
-    ds: InteractionDataset,
+    texts: Sequence[str],
+    tags: Sequence[Sequence[str]],
     kinds: Sequence[str],
+    images: Sequence[str | None],
+    audio: Sequence[str | None],
     models_dir: Path,
     threads: int = 2,
     batch: int = 32,
     max_audio_s: float = 600.0,
 ) -> tuple[ContentFields, dict[str, object]]:
-    """Every item's content fields through the stream's featuriser (``encoders.featurizer``): the ``text`` field
-    from the item's document as the stream builds it (text | tags, or the kind when both are empty), ``audio_clip``
-    / ``audio_mae`` from ``ds.item_audio`` and ``image`` / ``image_text`` from ``ds.item_images`` (local files,
-    decoded as the stream decodes media), each field only where a published encoder exists.
+    """Every item's content fields through the stream's featuriser (``encoders.featurizer``); one entry per item in
+    every sequence: the ``text`` field from the item's document as the stream builds it (text | tags, or the kind
+    when both are empty), ``audio_clip`` / ``audio_mae`` from its audio file and ``image`` / ``image_text`` from its
+    image file (local paths, decoded as the stream decodes media; None: the item has none), each field only where a
+    published encoder exists.
 
     Returns ``(content, info)``; ``info``: fields, encoders missing, model versions, seconds, share of items that
     have each field."""
@@ -306,16 +310,14 @@ def featurizer_fields(
     fz = ContentFeaturizer.from_registry(ModelRegistry(Path(models_dir)), threads=threads)
     names = fz.fields
     dims = fz.dims()
-    n = ds.n_items
+    n = len(texts)
     values = {f: np.zeros((n, dims[f]), dtype=np.float32) for f in names}
     present = np.zeros((n, len(names)), dtype=bool)
-    images = ds.item_images or [None] * n
-    audio = ds.item_audio or [None] * n
     t0 = time.perf_counter()
     for s in range(0, n, batch):
         inputs = []
         for i in range(s, min(n, s + batch)):
-            doc = content_document(ds.item_text[i], ds.item_tags[i], fallback=kinds[i].replace("_", " "))
+            doc = content_document(texts[i], tags[i], fallback=kinds[i].replace("_", " "))
             img_path, aud_path = images[i], audio[i]
             img = decode_image(Path(img_path).read_bytes()) if img_path else None
             aud = decode_audio(Path(aud_path).read_bytes(), max_audio_s) if aud_path else None

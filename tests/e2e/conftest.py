@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,12 @@ def read_topic(s: Settings, topic: str, n: int, timeout_s: float = 30.0) -> list
         out.extend(m.value for m in c)
     c.close()
     return out
+
+
+def random_events(rng, users: list[str], item_ids: list[str], n: int,  # noqa: ANN001
+                  actions: tuple[str, ...] = ("play", "like", "skip", "complete")) -> list[dict[str, str]]:
+    """``n`` user events, 10 ms apart from now: a random user, item and action each (drawn in that order)."""
+    base = time.time()
+    return [{"user_id": users[int(rng.integers(len(users)))], "item_id": item_ids[int(rng.integers(len(item_ids)))],
+             "action": actions[int(rng.integers(len(actions)))],
+             "ts": datetime.fromtimestamp(base + j * 0.01, UTC).isoformat()} for j in range(n)]

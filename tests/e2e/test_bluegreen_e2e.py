@@ -30,7 +30,7 @@ from ranking.training.export import publish_cold_item_models
 from streams.cores.user_update import EventBatch, apply_events
 from streams.rollout.cf_load import FlipRefused, flip_space
 from streams.topics import Topics
-from tests.e2e.conftest import Worker, running_worker, served_item_vectors, wait_for
+from tests.e2e.conftest import Worker, random_events, running_worker, served_item_vectors, wait_for
 from workloads.datasets import load_movielens_100k
 from workloads.splits import cold_item_split
 
@@ -80,10 +80,7 @@ def test_flip_in_the_middle_of_a_replay(stack_settings, unique_name, tmp_path, t
                   "created_at": datetime.now(UTC).isoformat(), "text": ds.item_text[i], "tags": ds.item_tags[i][:20]}
                  for i in item_rows]
         users = [f"bgu{u}" for u in range(8)]
-        base = time.time()
-        evs = [{"user_id": users[int(rng.integers(len(users)))], "item_id": items[int(rng.integers(len(items)))][
-                   "item_id"], "action": ["play", "like", "skip", "complete"][int(rng.integers(4))],
-                "ts": datetime.fromtimestamp(base + j * 0.01, UTC).isoformat()} for j in range(900)]
+        evs = random_events(rng, users, [it["item_id"] for it in items], 900)
 
         ix_a = ItemIndex(s.milvus, dim=ModelRegistry(root).load("cb2cf", "v1").manifest.dim,
                          collection=collection_for(s.milvus, "cb2cf@v1"))

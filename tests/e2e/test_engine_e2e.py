@@ -19,7 +19,7 @@ from ranking.online.recall import Recaller
 from streams.cores.user_update import EventBatch, apply_events
 from streams.events import ContentIndexed, DeadLetter
 from streams.topics import Topics
-from tests.e2e.conftest import read_topic, wait_for
+from tests.e2e.conftest import random_events, read_topic, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -183,12 +183,7 @@ def test_kill9_loses_nothing_and_applies_nothing_twice(worker):
     t, p, items, ix = _index_items(worker)
     rng = np.random.default_rng(7)
     users = [f"k{u}" for u in range(6)]
-    base = time.time()
-    evs = []
-    for j in range(3000):
-        evs.append({"user_id": users[int(rng.integers(6))], "item_id": items[int(rng.integers(len(items)))]["item_id"],
-                    "action": ["play", "like", "skip", "complete"][int(rng.integers(4))],
-                    "ts": datetime.fromtimestamp(base + j * 0.01, UTC).isoformat()})
+    evs = random_events(rng, users, [it["item_id"] for it in items], 3000)
     store = UserStore(s.redis)
     space = f"{MODEL_NAME}@1"
 

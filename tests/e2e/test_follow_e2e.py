@@ -22,7 +22,7 @@ from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
 from streams.cores.user_update import EventBatch, apply_events
 from streams.topics import Topics, ensure_topics
-from tests.e2e.conftest import served_item_vectors, wait_for
+from tests.e2e.conftest import random_events, served_item_vectors, wait_for
 from tests.e2e.test_bluegreen_e2e import two_versions  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
@@ -53,10 +53,7 @@ def test_new_cf_version_is_picked_up_without_a_restart(stack_settings, unique_na
                  for i in rows]
         ids = [it["item_id"] for it in items]
         users = [f"fwu{u}" for u in range(6)]
-        base = time.time()
-        evs = [{"user_id": users[int(rng.integers(len(users)))], "item_id": ids[int(rng.integers(len(ids)))],
-                "action": ["play", "like", "complete"][int(rng.integers(3))],
-                "ts": datetime.fromtimestamp(base + j * 0.01, UTC).isoformat()} for j in range(400)]
+        evs = random_events(rng, users, ids, 400, actions=("play", "like", "complete"))
         p = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all", linger_ms=2)
         for it in items:
             p.send(t.content_new, key=it["item_id"].encode(), value=json.dumps(it).encode())

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -24,7 +24,7 @@ from indexing.redis_users import UserStore
 from infra.settings import RedisSettings, Settings
 from infra.stack.redis import start_redis
 from streams.cores.user_update import EventBatch, apply_events
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import random_events, wait_for
 from tests.e2e.test_engine_e2e import _index_items, _send
 
 pytestmark = pytest.mark.e2e
@@ -45,11 +45,7 @@ def test_redis_losing_its_last_writes_or_everything_loses_no_event_and_applies_n
     t, p, items, ix = _index_items(worker)
     rng = np.random.default_rng(11)
     users = [f"r{u}" for u in range(8)]
-    base = time.time()
-    evs = [{"user_id": users[int(rng.integers(len(users)))],
-            "item_id": items[int(rng.integers(len(items)))]["item_id"],
-            "action": ["play", "like", "skip", "complete"][int(rng.integers(4))],
-            "ts": datetime.fromtimestamp(base + j * 0.01, UTC).isoformat()} for j in range(1200)]
+    evs = random_events(rng, users, [it["item_id"] for it in items], 1200)
     store = UserStore(s.redis)
     space = f"{MODEL_NAME}@1"
 
