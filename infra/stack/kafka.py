@@ -127,6 +127,13 @@ def cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
 
 
+def format_args(cid: str, props: Path) -> list[str]:
+    """The KRaft storage format command (after the JVM and classpath). The id goes in the ``--cluster-id=`` form:
+    a URL-safe base64 id starts with "-" one time in 64, which as a separate argument reads as an option (the
+    format then fails with a usage message)."""
+    return ["kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cid}", "-c", str(props)]
+
+
 # ------------------------------------------------------------------------------------------------------ probe
 
 
@@ -237,18 +244,7 @@ def start_kafka(settings: Settings, home: Path) -> Launch:
     if not (data / "meta.properties").exists():
         shutil.rmtree(data, ignore_errors=True)
         fmt = subprocess.run(
-            [
-                *jvm,
-                "-cp",
-                cp,
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                "-t",
-                cluster_id(),
-                "-c",
-                str(props),
-            ],
+            [*jvm, "-cp", cp, *format_args(cluster_id(), props)],
             capture_output=True,
             text=True,
             timeout=300,

@@ -202,3 +202,20 @@ def test_fresh_kafka_coordinates_groups_right_after_up(
     finally:
         stopped = {st.name: st for st in stack.down()}
         assert not stopped[KAFKA].healthy, stopped[KAFKA]  # ours stopped; the session's Redis/Milvus left alone
+
+
+def test_kraft_format_takes_a_cluster_id_that_starts_with_a_dash(stack_settings: Settings, tmp_path: Path) -> None:
+    """A URL-safe base64 cluster id starts with "-" one time in 64; the format command must not read it as an
+    option (a fresh stack failed to come up with "usage: kafka-storage format" on such an id)."""
+    import subprocess
+
+    from infra.stack.kafka import format_args, java, kafka_classpath, server_properties
+
+    data = tmp_path / "kraft"
+    props = tmp_path / "server.properties"
+    props.write_text(server_properties(stack_settings, data), encoding="utf-8")
+    cid = "-" + "A" * 21
+    out = subprocess.run([java(), "-cp", kafka_classpath(stack_settings), *format_args(cid, props)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout[-1500:] + out.stderr[-1500:]
+    assert f"cluster.id={cid}" in (data / "meta.properties").read_text()
