@@ -228,9 +228,9 @@ def has_items_collection(client: Any, settings: Settings) -> bool:
 # -------------------------------------------------------------------------------------------------- cleanup
 def cleanup_namespace(settings: Settings, extra_groups: Sequence[str] = ()) -> dict[str, Any]:
     """Drop the namespace's Redis keys, Milvus collection, Kafka topics and consumer groups (best effort)."""
+    from contracts.topics import Topics
     from indexing.milvus_items import ItemIndex
     from indexing.redis_users import UserStore
-    from streams.topics import Topics
 
     out: dict[str, Any] = {}
     try:

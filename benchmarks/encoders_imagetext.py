@@ -96,7 +96,7 @@ def ridge_baseline(cache: FeatureCache, data: PairData) -> dict[str, Any]:
 
 
 def run(epochs: int, schemes: list[str], threads: int, runs_dir: Path, out_dir: Path,
-        base: FlavaTrainConfig | None = None) -> dict[str, Any]:
+        base: FlavaTrainConfig | None = None, corpus_dir: str | None = None) -> dict[str, Any]:
     """Trains one model per scheme (shared feature cache), evaluates them and the baselines, writes JSON + PNG."""
     from encoders.training.flava import build_feature_cache, select_rows
     from workloads.imagetext import load_imagetext_corpus
@@ -104,10 +104,11 @@ def run(epochs: int, schemes: list[str], threads: int, runs_dir: Path, out_dir: 
     cfg0 = base or FlavaTrainConfig()
     cfg0 = replace(cfg0, epochs=epochs, threads=threads, export=False, resume=False,
                    cache_dir=str(runs_dir / "cache"))
+    corpus = load_imagetext_corpus(corpus_dir, include_skintones=cfg0.include_skintones)
     results: dict[str, Any] = {}
     for scheme in schemes:
         t0 = time.perf_counter()
-        _, rep = fit(replace(cfg0, misaligned=scheme, out_dir=str(runs_dir / f"bench-{scheme}")))
+        _, rep = fit(replace(cfg0, misaligned=scheme, out_dir=str(runs_dir / f"bench-{scheme}")), corpus)
         results[scheme] = {
             "test": rep["test"],
             "val": rep["val"],
@@ -117,7 +118,6 @@ def run(epochs: int, schemes: list[str], threads: int, runs_dir: Path, out_dir: 
             "run_id": rep["run_id"],
         }
         print(f"{scheme}: test {json.dumps({k: round(v, 3) for k, v in rep['test'].items()})}", file=sys.stderr)
-    corpus = load_imagetext_corpus(cfg0.corpus_dir, include_skintones=cfg0.include_skintones)
     rows = select_rows(corpus, cfg0.limit)
     cache, data = build_feature_cache(corpus, rows, Path(cfg0.cache_dir or runs_dir / "cache"), cfg0.model,
                                       threads, progress=False)

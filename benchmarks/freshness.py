@@ -188,7 +188,7 @@ class TraceReader(threading.Thread):
             return len(self.traces) if ids is None else sum(1 for i in ids if i in self.traces)
 
     def run(self) -> None:
-        from streams.events import ContentIndexed
+        from contracts.events import ContentIndexed
 
         try:
             while not self.stop_event.is_set():
@@ -218,7 +218,8 @@ class TraceReader(threading.Thread):
 
 def run_phase(base: Settings, rate: float, warm_items: list[dict[str, Any]], items: list[dict[str, Any]],
               args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    from streams.topics import Topics, ensure_topics
+    from contracts.topics import Topics
+    from infra.topics import ensure_topics
     from workloads.replay import Publisher
 
     ns = new_namespace(f"fresh{int(rate)}")

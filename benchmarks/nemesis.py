@@ -253,7 +253,7 @@ class Producer:
     """Publishes the load at ``plan.rate`` and keeps the history of acknowledged records."""
 
     def __init__(self, settings: Any, plan: Plan, seed: int, done: threading.Event) -> None:
-        from streams.topics import Topics
+        from contracts.topics import Topics
 
         self.s = settings
         self.plan = plan
@@ -371,7 +371,7 @@ class Monitor:
     """Samples progress every ``every_s``; restarts the worker when it exited without being killed by the nemesis."""
 
     def __init__(self, settings: Any, worker: Worker, every_s: float = 0.5) -> None:
-        from streams.topics import Topics
+        from contracts.topics import Topics
 
         self.s = settings
         self.worker = worker
@@ -571,12 +571,12 @@ def read_all(settings: Any, topic: str, timeout_s: float = 120.0) -> list[Any]:
 
 def check(settings: Any, history: list[Acked], space: str) -> dict[str, Any]:
     """Compare the final states with the history (see the module docstring). Pure reads."""
+    from contracts.events import ContentNew, DeadLetter, UserEvent
+    from contracts.topics import Topics
     from indexing.milvus_items import ItemIndex
     from indexing.redis_users import UserStore
     from streams.cores.decode import Rejected, decode_event
     from streams.cores.user_update import EventBatch, apply_events
-    from streams.events import ContentNew, DeadLetter, UserEvent
-    from streams.topics import Topics
 
     s = settings
     t = Topics.for_prefix(s.kafka.topic_prefix)
@@ -723,11 +723,12 @@ def plot(path: Path, samples: list[Sample], faults: list[Fault], t0: float, titl
 def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str, keep_stack: bool = False,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     os.environ.update(ports.env(home))
+    from contracts.topics import Topics
     from encoders.registry import ModelRegistry
     from encoders.text import ensure_minilm
     from infra.lag import consumer_lag
     from infra.settings import load_settings
-    from streams.topics import Topics, ensure_topics
+    from infra.topics import ensure_topics
 
     t_start = time.time()
     base = load_settings()

@@ -17,10 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from contracts.topics import Topics
 from infra import clients
 from infra.settings import load_settings
 from infra.stack import LocalStack
-from streams.topics import Topics, ensure_topics
+from infra.topics import ensure_topics
 from workloads.replay import Publisher
 from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 

@@ -517,12 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.t2 <= args.t1:
         ap.error("--t2 must be greater than --t1")
 
+    from contracts.topics import Topics
     from encoders.registry import ModelRegistry
     from encoders.text import MODEL_NAME, TextEncoder
     from indexing.milvus_items import ItemIndex
     from indexing.redis_users import UserStore
     from streams.engine import Engine
-    from streams.topics import Topics
     from workloads.replay import media_roots
     from workloads.simulator import ENGAGE_ACTIONS, CommunitySimulator, SimConfig, default_catalogue
 

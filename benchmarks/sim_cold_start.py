@@ -74,7 +74,7 @@ WIDE_EXTRA_WEIGHTS = (0.01, 0.02, 0.05, 0.1, 0.2)
 def simulate(steps: int, seed: int) -> tuple[Any, list[tuple[str, str, float, float]], int]:
     """Run the simulator on the real corpora: ``(simulator, positive interactions (user, item, action weight, ts),
     number of user events)``."""
-    from ranking.online.actions import ACTION_WEIGHTS
+    from contracts.actions import ACTION_WEIGHTS
     from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 
     sim = CommunitySimulator(default_catalogue(require_corpora=True), SimConfig(seed=seed, steps=steps))

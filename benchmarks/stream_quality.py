@@ -65,16 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
 
+    from contracts.ids import published_content, safe_id
+    from contracts.topics import Topics
     from encoders.registry import ModelRegistry
     from encoders.text import MODEL_NAME, ensure_minilm
     from indexing.milvus_items import ItemIndex, collection_for
     from indexing.redis_users import UserStore
+    from infra.topics import ensure_topics
     from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, load_cold_split, run_cold_items
     from ranking.training.common import evaluate_task
     from ranking.training.export import publish_cold_item_models
     from streams.rollout.cf_load import load_warm_vectors
-    from streams.topics import Topics, ensure_topics
-    from workloads.replay import Publisher, published_content, safe_id
+    from workloads.replay import Publisher
 
     t_all = time.perf_counter()
     base = base_settings()
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         cold = [int(i) for i in test_task.candidates]
         payloads = [{"item_id": safe_id(f"{prefix}:i:", ds.item_ids[i]), "kind": "track",
                      "creator_id": safe_id(f"{prefix}:creator:", ds.item_ids[i]),
-                     "text": published_content(ds, i)[0], "tags": published_content(ds, i)[1]}
+                     "text": published_content(ds.item_text[i], ds.item_tags[i])[0],
+                     "tags": published_content(ds.item_text[i], ds.item_tags[i])[1]}
                     for i in cold]
         t_pub = time.perf_counter()
         pub = Publisher(s, rate=args.rate)
@@ -189,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         # -> recall serves their own vector
         from kafka import KafkaConsumer
 
+        from contracts.events import ContentIndexed
         from ranking.online.recall import Recaller, served_index
-        from streams.events import ContentIndexed
 
         c = KafkaConsumer(topics.content_indexed, bootstrap_servers=s.kafka.bootstrap_servers,
                           auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,

@@ -79,7 +79,7 @@ def make_events(n: int, n_users: int, item_ids: list[str], seed: int = 0,
     Users and items are drawn with a skew (a few heavy users, popular items); timestamps are the last ``n`` ms before
     ``now``, in order. The truth has, per user, the number of non-impression events (what ``n_events`` counts).
     """
-    from ranking.online.actions import ACTION_WEIGHTS
+    from contracts.actions import ACTION_WEIGHTS
 
     rng = np.random.default_rng(seed)
     now = time.time() if now is None else now
@@ -219,10 +219,12 @@ async def raw_getmany(settings: Settings, topic: str, expected: int, group: str,
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
 
+    from contracts.topics import Topics
     from indexing.redis_users import UserStore
+    from indexing.wait import wait_indexed
     from infra.lag import consumer_lag
-    from streams.topics import Topics, ensure_topics
-    from workloads.replay import Publisher, wait_indexed
+    from infra.topics import ensure_topics
+    from workloads.replay import Publisher
 
     base = base_settings()
     report: dict[str, Any] = {
@@ -274,7 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t_gen = time.perf_counter()
         records, truth = make_events(args.events, args.users, item_ids, seed=args.seed)
         gen_s = time.perf_counter() - t_gen
-        from streams.events import UserEvent
+        from contracts.events import UserEvent
 
         for _, v in records[:: max(1, len(records) // 2000)]:
             UserEvent.model_validate_json(v)  # a sample of the payloads against the contract

@@ -57,6 +57,8 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
+from contracts.events import RetryEnvelope
+from contracts.topics import Topics
 from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for, point_serving_alias
@@ -64,14 +66,13 @@ from indexing.redis_users import UserStore
 from infra.lag import wait_for_group_coordinator
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
+from infra.topics import ensure_topics
 from streams.cores.decode import Rejected, dead_letter, decode_event
 from streams.cores.fences import Resume, plan_resume
 from streams.cores.poison import describe, isolate
 from streams.cores.retry import SINK_WAIT, error_name, hold_s, is_transient, unwrap
-from streams.cores.space import load_cf_space
 from streams.engine import BatchResult, Engine, Outgoing, PreparedUserBatch, Record
-from streams.events import RetryEnvelope
-from streams.topics import Topics, ensure_topics
+from streams.models import load_cf_space
 
 log = logging.getLogger(__name__)
 

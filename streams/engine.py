@@ -33,6 +33,8 @@ import numpy as np
 from cachetools import LRUCache
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from contracts.events import ContentIndexed, ContentNew, RetryEnvelope, UserEvent, UserProfile
+from contracts.topics import Topics
 from encoders.featurizer import ContentFeaturizer, ContentInput
 from encoders.text import TextEncoder
 from indexing.milvus_items import ItemIndex, ItemRow
@@ -48,15 +50,22 @@ from indexing.redis_users import (
 from infra.settings import Settings
 from streams.cores import retry
 from streams.cores.cache import split
-from streams.cores.decode import DecodedMedia, Rejected, dead_letter, decode_event, decode_media, item_text
+from streams.cores.decode import (
+    DecodedMedia,
+    MediaCaps,
+    Rejected,
+    dead_letter,
+    decode_event,
+    decode_media,
+    item_text,
+)
 from streams.cores.dedupe import last_wins, unique
 from streams.cores.engagement import tally
 from streams.cores.fences import fence_keys, split_by_fence
 from streams.cores.freshness import content_start, freshness_s
 from streams.cores.space import CFSpace
 from streams.cores.user_update import EventBatch, apply_events, combine_priors, prior_state, profile_text
-from streams.events import ContentIndexed, ContentNew, RetryEnvelope, UserEvent, UserProfile
-from streams.topics import Topics
+from streams.media_fetch import media_bytes
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +186,9 @@ class Engine:
         self._floor: dict[FenceKey, int] = {}
         self._floor_lock = threading.Lock()
         self.regressed: str | None = None  # why this worker stopped applying (it must resume from the fences)
+        st = settings.stream
+        self._caps = MediaCaps(st.max_inline_image_bytes, st.max_inline_audio_bytes, st.max_audio_seconds,
+                               settings.media.max_image_pixels, settings.media.max_audio_decoded_bytes)
 
     # ------------------------------------------------------------------ common
     def _reject(self, res: BatchResult, rec: Record, why: Rejected, dlq_topic: str) -> None:
@@ -206,13 +218,11 @@ class Engine:
                 self._reject(res, rec, Rejected("Oversize", f"text over {st.max_text_chars} chars"),
                              self.topics.content_dlq)
                 continue
-            media = decode_media(
-                ev,
-                max_image_bytes=st.max_inline_image_bytes,
-                max_audio_bytes=st.max_inline_audio_bytes,
-                max_audio_s=st.max_audio_seconds,
-                policy=self.s.media,  # what the event's media URIs may reach (an untrusted publisher names them)
+            raw = media_bytes(  # I/O: what the event's media URIs may reach (an untrusted publisher names them)
+                ev, max_image_bytes=st.max_inline_image_bytes, max_audio_bytes=st.max_inline_audio_bytes,
+                policy=self.s.media,
             )
+            media = raw if isinstance(raw, Rejected) else decode_media(raw, self._caps)
             if isinstance(media, Rejected):
                 self._reject(res, rec, media, self.topics.content_dlq)
                 continue

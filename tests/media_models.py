@@ -59,18 +59,22 @@ def published_media_models(base: Path) -> Path:
 
     root = base / "media-models"
     export_minilm(ModelRegistry(root))
-    clips = str(music_clips(base))
+    from workloads.imagetext import load_imagetext_corpus
+    from workloads.music import load_music_corpus
+
+    clips = load_music_corpus(music_clips(base))
     splits = ("train", "val", "test")
     train_mae(AudioMAETrainConfig(
-        corpus_dir=clips, out_dir=str(base / "run-mae"), models_dir=str(root), epochs=2, batch_size=3,
+        out_dir=str(base / "run-mae"), models_dir=str(root), epochs=2, batch_size=3,
         model=AudioMAEConfig(dim=32, depth=1, heads=2, dec_dim=16, dec_depth=1, dec_heads=2),
-        train_splits=splits, val_split="train", version="t1", progress=False))
+        train_splits=splits, val_split="train", version="t1", progress=False), clips)
     train_clip(MusicCLIPTrainConfig(
-        corpus_dir=clips, out_dir=str(base / "run-clip"), models_dir=str(root), epochs=2, batch_size=3,
+        out_dir=str(base / "run-clip"), models_dir=str(root), epochs=2, batch_size=3,
         model=MusicCLIPConfig(channels=(4, 8, 8, 16), audio_hidden=32, text_hidden=32, embed_dim=16, dropout=0.0),
-        train_splits=splits, val_split="train", version="t1", progress=False))
+        train_splits=splits, val_split="train", version="t1", progress=False), clips)
     train_flava(FlavaTrainConfig(
         model=FlavaConfig(dim=32, fusion_depth=1, fusion_heads=4, mlp_ratio=2.0, dropout=0.0),
-        corpus_dir=str(imagetext_corpus(base)), out_dir=str(base / "run-flava"), models_dir=str(root),
-        limit=48, batch_size=16, epochs=2, warmup_epochs=1, threads=2, version="t1", progress=False))
+        out_dir=str(base / "run-flava"), models_dir=str(root),
+        limit=48, batch_size=16, epochs=2, warmup_epochs=1, threads=2, version="t1", progress=False),
+        load_imagetext_corpus(imagetext_corpus(base)))
     return root

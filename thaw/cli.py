@@ -255,17 +255,18 @@ def train_audio_mae(
     """Audio MAE on the music corpus (`thaw corpus music build` first); published as `audio-mae`."""
     from encoders.models.audio_mae import AudioMAEConfig
     from encoders.training.audio_mae import AudioMAETrainConfig, train
+    from workloads.music import load_music_corpus
 
     _logging("INFO")
     cfg = AudioMAETrainConfig(
-        corpus_dir=corpus_dir, out_dir=out_dir, models_dir=str(_models_dir(models_dir)), cache_dir=cache_dir,
+        out_dir=out_dir, models_dir=str(_models_dir(models_dir)), cache_dir=cache_dir,
         model=AudioMAEConfig(dim=dim, depth=depth, heads=heads, dec_dim=dec_dim, dec_depth=dec_depth,
                              mask_ratio=mask_ratio),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         seed=seed, threads=threads, max_clips=max_clips, resume=resume, export=export, version=version,
         progress=progress,
     )
-    _echo_train_report(train(cfg))
+    _echo_train_report(train(cfg, load_music_corpus(corpus_dir)))
 
 
 @train_app.command("musicclip")
@@ -301,16 +302,17 @@ def train_musicclip(
     """MusicCLIP (audio tower + text projection over MiniLM) on the music corpus's (clip, caption) pairs."""
     from encoders.models.musicclip import MusicCLIPConfig
     from encoders.training.musicclip import MusicCLIPTrainConfig, train
+    from workloads.music import load_music_corpus
 
     _logging("INFO")
     cfg = MusicCLIPTrainConfig(
-        corpus_dir=corpus_dir, out_dir=out_dir, models_dir=str(_models_dir(models_dir)), cache_dir=cache_dir,
+        out_dir=out_dir, models_dir=str(_models_dir(models_dir)), cache_dir=cache_dir,
         model=MusicCLIPConfig(embed_dim=embed_dim, channels=channels, dropout=dropout),
         epochs=epochs, batch_size=batch_size, crop_frames=crop_frames or None, spec_augment=spec_augment, lr=lr,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed, threads=threads, max_clips=max_clips,
         resume=resume, export=export, version=version, progress=progress,
     )
-    _echo_train_report(train(cfg))
+    _echo_train_report(train(cfg, load_music_corpus(corpus_dir)))
 
 
 @train_app.command("flava")
@@ -353,17 +355,18 @@ def train_flava(
     """The FLAVA-style image-text model on the OpenMoji corpus (`thaw corpus imagetext build` first)."""
     from encoders.models.flava import FlavaConfig
     from encoders.training.flava import FlavaTrainConfig, train
+    from workloads.imagetext import load_imagetext_corpus
 
     _logging("INFO")
     cfg = FlavaTrainConfig(
         model=FlavaConfig(dim=dim, fusion_depth=fusion_depth, text_adapter_layers=text_adapter_layers,
                           feature_dropout=feature_dropout),
-        corpus_dir=corpus_dir, out_dir=out, cache_dir=cache_dir, models_dir=str(_models_dir(models_dir)),
+        out_dir=out, cache_dir=cache_dir, models_dir=str(_models_dir(models_dir)),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, itm_weight=itm_weight,
         misaligned=misaligned, warmup_epochs=warmup_epochs, drop_share=drop_share, soft_power=soft_power,
         limit=limit, seed=seed, threads=threads, resume=resume, export=export, version=version, progress=progress,
     )
-    report = train(cfg)
+    report = train(cfg, load_imagetext_corpus(corpus_dir, include_skintones=cfg.include_skintones))
     typer.echo(json.dumps({k: report.get(k) for k in ("run_id", "timing", "val", "test", "published")}, indent=2,
                           default=str))
 
@@ -761,7 +764,8 @@ def sim_stats(
 @app.command("topics")
 def topics_create(partitions: int | None = None) -> None:
     """Create the engine's Kafka topics (idempotent)."""
-    from streams.topics import Topics, ensure_topics
+    from contracts.topics import Topics
+    from infra.topics import ensure_topics
 
     s = _settings()
     created = ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix), partitions)
@@ -958,13 +962,14 @@ def replay(
                                            "(datasets with timestamps, the simulator); 0 = use --rate")] = 0.0,
 ) -> None:
     """Publish a dataset or the simulator to the Kafka topics as contract events."""
+    from indexing.wait import wait_indexed
     from workloads.replay import replay_dataset
 
     _logging("WARNING")
     s = _settings()
     stats = replay_dataset(s, source, rate=rate, limit=limit, items_limit=items_limit,
                            item_content=item_content, seed=seed, bad_share=bad_share, speedup=speedup,
-                           notify=lambda msg: typer.echo(f"replay: {msg}", err=True))
+                           notify=lambda msg: typer.echo(f"replay: {msg}", err=True), wait_indexed=wait_indexed)
     typer.echo(json.dumps(stats, indent=2))
 
 

@@ -47,6 +47,10 @@ from typing import Any
 
 import numpy as np
 
+from contracts.actions import ACTION_WEIGHTS
+from contracts.events import ContentIndexed
+from contracts.ids import safe_id
+from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
@@ -54,14 +58,12 @@ from infra.lag import consumer_lag, group_is_active, wait_for_group_coordinator
 from infra.procs import stop_process_group
 from infra.settings import Settings
 from infra.stack import LocalStack
-from ranking.online.actions import ACTION_WEIGHTS
+from infra.topics import ensure_topics
 from ranking.online.recall import Recaller
-from streams.events import ContentIndexed
-from streams.topics import Topics, ensure_topics
 from thaw.demo_space import CommunityPlan, DemoSpace, ensure_corpora, ensure_encoders, prepare_space
 from workloads.community import Community, registry_catalogue, simulate_community, time_split
 from workloads.metrics import list_metrics
-from workloads.replay import Publisher, bad_records, media_roots, safe_id
+from workloads.replay import Publisher, bad_records, media_roots
 from workloads.simulator import SimConfig
 
 NEW_USERS_TIMED = 8  # brand-new users whose first event is timed to recall

@@ -120,7 +120,7 @@ class Community:
 
 def simulate_community(catalogue: Catalogue, config: SimConfig, weights: dict[str, float]) -> Community:
     """Run the simulator to the end and collect its stream and its dataset (the actions with a positive weight in
-    ``weights``, e.g. :data:`ranking.online.actions.ACTION_WEIGHTS`, as interactions of that strength)."""
+    ``weights``, e.g. :data:`contracts.actions.ACTION_WEIGHTS`, as interactions of that strength)."""
     sim = CommunitySimulator(catalogue, config)
     content: list[dict[str, Any]] = []
     profiles: list[dict[str, Any]] = []

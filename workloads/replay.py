@@ -16,44 +16,34 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from infra.settings import Settings
-from streams.events import (
-    MAX_TAG_CHARS,
-    MAX_TAGS,
-    MAX_TEXT_CHARS,
+from contracts.events import (
     Action,
     ContentKind,
     ContentNew,
     UserEvent,
     UserProfile,
 )
-from streams.topics import Topics, ensure_topics
+from contracts.ids import age_bucket, published_content, safe_id
+from contracts.topics import Topics
+from infra.settings import Settings
+from infra.topics import ensure_topics
 from workloads.datasets import InteractionDataset, load_dataset, load_generic
 
-_ID_BAD = re.compile(r"[^\x21-\x7e]")
 
+class IndexWaiter(Protocol):
+    """Waits until the given items are searchable; returns how many are (:func:`indexing.wait.wait_indexed`)."""
 
-
-def published_content(ds: InteractionDataset, item: int) -> tuple[str, list[str]]:
-    """An item's text and tags as a ``content.new`` event carries them (the contract's limits: text cut at
-    ``MAX_TEXT_CHARS``, the first ``MAX_TAGS`` non-blank tags, each cut at ``MAX_TAG_CHARS``). The replayer
-    publishes exactly this, and the models the stream serves are trained on exactly this."""
-    tags = [t.strip()[:MAX_TAG_CHARS] for t in ds.item_tags[item] if t.strip()][:MAX_TAGS]
-    return ds.item_text[item][:MAX_TEXT_CHARS], tags
-
-def safe_id(prefix: str, raw: str) -> str:
-    """A contract-valid id (printable, no whitespace, <= 128 chars) from a raw dataset id."""
-    return (prefix + _ID_BAD.sub("_", raw))[:128]
+    def __call__(self, settings: Settings, item_ids: list[str], timeout_s: float = ..., *,
+                 notify: Callable[[str], None] | None = None) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +116,7 @@ def sample_dataset(
     for i in keep_items:
         iid = safe_id(f"{prefix}:i:", ds.item_ids[i])
         item_index[iid] = int(i)
-        text, tags = published_content(ds, int(i))
+        text, tags = published_content(ds.item_text[int(i)], ds.item_tags[int(i)])
         items.append(
             {
                 "item_id": iid,
@@ -160,17 +150,6 @@ def sample_dataset(
             ev["context"] = {"orig_ts": str(int(ds.timestamps[j]))}
         events.append(ev)
     return Sample(ds.name, items, profiles, events, item_index, user_index)
-
-
-def age_bucket(age: Any) -> str:
-    try:
-        x = int(age)
-    except (TypeError, ValueError):
-        return "unknown"
-    for hi, b in ((18, "<18"), (25, "18-24"), (35, "25-34"), (45, "35-44"), (55, "45-54")):
-        if x < hi:
-            return b
-    return "55+"
 
 
 def _iso(t: float) -> str:
@@ -291,49 +270,6 @@ class Publisher:
         self.producer.close(timeout=10)
 
 
-def wait_indexed(settings: Settings, item_ids: list[str], timeout_s: float = 120.0, dim: int = 384,
-                 notify: Callable[[str], None] | None = None, every_s: float = 5.0) -> int:
-    """Wait until the given items are searchable in Milvus; returns how many are.
-
-    Indexing is the worker's job: with ``notify``, it is told at once whether a worker is consuming (the stream's
-    consumer group has members with partitions) and then, every ``every_s``, how many items are searchable.
-    """
-    from indexing.milvus_items import ItemIndex
-    from infra.lag import group_is_active
-
-    group = settings.stream.app_id
-    if notify is not None:
-        if group_is_active(settings, group):
-            notify(f"waiting up to {timeout_s:.0f} s for the worker (consumer group {group!r}) to index "
-                   f"{len(item_ids)} items")
-        else:
-            notify(f"no worker is consuming: consumer group {group!r} has no active members. Items are indexed only "
-                   f"while a `thaw worker` runs on these topics (prefix {settings.kafka.topic_prefix!r}); start one "
-                   f"in another shell. Waiting up to {timeout_s:.0f} s")
-    ix = ItemIndex(settings.milvus, dim=dim)
-    ix.ensure()
-    pending = set(item_ids)
-    t0 = time.monotonic()
-    deadline = t0 + timeout_s
-    next_note = t0 + every_s
-    while pending and time.monotonic() < deadline:
-        chunk = list(pending)[:1000]
-        for r in ix.get_rows(chunk):
-            pending.discard(str(r["item_id"]))
-        now = time.monotonic()
-        if pending and notify is not None and now >= next_note:
-            active = group_is_active(settings, group)
-            notify(f"{len(item_ids) - len(pending)}/{len(item_ids)} items searchable after {now - t0:.0f} s"
-                   + ("" if active else f" (no active worker in consumer group {group!r}: start `thaw worker`)"))
-            next_note = now + every_s
-        if pending:
-            time.sleep(0.2)
-    ix.close()
-    if pending and notify is not None:
-        notify(f"gave up after {timeout_s:.0f} s: {len(item_ids) - len(pending)}/{len(item_ids)} items searchable")
-    return len(item_ids) - len(pending)
-
-
 def _ensure_topics(settings: Settings, topics: Topics, notify: Callable[[str], None] | None) -> None:
     created = ensure_topics(settings.kafka, topics)
     if created and notify is not None:
@@ -357,6 +293,7 @@ def replay_sample(
     topics: Topics | None = None,
     bad_share: float = 0.0,
     wait_for_items_s: float = 120.0,
+    wait_indexed: IndexWaiter | None = None,
     progress: bool = True,
     seed: int = 0,
     speedup: float = 0.0,
@@ -365,7 +302,8 @@ def replay_sample(
     """Publish items, wait until they are searchable, then profiles and events. Returns replay statistics.
 
     Missing topics are created first (as ``thaw topics`` does); ``notify`` receives the progress of the wait for
-    the worker to index the items (see :func:`wait_indexed`).
+    the worker to index the items: ``wait_indexed(settings, item_ids, wait_for_items_s, notify)`` (e.g.
+    :func:`indexing.wait.wait_indexed`), called when given and ``wait_for_items_s`` > 0.
 
     With ``speedup`` and a dataset that has timestamps, user events keep their original spacing divided by
     ``speedup`` (items and profiles are sent first, at ``rate``).
@@ -383,7 +321,7 @@ def replay_sample(
     for m in bad:
         pub.send_raw(m)
     indexed = (wait_indexed(settings, [i["item_id"] for i in sample.items], wait_for_items_s, notify=notify)
-               if wait_for_items_s else -1)
+               if wait_for_items_s and wait_indexed is not None else -1)
     t1 = time.perf_counter()
     for p in _iter_progress(sample.profiles, "user.profile", progress):
         pub.send_profile(topics.user_profile, p)
@@ -501,6 +439,7 @@ def replay_dataset(
     bad_share: float = 0.0,
     speedup: float = 0.0,
     notify: Callable[[str], None] | None = None,
+    wait_indexed: IndexWaiter | None = None,
 ) -> dict[str, Any]:
     """Load ``source``, sample it and replay it (the ``thaw replay`` command). ``sim`` replays the simulator.
 
@@ -513,7 +452,8 @@ def replay_dataset(
                                 speedup=speedup)
     ds = load_source(source, item_content)
     sample = sample_dataset(ds, items_limit=items_limit, events_limit=limit, seed=seed)
-    return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed, speedup=speedup, notify=notify)
+    return replay_sample(settings, sample, rate=rate, bad_share=bad_share, seed=seed, speedup=speedup, notify=notify,
+                         wait_indexed=wait_indexed)
 
 
 def media_roots() -> list[Path]:

@@ -24,7 +24,6 @@ class AudioMAETrainConfig:
     """Audio MAE training run.
 
     Attributes:
-        corpus_dir: Built music corpus (None: the default corpus dir).
         out_dir: Run directory (cache, checkpoints, loss curve, report; None: ``~/.cache/thaw/runs/audio-mae``).
         cache_dir: Log-mel cache (None: ``~/.cache/thaw/runs/logmel-cache``, shared by the audio trainers; files
             are keyed by frontend config and clip ids).
@@ -47,7 +46,6 @@ class AudioMAETrainConfig:
         progress: tqdm bars.
     """
 
-    corpus_dir: str | None = None
     out_dir: str | None = None
     models_dir: str | None = None
     cache_dir: str | None = None
@@ -69,7 +67,7 @@ class AudioMAETrainConfig:
     progress: bool = True
 
 
-def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
+def train(cfg: AudioMAETrainConfig, corpus: Any) -> dict[str, Any]:
     """Train, checkpoint every epoch, plot, and (unless ``cfg.export`` is False) export + publish.
 
     Returns:
@@ -90,7 +88,7 @@ def train(cfg: AudioMAETrainConfig) -> dict[str, Any]:
         write_report,
     )
 
-    run = start_audio_run(cfg, "audio-mae")
+    run = start_audio_run(cfg, corpus, "audio-mae")
     out, train_idx, val_idx = run.out, run.train_idx, run.val_idx
     mcfg = replace(
         cfg.model, n_mels=cfg.frontend.n_mels, n_frames=cfg.frontend.n_frames, input_mean=run.mean, input_std=run.std

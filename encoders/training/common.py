@@ -353,19 +353,17 @@ class AudioRun:
     t_cache: float
 
 
-def start_audio_run(cfg: Any, name: str, min_train_clips: int = 1) -> AudioRun:
+def start_audio_run(cfg: Any, corpus: Any, name: str, min_train_clips: int = 1) -> AudioRun:
     """Threads, seeds, the run dir, the music corpus and its log-mel cache, train/val indices and input stats.
 
-    ``cfg`` is an audio trainer config (``threads``, ``seed``, ``out_dir``, ``corpus_dir``, ``cache_dir``,
-    ``frontend``, ``train_splits``, ``val_split``, ``max_clips``, ``progress``).
+    ``cfg`` is an audio trainer config (``threads``, ``seed``, ``out_dir``, ``cache_dir``, ``frontend``,
+    ``train_splits``, ``val_split``, ``max_clips``, ``progress``); ``corpus`` a built music corpus (the caller
+    loads it: ``workloads.music.load_music_corpus``).
     """
-    from workloads.music import load_music_corpus
-
     t_start = time.perf_counter()
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     out = Path(cfg.out_dir).expanduser() if cfg.out_dir else default_runs_dir() / name
-    corpus = load_music_corpus(cfg.corpus_dir)
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_runs_dir() / "logmel-cache"
     if cfg.frontend.sample_rate != corpus.sample_rate:
         raise ValueError("the corpus sample rate differs from the frontend's")

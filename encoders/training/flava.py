@@ -50,7 +50,6 @@ class FlavaTrainConfig:
 
     Attributes:
         model: Sizes of the trainable head.
-        corpus_dir: Built OpenMoji corpus (default: ``workloads.imagetext.default_imagetext_dir()``).
         out_dir: Run directory: checkpoints, report, loss curve.
         cache_dir: Backbone feature cache (default ``<out_dir>/cache``; share it between runs).
         models_dir: Registry root for the export (required when exporting; ``thaw train flava`` passes the settings'
@@ -77,7 +76,6 @@ class FlavaTrainConfig:
     """
 
     model: FlavaConfig = field(default_factory=FlavaConfig)
-    corpus_dir: str | None = None
     out_dir: str = "~/.cache/thaw/runs/flava"
     cache_dir: str | None = None
     models_dir: str | None = None
@@ -436,17 +434,20 @@ def _save(path: Path, obj: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def train(cfg: FlavaTrainConfig) -> dict[str, Any]:
+def train(cfg: FlavaTrainConfig, corpus: Any) -> dict[str, Any]:
     """Trains (or resumes), evaluates, plots, and exports/publishes unless ``cfg.export`` is False.
 
     Returns:
         The JSON-friendly report of :func:`fit` (also written to ``<out_dir>/report.json``).
     """
-    return fit(cfg)[1]
+    return fit(cfg, corpus)[1]
 
 
-def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
+def fit(cfg: FlavaTrainConfig, corpus: Any) -> tuple[FlavaModel, dict[str, Any]]:
     """:func:`train`, also returning the trained head.
+
+    ``corpus`` is a built OpenMoji corpus, loaded by the caller with ``cfg.include_skintones``
+    (``workloads.imagetext.load_imagetext_corpus``).
 
     Returns:
         ``(model, report)``; the report is JSON-friendly: configuration, data counts, timings, per-epoch history
@@ -459,8 +460,6 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
     """
     from tqdm import tqdm
 
-    from workloads.imagetext import load_imagetext_corpus
-
     if cfg.misaligned not in MISALIGNED_SCHEMES:
         raise ValueError(f"misaligned must be one of {MISALIGNED_SCHEMES}, got {cfg.misaligned!r}")
     if cfg.epochs < 1 or cfg.batch_size < 2:
@@ -468,7 +467,6 @@ def fit(cfg: FlavaTrainConfig) -> tuple[FlavaModel, dict[str, Any]]:
     torch.set_num_threads(max(1, cfg.threads))
     out = Path(cfg.out_dir).expanduser()
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    corpus = load_imagetext_corpus(cfg.corpus_dir, include_skintones=cfg.include_skintones)
     rows = select_rows(corpus, cfg.limit)
     if len(rows["train"]) < 2:
         raise ValueError("the corpus has fewer than 2 training pairs")

@@ -29,7 +29,6 @@ class MusicCLIPTrainConfig:
     """MusicCLIP training run.
 
     Attributes:
-        corpus_dir: Built music corpus (None: the default corpus dir).
         out_dir: Run directory (None: ``~/.cache/thaw/runs/musicclip``).
         cache_dir: Log-mel cache (None: ``~/.cache/thaw/runs/logmel-cache``, shared by the audio trainers; files
             are keyed by frontend config and clip ids).
@@ -54,7 +53,6 @@ class MusicCLIPTrainConfig:
         progress: tqdm bars.
     """
 
-    corpus_dir: str | None = None
     out_dir: str | None = None
     models_dir: str | None = None
     cache_dir: str | None = None
@@ -127,7 +125,7 @@ def recall_at(sim: np.ndarray, hit: np.ndarray, ks: tuple[int, ...] = (1, 10)) -
     return {k: float(ranked_hits[:, :k].any(axis=1).mean()) for k in ks}
 
 
-def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
+def train(cfg: MusicCLIPTrainConfig, corpus: Any) -> dict[str, Any]:
     """Train, checkpoint every epoch, plot, and (unless ``cfg.export`` is False) export + publish both towers.
 
     Returns:
@@ -147,7 +145,7 @@ def train(cfg: MusicCLIPTrainConfig) -> dict[str, Any]:
         write_report,
     )
 
-    run = start_audio_run(cfg, "musicclip", min_train_clips=2)
+    run = start_audio_run(cfg, corpus, "musicclip", min_train_clips=2)
     out, train_idx, val_idx, mean = run.out, run.train_idx, run.val_idx, run.mean
     t_text = time.perf_counter()
     reg = ModelRegistry(required_models_dir(cfg.models_dir))

@@ -43,12 +43,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from cachetools import LRUCache
 
+from contracts.actions import POSITIVE_ACTIONS
 from encoders.registry import ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import ItemMeta, UserStore
 from infra.settings import ABVariant, ServeSettings
 from ranking.online.ab import ABSplit
-from ranking.online.actions import POSITIVE_ACTIONS
 from ranking.online.features import ItemContext, UserContext
 from ranking.online.recall import Recaller
 

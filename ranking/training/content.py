@@ -114,9 +114,9 @@ def _dense_rows(v: np.ndarray | sparse.csr_matrix, items: np.ndarray) -> np.ndar
 def published_tokens(ds: InteractionDataset) -> list[list[str]]:
     """Every item's tokens (:func:`ranking.online.sparse.item_tokens`) from its content as a ``content.new`` event
     carries it (:func:`workloads.replay.published_content`), so a served model sees what it was trained on."""
-    from workloads.replay import published_content
+    from contracts.ids import published_content
 
-    return [item_tokens(*published_content(ds, i)) for i in range(ds.n_items)]
+    return [item_tokens(*published_content(ds.item_text[i], ds.item_tags[i])) for i in range(ds.n_items)]
 
 
 

@@ -287,7 +287,7 @@ def contract_group_priors(
         sparse_part: For a hybrid space, ``[n_users, V]`` (CSR) of the users' sparse parts, appended to each
             group's unit CF prior as the group mean.
     """
-    from workloads.replay import age_bucket
+    from contracts.ids import age_bucket
 
     n = len(user_vectors)
     unit = user_vectors / np.maximum(np.linalg.norm(user_vectors, axis=1, keepdims=True), 1e-12)

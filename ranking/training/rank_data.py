@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from contracts.ids import age_bucket, published_content, safe_id
 from ranking.models.deepfm_mmoe import RankData, RankSchema
 from ranking.modules.fields import FieldSpec
 from ranking.online.row_features import (
@@ -62,7 +63,6 @@ from ranking.online.row_features import (
     tag_count_bucket,
     user_groups,
 )
-from workloads.replay import published_content
 
 if TYPE_CHECKING:
     from workloads.datasets import InteractionDataset
@@ -172,7 +172,6 @@ def _popularity_negatives(
 def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
     """MovieLens-100k ratings as two-task exposures (see the module docstring)."""
     from workloads.datasets import load_movielens_100k
-    from workloads.replay import age_bucket, safe_id
 
     ds = load_movielens_100k()
     assert ds.timestamps is not None and ds.user_features is not None
@@ -212,7 +211,8 @@ def movielens_log(negatives: int = 2, seed: int = 0) -> EventLog:
                     ages=ages,
                     user_ids=tuple(safe_id(f"{prefix}:u:", u) for u in ds.user_ids),
                     item_ids=tuple(safe_id(f"{prefix}:i:", i) for i in ds.item_ids),
-                    item_tags=tuple(tuple(published_content(ds, i)[1]) for i in range(ds.n_items)),
+                    item_tags=tuple(tuple(published_content(ds.item_text[i], ds.item_tags[i])[1])
+                                    for i in range(ds.n_items)),
                     item_kinds=("track",) * ds.n_items, item_created=np.zeros(ds.n_items, np.float64),
                     user_profiles=tuple(profiles))
 
@@ -291,7 +291,6 @@ def lastfm_log(negatives: int = 2, seed: int = 0, max_categories: int = LASTFM_M
     (empty) profile are what ``thaw replay lastfm`` publishes (:func:`workloads.replay.sample_dataset`).
     """
     from workloads.datasets import load_dataset
-    from workloads.replay import safe_id
 
     ds = load_dataset("lastfm")
     rng = np.random.default_rng(seed)
@@ -320,7 +319,7 @@ def lastfm_log(negatives: int = 2, seed: int = 0, max_categories: int = LASTFM_M
     labels[:n, 0] = 1.0
     labels[:n, 1] = heavy.astype(np.float32)
     # tags exactly as the replayer publishes them; categories = the most common ones
-    tags = tuple(tuple(published_content(ds, i)[1]) for i in range(ds.n_items))
+    tags = tuple(tuple(published_content(ds.item_text[i], ds.item_tags[i])[1]) for i in range(ds.n_items))
     df: dict[str, int] = {}
     for tg in tags:
         for t in set(tg):

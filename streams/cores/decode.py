@@ -1,29 +1,21 @@
 """Decoding raw Kafka records into contract events, with a typed reason for every rejection.
 
-Pure: bytes in, an event or a :class:`Rejected` out. Nothing here raises on bad input.
+Pure: bytes in, an event or a :class:`Rejected` out; media are decoded from bytes the engine already holds
+(fetching a URI is the engine's I/O: :mod:`streams.media_fetch`). Nothing here raises on bad input.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import time
 from dataclasses import dataclass
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from contracts.events import ContentNew, DeadLetter, now_utc
 from encoders.featurizer import content_document
-from encoders.media import (
-    DecodedAudio,
-    DecodedImage,
-    MediaError,
-    decode_audio,
-    decode_image,
-    fetch,
-)
-from infra.settings import MediaSettings
-from streams.events import ContentNew, DeadLetter, now_utc
+from encoders.media import DecodedAudio, DecodedImage, MediaError, decode_audio, decode_image
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -64,50 +56,48 @@ def _first_error(exc: ValidationError) -> str:
 
 
 @dataclass(frozen=True)
+class MediaBytes:
+    """An item's media as bytes: inline base64 decoded, or what the engine fetched for a URI (None: no such media,
+    or a URI scheme the engine does not fetch)."""
+
+    image: bytes | None
+    audio: bytes | None
+
+
+@dataclass(frozen=True)
 class DecodedMedia:
     image: DecodedImage | None
     audio: DecodedAudio | None
 
 
-def decode_media(
-    ev: ContentNew,
-    *,
-    max_image_bytes: int,
-    max_audio_bytes: int,
-    max_audio_s: float,
-    fetch_uris: bool = True,
-    policy: MediaSettings | None = None,
-) -> DecodedMedia | Rejected:
-    """Fetch (if by URI) and decode the item's image and audio; corrupt or oversize media is a rejection.
+@dataclass(frozen=True)
+class MediaCaps:
+    """The size limits an item's media are decoded under (from ``StreamSettings`` and ``MediaSettings``)."""
 
-    URIs are fetched under ``policy`` (default :class:`MediaSettings`: no ``file://`` root, public hosts only), in
-    one time budget for the item; a refusal is a ``CorruptMedia`` rejection whose reason starts with the rule
-    (``media.file_outside_root: ...``, see :mod:`encoders.media`).
-    """
-    pol = policy if policy is not None else MediaSettings()
-    deadline = time.monotonic() + pol.fetch_timeout_s  # one budget for the item's image and audio together
+    max_image_bytes: int
+    max_audio_bytes: int
+    max_audio_s: float
+    max_image_pixels: int = 40_000_000
+    max_audio_decoded_bytes: int | None = None
+
+
+def decode_media(media: MediaBytes, caps: MediaCaps) -> DecodedMedia | Rejected:
+    """Decode an item's image and audio bytes; corrupt or oversize media is a rejection. Pure: the bytes come from
+    the event or from the engine's fetch (:func:`streams.media_fetch.media_bytes`)."""
     img = aud = None
     try:
-        if ev.image is not None:
-            data = ev.image.inline_bytes()
-            if data is None and fetch_uris and ev.image.uri:
-                data = fetch(ev.image.uri, max_image_bytes, policy=pol, deadline=deadline)
-            if data is not None:
-                if len(data) > max_image_bytes:
-                    return Rejected("Oversize", f"image is {len(data)} bytes, over the {max_image_bytes}-byte cap")
-                img = decode_image(data, max_pixels=pol.max_image_pixels)
-        if ev.audio is not None:
-            data = ev.audio.inline_bytes()
-            if data is None and fetch_uris and ev.audio.uri:
-                data = fetch(ev.audio.uri, max_audio_bytes, policy=pol, deadline=deadline)
-            if data is not None:
-                if len(data) > max_audio_bytes:
-                    return Rejected("Oversize", f"audio is {len(data)} bytes, over the {max_audio_bytes}-byte cap")
-                aud = decode_audio(data, max_audio_s, max_decoded_bytes=pol.max_audio_decoded_bytes)
+        if media.image is not None:
+            if len(media.image) > caps.max_image_bytes:
+                return Rejected("Oversize",
+                                f"image is {len(media.image)} bytes, over the {caps.max_image_bytes}-byte cap")
+            img = decode_image(media.image, max_pixels=caps.max_image_pixels)
+        if media.audio is not None:
+            if len(media.audio) > caps.max_audio_bytes:
+                return Rejected("Oversize",
+                                f"audio is {len(media.audio)} bytes, over the {caps.max_audio_bytes}-byte cap")
+            aud = decode_audio(media.audio, caps.max_audio_s, max_decoded_bytes=caps.max_audio_decoded_bytes)
     except MediaError as exc:
         return Rejected("CorruptMedia", str(exc))
-    except ValueError as exc:  # bad base64
-        return Rejected("CorruptMedia", str(exc)[:300])
     return DecodedMedia(img, aud)
 
 

@@ -16,8 +16,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ranking.online.actions import ACTION_WEIGHTS
-from streams.events import UserEvent
+from contracts.actions import ACTION_WEIGHTS
+from contracts.events import UserEvent
 
 AB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 INVALID_ARM = "invalid"

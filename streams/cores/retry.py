@@ -3,7 +3,7 @@
 Two kinds of retry:
 
 - **unknown items**: users react to a new post within seconds, often before its vector is searchable. Such an
-  event is parked on the retry topic (a :class:`~streams.events.RetryEnvelope`) with a delay that doubles from
+  event is parked on the retry topic (a :class:`~contracts.events.RetryEnvelope`) with a delay that doubles from
   0.25 s up to 5 s, and is dead-lettered as ``UnknownItem`` once the next attempt would fall after
   ``first_seen + grace``. The retry agent is a delay queue: it holds a batch until its last record is due.
 - **sinks** (Milvus, Redis, Kafka delivery): a step failing for an infrastructure reason (:func:`is_transient`:
@@ -31,8 +31,8 @@ from pymilvus.exceptions import ConnectError, ConnectionNotExistException, Milvu
 from redis import exceptions as redis_errors
 from tenacity import wait_exponential, wait_random_exponential
 
+from contracts.events import RetryEnvelope
 from indexing.redis_users import FenceMovedError, FencesRegressedError
-from streams.events import RetryEnvelope
 
 UNKNOWN_ITEM_FIRST_DELAY_S = 0.25
 UNKNOWN_ITEM_MAX_DELAY_S = 5.0

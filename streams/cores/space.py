@@ -20,15 +20,18 @@ item's text and tags exactly as in training (:mod:`ranking.online.sparse`):
   The inner product is then ``cf score + w * sparse item-kNN score`` (the kNN over all of the user's items), the
   model :mod:`ranking.evaluation.cold_items` selects on validation as ``hybrid``, served by one Milvus search.
 
+Pure: a :class:`CFSpace` is built from loaded models (``streams.models.load_cf_space`` reads them from the
+registry); projecting is arithmetic on arrays.
+
 Vectors of two spaces are never compared: each space has its own Milvus collection
 (:func:`indexing.milvus_items.collection_for`) and its own Redis user states (keys carry the space).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -38,6 +41,21 @@ from ranking.online.sparse import WORDS_FIELD, SparseVectorizer, item_tokens
 FIELD_ALIASES = {"doc": "text"}
 """CB2CF field name -> featuriser field. Offline, the item document (text | tags) field is called ``doc``; the
 featuriser's ``text`` field is the same document (:func:`encoders.featurizer.content_document`)."""
+
+
+class Projector(Protocol):
+    """What :class:`CFSpace` needs of a CB2CF model (``ranking.online.projector.CB2CFProjector`` serves one).
+
+    ``fields``: the model's input fields as (name, width); ``project`` maps the fields (``B x width`` each, None
+    when absent for every item) and the presence mask (``B x len(fields)``) to unit CF vectors (``B x dim``)."""
+
+    @property
+    def fields(self) -> Sequence[tuple[str, int]]: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    def project(self, fields: Mapping[str, np.ndarray | None], present: np.ndarray) -> np.ndarray: ...
 
 
 class _Tokens:
@@ -58,13 +76,13 @@ class CFSpace:
     """A published CB2CF version serving as the engine's space.
 
     Attributes:
-        projector: ``ranking.online.projector.CB2CFProjector`` of the version (``fields``, ``dim``, ``project``).
+        projector: The version's CB2CF model (:class:`Projector`).
         version: The published version (shared by ``cb2cf``, ``dssm-user`` and ``dssm-item``).
         group_priors: Group key (``gender=f|age=25-34``, ``gender=f``, ``age=25-34``, ``*``) -> mean unit DSSM
             vector of the warm users of that group (``group_priors.json`` of the user tower; may be empty).
     """
 
-    projector: Any
+    projector: Projector
     version: str
     group_priors: dict[str, np.ndarray] = field(default_factory=dict)
     words: SparseVectorizer | None = None
@@ -158,36 +176,3 @@ class CFSpace:
         if docs is None and (self.words is not None or self.hybrid is not None):
             docs = [("", ())] * n
         return self.project(fb, list(range(n)), docs)
-
-
-def load_cf_space(registry: Any, threads: int = 2, version: str | None = None) -> CFSpace | None:
-    """A published CB2CF (``version``, default the current one) as a :class:`CFSpace`, or None when there is none.
-
-    Raises:
-        ModelNotFoundError: an explicitly requested version is not published.
-    """
-    import json
-
-    from encoders.registry import ModelNotFoundError
-    from ranking.online.projector import CB2CFProjector
-
-    try:
-        v = registry.load("cb2cf", version)
-    except ModelNotFoundError:
-        if version is not None:
-            raise
-        return None
-    from ranking.online.sparse import SparseVectorizer
-
-    extra = v.manifest.extra
-    words = SparseVectorizer.load(v.path / extra["words"]["file"]) if extra.get("words") else None
-    hybrid = SparseVectorizer.load(v.path / extra["hybrid"]["file"]) if extra.get("hybrid") else None
-    weight = float(extra["hybrid"]["weight"]) if extra.get("hybrid") else 0.0
-    priors: dict[str, np.ndarray] = {}
-    try:
-        f = registry.load("dssm-user", v.manifest.version, verify=False).path / "group_priors.json"
-        if f.is_file():
-            priors = {k: np.asarray(x, dtype=np.float32) for k, x in json.loads(f.read_text()).items()}
-    except ModelNotFoundError:
-        pass
-    return CFSpace(CB2CFProjector(v, threads=threads), v.manifest.version, priors, words, hybrid, weight)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contracts.actions import ACTION_WEIGHTS
 from indexing.redis_users import UserState
-from ranking.online.actions import ACTION_WEIGHTS
 
 PRIOR_WEIGHT = 2.0
 

@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from contracts.ids import safe_id
 from encoders.registry import ModelRegistry
 from indexing.milvus_items import ItemIndex, ItemRow, collection_for
 from indexing.redis_users import UserState, UserStore, pack_state
 from infra.settings import Settings
 from ranking.online.projector import DSSMTower
-from streams.cores.space import CFSpace, load_cf_space
-from workloads.replay import safe_id
+from streams.cores.space import CFSpace
+from streams.models import load_cf_space
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,9 @@ def flip_space(settings: Settings, space: str, group: str | None = None, max_lag
     """
     from pymilvus import MilvusClient
 
+    from contracts.topics import Topics
     from indexing.milvus_items import point_serving_alias
     from infra.lag import consumer_lag
-    from streams.topics import Topics
 
     collection = collection_for(settings.milvus, space)
     mc = MilvusClient(settings.milvus.uri)

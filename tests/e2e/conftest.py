@@ -92,9 +92,10 @@ def wait_for(cond, timeout_s: float, what: str, worker: Worker | None = None, po
 
 def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = None) -> Iterator[Worker]:
     """A started, ready worker in namespace ``s``; stopped and its namespace dropped afterwards."""
+    from contracts.topics import Topics
     from indexing.milvus_items import ItemIndex
     from indexing.redis_users import UserStore
-    from streams.topics import Topics, ensure_topics
+    from infra.topics import ensure_topics
 
     ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix))
     # the text space unless a test asks for another: a CF model published in the developer's model directory
@@ -130,7 +131,7 @@ def served_item_vectors(models_dir: Path, version: str, ds, rows, max_tags: int 
     from encoders.featurizer import FeatureBatch, content_document
     from encoders.registry import ModelRegistry
     from encoders.text import MODEL_NAME, TextEncoder
-    from streams.cores.space import load_cf_space
+    from streams.models import load_cf_space
 
     reg = ModelRegistry(models_dir)
     cf = load_cf_space(reg, threads=1, version=version)

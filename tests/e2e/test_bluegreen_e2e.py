@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaProducer
 from pymilvus import MilvusClient
 
+from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import ensure_minilm
 from indexing.milvus_items import ItemIndex, collection_for, serving_alias
@@ -29,7 +30,6 @@ from ranking.online.recall import Recaller, served_index
 from ranking.training.export import publish_cold_item_models
 from streams.cores.user_update import EventBatch, apply_events
 from streams.rollout.cf_load import FlipRefused, flip_space
-from streams.topics import Topics
 from tests.e2e.conftest import Worker, random_events, running_worker, served_item_vectors, wait_for
 from workloads.datasets import load_movielens_100k
 from workloads.splits import cold_item_split

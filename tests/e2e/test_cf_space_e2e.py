@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
+from contracts.ids import safe_id
+from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, ensure_minilm
 from indexing.milvus_items import ItemIndex, collection_for
@@ -21,12 +23,10 @@ from ranking.online.projector import CB2CFProjector, DSSMTower
 from ranking.online.recall import Recaller, served_index
 from ranking.online.sparse import item_tokens
 from ranking.training.export import publish_cold_item_models
-from streams.cores.space import load_cf_space
+from streams.models import load_cf_space
 from streams.rollout.cf_load import load_warm_vectors
-from streams.topics import Topics
 from tests.e2e.conftest import running_worker, wait_for
 from workloads.datasets import load_movielens_100k
-from workloads.replay import safe_id
 from workloads.splits import cold_item_split
 
 pytestmark = pytest.mark.e2e

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
+from contracts.events import ContentIndexed, DeadLetter
+from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, TextEncoder
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
 from ranking.online.recall import Recaller
 from streams.cores.user_update import EventBatch, apply_events
-from streams.events import ContentIndexed, DeadLetter
-from streams.topics import Topics
 from tests.e2e.conftest import random_events, read_topic, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -17,11 +17,12 @@ import pytest
 from kafka import KafkaProducer
 from pymilvus import MilvusClient
 
+from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_users import UserStore
+from infra.topics import ensure_topics
 from streams.cores.user_update import EventBatch, apply_events
-from streams.topics import Topics, ensure_topics
 from tests.e2e.conftest import random_events, served_item_vectors, wait_for
 from tests.e2e.test_bluegreen_e2e import two_versions  # noqa: F401 - fixture
 

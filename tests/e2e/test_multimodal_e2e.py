@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 from kafka import KafkaProducer
 
+from contracts.events import ContentIndexed, DeadLetter
+from contracts.topics import Topics
 from indexing.milvus_items import ItemIndex
-from streams.events import ContentIndexed, DeadLetter
-from streams.topics import Topics
 from tests.e2e.conftest import read_topic, running_worker, wait_for
 from tests.media_models import imagetext_corpus, music_clips, published_media_models
 from workloads.imagetext import load_imagetext_corpus

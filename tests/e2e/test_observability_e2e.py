@@ -19,9 +19,9 @@ import httpx
 import pytest
 from kafka import KafkaProducer
 
+from contracts.topics import Topics
 from infra.observability import dashboard
 from infra.observability.scrape_config import WORKER_JOB, render_prometheus_config
-from streams.topics import Topics
 from tests.e2e.conftest import Worker, wait_for
 
 pytestmark = pytest.mark.e2e

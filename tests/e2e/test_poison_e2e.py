@@ -19,10 +19,10 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.events import DeadLetter
+from contracts.topics import Topics
 from indexing.milvus_items import ItemIndex
 from infra.lag import consumer_lag
-from streams.events import DeadLetter
-from streams.topics import Topics
 from tests.e2e.conftest import read_topic, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from kafka import KafkaProducer
 
+from contracts.topics import Topics
 from indexing.milvus_items import ItemIndex
 from infra.procs import stop_process_group
-from streams.topics import Topics
 from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -18,11 +18,12 @@ import pytest
 from kafka import KafkaProducer
 from kafka.structs import TopicPartition
 
+from contracts.topics import Topics
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
 from infra import clients
 from infra.lag import LagReader, group_is_active
-from streams.topics import Topics, ensure_topics
+from infra.topics import ensure_topics
 from tests.e2e.conftest import Worker, running_worker, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
+from contracts.events import DeadLetter
+from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import TextEncoder, ensure_minilm
 from indexing.milvus_items import ItemIndex
 from indexing.redis_users import UserStore
 from streams.engine import Engine, Record
-from streams.events import DeadLetter
-from streams.topics import Topics
 
 pytestmark = pytest.mark.integration
 

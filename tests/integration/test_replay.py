@@ -6,8 +6,10 @@ import time
 import pytest
 from kafka import KafkaConsumer
 
-from streams.events import ContentNew, UserEvent, UserProfile
-from streams.topics import Topics, ensure_topics
+from contracts.events import ContentNew, UserEvent, UserProfile
+from contracts.topics import Topics
+from indexing.wait import wait_indexed
+from infra.topics import ensure_topics
 from workloads.datasets import load_dataset
 from workloads.replay import replay_sample, replay_simulator, sample_dataset
 from workloads.simulator import CommunitySimulator, SimConfig, build_catalogue, lastfm_assets
@@ -89,7 +91,7 @@ def test_replay_creates_missing_topics_and_says_no_worker_is_indexing(stack_sett
     sample = sample_dataset(load_dataset("ml-100k"), items_limit=5, users_limit=2, events_limit=5)
     notes: list[tuple[float, str]] = []
     t0 = time.perf_counter()
-    stats = replay_sample(s, sample, wait_for_items_s=2.5, progress=False, topics=t,
+    stats = replay_sample(s, sample, wait_for_items_s=2.5, wait_indexed=wait_indexed, progress=False, topics=t,
                           notify=lambda m: notes.append((time.perf_counter() - t0, m)))
     at, created = next((a, n) for a, n in notes if n.startswith("created missing topics"))
     assert at < 15.0, at  # created up front, not after a metadata timeout on topics that did not exist

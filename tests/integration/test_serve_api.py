@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import TextEncoder, ensure_minilm
 from indexing.milvus_items import ItemIndex
@@ -29,7 +30,6 @@ from ranking.online.pipeline import RankerPool, Recommender
 from ranking.online.ranker import Ranker
 from serving.api import create_app
 from streams.engine import Engine, Record
-from streams.topics import Topics
 from tests.thaw_cli import thaw
 from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 

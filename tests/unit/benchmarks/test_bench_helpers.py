@@ -8,9 +8,9 @@ import pytest
 
 from benchmarks._harness import Histogram, parse_prometheus, parse_rates, stage_table, summarize
 from benchmarks.user_throughput import make_events
+from contracts.actions import ACTION_WEIGHTS
+from contracts.events import UserEvent
 from infra.metrics import EngineMetrics
-from ranking.online.actions import ACTION_WEIGHTS
-from streams.events import UserEvent
 
 
 def test_summarize_scales_and_handles_empty():

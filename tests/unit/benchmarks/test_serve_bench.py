@@ -19,7 +19,7 @@ from benchmarks.serve import (
     sim_relevance,
     stratify,
 )
-from streams.events import ContentNew, UserEvent
+from contracts.events import ContentNew, UserEvent
 
 
 def test_ndcg_perfect_partial_and_empty():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.events import ContentNew, UserEvent, UserProfile, example_events
+from contracts.events import ContentNew, UserEvent, UserProfile, example_events
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 MODELS = {"content.new": ContentNew, "user.events": UserEvent, "user.profile": UserProfile}

@@ -168,7 +168,6 @@ def test_training_resumes_exactly_and_publishes(tmp_path, tmp_path_factory, corp
     from encoders.training.audio_mae import AudioMAETrainConfig, train
 
     base = AudioMAETrainConfig(
-        corpus_dir=str(corpus.root),
         cache_dir=str(tmp_path / "cache"),
         model=TINY_MAE,
         epochs=2,
@@ -177,9 +176,9 @@ def test_training_resumes_exactly_and_publishes(tmp_path, tmp_path_factory, corp
         export=False,
         progress=False,
     )
-    straight = train(replace(base, out_dir=str(tmp_path / "a")))
-    first = train(replace(base, out_dir=str(tmp_path / "b"), epochs=1))
-    resumed = train(replace(base, out_dir=str(tmp_path / "b"), export=True, models_dir=str(tmp_path / "m")))
+    straight = train(replace(base, out_dir=str(tmp_path / "a")), corpus)
+    first = train(replace(base, out_dir=str(tmp_path / "b"), epochs=1), corpus)
+    resumed = train(replace(base, out_dir=str(tmp_path / "b"), export=True, models_dir=str(tmp_path / "m")), corpus)
     assert first["resumed_from_epoch"] == 0 and resumed["resumed_from_epoch"] == 1
     np.testing.assert_allclose(resumed["history"]["steps"], straight["history"]["steps"], rtol=1e-5)
     sa = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)["model"]
@@ -193,8 +192,9 @@ def test_training_resumes_exactly_and_publishes(tmp_path, tmp_path_factory, corp
     assert mv.manifest.version == pub["version"] and mv.manifest.extra["training"]["clips"] == 3
     # the command line maps onto the same config
     configs = []
-    monkeypatch.setattr(audio_mae, "train", lambda c: configs.append(c) or {})
-    thaw("train", "audio-mae", "--epochs", "3", "--no-export", "--dim", "64", "--threads", "2")
+    monkeypatch.setattr(audio_mae, "train", lambda c, corpus: configs.append(c) or {})
+    thaw("train", "audio-mae", "--corpus-dir", str(corpus.root), "--epochs", "3", "--no-export", "--dim", "64",
+         "--threads", "2")
     (cfg,) = configs
     assert cfg.epochs == 3 and not cfg.export and cfg.model.dim == 64 and cfg.threads == 2
 
@@ -204,7 +204,6 @@ def test_musicclip_training_run_exports_both_towers(tmp_path, tmp_path_factory, 
 
     models = minilm_registry(tmp_path_factory.getbasetemp())
     cfg = MusicCLIPTrainConfig(
-        corpus_dir=str(corpus.root),
         out_dir=str(tmp_path / "run"),
         cache_dir=str(tmp_path / "cache"),
         models_dir=str(models),
@@ -216,7 +215,7 @@ def test_musicclip_training_run_exports_both_towers(tmp_path, tmp_path_factory, 
         version="t1",
         progress=False,
     )
-    report = train(cfg)
+    report = train(cfg, corpus)
     assert len(report["history"]["train"]) == 2 and np.isfinite(report["history"]["val"]).all()
     assert report["history"]["metrics"]["val_a2t_r10"][-1] == 1.0  # 3 captions, top 10 holds them all
     reg = ModelRegistry(models)

@@ -68,16 +68,20 @@ def runs(tmp_path_factory):
 
 
 def _cfg(corpus_dir, runs, name, **kw):
-    base = dict(model=SMALL, corpus_dir=corpus_dir, out_dir=str(runs / name), cache_dir=str(runs / "cache"),
+    base = dict(model=SMALL, out_dir=str(runs / name), cache_dir=str(runs / "cache"),
                 limit=64, batch_size=16, lr=2e-3, warmup_steps=2, epochs=3, misaligned="soft", warmup_epochs=1,
                 threads=2, export=False, progress=False, seed=3)
     base.update(kw)
     return FlavaTrainConfig(**base)
 
 
+def _fit(corpus_dir, runs, name, **kw):
+    return fit(_cfg(corpus_dir, runs, name, **kw), load_imagetext_corpus(corpus_dir))
+
+
 @pytest.fixture(scope="module")
 def smoke(corpus_dir, runs):
-    return fit(_cfg(corpus_dir, runs, "smoke"))
+    return _fit(corpus_dir, runs, "smoke")
 
 
 def test_smoke_training_loss_goes_down(smoke, runs):
@@ -101,11 +105,11 @@ def test_smoke_training_loss_goes_down(smoke, runs):
 
 
 def test_resume_continues_exactly(corpus_dir, runs):
-    straight, straight_rep = fit(_cfg(corpus_dir, runs, "straight", epochs=2))
+    straight, straight_rep = _fit(corpus_dir, runs, "straight", epochs=2)
     # an interrupted run: epoch 1 is checkpointed, epoch 2 stops after one step (as if the process died)
-    first = fit(_cfg(corpus_dir, runs, "resumed", epochs=2, max_steps=5))[1]
+    first = _fit(corpus_dir, runs, "resumed", epochs=2, max_steps=5)[1]
     assert first["epochs_done"] == 1 and first["stopped_early"] and first["resumed_from"] is None
-    model, rep = fit(_cfg(corpus_dir, runs, "resumed", epochs=2))
+    model, rep = _fit(corpus_dir, runs, "resumed", epochs=2)
     assert rep["resumed_from"] is not None and rep["epochs_done"] == 2 and rep["run_id"] == first["run_id"]
     # same batches, negatives and weights: equal up to float summation order (2 threads: ~1e-7 per step)
     np.testing.assert_allclose([s["total"] for s in rep["steps"]], [s["total"] for s in straight_rep["steps"]],
@@ -114,7 +118,7 @@ def test_resume_continues_exactly(corpus_dir, runs):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4, msg=k)
     # another configuration does not resume from that checkpoint
-    other = fit(_cfg(corpus_dir, runs, "resumed", epochs=1))[1]
+    other = _fit(corpus_dir, runs, "resumed", epochs=1)[1]
     assert other["resumed_from"] is None
 
 

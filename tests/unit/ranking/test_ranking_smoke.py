@@ -134,6 +134,7 @@ def test_published_hybrid_space_reproduces_the_harness_scores(run, sample, tmp_p
     """The hybrid as the stream serves it: the worker's CFSpace projects new items from their text and tags into
     [CB2CF ; sqrt(w) * sparse row], warm users are [DSSM user ; sqrt(w) * mean sparse row of their items], and the
     inner products are the harness's hybrid scores (cf + w * sparse kNN)."""
+    from contracts.ids import published_content
     from encoders.featurizer import FeatureBatch
     from encoders.registry import ModelRegistry
     from ranking.evaluation.baselines import sparse_knn_scorer
@@ -141,9 +142,8 @@ def test_published_hybrid_space_reproduces_the_harness_scores(run, sample, tmp_p
     from ranking.online.projector import DSSMTower
     from ranking.training.cb2cf import cb2cf_score
     from ranking.training.export import publish_cold_item_models
-    from streams.cores.space import load_cf_space
+    from streams.models import load_cf_space
     from streams.rollout.cf_load import _with_sparse_part
-    from workloads.replay import published_content
 
     report, artifacts, _ = run
     ds, split, _ = sample
@@ -157,7 +157,8 @@ def test_published_hybrid_space_reproduces_the_harness_scores(run, sample, tmp_p
     items = split.test_items
     doc = artifacts.content.rows(items)["doc"]
     feats = FeatureBatch(("text",), {"text": doc}, np.ones((len(items), 1), dtype=bool), {})
-    item_vecs = space.project(feats, list(range(len(items))), [published_content(ds, int(i)) for i in items])
+    item_vecs = space.project(feats, list(range(len(items))),
+                              [published_content(ds.item_text[int(i)], ds.item_tags[int(i)]) for i in items])
     tower = DSSMTower(reg.load("dssm-user", "h"))
     users = np.unique(ds.users[split.test])[:50]
     ids, uv = tower.vectors([ds.user_ids[u] for u in users])

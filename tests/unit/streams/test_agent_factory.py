@@ -4,12 +4,12 @@ import asyncio
 
 import pytest
 
+from contracts.topics import Topics
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
 from streams import app as app_module
 from streams.app import _retrying, agent_specs, dlq_and_traces, dlq_only, run_batch
 from streams.engine import BatchResult, Outgoing, PreparedUserBatch, Record
-from streams.topics import Topics
 
 TOPICS = Topics.for_prefix("unit.")
 

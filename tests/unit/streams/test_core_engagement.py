@@ -1,6 +1,6 @@
-from ranking.online.actions import ACTION_WEIGHTS
+from contracts.actions import ACTION_WEIGHTS
+from contracts.events import UserEvent
 from streams.cores.engagement import ab_arm, tally
-from streams.events import UserEvent
 
 T0 = 1_795_600_800.0  # 2026-11-25T10:00:00Z
 

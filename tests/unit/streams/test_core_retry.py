@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 from tenacity import RetryCallState, Retrying
 
+from contracts.events import RetryEnvelope
 from streams.cores.retry import (
     FENCE_COMMIT_TRIES,
     SINK_BACKOFF,
@@ -16,7 +17,6 @@ from streams.cores.retry import (
     unknown_item_delay,
     unwrap,
 )
-from streams.events import RetryEnvelope
 
 NOW = 1_800_000_000.0
 GRACE = 10.0

@@ -7,11 +7,19 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from contracts.events import ContentNew, DeadLetter, UserEvent, example_events
 from infra.settings import MediaSettings
-from streams.cores.decode import Rejected, dead_letter, decode_event, decode_media, item_text
-from streams.events import ContentNew, DeadLetter, UserEvent, example_events
+from streams.cores.decode import MediaBytes, MediaCaps, Rejected, dead_letter, decode_event, decode_media, item_text
+from streams.media_fetch import media_bytes
 
 CAPS = {"max_image_bytes": 1 << 20, "max_audio_bytes": 1 << 22, "max_audio_s": 30.0}
+
+
+def _media(ev: ContentNew, policy: MediaSettings | None = None, **caps):
+    """The engine's two steps: the media bytes (inline or fetched: I/O), then the pure decoding."""
+    raw = media_bytes(ev, max_image_bytes=caps["max_image_bytes"], max_audio_bytes=caps["max_audio_bytes"],
+                      policy=policy)
+    return raw if isinstance(raw, Rejected) else decode_media(raw, MediaCaps(**caps))
 
 
 def _content(**kw) -> ContentNew:
@@ -46,7 +54,7 @@ def test_invalid_json_schema_and_oversize_are_classified():
 def test_media_decoding_inline_and_file(tmp_path):
     ev = _content(image={"data_b64": base64.b64encode(_png()).decode()},
                   audio={"data_b64": base64.b64encode(_wav(0.5)).decode()})
-    m = decode_media(ev, **CAPS)
+    m = _media(ev, **CAPS)
     assert not isinstance(m, Rejected)
     assert m.image.pixels.shape == (6, 8, 3)
     # half-transparent red on white
@@ -55,26 +63,40 @@ def test_media_decoding_inline_and_file(tmp_path):
     p = tmp_path / "a.png"
     p.write_bytes(_png())
     # file:// media is read only under a configured media root (none by default: see test_media_hostile)
-    m2 = decode_media(_content(image={"uri": f"file://{p}"}), **CAPS, policy=MediaSettings(file_roots=(tmp_path,)))
+    m2 = _media(_content(image={"uri": f"file://{p}"}), **CAPS, policy=MediaSettings(file_roots=(tmp_path,)))
     assert m2.image is not None
 
 
 def test_corrupt_and_oversize_media_rejected(tmp_path):
     corrupt = _content(image={"data_b64": base64.b64encode(b"\x89PNG garbage").decode()})
-    r = decode_media(corrupt, **CAPS)
+    r = _media(corrupt, **CAPS)
     assert isinstance(r, Rejected) and r.error_class == "CorruptMedia"
     bad_audio = _content(audio={"data_b64": base64.b64encode(b"RIFF0000WAVEjunk").decode()})
-    assert decode_media(bad_audio, **CAPS).error_class == "CorruptMedia"
+    assert _media(bad_audio, **CAPS).error_class == "CorruptMedia"
     long_audio = _content(audio={"data_b64": base64.b64encode(_wav(2.0)).decode()})
-    r = decode_media(long_audio, **{**CAPS, "max_audio_s": 1.0})
+    r = _media(long_audio, **{**CAPS, "max_audio_s": 1.0})
     assert r.error_class == "CorruptMedia" and "cap" in r.error
     missing = _content(image={"uri": f"file://{tmp_path}/nope.png"})
-    assert decode_media(missing, **CAPS).error_class == "CorruptMedia"
+    assert _media(missing, **CAPS).error_class == "CorruptMedia"
     s3 = _content(image={"uri": "s3://user:secret@bucket/x.png"})
-    r = decode_media(s3, **CAPS)
+    r = _media(s3, **CAPS)
     assert r.error_class == "CorruptMedia" and "secret" not in r.error
     big = _content(image={"data_b64": base64.b64encode(_png()).decode()})
-    assert decode_media(big, **{**CAPS, "max_image_bytes": 10}).error_class == "Oversize"
+    assert _media(big, **{**CAPS, "max_image_bytes": 10}).error_class == "Oversize"
+
+
+def test_decoding_is_pure_bytes_in():
+    """The core decodes bytes it is given; a URI is never its business (an event with only a URI gives no bytes to
+    the core unless the engine fetched them)."""
+    m = decode_media(MediaBytes(_png(), _wav(0.25)), MediaCaps(**CAPS))
+    assert not isinstance(m, Rejected) and m.image.pixels.shape == (6, 8, 3) and abs(m.audio.duration_s - 0.25) < 1e-3
+    assert decode_media(MediaBytes(None, None), MediaCaps(**CAPS)) == type(m)(None, None)
+    r = decode_media(MediaBytes(b"\x89PNG garbage", None), MediaCaps(**CAPS))
+    assert isinstance(r, Rejected) and r.error_class == "CorruptMedia"
+    r = decode_media(MediaBytes(None, _wav(0.25)), MediaCaps(**{**CAPS, "max_audio_bytes": 100}))
+    assert isinstance(r, Rejected) and r.error_class == "Oversize"
+    plain = _content(image=None)
+    assert media_bytes(plain, max_image_bytes=1, max_audio_bytes=1) == MediaBytes(None, None)
 
 
 def test_dead_letter_keeps_original_bytes():

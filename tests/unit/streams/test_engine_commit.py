@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
+from contracts.topics import Topics
 from indexing.redis_users import FenceMovedError
 from infra.settings import Settings
 from streams.engine import Engine, Record
-from streams.topics import Topics
 
 TOPICS = Topics.for_prefix("unit.")
 

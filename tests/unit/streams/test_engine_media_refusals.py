@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contracts.events import ContentNew, DeadLetter, example_events
+from contracts.topics import Topics
 from encoders.featurizer import FeatureBatch
 from infra.settings import MediaSettings, Settings
-from streams.cores.decode import Rejected, decode_media
+from streams.cores.decode import Rejected
 from streams.engine import Engine, Record
-from streams.events import ContentNew, DeadLetter, example_events
-from streams.topics import Topics
+from streams.media_fetch import media_bytes
 
 TOPICS = Topics.for_prefix("unit.")
 
@@ -133,7 +134,7 @@ def test_one_time_budget_per_item_covers_its_image_and_audio(drip_server):
     ev = ContentNew.model_validate(_item("slow", image={"uri": f"{drip_server}/a.png"},
                                          audio={"uri": f"{drip_server}/b.wav"}))
     t0 = time.monotonic()
-    r = decode_media(ev, max_image_bytes=1 << 20, max_audio_bytes=1 << 20, max_audio_s=30.0, policy=pol)
+    r = media_bytes(ev, max_image_bytes=1 << 20, max_audio_bytes=1 << 20, policy=pol)
     took = time.monotonic() - t0
     assert isinstance(r, Rejected) and r.error.startswith("media.timeout: "), r
     assert 0.9 < took < 1.8, took  # two budgets would be 2 s

@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from contracts.topics import Topics
 from indexing.redis_users import FenceKey, FencesRegressedError
 from infra.settings import Settings
 from streams.cores import retry
 from streams.engine import Engine, ParkPendingError, Record
-from streams.topics import Topics
 
 TOPICS = Topics.for_prefix("unit.")
 NOW = datetime(2026, 12, 4, 10, 0, tzinfo=UTC).timestamp()

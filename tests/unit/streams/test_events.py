@@ -4,7 +4,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from streams.events import (
+from contracts.events import (
     MAX_INLINE_IMAGE_BYTES,
     ContentNew,
     UserEvent,

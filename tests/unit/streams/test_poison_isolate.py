@@ -12,14 +12,14 @@ from typing import Any, cast
 import pytest
 from tenacity import wait_none
 
+from contracts.events import DeadLetter
+from contracts.topics import Topics
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
 from streams.app import RecordFailure, _retrying, _secret_values, agent_specs, poison_dead_letters, run_batch
 from streams.cores.poison import describe, isolate, redact
 from streams.cores.retry import Park, error_name
 from streams.engine import BatchResult, Outgoing, PreparedUserBatch, Record
-from streams.events import DeadLetter
-from streams.topics import Topics
 
 TOPICS = Topics.for_prefix("unit.")
 

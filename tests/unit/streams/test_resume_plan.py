@@ -12,13 +12,13 @@ import pytest
 from faust.types import TP
 from tenacity import wait_none
 
+from contracts.topics import Topics
 from indexing.redis_users import FenceKey
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
 from streams.app import AgentSpec, FencedConsumer, _retrying, fence_resumer, fenced_poison, run_batch
 from streams.cores.fences import Resume, plan_resume
 from streams.engine import BatchResult, Engine, PreparedUserBatch, Record
-from streams.topics import Topics
 
 TOPICS = Topics.for_prefix("unit.")
 UE, RT = TOPICS.user_events, TOPICS.user_events_retry

@@ -76,10 +76,14 @@ def test_encoder_trainer_defaults_are_the_config_defaults(monkeypatch, tmp_path,
     module, name = config.rsplit(".", 1)
     cls = getattr(importlib.import_module(module), name)
     seen = _capture(monkeypatch, target)
+    loaded: list[Any] = []  # the command loads the corpus (from --corpus-dir) and hands it to the trainer
+    for loader in ("workloads.music.load_music_corpus", "workloads.imagetext.load_imagetext_corpus"):
+        monkeypatch.setattr(loader, lambda d=None, **kw: loaded.append((d, kw)) or f"corpus@{d}")
     with pytest.raises(_Stop):
-        thaw("train", command, "--models-dir", str(tmp_path))
-    (cfg,), _ = seen[0]
+        thaw("train", command, "--models-dir", str(tmp_path), "--corpus-dir", str(tmp_path / "corpus"))
+    (cfg, corpus), _ = seen[0]
     assert cfg == cls(models_dir=str(tmp_path))
+    assert corpus == f"corpus@{tmp_path / 'corpus'}" and len(loaded) == 1
 
 
 def test_ranker_trainer_defaults_and_options(monkeypatch, tmp_path) -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranking.online.actions import ACTION_WEIGHTS
-from streams.events import ContentNew, UserProfile
+from contracts.actions import ACTION_WEIGHTS
+from contracts.events import ContentNew, UserProfile
 from workloads.community import (
     BUCKET_AGE,
     composer_posts,

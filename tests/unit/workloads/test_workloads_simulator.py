@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from streams.events import ContentNew, UserEvent, UserProfile
+from contracts.events import ContentNew, UserEvent, UserProfile
 from workloads.simulator import KINDS, CommunitySimulator, SimConfig, build_catalogue, lastfm_assets
 
 pytestmark = pytest.mark.datasets  # the simulator's catalogue carries Last.fm artists (dynamics, fan groups)

@@ -1,7 +1,8 @@
 """How much each ``user.events`` action counts as engagement: the weights of the incremental user vector.
 
-The stream's user core (:mod:`streams.cores.user_update`) weights an item's vector by its action; the serving
-pipeline uses the positive set to tell which history a ranker counted. One table, so the two cannot drift apart.
+The stream's user core weights an item's vector by its action, producers and simulators draw interactions of that
+strength, and the serving pipeline uses the positive set to tell which history a ranker counted. One table, so none
+of them can drift apart; every :class:`contracts.events.Action` has a weight.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """Topic declarations: every Kafka topic Thaw reads or writes, in one place.
 
-``ensure_topics`` creates the missing ones with the admin client (idempotent). Partition counts come from
-settings (``THAW_KAFKA__PARTITIONS``); keys keep one item's or one user's events in one partition.
+Names, keys and retention only; :func:`infra.topics.ensure_topics` creates the missing ones on a broker. Keys keep
+one item's or one user's events in one partition.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-
-from infra import clients
-from infra.settings import KafkaSettings
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,42 +57,3 @@ class Topics:
 
     def all(self) -> list[str]:
         return [s.name for s in self.specs()]
-
-
-def ensure_topics(kafka: KafkaSettings, topics: Topics, partitions: int | None = None) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = clients.kafka_admin(kafka)
-    try:
-        existing = set(admin.list_topics())
-        new = []
-        for spec in topics.specs():
-            if spec.name in existing:
-                continue
-            cfg: dict[str, str] = {
-                "max.message.bytes": str(kafka.dlq_max_message_bytes if spec.dlq else kafka.max_message_bytes)
-            }
-            if spec.retention_ms is not None:
-                cfg["retention.ms"] = str(spec.retention_ms)
-            new.append(
-                NewTopic(
-                    name=spec.name,
-                    num_partitions=partitions or kafka.partitions,
-                    replication_factor=kafka.replication_factor,
-                    topic_configs=cfg,
-                )
-            )
-        created: list[str] = []
-        for t in new:
-            try:
-                admin.create_topics([t], validate_only=False)
-                created.append(t.name)
-            except TopicAlreadyExistsError:
-                pass
-        if created:
-            log.info("created topics %s", created)
-        return created
-    finally:
-        admin.close()
