@@ -26,18 +26,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
 from cachetools import LRUCache
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from contracts.events import ContentIndexed, ContentNew, RetryEnvelope, UserEvent, UserProfile
 from contracts.topics import Topics
 from encoders.featurizer import ContentFeaturizer, ContentInput
-from encoders.text import TextEncoder
-from indexing.milvus_items import ItemIndex, ItemRow
+from indexing.milvus_items import ItemRow
 from indexing.redis_users import (
     FenceKey,
     FenceMovedError,
@@ -45,7 +43,6 @@ from indexing.redis_users import (
     ItemMeta,
     UserCommit,
     UserState,
-    UserStore,
 )
 from infra.settings import Settings
 from streams.cores import retry
@@ -61,11 +58,12 @@ from streams.cores.decode import (
 )
 from streams.cores.dedupe import last_wins, unique
 from streams.cores.engagement import tally
-from streams.cores.fences import fence_keys, split_by_fence
+from streams.cores.fences import FenceSplit, fence_keys, split_by_fence
 from streams.cores.freshness import content_start, freshness_s
 from streams.cores.space import CFSpace
 from streams.cores.user_update import EventBatch, apply_events, combine_priors, prior_state, profile_text
 from streams.media_fetch import media_bytes
+from streams.ports import EngineState, Featurizer, ItemVectors, TextEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +132,58 @@ class PreparedUserBatch:
     routed_claims: dict[FenceKey, list[int]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A fresh, valid record of a user-events batch, to be applied, parked or dead-lettered.
+
+    ``rec`` is the user-events record (a retry-topic copy unwrapped to its source), ``consumed`` where it was read
+    (the retry topic for a copy), ``envelope`` a copy's retry envelope, ``claims`` whether it is a claiming copy
+    whose source offset is still parked (applying or dead-lettering it resolves the park)."""
+
+    rec: Record
+    ev: UserEvent
+    consumed: Position
+    envelope: RetryEnvelope | None = None
+    claims: bool = False
+
+
+@dataclass
+class _UserBatch:
+    """The working state of one user-events batch while :meth:`Engine.prepare_user_events` runs its steps.
+
+    A batch prepared again after a lost commit race starts from its earlier attempt's routed records, parks and
+    routed claims (all delivered already)."""
+
+    records: Sequence[Record]
+    earlier: PreparedUserBatch | None
+    res: BatchResult = field(default_factory=BatchResult)
+    routed: set[Position] = field(default_factory=set)
+    candidates: list[_Candidate] = field(default_factory=list)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    known: list[UserEvent] = field(default_factory=list)  # events applied, in batch order
+    parked: dict[FenceKey, list[int]] = field(default_factory=dict)
+    routed_claims: dict[FenceKey, list[int]] = field(default_factory=dict)
+    claims: dict[FenceKey, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, records: Sequence[Record], earlier: PreparedUserBatch | None) -> _UserBatch:
+        if earlier is None:
+            return cls(records, None)
+        return cls(records, earlier, routed=set(earlier.routed),
+                   parked={k: list(v) for k, v in earlier.parked.items()},
+                   routed_claims={k: list(v) for k, v in earlier.routed_claims.items()})
+
+    def count_earlier(self) -> None:
+        """What the lost attempt routed was delivered: it counts, once."""
+        if self.earlier is None:
+            return
+        before = self.earlier.result
+        self.res.dlq = before.dlq + self.res.dlq
+        self.res.deferred += before.deferred
+        for cls, n in before.rejected.items():
+            self.res.rejected[cls] = self.res.rejected.get(cls, 0) + n
+
+
 class ParkPendingError(FenceMovedError):
     """A claiming retry-topic copy whose source record is neither parked nor behind its partition's fence yet: the
     user-events batch that parked it has not committed; retried until it has."""
@@ -151,7 +201,7 @@ class Engine:
         topics: topic names.
         text: the text encoder (its space is the items' vector space until the CF projection is served).
         items: the Milvus items collection of that space.
-        users: the Redis user store.
+        users: the engine's Redis state (user states, fences, parked sets, new items, item attributes, priors).
         group_id: the consumer group the offset fences belong to.
         clock: wall clock (epoch seconds), injectable for tests.
         featurizer: the content featuriser (every published encoder); default: text only.
@@ -162,16 +212,16 @@ class Engine:
         self,
         settings: Settings,
         topics: Topics,
-        text: TextEncoder,
-        items: ItemIndex,
-        users: UserStore,
+        text: TextEmbedder,
+        items: ItemVectors,
+        users: EngineState,
         group_id: str,
         clock: Callable[[], float] = time.time,
-        featurizer: ContentFeaturizer | None = None,
+        featurizer: Featurizer | None = None,
         cf: CFSpace | None = None,
     ) -> None:
         self.s = settings
-        self.featurizer = featurizer or ContentFeaturizer(text)
+        self.featurizer: Featurizer = featurizer or ContentFeaturizer(text)  # type: ignore[arg-type]
         self.cf = cf
         self.topics = topics
         self.text = text
@@ -306,164 +356,175 @@ class Engine:
     def prepare_user_events(
         self, records: Sequence[Record], earlier: PreparedUserBatch | None = None
     ) -> PreparedUserBatch:
-        """Everything up to the commit: fence filtering, validation, item lookup, new states.
+        """Everything up to the commit, in named steps over one :class:`_UserBatch`: fence filtering, decoding
+        (retry-topic copies unwrapped), claim resolution, item lookup, parking or dead-lettering events on unknown
+        items, the new states.
 
         ``earlier``: this batch as prepared before a commit that lost a fence race. Its routed records (dead
         letters and parks, already delivered) are handled: they are neither applied nor routed again, and its
         dead-letter counts carry over; the other records are looked up in its item vectors, so a record is applied
         now only if it would have been then (see :class:`PreparedUserBatch`)."""
-        st = self.s.stream
-        res = BatchResult()
-        routed: set[Position] = set(earlier.routed) if earlier is not None else set()
+        b = _UserBatch.start(records, earlier)
         t0 = time.perf_counter()
-        fkeys = fence_keys(self.group_id, records)
+        fenced = self._split_by_fence(b)
+        self._decode_user_records(b, fenced.fresh)
+        self._resolve_claims(b)
+        b.res.stage_ms["decode"] = _ms(t0)
+        t1 = time.perf_counter()
+        self._look_up_items(b)
+        b.res.stage_ms["lookup"] = _ms(t1)
+        self._route_unknown_items(b)
+        t2 = time.perf_counter()
+        commit = self._next_state(b, fenced)
+        b.res.stage_ms["update"] = _ms(t2)
+        for ev in b.known:
+            if ev.produced_at is not None:
+                b.res.freshness_s.append(freshness_s(self.clock(), ev.produced_at.timestamp()))
+        b.count_earlier()
+        return PreparedUserBatch(b.res, commit, records, frozenset(b.routed), b.vectors, b.parked, b.routed_claims)
+
+    def _split_by_fence(self, b: _UserBatch) -> FenceSplit[Record]:
+        """Read the batch's fences (after copying the floors: see :meth:`check_fences`), refuse to go on if Redis
+        went back in time, and count the records at or below their fence as skipped (those an earlier attempt
+        routed count as routed, not again as skipped)."""
+        fkeys = fence_keys(self.group_id, b.records)
         floor = self._floors()  # before the fences are read (see check_fences)
         applied = self.users.read_fences(fkeys.values())
         self._check_floor(applied, floor)
-        fenced = split_by_fence(records, fkeys, applied)
+        fenced = split_by_fence(b.records, fkeys, applied)
         fresh_pos = {position(r) for r in fenced.fresh}
-        res.skipped += fenced.skipped - sum(1 for r in records if position(r) in routed - fresh_pos)
-        fresh: list[tuple[Record, UserEvent, Position]] = []
-        envelopes: dict[int, RetryEnvelope] = {}
-        for rec in fenced.fresh:
+        b.res.skipped += fenced.skipped - sum(1 for r in b.records if position(r) in b.routed - fresh_pos)
+        return fenced
+
+    def _decode_user_records(self, b: _UserBatch, fresh: Sequence[Record]) -> None:
+        """Validate the fresh records into :attr:`_UserBatch.candidates`: a retry-topic copy is unwrapped to its
+        source record (another group's copy is skipped); what does not validate is dead-lettered."""
+        max_bytes = self.s.stream.max_event_bytes
+        for rec in fresh:
             consumed = position(rec)
-            if consumed in routed:
+            if consumed in b.routed:
                 continue
+            envelope = None
             if rec.topic == self.topics.user_events_retry:
-                wrapped = decode_event(rec.value, RetryEnvelope, st.max_event_bytes * 2)
+                wrapped = decode_event(rec.value, RetryEnvelope, max_bytes * 2)
                 if isinstance(wrapped, Rejected):
-                    self._reject(res, rec, wrapped, self.topics.user_dlq)
-                    routed.add(consumed)
+                    self._reject(b.res, rec, wrapped, self.topics.user_dlq)
+                    b.routed.add(consumed)
                     continue
                 if wrapped.group is not None and wrapped.group != self.group_id:
-                    res.skipped += 1  # another group's retry (roll-out): that group applies it
+                    b.res.skipped += 1  # another group's retry (roll-out): that group applies it
                     continue
                 rec = Record(self.topics.user_events, *retry.unwrap(wrapped), rec.timestamp_ms)
-                envelopes[id(rec)] = wrapped
-            ev = decode_event(rec.value, UserEvent, st.max_event_bytes)
+                envelope = wrapped
+            ev = decode_event(rec.value, UserEvent, max_bytes)
             if isinstance(ev, Rejected):
-                self._reject(res, rec, ev, self.topics.user_dlq)
-                routed.add(consumed)
+                self._reject(b.res, rec, ev, self.topics.user_dlq)
+                b.routed.add(consumed)
                 continue
-            fresh.append((rec, ev, consumed))
-        fresh, claimable, resolved = self._claimable(fresh, envelopes)
-        res.skipped += resolved
-        res.stage_ms["decode"] = _ms(t0)
+            b.candidates.append(_Candidate(rec, ev, consumed, envelope))
 
-        t1 = time.perf_counter()
-        if earlier is not None:  # the same lookups as before the lost race (see the docstring)
-            vecs = {ev.item_id: earlier.vectors[ev.item_id] for _, ev, _ in fresh if ev.item_id in earlier.vectors}
-        else:
-            vecs = self._item_vectors([ev.item_id for _, ev, _ in fresh])
-        res.stage_ms["lookup"] = _ms(t1)
-        known: list[UserEvent] = []
-        now = self.clock()
-        parked: dict[FenceKey, list[int]] = {k: list(v) for k, v in (earlier.parked if earlier else {}).items()}
-        routed_claims = {k: list(v) for k, v in (earlier.routed_claims if earlier else {}).items()}
-        claims: dict[FenceKey, list[int]] = {}
-        for rec, ev, consumed in fresh:
-            origin = FenceKey(self.group_id, rec.topic, rec.partition)  # the user-events record (a copy's source)
-            if ev.item_id in vecs:
-                known.append(ev)
-                if id(rec) in claimable:
-                    claims.setdefault(origin, []).append(rec.offset)
-                continue
-            routed.add(consumed)
-            previous = envelopes.get(id(rec))
-            todo = retry.unknown_item(previous, now, st.unknown_item_grace_s)
-            if isinstance(todo, retry.Park):
-                # a first park registers the source offset in its parked set (the commit does, with the fence)
-                env = todo.envelope(partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value,
-                                    group=self.group_id, claim=previous.claim if previous is not None else True)
-                if previous is None:
-                    parked.setdefault(origin, []).append(rec.offset)
-                res.dlq.append(Outgoing(self.topics.user_events_retry, rec.key, env.to_bytes()))
-                res.deferred += 1
-            else:
-                if id(rec) in claimable:
-                    routed_claims.setdefault(origin, []).append(rec.offset)
-                self._reject(res, rec, Rejected("UnknownItem", todo.reason(ev.item_id)), self.topics.user_dlq)
-        for k, offs in routed_claims.items():
-            claims.setdefault(k, []).extend(offs)
-
-        t2 = time.perf_counter()
-        states: dict[str, UserState] = {}
-        digests: dict[str, str] = {}
-        if known:
-            users = sorted({ev.user_id for ev in known})
-            cur, digests = self.users.read_states_with_digests(self.space, users)
-            batch = EventBatch(
-                users=[ev.user_id for ev in known],
-                item_vecs=np.stack([vecs[ev.item_id] for ev in known]),
-                actions=[ev.action.value for ev in known],
-                ts=np.array([ev.ts.timestamp() for ev in known]),
-            )
-            states = apply_events(cur, batch, st.user_half_life_s)
-        engagement = tally(known)
-        res.ab_actions.update(engagement.ab_actions)
-        res.stage_ms["update"] = _ms(t2)
-        res.ok = len(known)
-        commit = None
-        if fenced.advance:
-            commit = UserCommit(
-                space=self.space,
-                states=states,
-                fences=fenced.advance,
-                expected_fences=fenced.expected,
-                seen=engagement.seen,
-                engaged=engagement.engaged,
-                popularity=engagement.popularity,
-                expected_states={u: digests[u] for u in states},
-                parked=parked,
-                claims=claims,
-            )
-        for ev in known:
-            if ev.produced_at is not None:
-                res.freshness_s.append(freshness_s(self.clock(), ev.produced_at.timestamp()))
-        if earlier is not None:  # what the lost attempt routed was delivered: it counts, once
-            res.dlq = earlier.result.dlq + res.dlq
-            res.deferred += earlier.result.deferred
-            for cls, n in earlier.result.rejected.items():
-                res.rejected[cls] = res.rejected.get(cls, 0) + n
-        return PreparedUserBatch(res, commit, records, frozenset(routed), vecs, parked, routed_claims)
-
-    def _claimable(
-        self, fresh: list[tuple[Record, UserEvent, Position]], envelopes: dict[int, RetryEnvelope]
-    ) -> tuple[list[tuple[Record, UserEvent, Position]], set[int], int]:
+    def _resolve_claims(self, b: _UserBatch) -> None:
         """Keep the claiming retry-topic copies whose source offset is still parked (the first of a batch's copies
-        of one source); skip those whose source is resolved (not parked, at or below its partition's fence: applied
-        directly, or through another copy); :class:`ParkPendingError` for one whose park is not committed yet.
-
-        Returns the kept records, the ``id`` of each kept claiming record, and how many were skipped."""
+        of one source; marked :attr:`_Candidate.claims`); skip those whose source is resolved (not parked, at or
+        below its partition's fence: applied directly, or through another copy); :class:`ParkPendingError` for one
+        whose park is not committed yet."""
         origins: dict[FenceKey, list[int]] = {}
-        for rec, _, _ in fresh:
-            env = envelopes.get(id(rec))
-            if env is not None and env.claim:
-                origins.setdefault(FenceKey(self.group_id, rec.topic, rec.partition), []).append(rec.offset)
+        for c in b.candidates:
+            if c.envelope is not None and c.envelope.claim:
+                origins.setdefault(self._origin(c), []).append(c.rec.offset)
         if not origins:
-            return fresh, set(), 0
+            return
         parked = self.users.read_parked(origins)
         fences = self.users.read_fences(origins)
-        keep: list[tuple[Record, UserEvent, Position]] = []
-        claimable: set[int] = set()
+        keep: list[_Candidate] = []
         taken: set[tuple[FenceKey, int]] = set()
-        skipped = 0
-        for item in fresh:
-            rec = item[0]
-            env = envelopes.get(id(rec))
-            if env is None or not env.claim:
-                keep.append(item)
+        for c in b.candidates:
+            if c.envelope is None or not c.envelope.claim:
+                keep.append(c)
                 continue
-            origin = FenceKey(self.group_id, rec.topic, rec.partition)
-            if rec.offset in parked.get(origin, set()) and (origin, rec.offset) not in taken:
-                taken.add((origin, rec.offset))
-                claimable.add(id(rec))
-                keep.append(item)
-            elif rec.offset <= fences[origin] or (origin, rec.offset) in taken:
-                skipped += 1
+            origin, offset = self._origin(c), c.rec.offset
+            if offset in parked.get(origin, set()) and (origin, offset) not in taken:
+                taken.add((origin, offset))
+                keep.append(replace(c, claims=True))
+            elif offset <= fences[origin] or (origin, offset) in taken:
+                b.res.skipped += 1
             else:
-                raise ParkPendingError(f"{rec.topic}[{rec.partition}]@{rec.offset}: its park is not committed yet")
-        return keep, claimable, skipped
+                raise ParkPendingError(f"{c.rec.topic}[{c.rec.partition}]@{offset}: its park is not committed yet")
+        b.candidates = keep
+
+    def _look_up_items(self, b: _UserBatch) -> None:
+        """The vectors of the candidates' items; a batch prepared again uses the lookups of its first attempt."""
+        if b.earlier is not None:  # the same lookups as before the lost race (see prepare_user_events)
+            had = b.earlier.vectors
+            b.vectors = {c.ev.item_id: had[c.ev.item_id] for c in b.candidates if c.ev.item_id in had}
+        else:
+            b.vectors = self._item_vectors([c.ev.item_id for c in b.candidates])
+
+    def _route_unknown_items(self, b: _UserBatch) -> None:
+        """Split the candidates: events on known items are applied (a claiming copy's offset is claimed); an event
+        on an item not indexed yet is parked on the retry topic (a first park registers its source offset in the
+        parked set: the commit does, with the fence) or, once its grace ran out, dead-lettered (a claiming copy's
+        offset is claimed too, so its park is resolved)."""
+        grace = self.s.stream.unknown_item_grace_s
+        now = self.clock()
+        for c in b.candidates:
+            rec, origin = c.rec, self._origin(c)
+            if c.ev.item_id in b.vectors:
+                b.known.append(c.ev)
+                if c.claims:
+                    b.claims.setdefault(origin, []).append(rec.offset)
+                continue
+            b.routed.add(c.consumed)
+            todo = retry.unknown_item(c.envelope, now, grace)
+            if isinstance(todo, retry.Park):
+                env = todo.envelope(partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value,
+                                    group=self.group_id, claim=c.envelope.claim if c.envelope is not None else True)
+                if c.envelope is None:
+                    b.parked.setdefault(origin, []).append(rec.offset)
+                b.res.dlq.append(Outgoing(self.topics.user_events_retry, rec.key, env.to_bytes()))
+                b.res.deferred += 1
+            else:
+                if c.claims:
+                    b.routed_claims.setdefault(origin, []).append(rec.offset)
+                self._reject(b.res, rec, Rejected("UnknownItem", todo.reason(c.ev.item_id)), self.topics.user_dlq)
+        for k, offs in b.routed_claims.items():
+            b.claims.setdefault(k, []).extend(offs)
+
+    def _next_state(self, b: _UserBatch, fenced: FenceSplit[Record]) -> UserCommit | None:
+        """The applied events' new user states (read with their digests, for the commit's compare-and-set) and
+        engagement, as the commit that writes them with the batch's fences (None when no fence moves)."""
+        states: dict[str, UserState] = {}
+        digests: dict[str, str] = {}
+        if b.known:
+            cur, digests = self.users.read_states_with_digests(self.space, sorted({ev.user_id for ev in b.known}))
+            batch = EventBatch(
+                users=[ev.user_id for ev in b.known],
+                item_vecs=np.stack([b.vectors[ev.item_id] for ev in b.known]),
+                actions=[ev.action.value for ev in b.known],
+                ts=np.array([ev.ts.timestamp() for ev in b.known]),
+            )
+            states = apply_events(cur, batch, self.s.stream.user_half_life_s)
+        engagement = tally(b.known)
+        b.res.ab_actions.update(engagement.ab_actions)
+        b.res.ok = len(b.known)
+        if not fenced.advance:
+            return None
+        return UserCommit(
+            space=self.space,
+            states=states,
+            fences=fenced.advance,
+            expected_fences=fenced.expected,
+            seen=engagement.seen,
+            engaged=engagement.engaged,
+            popularity=engagement.popularity,
+            expected_states={u: digests[u] for u in states},
+            parked=b.parked,
+            claims=b.claims,
+        )
+
+    def _origin(self, c: _Candidate) -> FenceKey:
+        """The fence of a candidate's user-events partition (a retry-topic copy's source partition)."""
+        return FenceKey(self.group_id, c.rec.topic, c.rec.partition)
 
     def _floors(self) -> dict[FenceKey, int]:
         with self._floor_lock:
@@ -549,35 +610,34 @@ class Engine:
     def commit_user_events(
         self, prepared: PreparedUserBatch, max_retries: int = retry.FENCE_COMMIT_TRIES
     ) -> BatchResult:
-        """Commit a prepared batch; if a fence moved meanwhile, re-prepare (skipping what is now applied) and try
-        again at once, ``max_retries`` commits at most."""
-        p = prepared
+        """Commit a prepared batch; if a fence moved meanwhile, prepare it again (skipping what is now applied) and
+        try again at once, ``max_retries`` commits at most.
 
-        def attempt() -> BatchResult:
-            nonlocal p
-            if p.commit is None:
+        Raises:
+            FenceMovedError: The fences kept moving (another worker writes the same partitions).
+            FencesRegressedError: Redis went back in time under this worker.
+        """
+        p = prepared
+        for _ in range(max_retries):
+            commit = p.commit
+            if commit is None:
                 return p.result
-            t0 = time.perf_counter()
             if self.regressed is not None:
                 raise FencesRegressedError(self.regressed)
-            commit = p.commit
+            t0 = time.perf_counter()
             try:
                 self.users.commit(commit)
             except FenceMovedError:
                 log.warning("offset fence moved during commit; re-reading the batch")
-                p = self.prepare_user_events(p.records, earlier=p)
-                raise
+                try:
+                    p = self.prepare_user_events(p.records, earlier=p)
+                except FenceMovedError:  # a claimed park is not committed yet: the same commit is tried again
+                    pass
+                continue
             self._raise_floor(commit.fences)
             p.result.stage_ms["commit"] = _ms(t0)
             return p.result
-
-        def exhausted(_: RetryCallState | None = None) -> BatchResult:
-            raise FenceMovedError("offset fences kept moving; another worker is writing the same partitions")
-
-        if max_retries < 1:
-            return exhausted()
-        return Retrying(stop=stop_after_attempt(max_retries), retry=retry_if_exception_type(FenceMovedError),
-                        retry_error_callback=exhausted)(attempt)
+        raise FenceMovedError("offset fences kept moving; another worker is writing the same partitions")
 
     def _item_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         out, missing = split(self._vec_cache, unique(ids))

@@ -12,49 +12,18 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from contracts.events import ContentNew, DeadLetter, example_events
 from contracts.topics import Topics
-from encoders.featurizer import FeatureBatch
 from infra.settings import MediaSettings, Settings
 from streams.cores.decode import Rejected
 from streams.engine import Engine, Record
 from streams.media_fetch import media_bytes
+from tests.fakes import FakeFeaturizer, FakeText, InMemoryEngineState, InMemoryItems
 
 TOPICS = Topics.for_prefix("unit.")
-
-
-class Text:
-    model_version = "text-v1"
-    dim = 2
-
-
-class Featurizer:
-    def featurize(self, items):
-        n = len(items)
-        return FeatureBatch(names=("text",), values={"text": np.ones((n, 2), dtype=np.float32) / np.sqrt(2)},
-                            present=np.ones((n, 1), dtype=bool), model_versions={"text": "text-v1"})
-
-
-class Items:
-    name = "thaw_unit"
-
-    def __init__(self):
-        self.rows = []
-
-    def upsert(self, rows):
-        self.rows.extend(rows)
-
-
-class Users:
-    def add_fresh(self, space, items):
-        pass
-
-    def put_item_meta(self, meta):
-        pass
 
 
 def _png() -> bytes:
@@ -100,8 +69,8 @@ def test_hostile_media_is_dead_lettered_by_rule_and_the_batch_flows_on(tmp_path)
     (root / "ok.png").write_bytes(_png())
     os.mkfifo(root / "pipe.wav")
     (tmp_path / "secret.png").write_bytes(_png())
-    eng = Engine(Settings(media=MediaSettings(file_roots=(root,), fetch_timeout_s=1.0)), TOPICS, Text(),
-                 items=Items(), users=Users(), group_id="g", featurizer=Featurizer())
+    eng = Engine(Settings(media=MediaSettings(file_roots=(root,), fetch_timeout_s=1.0)), TOPICS, FakeText(),
+                 items=InMemoryItems(), users=InMemoryEngineState(), group_id="g", featurizer=FakeFeaturizer())
     hostile = {
         "zero": ({"audio": {"uri": "file:///dev/zero"}}, "media.file_outside_root"),
         "fifo": ({"audio": {"uri": f"file://{root}/pipe.wav"}}, "media.not_regular_file"),
@@ -117,7 +86,7 @@ def test_hostile_media_is_dead_lettered_by_rule_and_the_batch_flows_on(tmp_path)
     t0 = time.monotonic()
     res = eng.handle_content(records)
     assert time.monotonic() - t0 < 5.0
-    assert res.ok == 2 and sorted(r.item_id for r in eng.items.rows) == ["good:file", "good:text"]
+    assert res.ok == 2 and sorted(eng.items.rows) == ["good:file", "good:text"]
     dls = [DeadLetter.model_validate_json(o.value) for o in res.dlq]
     assert all(o.topic == TOPICS.content_dlq for o in res.dlq)
     got = {json.loads(base64.b64decode(d.value_b64))["item_id"]: d for d in dls}

@@ -11,70 +11,27 @@
 import json
 from datetime import UTC, datetime
 
-import numpy as np
 import pytest
 
 from contracts.topics import Topics
-from indexing.redis_users import FenceKey, FencesRegressedError
+from indexing.redis_users import FenceKey, FencesRegressedError, unpack_state
 from infra.settings import Settings
 from streams.cores import retry
 from streams.engine import Engine, ParkPendingError, Record
+from tests.fakes import FakeText, InMemoryEngineState, InMemoryItems
 
 TOPICS = Topics.for_prefix("unit.")
 NOW = datetime(2026, 12, 4, 10, 0, tzinfo=UTC).timestamp()
 
 
-class Text:
-    model_version = "text-v1"
-    dim = 2
-
-
-class Items:
-    def __init__(self, known):
-        self.known = set(known)
-
-    def get_vectors(self, ids):
-        return {i: np.array([1.0, 0.0], dtype=np.float32) for i in ids if i in self.known}
-
-
-class Store:
-    """Fences, parked sets and states in memory; ``commit`` checks fences and claims like the Lua script."""
-
-    def __init__(self):
-        self.fences: dict[FenceKey, int] = {}
-        self.parked: dict[FenceKey, set[int]] = {}
-        self.n_events: dict[str, int] = {}
-        self.commits: list = []
-
-    def read_fences(self, keys):
-        return {k: self.fences.get(k, -1) for k in keys}
-
-    def read_parked(self, offsets):
-        return {k: {o for o in offs if o in self.parked.get(k, set())} for k, offs in offsets.items()}
-
-    def read_states_with_digests(self, space, users):
-        return {u: None for u in users}, {u: "" for u in users}
-
-    def commit(self, c):
-        from indexing.redis_users import FenceMovedError
-
-        if any(self.fences.get(k, -1) != v for k, v in c.expected_fences.items()):
-            raise FenceMovedError("moved")
-        if any(o not in self.parked.get(k, set()) for k, offs in c.claims.items() for o in offs):
-            raise FenceMovedError("park moved")
-        self.fences.update(c.fences)
-        for k, offs in c.parked.items():
-            self.parked.setdefault(k, set()).update(offs)
-        for k, offs in c.claims.items():
-            self.parked[k] -= set(offs)
-        for u, st in c.states.items():
-            self.n_events[u] = self.n_events.get(u, 0) + st.n_events
-        self.commits.append(c)
+def _n_events(store: InMemoryEngineState) -> dict[str, int]:
+    """Events applied per user (the text space's states)."""
+    return {u: unpack_state(raw).n_events for (space, u), raw in store.states.items() if space == "text-v1"}
 
 
 def _engine(store, known=("a",)):
-    eng = Engine(Settings(), TOPICS, Text(), items=Items(known), users=store, group_id="g", featurizer=object(),
-                 clock=lambda: NOW)
+    eng = Engine(Settings(), TOPICS, FakeText(), items=InMemoryItems(known), users=store, group_id="g",
+                 featurizer=object(), clock=lambda: NOW)
     return eng
 
 
@@ -98,7 +55,7 @@ UE0 = FenceKey("g", TOPICS.user_events, 0)
 
 
 def test_a_fence_below_what_the_worker_committed_stops_every_fenced_step():
-    store = Store()
+    store = InMemoryEngineState()
     eng = _engine(store)
     eng.resume_fences([(TOPICS.user_events, 0)])
     _run(eng, [_event(0), _event(1), _event(2)])
@@ -113,11 +70,11 @@ def test_a_fence_below_what_the_worker_committed_stops_every_fenced_step():
         eng.prepare_user_events([_event(3)])
     with pytest.raises(FencesRegressedError):
         eng.fence_past([_event(3)])
-    assert store.n_events == {"u1": 3}
+    assert _n_events(store) == {"u1": 3}
 
 
 def test_the_periodic_check_finds_a_regression_on_an_idle_partition():
-    store = Store()
+    store = InMemoryEngineState()
     store.fences[UE0] = 41
     eng = _engine(store)
     eng.resume_fences([(TOPICS.user_events, 0), (TOPICS.user_events, 1)])
@@ -130,7 +87,7 @@ def test_the_periodic_check_finds_a_regression_on_an_idle_partition():
 
 
 def test_a_resume_sets_the_floors_again_and_forward_moves_are_fine():
-    store = Store()
+    store = InMemoryEngineState()
     store.fences[UE0] = 10
     eng = _engine(store)
     eng.resume_fences([(TOPICS.user_events, 0)])
@@ -142,47 +99,47 @@ def test_a_resume_sets_the_floors_again_and_forward_moves_are_fine():
 
 
 def test_a_parked_event_is_applied_once_from_its_copy():
-    store = Store()
+    store = InMemoryEngineState()
     eng = _engine(store, known=())
     src = _event(0, item="late")
     res = _run(eng, [src])
     assert res.deferred == 1 and store.parked[UE0] == {0}
     env = json.loads(res.dlq[0].value)
     assert env["claim"] is True
-    eng.items.known.add("late")
+    eng.items.index("late")
     copy = Record(TOPICS.user_events_retry, 0, 0, src.key, res.dlq[0].value, 0)
     res2 = _run(eng, [copy, Record(TOPICS.user_events_retry, 0, 1, src.key, res.dlq[0].value, 0)])
     assert res2.ok == 1 and res2.skipped == 1  # the second copy of one source is skipped
-    assert store.parked[UE0] == set() and store.n_events == {"u1": 1}
+    assert store.parked[UE0] == set() and _n_events(store) == {"u1": 1}
 
 
 def test_a_copy_whose_source_was_applied_directly_is_skipped():
     # the park's commit was lost with Redis; the replayed event found its item and was applied directly
-    store = Store()
+    store = InMemoryEngineState()
     eng = _engine(store)
     src = _event(0)
     _run(eng, [src])
     res = _run(eng, [_copy(src, 0)])
-    assert res.ok == 0 and res.skipped == 1 and store.n_events == {"u1": 1}
+    assert res.ok == 0 and res.skipped == 1 and _n_events(store) == {"u1": 1}
     assert store.fences[FenceKey("g", TOPICS.user_events_retry, 0)] == 0  # the copy is handled: fence past it
 
 
 def test_a_copy_whose_park_is_not_committed_yet_waits():
-    store = Store()
+    store = InMemoryEngineState()
     eng = _engine(store)
     with pytest.raises(ParkPendingError):
         eng.prepare_user_events([_copy(_event(5), 0)])
 
 
 def test_a_copy_without_a_claim_is_applied_as_it_comes():
-    store = Store()
+    store = InMemoryEngineState()
     eng = _engine(store)
     res = _run(eng, [_copy(_event(5), 0, claim=False)])
-    assert res.ok == 1 and store.n_events == {"u1": 1}
+    assert res.ok == 1 and _n_events(store) == {"u1": 1}
 
 
 def test_a_copy_that_times_out_releases_its_claim():
-    store = Store()
+    store = InMemoryEngineState()
     eng = _engine(store, known=())
     src = _event(0, item="never")
     _run(eng, [src])
@@ -193,7 +150,7 @@ def test_a_copy_that_times_out_releases_its_claim():
 
 
 def test_a_commit_landing_between_the_check_s_read_and_its_comparison_is_no_regression():
-    store = Store()
+    store = InMemoryEngineState()
     store.fences[UE0] = 24
     eng = _engine(store)
     eng.resume_fences([(TOPICS.user_events, 0)])

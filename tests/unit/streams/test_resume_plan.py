@@ -19,6 +19,7 @@ from infra.settings import Settings
 from streams.app import AgentSpec, FencedConsumer, _retrying, fence_resumer, fenced_poison, run_batch
 from streams.cores.fences import Resume, plan_resume
 from streams.engine import BatchResult, Engine, PreparedUserBatch, Record
+from tests.fakes import FakeText, InMemoryEngineState
 
 TOPICS = Topics.for_prefix("unit.")
 UE, RT = TOPICS.user_events, TOPICS.user_events_retry
@@ -181,31 +182,8 @@ def test_nothing_to_seek_seeks_nothing():
     assert c.seeks == [] and c.commits == []
 
 
-class FenceUsers:
-    """Fences in memory (the ``UserStore`` surface the engine uses for them)."""
-
-    def __init__(self, fences=None):
-        self.fences: dict[FenceKey, int] = dict(fences or {})
-        self.mgets: list[list[FenceKey]] = []
-
-    def read_fences(self, keys):
-        keys = list(keys)
-        self.mgets.append(keys)
-        return {k: self.fences.get(k, -1) for k in keys}
-
-    def commit(self, c):
-        assert c.expected_fences == {k: self.fences.get(k, -1) for k in c.fences}
-        assert not c.states and not c.seen and not c.popularity
-        self.fences.update(c.fences)
-
-
-class Text:
-    model_version = "text-v1"
-    dim = 2
-
-
 def _engine(users):
-    return Engine(Settings(), TOPICS, cast(Any, Text()), items=cast(Any, None), users=cast(Any, users),
+    return Engine(Settings(), TOPICS, FakeText(), items=cast(Any, None), users=users,
                   group_id="g", featurizer=cast(Any, object()))
 
 
@@ -217,30 +195,32 @@ def _plan(engine: Engine, consumer: FakeConsumer) -> list[Resume]:
 
 
 def test_the_resumer_reads_every_fenced_partition_in_one_mget_and_plans_the_assigned_ones():
-    users = FenceUsers({FenceKey("g", UE, 1): 41})  # a fence on a partition another worker holds
+    users = InMemoryEngineState({FenceKey("g", UE, 1): 41})  # a fence on a partition another worker holds
     eng = _engine(users)
     c = FakeConsumer(committed={TP(UE, 0): 300}, assigned={TP(UE, 0), TP("unit.content.new", 0)},
                      earliest={TP(UE, 0): 7}, end={TP(UE, 0): 300})
     plan = _plan(eng, c)
-    assert len(users.mgets) == 1 and len(users.mgets[0]) == 4  # 2 topics x 2 partitions
+    assert len(users.fence_reads) == 1 and len(users.fence_reads[0]) == 4  # 2 topics x 2 partitions
     (r,) = plan
     assert (r.topic, r.partition, r.case, r.target, r.unrecoverable) == (UE, 0, "fence-lost", 7, 7)
 
 
 def test_the_resumer_without_fenced_partitions_reads_nothing():
-    users = FenceUsers()
+    users = InMemoryEngineState()
     c = FakeConsumer(assigned={TP("unit.content.new", 0)})
     assert _plan(_engine(users), c) == []
-    assert users.mgets == []
+    assert users.fence_reads == []
 
 
 def test_fence_past_moves_only_fences_behind_the_records():
-    users = FenceUsers({FenceKey("g", UE, 0): 10})
+    users = InMemoryEngineState({FenceKey("g", UE, 0): 10})
     eng = _engine(users)
     eng.fence_past([Record(UE, 0, 12, b"k", b"x"), Record(RT, 1, 3, b"k", b"x")])
     assert users.fences == {FenceKey("g", UE, 0): 12, FenceKey("g", RT, 1): 3}
+    (moved,) = users.commits  # the fences alone: no state, history or popularity
+    assert not moved.states and not moved.seen and not moved.popularity
     eng.fence_past([Record(UE, 0, 11, b"k", b"x")])  # already behind the fence: nothing written
-    assert users.fences[FenceKey("g", UE, 0)] == 12
+    assert users.fences[FenceKey("g", UE, 0)] == 12 and len(users.commits) == 1
 
 
 # ------------------------------------------------------------------------------ a poison record moves the fence
