@@ -2,7 +2,7 @@
 PY ?= python3
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: setup test test-datasets test-unit test-integration test-e2e lint demo stack-up stack-down bench
+.PHONY: setup test test-fast test-datasets test-unit test-integration test-e2e lint demo stack-up stack-down bench
 
 setup:
 	./scripts/setup.sh
@@ -10,6 +10,11 @@ setup:
 # everything a plain clone can run: the tests that need the optional datasets are `make test-datasets`
 test: setup lint
 	$(PYTEST) tests/unit tests/integration tests/e2e -q -m "not datasets"
+
+# the quick loop while changing code: unit tests that need no setup and no services and train no torch model
+# (markers in pyproject.toml; see CONTRIBUTING.md). Under 2 minutes on 2 cores.
+test-fast:
+	$(PYTEST) tests/unit -q -m "not train and not datasets and not integration and not e2e" -p no:cacheprovider
 
 # the tests on Last.fm HetRec 2011 / CiteULike-a, read from the folder THAW_DATASETS_DIR names
 test-datasets: setup

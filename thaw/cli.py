@@ -630,7 +630,7 @@ def data_stats(
     seed: Annotated[int, typer.Option(help="seed of the default random cold-item split")] = 0,
 ) -> None:
     """Users, items, interactions, density and cold-item shares per dataset (fetched on first use)."""
-    from workloads.datasets.stats import dataset_stats
+    from workloads.dataset_stats import dataset_stats
 
     names = [d.value for d in dataset] if dataset else [d.value for d in DatasetName]
     rows = [dataset_stats(name, seed=seed) for name in names]

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -53,7 +53,9 @@ from torch import nn
 from ranking.modules.fields import FieldProjection, FieldSpec
 from ranking.modules.mlp import MLP
 from ranking.modules.senet import SENetLayer
-from ranking.training.content import ContentFields
+
+if TYPE_CHECKING:
+    from ranking.training.content import ContentFields
 
 Objective = Literal["regression", "contrastive", "combined"]
 OBJECTIVES: tuple[Objective, ...] = ("regression", "contrastive", "combined")

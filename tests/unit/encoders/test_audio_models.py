@@ -27,6 +27,8 @@ from encoders.training.export_audio import export_audio_mae, export_musicclip
 from tests.thaw_cli import thaw
 from workloads.music import load_music_corpus
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 FE = LogMelConfig()
 STEPS = 20
 TINY_MAE = AudioMAEConfig(dim=32, depth=1, heads=2, dec_dim=16, dec_depth=1, dec_heads=2)

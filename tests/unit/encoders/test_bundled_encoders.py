@@ -14,6 +14,8 @@ from encoders.media import decode_audio, decode_image
 from encoders.registry import ModelRegistry
 from encoders.training.bundled import BUNDLE_DIR, FAMILIES, PUBLISHES, BundleError, install, read_bundle
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):

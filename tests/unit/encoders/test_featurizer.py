@@ -14,6 +14,8 @@ from tests.media_models import imagetext_corpus, music_clips, published_media_mo
 from workloads.imagetext import load_imagetext_corpus
 from workloads.music import load_music_corpus
 
+pytestmark = pytest.mark.train  # trains the media encoders briefly: `make test-fast` leaves it out
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):

@@ -47,6 +47,8 @@ from workloads.imagetext import (
     load_openmoji_entries,
 )
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 SMALL = FlavaConfig(dim=64, fusion_depth=1, fusion_heads=4, mlp_ratio=2.0, dropout=0.0, text_adapter_layers=1)
 
 

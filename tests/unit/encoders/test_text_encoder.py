@@ -7,6 +7,8 @@ from encoders.registry import ModelRegistry
 from encoders.text import DIM, MODEL_NAME, TextEncoder, bundled_model_dir
 from encoders.training.export_text import export_minilm
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 TEXTS = [
     "Late-night piano sketch in D minor. tags: piano, ambient",
     "great drop at 2:10!!",

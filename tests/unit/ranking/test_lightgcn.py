@@ -20,6 +20,8 @@ from ranking.training.common import Interactions
 from ranking.training.lightgcn import train_lightgcn
 from workloads.datasets import load_movielens_100k
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 # users u0, u1; items i0, i1, i2; edges u0-i0, u0-i1, u1-i1, u1-i2 (u0-i0 given twice: counts once)
 USERS = np.array([0, 0, 0, 1, 1])
 ITEMS = np.array([0, 1, 0, 1, 2])

@@ -22,6 +22,8 @@ from ranking.training.user_priors import (
 from tests.thaw_cli import thaw
 from workloads.datasets import InteractionDataset, load_movielens_100k
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 
 def _toy(n_users=12, per_user=7, n_items=30, seed=0):
     """Every user has ``per_user`` distinct items at timestamps 100*u + t (t = 0..per_user-1), rows shuffled."""

@@ -19,6 +19,8 @@ from ranking.training.deepfm_mmoe import train_deepfm_mmoe
 from ranking.training.rank_data import SPARSE_FIELDS, SplitConfig, build_rank_split, movielens_log, simulator_log
 from ranking.training.rank_export import export_ranker, ranker_name
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 SIM_STEPS = 30
 USER_EXTRA = SPARSE_FIELDS.index("user_extra")
 STATUS = SPARSE_FIELDS.index("status")

@@ -14,6 +14,8 @@ from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features
 from ranking.modules import FieldSpec
 from ranking.training.export import CB2CF_NAME, DSSM_ITEM, DSSM_USER, CB2CFProjector, export_cb2cf, export_dssm
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 
 def _session(version):
     return ort.InferenceSession(str(version.onnx_path), providers=["CPUExecutionProvider"])

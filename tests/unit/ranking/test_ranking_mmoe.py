@@ -7,6 +7,8 @@ import torch
 from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankSchema
 from ranking.modules import Experts, FactorizationMachine, FieldSpec, GroupGate, SoftmaxGate, mix_experts
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 
 def test_fm_matches_hand_computed_pairwise_sum():
     # three fields, width 2: v1=(1,2), v2=(3,-1), v3=(0,4)

@@ -14,6 +14,8 @@ from ranking.training.content import text_fields
 from ranking.training.dssm import in_batch_softmax_loss
 from workloads.datasets import InteractionDataset
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 
 def test_field_projection_marks_missing_fields_explicitly():
     torch.manual_seed(0)

@@ -13,6 +13,8 @@ from ranking.modules import FieldSpec
 from ranking.online.ranker import RANKER_NAME
 from ranking.training.rank_export import export_ranker
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 
 @pytest.mark.parametrize("group_gating", [True, False])
 def test_ranker_onnx_matches_torch(tmp_path, group_gating):

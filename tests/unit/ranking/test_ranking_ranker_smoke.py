@@ -9,6 +9,8 @@ from ranking.models.deepfm_mmoe import DeepFMMMoEConfig
 from ranking.training.deepfm_mmoe import train_deepfm_mmoe
 from ranking.training.rank_data import SplitConfig, _prior_history, build_rank_split, movielens_log, simulator_log
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 
 def _ml_sample():
     log = movielens_log(negatives=2, seed=0)

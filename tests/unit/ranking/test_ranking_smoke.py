@@ -15,6 +15,8 @@ from ranking.training.content import minilm_text_fields
 from workloads.datasets import load_movielens_100k
 from workloads.splits import cold_item_split
 
+pytestmark = pytest.mark.train  # trains or exports a torch model: `make test-fast` leaves it out
+
 K = 20
 MODELS = ["content-knn", "tfidf-knn", "bm25-knn", "dropoutnet", "cb2cf-regression", "cb2cf-contrastive",
           "cb2cf-combined", "cb2cf", "hybrid"]
