@@ -126,6 +126,8 @@ def test_health_readiness_openapi(world: dict[str, Any]) -> None:
     assert checks["rankers"] == {"gated": "deepfm-mmoe@t1", "plain": "deepfm-mmoe-plain@t1", "recall": "none"}
     paths = c.get("/openapi.json").json()["paths"]
     assert {"/recommend", "/healthz", "/readyz", "/metrics", "/ab", "/ab/{user_id}"} <= set(paths)
+    for path, ops in paths.items():  # every answer has its schema (serving/schemas.py)
+        assert all(m["schema"] for m in ops["get"]["responses"]["200"]["content"].values()), path
 
 
 def test_recommend_ranks_unseen_recalled_items(world: dict[str, Any]) -> None:
@@ -230,7 +232,7 @@ def test_redis_down_answers_503_without_secrets(world: dict[str, Any], stack_set
     with TestClient(app) as client:
         r = client.get("/recommend", params={"user_id": "u1", "k": 5})
         assert r.status_code == 503
-        assert "redis" in r.json()["detail"] and "hunter2" not in r.text
+        assert r.json() == {"detail": "redis unavailable (ConnectionError); see /readyz"} and "hunter2" not in r.text
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
 
@@ -267,6 +269,9 @@ def test_readiness_names_a_missing_collection(world: dict[str, Any], stack_setti
         assert ready.status_code == 503
         assert "thaw_no_such_collection_x does not exist" in ready.json()["checks"]["milvus"]
         assert ready.json()["checks"]["redis"] == "ok"
+        r = client.get("/recommend", params={"user_id": _active(world), "k": 5})  # pymilvus' own exception
+        assert r.status_code == 503, r.text
+        assert r.json() == {"detail": "milvus unavailable (MilvusException); see /readyz"}
 
 
 def _app_without_ranker(world: dict[str, Any], tmp_path: Path, mode: str) -> tuple[Any, Path]:
