@@ -384,7 +384,10 @@ class Monitor:
         self._consumer: Any = None
 
     def _fences(self, r: Any, topic: str, n: int) -> int | None:
-        keys = [f"{self.s.redis.key_prefix}fence:{self.s.stream.app_id}:{topic}:{i}" for i in range(n)]
+        from indexing.redis_keys import RedisKeys
+
+        rk = RedisKeys(self.s.redis.key_prefix)
+        keys = [rk.fence(self.s.stream.app_id, topic, i) for i in range(n)]
         try:
             vals = r.mget(keys)
         except Exception:  # noqa: BLE001 - Redis down: no sample

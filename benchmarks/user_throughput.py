@@ -299,7 +299,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # ---- 4. the worker's user agent
         print("[users] restarting the worker; timing the user agent", file=sys.stderr)
-        fence_keys = {p: f"{s.redis.key_prefix}fence:{group}:{topics.user_events}:{p}" for p in sorted(ends)}
+        from indexing.redis_keys import RedisKeys
+
+        rk = RedisKeys(s.redis.key_prefix)
+        fence_keys = {p: rk.fence(group, topics.user_events, p) for p in sorted(ends)}
         targets = {p: ends[p] - 1 for p in ends if ends[p] > 0}
         t_spawn = time.perf_counter()
         worker.start()

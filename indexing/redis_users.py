@@ -1,20 +1,13 @@
 """The Redis user store: user vectors, seen sets, popularity, freshness, and the per-partition offset fences.
 
-Keys (``p`` is ``RedisSettings.key_prefix``, ``sp`` a vector-space id such as ``minilm-l6@1``)::
-
-    {p}u:{sp}:{user}          string  packed state (see ``pack_state``): n, w, t, source, D float32
-    {p}prof:{user}            hash  gender, age, region                  the registration profile
-    {p}seen:{user}            zset  item -> ts (newest SEEN_CAP kept)    for exclusion at recall
-    {p}eng:{user}             zset  item -> ts of positive actions (newest SEEN_CAP kept)   the ranker's history
-    {p}item:{item}            string  JSON {"k": kind, "t": [tags], "c": created_at ms}   the ranker's item features
-    {p}pop:{sp}               zset  item -> accumulated positive weight  popularity fallback
-    {p}fresh:{sp}             zset  item -> created_at ms (newest FRESH_CAP kept)
-    {p}fence:{group}:{topic}:{partition}   string  highest applied offset
-    {p}space                  string  the vector space recall is served from
+Keys: one builder, :class:`indexing.redis_keys.RedisKeys` (its docstring lists them). A user state is
+``pack_state``'s bytes (n, w, t, source, D float32); the seen and engaged sets keep the newest ``SEEN_CAP`` items, the
+fresh set the newest ``FRESH_CAP``.
 
 Delivery semantics: a batch of user events is applied by one Lua script that checks the fence of every partition
 the batch covers against what the batch was computed from, and only then writes the new states, seen sets,
-popularity and the new fences. A script runs atomically in Redis, so the batch is applied entirely or not at all.
+popularity, parked sets and the new fences (``user_commit.lua``, its arguments named sections:
+:func:`encode_commit`). A script runs atomically in Redis, so the batch is applied entirely or not at all.
 An event at or below its partition's fence was already applied and is skipped. So a worker killed at any point,
 and Kafka redelivering from the last committed offset, neither loses nor double-applies an event. The fences are
 also where the worker resumes on partition assignment (fence + 1, :func:`streams.cores.fences.plan_resume`): a
@@ -26,14 +19,18 @@ with a hash per user and a MULTI pipeline spent most of its time in ~4 client-si
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 
 import numpy as np
 
+from indexing.redis_keys import RedisKeys
+from indexing.script_sections import Arg, Record, Section, decode_sections, encode_sections
 from infra import clients
 from infra.settings import RedisSettings
 
@@ -129,29 +126,30 @@ class UserStore:
         self.settings = settings
         self.r = client if client is not None else make_client(settings)
         self.p = settings.key_prefix
-        self._commit_script = self.r.register_script(_COMMIT_LUA)
+        self.keys = RedisKeys(settings.key_prefix)
+        self._commit_script = self.r.register_script(_commit_lua())
 
     # ------------------------------------------------------------------ keys
     def user_key(self, space: str, user: str) -> str:
-        return f"{self.p}u:{space}:{user}"
+        return self.keys.user_state(space, user)
 
     def fence_key(self, f: FenceKey) -> str:
-        return f"{self.p}fence:{f.group}:{f.topic}:{f.partition}"
+        return self.keys.fence(f.group, f.topic, f.partition)
 
     def parked_key(self, f: FenceKey) -> str:
         """The set of offsets of user-events partition ``f`` parked on the retry topic and not resolved yet."""
-        return f"{self.p}parked:{f.group}:{f.topic}:{f.partition}"
+        return self.keys.parked(f.group, f.topic, f.partition)
 
     # ----------------------------------------------------------------- reads
     def ping(self) -> bool:
         return bool(self.r.ping())
 
     def current_space(self) -> str | None:
-        v = self.r.get(f"{self.p}space")
+        v = self.r.get(self.keys.space())
         return v.decode() if v else None
 
     def set_space(self, space: str) -> None:
-        self.r.set(f"{self.p}space", space)
+        self.r.set(self.keys.space(), space)
 
     def read_fences(self, keys: Iterable[FenceKey]) -> dict[FenceKey, int]:
         keys = list(keys)
@@ -203,28 +201,29 @@ class UserStore:
         return (st.unit() if st else None), st
 
     def seen(self, user: str, n: int = SEEN_CAP) -> list[str]:
-        return [x.decode() for x in self.r.zrevrange(f"{self.p}seen:{user}", 0, n - 1)]
+        return [x.decode() for x in self.r.zrevrange(self.keys.seen(user), 0, n - 1)]
 
     def popular(self, space: str, n: int) -> list[tuple[str, float]]:
-        return [(k.decode(), float(s)) for k, s in self.r.zrevrange(f"{self.p}pop:{space}", 0, n - 1, withscores=True)]
+        raw = self.r.zrevrange(self.keys.popularity(space), 0, n - 1, withscores=True)
+        return [(k.decode(), float(s)) for k, s in raw]
 
     def freshest(self, space: str, n: int) -> list[tuple[str, int]]:
         return [
-            (k.decode(), int(s)) for k, s in self.r.zrevrange(f"{self.p}fresh:{space}", 0, n - 1, withscores=True)
+            (k.decode(), int(s)) for k, s in self.r.zrevrange(self.keys.fresh(space), 0, n - 1, withscores=True)
         ]
 
     def created_since(self, space: str, since_ms: int, n: int) -> list[tuple[str, int]]:
         """The newest ``n`` items of the space created at or after ``since_ms`` (newest first, with created_at ms)."""
-        raw = self.r.zrevrangebyscore(f"{self.p}fresh:{space}", "+inf", int(since_ms), start=0, num=n,
+        raw = self.r.zrevrangebyscore(self.keys.fresh(space), "+inf", int(since_ms), start=0, num=n,
                                       withscores=True)
         return [(k.decode(), int(s)) for k, s in raw]
 
     def profile(self, user: str) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.r.hgetall(f"{self.p}prof:{user}").items()}
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.profile(user)).items()}
 
     def engaged(self, user: str, n: int = SEEN_CAP) -> list[tuple[str, float]]:
         """The user's positively engaged items, newest first, with their event times (epoch seconds)."""
-        return [(k.decode(), float(s)) for k, s in self.r.zrevrange(f"{self.p}eng:{user}", 0, n - 1, withscores=True)]
+        return [(k.decode(), float(s)) for k, s in self.r.zrevrange(self.keys.engaged(user), 0, n - 1, withscores=True)]
 
     def request_view(
         self, space: str, user: str, n_seen: int = SEEN_CAP, n_engaged: int = SEEN_CAP
@@ -233,9 +232,9 @@ class UserStore:
         engaged history (both newest first, with their times) and registration profile."""
         with self.r.pipeline(transaction=False) as pipe:
             pipe.get(self.user_key(space, user))
-            pipe.zrevrange(f"{self.p}seen:{user}", 0, n_seen - 1, withscores=True)
-            pipe.zrevrange(f"{self.p}eng:{user}", 0, n_engaged - 1, withscores=True)
-            pipe.hgetall(f"{self.p}prof:{user}")
+            pipe.zrevrange(self.keys.seen(user), 0, n_seen - 1, withscores=True)
+            pipe.zrevrange(self.keys.engaged(user), 0, n_engaged - 1, withscores=True)
+            pipe.hgetall(self.keys.profile(user))
             raw, seen, eng, prof = pipe.execute()
         state = unpack_state(raw) if raw else None
         return (
@@ -251,7 +250,7 @@ class UserStore:
         uniq = list(dict.fromkeys(items))
         for start in range(0, len(uniq), 2000):
             chunk = uniq[start : start + 2000]
-            for i, v in zip(chunk, self.r.mget([f"{self.p}item:{i}" for i in chunk]), strict=True):
+            for i, v in zip(chunk, self.r.mget([self.keys.item_meta(i) for i in chunk]), strict=True):
                 if v:
                     out[i] = ItemMeta.from_json(v)
         return out
@@ -260,34 +259,12 @@ class UserStore:
         """Record indexed items' attributes (idempotent: a replayed item rewrites the same value)."""
         if not items:
             return
-        self.r.mset({f"{self.p}item:{i}": m.to_json() for i, m in items.items()})
+        self.r.mset({self.keys.item_meta(i): m.to_json() for i, m in items.items()})
 
     # ---------------------------------------------------------------- writes
     def commit(self, c: UserCommit) -> None:
         """Apply one batch atomically, provided no fence moved since it was read (else FenceMovedError)."""
-        fks = list(c.fences)
-        ukeys = [self.user_key(c.space, u) for u in c.states]
-        zsets = [(f"{self.p}seen:{u}", items) for u, items in c.seen.items() if items]
-        zsets += [(f"{self.p}eng:{u}", items) for u, items in c.engaged.items() if items]
-        parks = [(self.parked_key(k), offs) for k, offs in c.parked.items() if offs]
-        claims = [(self.parked_key(k), offs) for k, offs in c.claims.items() if offs]
-        keys = [self.fence_key(f) for f in fks] + ukeys + [k for k, _ in zsets]
-        keys += [k for k, _ in parks] + [k for k, _ in claims]
-        keys.append(f"{self.p}pop:{c.space}")
-        args: list[bytes | str | int | float] = [len(fks), len(ukeys), len(zsets), SEEN_CAP, len(parks), len(claims)]
-        args += [c.expected_fences.get(f, -1) for f in fks]
-        args += [c.fences[f] for f in fks]
-        args += [pack_state(st) for st in c.states.values()]
-        args += [c.expected_states.get(u, "-") for u in c.states]  # "-": not checked
-        for _, items in zsets:
-            args.append(len(items))
-            for item, ts in items:
-                args += [repr(float(ts)), item]
-        for _, offs in parks + claims:
-            args.append(len(offs))
-            args += [int(o) for o in offs]
-        for item, w in c.popularity.items():
-            args += [repr(float(w)), item]
+        keys, args = encode_commit(c, self.keys)
         res = self._commit_script(keys=keys, args=args)
         if res != b"OK" and res != "OK":
             raise FenceMovedError(f"a partition fence or a user state moved before the commit ({res!r})")
@@ -302,7 +279,7 @@ class UserStore:
 
         key = self.user_key(space, user)
         if profile:
-            self.r.hset(f"{self.p}prof:{user}", mapping=dict(profile))
+            self.r.hset(self.keys.profile(user), mapping=dict(profile))
         for _ in range(16):
             with self.r.pipeline(transaction=True) as pipe:
                 try:
@@ -321,12 +298,12 @@ class UserStore:
     def put_prior_profile_only(self, user: str, profile: Mapping[str, str]) -> None:
         """Record a registration that declared no tastes (recall falls back until events arrive)."""
         if profile:
-            self.r.hset(f"{self.p}prof:{user}", mapping=dict(profile))
+            self.r.hset(self.keys.profile(user), mapping=dict(profile))
 
     def add_fresh(self, space: str, items: Mapping[str, int]) -> None:
         if not items:
             return
-        key = f"{self.p}fresh:{space}"
+        key = self.keys.fresh(space)
         with self.r.pipeline(transaction=True) as pipe:
             pipe.zadd(key, dict(items))
             pipe.zremrangebyrank(key, 0, -FRESH_CAP - 1)
@@ -335,7 +312,7 @@ class UserStore:
     def delete_prefix(self) -> int:
         """Remove every key under this store's prefix (tests and benchmarks)."""
         n = 0
-        for k in self.r.scan_iter(match=f"{self.p}*", count=1000):
+        for k in self.r.scan_iter(match=self.keys.everything(), count=1000):
             n += int(self.r.delete(k))
         return n
 
@@ -361,73 +338,80 @@ def unpack_state(raw: bytes) -> UserState:
     return UserState(vec=vec, weight=w, ts=t, n_events=n, source=_SOURCES[src])
 
 
-# KEYS: F fence keys, U user keys, S capped zset keys (seen and engaged sets), P parked sets to add to, C parked
-#       sets to claim from, 1 popularity key.
-# ARGV: F, U, S, seen_cap, P, C, F expected fences, F new fences, U packed states, U expected state digests ("-":
-#       any), then per seen key: count, (score, member) * count; per parked set (P, then C): count, offset * count;
-#       then (increment, member) pairs for popularity.
-_COMMIT_LUA = """
-local F, U, S, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local P, C = tonumber(ARGV[5]), tonumber(ARGV[6])
-local a = 7
-for i = 1, F do
-  local cur = redis.call('GET', KEYS[i])
-  local expected = tonumber(ARGV[a + i - 1])
-  if (cur and tonumber(cur) or -1) ~= expected then
-    return 'FENCE_MOVED'
-  end
-end
-a = a + F
-local sa = a + F + U
-for i = 1, U do
-  local want = ARGV[sa + i - 1]
-  if want ~= '-' then
-    local cur = redis.call('GET', KEYS[F + i])
-    local have = cur and redis.sha1hex(cur) or ''
-    if have ~= want then
-      return 'STATE_MOVED'
-    end
-  end
-end
--- where the parked-set arguments start: after the zsets'
-local pa = a + F + U + U
-for i = 1, S do pa = pa + 1 + 2 * tonumber(ARGV[pa]) end
-local ca = pa
-for i = 1, P do ca = ca + 1 + tonumber(ARGV[ca]) end
-local popa = ca
-for i = 1, C do
-  local key = KEYS[F + U + S + P + i]
-  local n = tonumber(ARGV[popa]); popa = popa + 1
-  for j = 1, n do
-    if redis.call('SISMEMBER', key, ARGV[popa + j - 1]) == 0 then
-      return 'PARK_MOVED'
-    end
-  end
-  popa = popa + n
-end
-for i = 1, F do redis.call('SET', KEYS[i], ARGV[a + i - 1]) end
-a = a + F
-for i = 1, U do redis.call('SET', KEYS[F + i], ARGV[a + i - 1]) end
-a = a + U + U
-for i = 1, S do
-  local key = KEYS[F + U + i]
-  local n = tonumber(ARGV[a]); a = a + 1
-  for j = 1, n do
-    redis.call('ZADD', key, ARGV[a], ARGV[a + 1]); a = a + 2
-  end
-  redis.call('ZREMRANGEBYRANK', key, 0, -cap - 1)
-end
-for i = 1, P + C do
-  local key = KEYS[F + U + S + i]
-  local n = tonumber(ARGV[a]); a = a + 1
-  for j = 1, n do
-    if i <= P then redis.call('SADD', key, ARGV[a]) else redis.call('SREM', key, ARGV[a]) end
-    a = a + 1
-  end
-end
-local pop = KEYS[F + U + S + P + C + 1]
-while a < #ARGV do
-  redis.call('ZINCRBY', pop, ARGV[a], ARGV[a + 1]); a = a + 2
-end
-return 'OK'
-"""
+NOT_CHECKED = "-"  # an expected-state digest that is not compared
+
+
+def encode_commit(c: UserCommit, keys: RedisKeys, seen_cap: int = SEEN_CAP) -> tuple[list[str], list[Arg]]:
+    """KEYS and ARGV of ``user_commit.lua`` for ``c``: its named sections (see the script's table)."""
+
+    def fence(f: FenceKey) -> str:
+        return keys.fence(f.group, f.topic, f.partition)
+
+    def scored(key_of: Callable[[str], str], sets: Mapping[str, Sequence[tuple[str, float]]]
+               ) -> list[tuple[str, list[Record]]]:
+        return [(key_of(u), [(repr(float(ts)), item) for item, ts in items]) for u, items in sets.items() if items]
+
+    def offsets(parks: Mapping[FenceKey, Sequence[int]]) -> list[tuple[str, list[Record]]]:
+        return [(keys.parked(f.group, f.topic, f.partition), [(int(o),) for o in offs])
+                for f, offs in parks.items() if offs]
+
+    sections = [
+        Section("fences", ("expected", "new"),
+                [(fence(f), [(int(c.expected_fences.get(f, -1)), int(new))]) for f, new in c.fences.items()]),
+        Section("states", ("state", "expected_digest"),
+                [(keys.user_state(c.space, u), [(pack_state(st), c.expected_states.get(u, NOT_CHECKED))])
+                 for u, st in c.states.items()]),
+        Section("seen", ("score", "member"), scored(keys.seen, c.seen)),
+        Section("engaged", ("score", "member"), scored(keys.engaged, c.engaged)),
+        Section("parked", ("offset",), offsets(c.parked)),
+        Section("claims", ("offset",), offsets(c.claims)),
+        Section("popularity", ("increment", "member"),
+                [(keys.popularity(c.space), [(repr(float(w)), item) for item, w in c.popularity.items()])]),
+    ]
+    return encode_sections(sections, {"seen_cap": int(seen_cap)})
+
+
+def decode_commit(keys: RedisKeys, wire_keys: Sequence[bytes | str], wire_args: Sequence[Arg]) -> UserCommit:
+    """The :class:`UserCommit` a call of :func:`encode_commit` carries (tests and debugging). Left out, as the
+    encoding leaves them out: empty seen, engaged, parked and claimed lists, and expectations of fences and users
+    the commit does not write."""
+    _, s = decode_sections(wire_keys, wire_args)
+    [(pop_key, pop)] = s["popularity"].groups
+    space = keys.space_of_popularity(pop_key)
+
+    def fence(key: str) -> FenceKey:
+        return FenceKey(*keys.partition_of_fence(key))
+
+    def scored(section: Section, user_of: Callable[[str], str]) -> dict[str, list[tuple[str, float]]]:
+        return {user_of(k): [(_text(m), float(_text(t))) for t, m in recs] for k, recs in section.groups}
+
+    def offsets(section: Section) -> dict[FenceKey, list[int]]:
+        return {FenceKey(*keys.partition_of_parked(k)): [int(_text(o)) for (o,) in recs] for k, recs in section.groups}
+
+    users = [(keys.user_of_state(space, k), recs[0]) for k, recs in s["states"].groups]
+    return UserCommit(
+        space=space,
+        states={u: unpack_state(_raw(st)) for u, (st, _) in users},
+        fences={fence(k): int(_text(recs[0][1])) for k, recs in s["fences"].groups},
+        expected_fences={fence(k): int(_text(recs[0][0])) for k, recs in s["fences"].groups},
+        seen=scored(s["seen"], keys.user_of_seen),
+        popularity={_text(m): float(_text(w)) for w, m in pop},
+        expected_states={u: _text(d) for u, (_, d) in users if _text(d) != NOT_CHECKED},
+        engaged=scored(s["engaged"], keys.user_of_engaged),
+        parked=offsets(s["parked"]),
+        claims=offsets(s["claims"]),
+    )
+
+
+def _text(x: Arg) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _raw(x: Arg) -> bytes:
+    return x if isinstance(x, bytes) else str(x).encode()
+
+
+@functools.cache
+def _commit_lua() -> str:
+    """The commit script, shipped next to this module."""
+    return resources.files("indexing").joinpath("user_commit.lua").read_text(encoding="utf-8")

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _snapshot(store: UserStore) -> dict[bytes, bytes]:
-    return {k: store.r.dump(k) for k in store.r.scan_iter(match=f"{store.p}*", count=1000)}
+    return {k: store.r.dump(k) for k in store.r.scan_iter(match=store.keys.everything(), count=1000)}
 
 
 def _restore(store: UserStore, snap: dict[bytes, bytes]) -> None:

@@ -1,9 +1,20 @@
 """The Redis user store against the real Redis of the local stack: atomic commits and offset fences."""
 
+import json
+
 import numpy as np
 import pytest
 
-from indexing.redis_users import FenceKey, FenceMovedError, UserCommit, UserState, UserStore
+from indexing.redis_users import (
+    SEEN_CAP,
+    FenceKey,
+    FenceMovedError,
+    UserCommit,
+    UserState,
+    UserStore,
+    encode_commit,
+    pack_state,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +78,111 @@ def test_a_state_changed_by_another_batch_refuses_the_commit(store):
     _, fresh = store.read_states_with_digests("sp", ["u"])
     store.commit(UserCommit("sp", {"u": _state(3.0)}, {fk_retry: 3}, {fk_retry: -1}, {}, {}, expected_states=fresh))
     assert store.read_states("sp", ["u"])["u"].vec[0] == pytest.approx(3.0)
+
+
+# ---------------------------------------------------------------- the commit script, section by section
+E0, E1 = FenceKey("g", "user.events", 0), FenceKey("g", "user.events", 1)
+RT = FenceKey("g", "user.events.retry", 0)
+
+
+def _snapshot(store) -> dict[bytes, bytes]:
+    """Every key under the store's prefix with its DUMP (a refused commit must change none)."""
+    return {k: store.r.dump(k) for k in store.r.scan_iter(match=store.keys.everything())}
+
+
+def _parked(store, f: FenceKey) -> set[int]:
+    return {int(x) for x in store.r.smembers(store.parked_key(f))}
+
+
+def test_a_commit_writes_every_section(store):
+    binary = UserState(np.frombuffer(b"\x00\xff\xfe\x80\x00\x00\x00\x00", "<f4").copy(), 3.0, 4.5, 2, "prior")
+    store.r.sadd(store.parked_key(RT), 5, 6, 7)
+    store.commit(UserCommit(
+        "sp", {"sim:u:1": _state(1.0), "u é": binary}, {E0: 9, E1: 4, RT: 2}, {E0: -1, E1: -1, RT: -1},
+        seen={"sim:u:1": [("i1", 5.0), ("i2", 6.5)], "u é": [("i:3", 7.25)]},
+        popularity={"i1": 2.0, "i:3": 0.5},
+        engaged={"sim:u:1": [("i2", 6.5)]},
+        parked={E0: [3, 8], E1: [1]},
+        claims={RT: [5, 7]},
+    ))
+    assert store.read_fences([E0, E1, RT]) == {E0: 9, E1: 4, RT: 2}
+    got = store.read_states("sp", ["sim:u:1", "u é"])
+    np.testing.assert_array_equal(got["sim:u:1"].vec, [1.0, 1.0])
+    assert store.r.get(store.user_key("sp", "u é")) == pack_state(binary)  # binary-safe, byte for byte
+    assert (got["u é"].source, got["u é"].n_events, got["u é"].ts) == ("prior", 2, 4.5)
+    assert store.request_view("sp", "sim:u:1")[1] == [("i2", 6.5), ("i1", 5.0)]
+    assert store.seen("u é") == ["i:3"]
+    assert store.engaged("sim:u:1") == [("i2", 6.5)] and store.engaged("u é") == []
+    assert _parked(store, E0) == {3, 8} and _parked(store, E1) == {1}
+    assert _parked(store, RT) == {6}  # the claimed offsets are resolved, the other stays
+    assert store.popular("sp", 5) == [("i1", 2.0), ("i:3", 0.5)]
+    # popularity accumulates, seen keeps the newest score of an item
+    store.commit(UserCommit("sp", {}, {E0: 10}, {E0: 9}, {"u é": [("i:3", 8.0)]}, {"i:3": 2.0}))
+    assert store.popular("sp", 5) == [("i:3", 2.5), ("i1", 2.0)]
+    assert store.request_view("sp", "u é")[1] == [("i:3", 8.0)]
+
+
+@pytest.mark.parametrize("refused", ["fence moved", "fence appeared", "state moved", "claim gone"])
+def test_a_refused_commit_writes_nothing(store, refused):
+    store.r.sadd(store.parked_key(RT), 1)
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 5}, {E0: -1}, {"u": [("i", 1.0)]}, {"i": 1.0}))
+    _, digests = store.read_states_with_digests("sp", ["u"])
+    expected_fences, expected_states, claims = {E0: 5, E1: -1}, dict(digests), {RT: [1]}
+    if refused == "fence moved":
+        expected_fences[E0] = 4
+    elif refused == "fence appeared":
+        store.r.set(store.fence_key(E1), 0)
+    elif refused == "state moved":
+        expected_states["u"] = ""  # computed from no state, but there is one
+    else:
+        claims = {RT: [1, 2]}  # 2 was never parked (another copy resolved it)
+    before = _snapshot(store)
+    with pytest.raises(FenceMovedError):
+        store.commit(UserCommit(
+            "sp", {"u": _state(9.0), "v": _state(2.0)}, {E0: 8, E1: 3}, expected_fences,
+            {"u": [("j", 2.0)], "v": [("j", 2.0)]}, {"j": 3.0}, expected_states=expected_states,
+            engaged={"u": [("j", 2.0)]}, parked={E0: [7]}, claims=claims))
+    assert _snapshot(store) == before
+
+
+def test_the_same_commit_passes_once_its_expectations_hold(store):
+    store.r.sadd(store.parked_key(RT), 1, 2)
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 5}, {E0: -1}, {}, {}))
+    _, digests = store.read_states_with_digests("sp", ["u", "v"])
+    store.commit(UserCommit("sp", {"u": _state(9.0), "v": _state(2.0)}, {E0: 8, RT: 0}, {E0: 5, RT: -1}, {}, {},
+                            expected_states=digests, claims={RT: [1, 2]}))
+    assert store.read_fences([E0, RT]) == {E0: 8, RT: 0} and _parked(store, RT) == set()
+    assert store.read_states("sp", ["v"])["v"].vec[0] == 2.0
+
+
+def test_a_state_left_unchecked_is_overwritten(store):
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 5}, {E0: -1}, {}, {}))
+    store.commit(UserCommit("sp", {"u": _state(7.0)}, {E0: 6}, {E0: 5}, {}, {}))  # no expected_states
+    assert store.read_states("sp", ["u"])["u"].vec[0] == 7.0
+
+
+def test_large_sections_are_applied_whole_and_seen_sets_are_capped(store):
+    """More records of one key than one Lua unpack takes (1,000 per call) and more seen items than SEEN_CAP."""
+    seen = [(f"i{j}", float(j)) for j in range(2500)]
+    store.r.sadd(store.parked_key(RT), *range(1500))
+    pop = {f"i{j}": 1.0 for j in range(1200)}
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 1}, {E0: -1}, {"u": seen}, pop, engaged={"u": seen[:1100]},
+                            parked={E0: list(range(2100))}, claims={RT: list(range(1400))}))
+    assert store.seen("u") == [f"i{j}" for j in range(2499, 2499 - SEEN_CAP, -1)]
+    assert [i for i, _ in store.engaged("u")] == [f"i{j}" for j in range(1099, 1099 - SEEN_CAP, -1)]
+    assert store.r.zcard(store.keys.seen("u")) == store.r.zcard(store.keys.engaged("u")) == SEEN_CAP
+    assert store.r.zcard(store.keys.popularity("sp")) == 1200
+    assert _parked(store, E0) == set(range(2100)) and _parked(store, RT) == set(range(1400, 1500))
+
+
+def test_an_unknown_encoding_is_an_error_not_a_refusal(store):
+    import redis
+
+    keys, args = encode_commit(UserCommit("sp", {}, {E0: 1}, {E0: -1}, {}, {}), store.keys)
+    header = json.loads(args[0])
+    with pytest.raises(redis.ResponseError, match="unknown sections format"):
+        store._commit_script(keys=keys, args=[json.dumps({**header, "format": 2}), *args[1:]])
+    del header["sections"]["claims"]
+    with pytest.raises(redis.ResponseError, match="no section claims"):
+        store._commit_script(keys=keys, args=[json.dumps(header), *args[1:]])
+    assert store.read_fences([E0]) == {E0: -1}
