@@ -1,4 +1,5 @@
-"""Training of :mod:`ranking.models.cb2cf`: the fit loop, its loss and scoring helpers (torch).
+"""Training of :mod:`ranking.models.cb2cf`: its batches, loss and validation for the shared fit loop
+(:func:`ranking.training.trainer.fit`), and scoring helpers (torch).
 
 The model and its config stay in :mod:`ranking.models.cb2cf`; see there for the paper it follows.
 """
@@ -6,8 +7,7 @@ The model and its config stay in :mod:`ranking.models.cb2cf`; see there for the 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ranking.models.cb2cf import CB2CF, CB2CFConfig
-from ranking.training.common import EarlyStopping, TrainLog, evaluate_task, finish_run, seed_everything
+from ranking.training.common import TrainLog, evaluate_task
 from ranking.training.content import ContentFields
+from ranking.training.trainer import FitConfig, Generators, fit
 from workloads.splits import EvalTask
 
 logger = logging.getLogger(__name__)
@@ -66,45 +67,55 @@ def train_cb2cf(
         user_vectors: ``users -> float32[U, out_dim]`` (the DSSM user tower).
         verbose: Print progress.
     """
-    t0 = time.perf_counter()
-    gen = seed_everything(config.seed, config.threads)
-    model = CB2CF(content.specs, config)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    tgt = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
-    stopper = EarlyStopping(config.patience)
-    log = TrainLog()
-    n = len(warm_items)
-    for epoch in range(config.max_epochs):
-        model.train()
-        total, steps = 0.0, 0
-        perm = torch.randperm(n, generator=gen).numpy()
-        for start in range(0, n, config.batch_size):
-            idx = perm[start : start + config.batch_size]
-            if len(idx) < 2:
-                continue
-            xs, present = content.tensors(warm_items[idx])
-            loss = cb2cf_loss(model(xs, present), tgt[idx], config)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            steps += 1
-        log.epochs_run = epoch + 1
-        entry = {"epoch": float(epoch), "loss": total / max(steps, 1)}
-        stop = False
-        if val_task is not None and user_vectors is not None and (epoch + 1) % config.eval_every == 0:
-            m = evaluate_task(val_task, cb2cf_score(model, content, user_vectors), k=config.eval_k)
-            entry[f"val_ndcg@{config.eval_k}"] = m[f"ndcg@{config.eval_k}"]
-            stop = stopper.step(m[f"ndcg@{config.eval_k}"], epoch, model)
-        log.history.append(entry)
-        if verbose:
-            logger.info(f"cb2cf[{config.objective}] epoch {epoch}: {entry}")
-        if stop:
-            break
-    finish_run(log, stopper, model)
-    model.eval()
-    log.seconds = time.perf_counter() - t0
-    return CB2CFResult(model=model, log=log, objective=config.objective)
+    fit_config = FitConfig(
+        max_epochs=config.max_epochs, patience=config.patience, monitor=f"val_ndcg@{config.eval_k}",
+        eval_every=config.eval_every, lr=config.lr, weight_decay=config.weight_decay, seed=config.seed,
+        threads=config.threads, name=f"cb2cf[{config.objective}]",
+    )
+
+    def build(rand: Generators) -> _CB2CFFit:
+        model = CB2CF(content.specs, config)
+        tgt = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+        return _CB2CFFit(model, content, warm_items, tgt, config, rand.torch, val_task, user_vectors)
+
+    trained, log = fit(build, fit_config, verbose=verbose, logger=logger)
+    return CB2CFResult(model=trained.module, log=log, objective=config.objective)
+
+
+@dataclass
+class _CB2CFFit:
+    """CB2CF as :func:`fit` trains it: shuffled warm-item batches (of at least 2), :func:`cb2cf_loss`, cold NDCG."""
+
+    module: CB2CF
+    content: ContentFields
+    warm_items: np.ndarray
+    targets: torch.Tensor
+    config: CB2CFConfig
+    gen: torch.Generator
+    val_task: EvalTask | None
+    user_vectors: Callable[[np.ndarray], np.ndarray] | None
+
+    def batches(self, epoch: int) -> Iterator[np.ndarray]:
+        """Row indices into ``warm_items``: ``int64[B]`` per batch, a fresh permutation each epoch."""
+        n = len(self.warm_items)
+        perm = torch.randperm(n, generator=self.gen).numpy()
+        for start in range(0, n, self.config.batch_size):
+            idx = perm[start : start + self.config.batch_size]
+            if len(idx) >= 2:
+                yield idx
+
+    def loss(self, batch: np.ndarray) -> torch.Tensor:
+        """:func:`cb2cf_loss` of the batch items' ``B x out_dim`` predictions against their CF vectors."""
+        xs, present = self.content.tensors(self.warm_items[batch])
+        return cb2cf_loss(self.module(xs, present), self.targets[batch], self.config)
+
+    def validate(self) -> dict[str, float] | None:
+        """``val_ndcg@k`` on the cold validation task, ``None`` without one (or without user vectors)."""
+        if self.val_task is None or self.user_vectors is None:
+            return None
+        k = self.config.eval_k
+        m = evaluate_task(self.val_task, cb2cf_score(self.module, self.content, self.user_vectors), k=k)
+        return {f"val_ndcg@{k}": m[f"ndcg@{k}"]}
 
 
 def cb2cf_score(

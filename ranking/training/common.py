@@ -1,7 +1,8 @@
 """Shared helpers of the offline ranking models: seeding, interaction data, early stopping, batched evaluation.
 
 Everything here is plain numpy/torch over integer indices (no dataset objects), so the model modules stay testable on
-toy arrays and the evaluation harness (:mod:`ranking.evaluation.cold_items`) owns the dataset handling.
+toy arrays and the evaluation harness (:mod:`ranking.evaluation.cold_items`) owns the dataset handling. The fit loop
+that uses them is :func:`ranking.training.trainer.fit`.
 """
 
 from __future__ import annotations
@@ -210,26 +211,8 @@ def warm_holdout(train: Interactions, share: float, rng: np.random.Generator) ->
     return fit, (pairs_task(held, warm_items, exclude=fit) if holdout.any() else None)
 
 
-def finish_run(log: TrainLog, stopper: EarlyStopping, model: torch.nn.Module) -> None:
-    """Closes a training run: restores the best weights and records the best epoch and value when an evaluation
-    recorded one, else the last epoch counts."""
-    if stopper.best_state is not None:
-        stopper.restore(model)
-        log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
-    else:
-        log.best_epoch = log.epochs_run - 1
-
-
-def finish_holdout(
-    log: TrainLog, stopper: EarlyStopping, model: torch.nn.Module, task: EvalTask | None, reference: ScoreFn, k: int
-) -> None:
-    """Closes a training run that early-stopped on a warm hold-out: restores the best weights and records the best
-    epoch, its value and the hold-out NDCG@k of ``reference`` (random scores); without a hold-out the last epoch
-    counts."""
-    if task is not None:
-        stopper.restore(model)
-        log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
-        rnd = evaluate_task(task, reference, k=k)
-        log.reference[f"holdout_random_ndcg@{k}"] = rnd[f"ndcg@{k}"]
-    else:
-        log.best_epoch = log.epochs_run - 1
+def holdout_reference(log: TrainLog, task: EvalTask, reference: ScoreFn, k: int) -> None:
+    """Records in ``log.reference`` the warm hold-out NDCG@k of ``reference`` (random scores): the floor a model that
+    early-stopped on that hold-out is read against."""
+    rnd = evaluate_task(task, reference, k=k)
+    log.reference[f"holdout_random_ndcg@{k}"] = rnd[f"ndcg@{k}"]

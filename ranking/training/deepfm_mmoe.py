@@ -1,4 +1,5 @@
-"""Training of :mod:`ranking.models.deepfm_mmoe`: the fit loop, its loss and scoring helpers (torch).
+"""Training of :mod:`ranking.models.deepfm_mmoe`: its batches, loss and validation for the shared fit loop
+(:func:`ranking.training.trainer.fit`), and scoring helpers (torch).
 
 The model and its config stay in :mod:`ranking.models.deepfm_mmoe`; see there for the paper it follows.
 """
@@ -6,15 +7,16 @@ The model and its config stay in :mod:`ranking.models.deepfm_mmoe`; see there fo
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from ranking.models.deepfm_mmoe import DeepFMMMoE, DeepFMMMoEConfig, RankData, RankSchema
-from ranking.training.common import EarlyStopping, TrainLog, seed_everything
+from ranking.training.common import TrainLog
+from ranking.training.trainer import FitConfig, Generators, fit
 
 logger = logging.getLogger(__name__)
 
@@ -52,59 +54,75 @@ def train_deepfm_mmoe(
         ``(model, log)``; ``log.history`` holds the mean training loss and validation AUC per epoch, and
         ``log.reference["initial_loss"]`` the training loss of the untrained model.
     """
-    t0 = time.perf_counter()
-    gen = seed_everything(config.seed, config.threads)
-    model = DeepFMMMoE(schema, config)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_tasks = len(schema.tasks)
     weights = torch.tensor(config.task_weights or (1.0,) * n_tasks, dtype=torch.float32)
     if len(weights) != n_tasks:
         raise ValueError("task_weights needs one weight per task")
-    sparse, cats, dense, group = train.tensors()
-    labels = torch.from_numpy(train.labels.astype(np.float32))
-    bce = nn.BCEWithLogitsLoss(reduction="none")
+    fit_config = FitConfig(
+        max_epochs=config.max_epochs, patience=config.patience, monitor="valid_mean_auc", lr=config.lr,
+        weight_decay=config.weight_decay, seed=config.seed, threads=config.threads, name="deepfm-mmoe",
+    )
 
-    def loss_of(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(sparse[rows], cats[rows], dense[rows], group[rows])
-        per_task = bce(logits, labels[rows]).mean(dim=0)  # T
-        return (per_task * weights).sum(), per_task
+    def build(rand: Generators) -> _DeepFMMMoEFit:
+        return _DeepFMMMoEFit(DeepFMMMoE(schema, config), train, valid, schema, weights, config, rand.torch)
 
-    log = TrainLog()
-    with torch.no_grad():
-        model.eval()
-        probe = torch.arange(min(len(train), 20000))
-        log.reference["initial_loss"] = float(loss_of(probe)[0])
-    stopper = EarlyStopping(config.patience)
-    for epoch in range(config.max_epochs):
-        model.train()
-        total, steps = 0.0, 0
-        perm = torch.randperm(len(train), generator=gen)
-        for start in range(0, len(train), config.batch_size):
-            rows = perm[start : start + config.batch_size]
-            loss, _ = loss_of(rows)
-            if config.embed_l2 > 0:
-                idx = sparse[rows] + model.offsets.unsqueeze(0)
-                loss = loss + config.embed_l2 * model.embedding(idx).pow(2).sum() / len(rows)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            steps += 1
-        probs = model.predict(valid)
-        aucs = [task_metrics(valid.labels[:, t], probs[:, t])["auc"] for t in range(n_tasks)]
-        mean_auc = float(np.nanmean(aucs))
-        entry = {"epoch": float(epoch), "loss": total / max(steps, 1), "valid_mean_auc": mean_auc,
-                 **{f"valid_auc_{name}": a for name, a in zip(schema.tasks, aucs, strict=True)}}
-        log.history.append(entry)
-        log.epochs_run = epoch + 1
-        if verbose:
-            logger.info(f"deepfm-mmoe epoch {epoch}: {entry}")
-        if on_epoch is not None:
-            on_epoch(epoch, model)
-        if stopper.step(mean_auc, epoch, model):
-            break
-    stopper.restore(model)
-    log.best_epoch, log.best_value = stopper.best_epoch, stopper.best
-    model.eval()
-    log.seconds = time.perf_counter() - t0
-    return model, log
+    hook = None if on_epoch is None else lambda epoch, trainable: on_epoch(epoch, trainable.module)
+    trained, log = fit(build, fit_config, verbose=verbose, on_epoch=hook, logger=logger)
+    log.reference["initial_loss"] = trained.initial_loss
+    return trained.module, log
+
+
+@dataclass
+class _DeepFMMMoEFit:
+    """DeepFM + MMoE as :func:`fit` trains it: shuffled rows, the weighted sum of the per-task binary cross-entropies
+    plus ``embed_l2`` on the batch's sparse embeddings, the mean per-task AUC on ``valid``.
+
+    Attributes:
+        weights: ``float32[T]`` loss weight per task.
+        initial_loss: Weighted training loss of the untrained model on the first 20,000 rows (set on creation).
+    """
+
+    module: DeepFMMMoE
+    train: RankData
+    valid: RankData
+    schema: RankSchema
+    weights: torch.Tensor
+    config: DeepFMMMoEConfig
+    gen: torch.Generator
+    initial_loss: float = float("nan")
+
+    def __post_init__(self) -> None:
+        self.sparse, self.cats, self.dense, self.group = self.train.tensors()
+        self.labels = torch.from_numpy(self.train.labels.astype(np.float32))
+        self.bce = nn.BCEWithLogitsLoss(reduction="none")
+        with torch.no_grad():
+            self.module.eval()
+            self.initial_loss = float(self._task_loss(torch.arange(min(len(self.train), 20000))))
+
+    def _task_loss(self, rows: torch.Tensor) -> torch.Tensor:
+        """Weighted sum over tasks of the mean binary cross-entropy of ``rows`` (``int64[B]``)."""
+        logits = self.module(self.sparse[rows], self.cats[rows], self.dense[rows], self.group[rows])
+        per_task = self.bce(logits, self.labels[rows]).mean(dim=0)  # T
+        return (per_task * self.weights).sum()
+
+    def batches(self, epoch: int) -> Iterator[torch.Tensor]:
+        """``int64[B]`` row indices per batch, a fresh permutation each epoch."""
+        perm = torch.randperm(len(self.train), generator=self.gen)
+        for start in range(0, len(self.train), self.config.batch_size):
+            yield perm[start : start + self.config.batch_size]
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Weighted task BCE of the ``B`` rows plus ``embed_l2`` x the squared norm of their sparse embeddings
+        per row."""
+        loss = self._task_loss(batch)
+        if self.config.embed_l2 > 0:
+            idx = self.sparse[batch] + self.module.offsets.unsqueeze(0)
+            loss = loss + self.config.embed_l2 * self.module.embedding(idx).pow(2).sum() / len(batch)
+        return loss
+
+    def validate(self) -> dict[str, float]:
+        """``valid_mean_auc`` (NaN-skipping mean over tasks) and ``valid_auc_<task>`` on ``valid``."""
+        probs = self.module.predict(self.valid)
+        aucs = [task_metrics(self.valid.labels[:, t], probs[:, t])["auc"] for t in range(len(self.schema.tasks))]
+        return {"valid_mean_auc": float(np.nanmean(aucs)),
+                **{f"valid_auc_{name}": a for name, a in zip(self.schema.tasks, aucs, strict=True)}}

@@ -1,4 +1,5 @@
-"""Training of :mod:`ranking.models.dssm`: the fit loop, its loss and scoring helpers (torch).
+"""Training of :mod:`ranking.models.dssm`: its batches, loss and validation for the shared fit loop
+(:func:`ranking.training.trainer.fit`), and scoring helpers (torch).
 
 The model and its config stay in :mod:`ranking.models.dssm`; see there for the paper it follows.
 """
@@ -6,7 +7,8 @@ The model and its config stay in :mod:`ranking.models.dssm`; see there for the p
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,15 +16,9 @@ from torch import nn
 
 from ranking.evaluation.baselines import random_scorer
 from ranking.models.dssm import DSSM, CategoricalFeatures, DSSMConfig
-from ranking.training.common import (
-    EarlyStopping,
-    Interactions,
-    TrainLog,
-    evaluate_task,
-    finish_holdout,
-    seed_everything,
-    warm_holdout,
-)
+from ranking.training.common import Interactions, TrainLog, evaluate_task, holdout_reference, warm_holdout
+from ranking.training.trainer import FitConfig, Generators, fit
+from workloads.splits import EvalTask
 
 logger = logging.getLogger(__name__)
 
@@ -73,59 +69,76 @@ def train_dssm(
     Returns:
         ``(model, log)``; ``model.seen_users`` flags users with training pairs.
     """
-    t0 = time.perf_counter()
-    gen = seed_everything(config.seed, config.threads)
-    rng = np.random.default_rng(config.seed)
-    fit, task = warm_holdout(train, config.holdout_share, rng)
-    counts = fit.item_counts()
+    k = config.eval_k
+    fit_config = FitConfig(
+        max_epochs=config.max_epochs, patience=config.patience, monitor=f"holdout_ndcg@{k}", lr=config.lr,
+        weight_decay=config.weight_decay, seed=config.seed, threads=config.threads, name="dssm",
+    )
 
-    model = DSSM(train.n_users, train.n_items, config, user_features)
-    model.seen_users.copy_(torch.from_numpy(fit.user_counts() > 0))
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    log_q_all = torch.from_numpy(np.log(np.maximum(counts, 1) / max(len(fit), 1)).astype(np.float32))
-    users_t = torch.from_numpy(fit.users)
-    items_t = torch.from_numpy(fit.items)
-    stopper = EarlyStopping(config.patience)
-    log = TrainLog()
-    for epoch in range(config.max_epochs):
-        model.train()
-        total, steps = 0.0, 0
-        perm = torch.randperm(len(fit), generator=gen)
-        for start in range(0, len(fit), config.batch_size):
-            idx = perm[start : start + config.batch_size]
+    def build(rand: Generators) -> _DSSMFit:
+        fit_pairs, task = warm_holdout(train, config.holdout_share, rand.numpy)
+        model = DSSM(train.n_users, train.n_items, config, user_features)
+        model.seen_users.copy_(torch.from_numpy(fit_pairs.user_counts() > 0))
+        counts = fit_pairs.item_counts()
+        log_q = torch.from_numpy(np.log(np.maximum(counts, 1) / max(len(fit_pairs), 1)).astype(np.float32))
+        users, items = torch.from_numpy(fit_pairs.users), torch.from_numpy(fit_pairs.items)
+        return _DSSMFit(model, users, items, log_q, config, rand.torch, task)
+
+    trained, log = fit(build, fit_config, verbose=verbose, logger=logger)
+    if trained.task is not None:
+        holdout_reference(log, trained.task, random_scorer(config.seed), k)
+    return trained.module, log
+
+
+@dataclass
+class _DSSMFit:
+    """The twin tower as :func:`fit` trains it: shuffled positive pairs (batches of at least 2), user ids dropped to
+    "unknown" at ``user_id_dropout``, :func:`in_batch_softmax_loss`, NDCG on the warm hold-out.
+
+    Attributes:
+        users: ``int64[N]`` user of each fit pair.
+        items: ``int64[N]`` item of each fit pair.
+        log_q: ``float32[n_items]`` log share of the fit pairs per item (the logQ correction).
+        task: The warm hold-out, ``None`` when nothing is held out.
+    """
+
+    module: DSSM
+    users: torch.Tensor
+    items: torch.Tensor
+    log_q: torch.Tensor
+    config: DSSMConfig
+    gen: torch.Generator
+    task: EvalTask | None
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per batch ``(user ids int64[B] as the tower sees them, users int64[B], items int64[B])``."""
+        n, size, dropout = len(self.users), self.config.batch_size, self.config.user_id_dropout
+        perm = torch.randperm(n, generator=self.gen)
+        for start in range(0, n, size):
+            idx = perm[start : start + size]
             if len(idx) < 2:
                 continue
-            u, i = users_t[idx], items_t[idx]
-            if config.user_id_dropout > 0:
-                drop = torch.rand(len(u), generator=gen) < config.user_id_dropout
-                uid = torch.where(drop, torch.full_like(u, model.user_tower.unknown), u)
+            u, i = self.users[idx], self.items[idx]
+            if dropout > 0:
+                drop = torch.rand(len(u), generator=self.gen) < dropout
+                yield torch.where(drop, torch.full_like(u, self.module.user_tower.unknown), u), u, i
             else:
-                uid = u
-            uv = model.user_tower(uid, model.user_features(u))
-            iv = model.item_tower(i)
-            loss = in_batch_softmax_loss(uv, iv, i, config.temperature, log_q_all[i] if config.logq else None)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item()
-            steps += 1
-        log.epochs_run = epoch + 1
-        entry = {"epoch": float(epoch), "loss": total / max(steps, 1)}
-        if task is not None:
-            m = evaluate_task(task, dssm_score(model), k=config.eval_k)
-            entry[f"holdout_ndcg@{config.eval_k}"] = m[f"ndcg@{config.eval_k}"]
-            stop = stopper.step(m[f"ndcg@{config.eval_k}"], epoch, model)
-        else:
-            stop = False
-        log.history.append(entry)
-        if verbose:
-            logger.info(f"dssm epoch {epoch}: {entry}")
-        if stop:
-            break
-    finish_holdout(log, stopper, model, task, random_scorer(config.seed), config.eval_k)
-    model.eval()
-    log.seconds = time.perf_counter() - t0
-    return model, log
+                yield u, u, i
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """:func:`in_batch_softmax_loss` over the batch's ``B x B`` user-item logits."""
+        uid, u, i = batch
+        uv = self.module.user_tower(uid, self.module.user_features(u))
+        iv = self.module.item_tower(i)
+        log_q = self.log_q[i] if self.config.logq else None
+        return in_batch_softmax_loss(uv, iv, i, self.config.temperature, log_q)
+
+    def validate(self) -> dict[str, float] | None:
+        """``holdout_ndcg@k`` on the warm hold-out, ``None`` when nothing is held out."""
+        if self.task is None:
+            return None
+        k = self.config.eval_k
+        return {f"holdout_ndcg@{k}": evaluate_task(self.task, dssm_score(self.module), k=k)[f"ndcg@{k}"]}
 
 
 def dssm_score(model: DSSM):  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""Training of :mod:`ranking.models.lightgcn`: the fit loop, its loss and scoring helpers (torch).
+"""Training of :mod:`ranking.models.lightgcn`: its batches, loss and validation for the shared fit loop
+(:func:`ranking.training.trainer.fit`), and scoring helpers (torch).
 
 The model and its config stay in :mod:`ranking.models.lightgcn`; see there for the paper it follows.
 """
@@ -6,7 +7,8 @@ The model and its config stay in :mod:`ranking.models.lightgcn`; see there for t
 from __future__ import annotations
 
 import logging
-import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,15 +16,15 @@ import torch
 from ranking.evaluation.baselines import random_scorer
 from ranking.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from ranking.training.common import (
-    EarlyStopping,
     Interactions,
     ScoreFn,
     TrainLog,
     evaluate_task,
-    finish_holdout,
-    seed_everything,
+    holdout_reference,
     warm_holdout,
 )
+from ranking.training.trainer import FitConfig, Generators, fit
+from workloads.splits import EvalTask
 
 logger = logging.getLogger(__name__)
 
@@ -65,50 +67,70 @@ def train_lightgcn(
         ``(model, log)``. The model's graph holds the non-held-out pairs; ``log.history`` has the mean BPR loss per
         epoch and the hold-out NDCG at each evaluation; ``log.reference`` the random hold-out NDCG.
     """
-    t0 = time.perf_counter()
-    gen = seed_everything(config.seed, config.threads)
-    rng = np.random.default_rng(config.seed)
-    fit, task = warm_holdout(train, config.holdout_share, rng)
+    k = config.eval_k
+    fit_config = FitConfig(
+        max_epochs=config.max_epochs, patience=config.patience, monitor=f"holdout_ndcg@{k}",
+        eval_every=config.eval_every, eval_last=True, lr=config.lr, seed=config.seed, threads=config.threads,
+        loss_key="bpr", name="lightgcn",
+    )
 
-    keys = np.unique(fit.users * np.int64(train.n_items) + fit.items)
-    pu, pi = keys // train.n_items, keys % train.n_items
-    adj = normalized_adjacency(pu, pi, train.n_users, train.n_items)
-    model = LightGCN(train.n_users, train.n_items, adj, config)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    stopper = EarlyStopping(config.patience)
-    log = TrainLog()
-    graph_items = np.unique(pi)
-    for epoch in range(config.max_epochs):
-        model.train()
-        neg = _sample_negatives(pu, train.n_items, graph_items, keys, rng)
-        perm = torch.randperm(len(pu), generator=gen).numpy()
-        total, steps = 0.0, 0
-        for start in range(0, len(perm), config.batch_size):
-            b = perm[start : start + config.batch_size]
-            bpr, l2 = model.bpr_loss(torch.from_numpy(pu[b]), torch.from_numpy(pi[b]), torch.from_numpy(neg[b]))
-            loss = bpr + config.reg * l2
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(bpr.item())
-            steps += 1
-        model._final = None
-        log.epochs_run = epoch + 1
-        entry = {"epoch": float(epoch), "bpr": total / max(steps, 1)}
-        stop = False
-        if task is not None and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.max_epochs):
-            model.eval()
-            model.refresh()
-            m = evaluate_task(task, lightgcn_score(model), k=config.eval_k)
-            entry[f"holdout_ndcg@{config.eval_k}"] = m[f"ndcg@{config.eval_k}"]
-            stop = stopper.step(m[f"ndcg@{config.eval_k}"], epoch, model)
-        log.history.append(entry)
-        if verbose:
-            logger.info(f"lightgcn epoch {epoch}: {entry}")
-        if stop:
-            break
-    finish_holdout(log, stopper, model, task, random_scorer(config.seed), config.eval_k)
-    model.eval()
-    model.refresh()
-    log.seconds = time.perf_counter() - t0
-    return model, log
+    def build(rand: Generators) -> _LightGCNFit:
+        fit_pairs, task = warm_holdout(train, config.holdout_share, rand.numpy)
+        keys = np.unique(fit_pairs.users * np.int64(train.n_items) + fit_pairs.items)
+        pu, pi = keys // train.n_items, keys % train.n_items
+        adj = normalized_adjacency(pu, pi, train.n_users, train.n_items)
+        model = LightGCN(train.n_users, train.n_items, adj, config)
+        return _LightGCNFit(model, pu, pi, keys, np.unique(pi), config, rand, task)
+
+    trained, log = fit(build, fit_config, verbose=verbose, logger=logger)
+    if trained.task is not None:
+        holdout_reference(log, trained.task, random_scorer(config.seed), k)
+    trained.module.refresh()
+    return trained.module, log
+
+
+@dataclass
+class _LightGCNFit:
+    """LightGCN as :func:`fit` trains it: the graph's pairs shuffled, one sampled negative each per epoch, BPR plus
+    ``reg`` x L2 (the history records the BPR part), NDCG on the warm hold-out.
+
+    Attributes:
+        users: ``int64[E]`` user of each graph pair (unique pairs).
+        items: ``int64[E]`` item of each graph pair.
+        keys: ``int64[E]`` sorted ``user * n_items + item`` of the graph pairs (negatives avoid them).
+        graph_items: ``int64[G]`` items in the graph (where negatives come from).
+        task: The warm hold-out, ``None`` when nothing is held out.
+    """
+
+    module: LightGCN
+    users: np.ndarray
+    items: np.ndarray
+    keys: np.ndarray
+    graph_items: np.ndarray
+    config: LightGCNConfig
+    rand: Generators
+    task: EvalTask | None
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per batch ``(users, positives, negatives)``, each ``int64[B]``; clears the cached propagation at the end
+        of the epoch (the weights moved)."""
+        neg = _sample_negatives(self.users, self.module.n_items, self.graph_items, self.keys, self.rand.numpy)
+        perm = torch.randperm(len(self.users), generator=self.rand.torch).numpy()
+        for start in range(0, len(perm), self.config.batch_size):
+            b = perm[start : start + self.config.batch_size]
+            yield torch.from_numpy(self.users[b]), torch.from_numpy(self.items[b]), torch.from_numpy(neg[b])
+        self.module._final = None
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(BPR + reg x L2, BPR)`` of the batch's ``B`` triples."""
+        bpr, l2 = self.module.bpr_loss(*batch)
+        return bpr + self.config.reg * l2, bpr
+
+    def validate(self) -> dict[str, float] | None:
+        """``holdout_ndcg@k`` with freshly propagated embeddings, ``None`` when nothing is held out."""
+        if self.task is None:
+            return None
+        self.module.eval()
+        self.module.refresh()
+        k = self.config.eval_k
+        return {f"holdout_ndcg@{k}": evaluate_task(self.task, lightgcn_score(self.module), k=k)[f"ndcg@{k}"]}

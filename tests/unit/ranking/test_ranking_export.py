@@ -1,4 +1,4 @@
-"""Export contract (STYLE 10): every served ranking model exports to ONNX via the model registry, its manifest
+"""Export contract: every served ranking model exports to ONNX via the model registry, its manifest
 describes it, and ONNX Runtime reproduces the torch outputs."""
 
 import json

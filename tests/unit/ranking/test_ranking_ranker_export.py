@@ -1,4 +1,4 @@
-"""Export contract (STYLE 10) of the DeepFM + MMoE ranker: ONNX Runtime reproduces the torch probabilities."""
+"""Export contract of the DeepFM + MMoE ranker: ONNX Runtime reproduces the torch probabilities."""
 
 import json
 

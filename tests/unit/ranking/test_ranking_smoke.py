@@ -1,4 +1,4 @@
-"""Smoke test per model (STYLE 11): every cold-item model trains briefly on a small real sample of ml-100k (300
+"""Smoke test per model: every cold-item model trains briefly on a small real sample of ml-100k (300
 users, MiniLM text content) through the evaluation harness and beats random ranking; one parametrized test."""
 
 import numpy as np
