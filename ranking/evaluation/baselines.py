@@ -1,4 +1,5 @@
-"""Non-neural cold-item baselines: random, popularity, dense content-kNN, sparse (TF-IDF / BM25) item-kNN.
+"""Non-neural cold-item baselines: random (:func:`ranking.training.common.random_scorer`, also the trainers'
+reference), popularity, dense content-kNN, sparse (TF-IDF / BM25) item-kNN.
 
 Each builder returns a ``score(users, items) -> float32[U, I]`` function (see :data:`ranking.training.common.ScoreFn`).
 """
@@ -11,23 +12,7 @@ import numpy as np
 from scipy import sparse
 
 from ranking.online.sparse import knn_scores
-from ranking.training.common import Interactions, ScoreFn
-
-
-def random_scorer(seed: int = 0) -> ScoreFn:
-    """Uniform random scores, one fixed seeded draw per (user, item) (the same pair always scores the same)."""
-
-    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        # hash (user, item, seed) into [0, 1): independent of batching order
-        x = (users.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)) ^ (
-            items.astype(np.uint64)[None, :] * np.uint64(0xC2B2AE3D27D4EB4F) + np.uint64(seed)
-        )
-        x ^= x >> np.uint64(31)
-        x *= np.uint64(0xBF58476D1CE4E5B9)
-        x ^= x >> np.uint64(29)
-        return (x >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)
-
-    return score
+from ranking.training.common import Interactions, ScoreFn, random_scorer
 
 
 def popularity_scorer(train: Interactions, seed: int = 0) -> ScoreFn:

@@ -112,6 +112,22 @@ def pairs_task(
     return EvalTask(users=users, candidates=cand, relevant=relevant, exclude=excl)
 
 
+def random_scorer(seed: int = 0) -> ScoreFn:
+    """Uniform random scores, one fixed seeded draw per (user, item) (the same pair always scores the same)."""
+
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        # hash (user, item, seed) into [0, 1): independent of batching order
+        x = (users.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)) ^ (
+            items.astype(np.uint64)[None, :] * np.uint64(0xC2B2AE3D27D4EB4F) + np.uint64(seed)
+        )
+        x ^= x >> np.uint64(31)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(29)
+        return (x >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)
+
+    return score
+
+
 def evaluate_task(task: EvalTask, score: ScoreFn, k: int = 20, batch_users: int = 512) -> dict[str, float]:
     """Scores every task user against all its candidates in user batches and returns the @k metrics.
 

@@ -14,9 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.evaluation.baselines import random_scorer
 from ranking.models.dssm import DSSM, CategoricalFeatures, DSSMConfig
-from ranking.training.common import Interactions, TrainLog, evaluate_task, holdout_reference, warm_holdout
+from ranking.training.common import (
+    Interactions,
+    TrainLog,
+    evaluate_task,
+    holdout_reference,
+    random_scorer,
+    warm_holdout,
+)
 from ranking.training.trainer import FitConfig, Generators, fit
 from workloads.splits import EvalTask
 

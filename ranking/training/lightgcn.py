@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ranking.evaluation.baselines import random_scorer
 from ranking.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency
 from ranking.training.common import (
     Interactions,
@@ -21,6 +20,7 @@ from ranking.training.common import (
     TrainLog,
     evaluate_task,
     holdout_reference,
+    random_scorer,
     warm_holdout,
 )
 from ranking.training.trainer import FitConfig, Generators, fit
