@@ -263,7 +263,7 @@ EVENT_TYPES: dict[str, type[_Event]] = {
 
 
 def example_events() -> dict[str, dict[str, Any]]:
-    """One valid JSON example per input topic (used by the README and the contract tests)."""
+    """One valid JSON example per input topic (shown in docs/events.md, checked by the contract tests)."""
     t = "2026-11-25T10:00:00Z"
     return {
         "content.new": {

@@ -1,4 +1,4 @@
-"""The README's topic examples are what producers copy: each must validate against the contract."""
+"""The topic examples in docs/events.md are what producers copy: each must validate against the contract."""
 
 import json
 import re
@@ -8,16 +8,17 @@ import pytest
 
 from contracts.events import ContentNew, UserEvent, UserProfile, example_events
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+ROOT = Path(__file__).resolve().parents[3]
+EVENTS_DOC = ROOT / "docs" / "events.md"
 MODELS = {"content.new": ContentNew, "user.events": UserEvent, "user.profile": UserProfile}
 
 
 def _examples() -> dict[str, str]:
-    text = README.read_text()
+    text = EVENTS_DOC.read_text()
     out = {}
     for topic in MODELS:
         m = re.search(rf"### `{re.escape(topic)}`.*?```json\n(.*?)```", text, re.S)
-        assert m, f"README has no JSON example for {topic}"
+        assert m, f"docs/events.md has no JSON example for {topic}"
         out[topic] = m.group(1)
     return out
 
@@ -28,3 +29,8 @@ def test_readme_example_validates(topic):
     ev = MODELS[topic].model_validate_json(raw)
     assert json.loads(raw) == example_events()[topic]
     assert ev.schema_version == 1
+
+
+def test_readme_points_at_the_examples():
+    """The README sends producers to the examples' file."""
+    assert "(docs/events.md)" in (ROOT / "README.md").read_text()

@@ -1,4 +1,4 @@
-"""The README's folder table describes the tree as it is."""
+"""The README's folder table describes the tree as it is, and the project's documents link only to what exists."""
 
 from __future__ import annotations
 
@@ -48,3 +48,33 @@ def test_every_module_is_in_the_table():
             if f.name != "__init__.py" and f"`{f.name}`" not in text:
                 unnamed.append(f"{folder}/{f.name}")
     assert unnamed == []
+
+
+def _documents() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown document's headings."""
+    out = set()
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)  # a `#` line in a code block is no heading
+    for heading in re.findall(r"^#+ (.+)$", prose, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        out.add(slug)
+    return out
+
+
+def test_every_relative_link_resolves():
+    broken = []
+    for doc in _documents():
+        text = doc.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target) or target.startswith("mailto:"):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (doc.parent / path).resolve() if path else doc
+            if not dest.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text()):
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
+    assert broken == []
