@@ -1,23 +1,9 @@
-"""The engine's batch handlers, independent of Faust.
+"""The engine's batch handlers, independent of Faust: the I/O shell over the pure cores in ``streams/cores``.
 
-The agents that ``streams/app.py`` builds are thin: they take a batch of records from Kafka, hand it to one of
-these handlers (in a worker thread, so the event loop keeps heartbeating), and send what comes back (DLQ records,
-freshness traces). Everything here is synchronous and testable with plain :class:`Record` lists.
-
-The engine does the I/O (Milvus, Redis, the encoders); its decisions are pure cores under ``streams/cores``:
-deduplication within a batch (:mod:`~streams.cores.dedupe`), offset fences (:mod:`~streams.cores.fences`), the
-retry schedule of events on items not indexed yet and of fence races (:mod:`~streams.cores.retry`), seen/engaged
-history, popularity and A/B counts (:mod:`~streams.cores.engagement`), freshness (:mod:`~streams.cores.freshness`),
-user vectors and priors (:mod:`~streams.cores.user_update`) and the item-vector cache (:mod:`~streams.cores.cache`).
-
-Delivery:
-- content: Milvus upsert keyed by item_id is idempotent, so a redelivered batch rewrites the same rows.
-- user events: applied in Redis together with the partition's offset fence (see ``indexing.redis_users``);
-  redelivered events at or below the fence are skipped. Every handled record moves its partition's fence (a poison
-  record too: :meth:`Engine.fence_past`), so on assignment the worker resumes at the fence + 1
-  (:func:`~streams.cores.fences.plan_resume`, :meth:`Engine.resume_fences`).
-- rejects: the DLQ records of a batch are delivered before the batch's state is committed, so a crash can repeat a
-  DLQ record but never lose one.
+The agents that ``streams/app.py`` builds hand each batch of records to one of these (in a worker thread) and send
+what comes back (DLQ records, retry-topic parks, freshness traces). The engine reaches Redis, Milvus and the
+encoders only through the Protocols of :mod:`streams.ports`. Delivery semantics (idempotent upserts, offset fences
+committed with the state, resume from the fences, DLQ before commit): ``docs/architecture.md``.
 """
 
 from __future__ import annotations
