@@ -133,28 +133,37 @@ class ColdEvalConfig:
         verbose: Progress lines on stderr.
     """
 
-    k: int = 20
-    seed: int = 0
-    models: tuple[str, ...] = MODELS
-    objectives: tuple[Objective, ...] = OBJECTIVES
-    fields: tuple[str, ...] = ("doc",)
-    knn_ks: tuple[int | None, ...] = (None, 10, 50)
-    sparse_ks: tuple[int | None, ...] = (None, 10, 20, 50, 100)
+    k: int = field(default=20, metadata={"help": "cut-off of the metrics and of every validation choice"})
+    seed: int = field(default=0, metadata={"help": "seed of splits, initialisation and sampling"})
+    models: tuple[str, ...] = field(default=MODELS, metadata={"help": "comma-separated subset of the models"})
+    objectives: tuple[Objective, ...] = field(default=OBJECTIVES, metadata={
+        "help": "CB2CF objectives to compare on validation"})
+    fields: tuple[str, ...] = field(default=("doc",), metadata={
+        "help": "text content fields, comma-separated: doc,text,tags"})
+    knn_ks: tuple[int | None, ...] = field(default=(None, 10, 50), metadata={
+        "help": "content-kNN neighbourhood sizes tried on validation ('all' = every item of the user)"})
+    sparse_ks: tuple[int | None, ...] = field(default=(None, 10, 20, 50, 100), metadata={
+        "help": "TF-IDF/BM25 item-kNN neighbourhood sizes tried on validation"})
     hybrid_weights: tuple[float, ...] = HYBRID_WEIGHTS
-    words: bool = True
+    words: bool = field(default=True, metadata={
+        "help": "add the bag-of-words (BM25) field to the content the learned models read"})
     hybrid_max_features: int | None = 4096
-    protocol: ColdProtocol = "standard"
-    max_users: int | None = None
-    min_weight: float | None = None
-    user_features: bool = True
+    protocol: ColdProtocol = field(default="standard", metadata={"help": (
+        "standard: each test user ranks the test cold items; gar: every item without training interactions "
+        "(validation + test cold items) is a candidate and the user's validation positives are excluded")})
+    max_users: int | None = field(default=None, metadata={
+        "help": "evaluate only the first N users by id (validation and test)"})
+    min_weight: float | None = field(default=None, metadata={"help": "positives / relevant need weight >= this"})
+    user_features: bool = field(default=True, metadata={
+        "help": "feed the dataset's user features to the DSSM user tower"})
     val_share: float = 0.1
     dssm: DSSMConfig = field(default_factory=DSSMConfig)
     cb2cf: CB2CFConfig = field(default_factory=CB2CFConfig)
     dropoutnet: DropoutNetConfig = field(default_factory=DropoutNetConfig)
     models_dir: Path | None = None
     feature_cache: Path | None = None
-    threads: int = 1
-    verbose: bool = False
+    threads: int = field(default=1, metadata={"help": "torch intra-op threads"})
+    verbose: bool = field(default=False, metadata={"help": "progress lines on stderr"})
 
 
 @dataclass

@@ -136,26 +136,28 @@ class NewUserEvalConfig:
         verbose: Progress lines on stderr.
     """
 
-    reveal: tuple[int, ...] = (0, 1, 3, 5)
-    k: int = 20
-    seed: int = 0
+    reveal: tuple[int, ...] = field(default=(0, 1, 3, 5), metadata={
+        "help": "revealed interaction counts, comma-separated"})
+    k: int = field(default=20, metadata={"help": "cut-off of the metrics and of every validation choice"})
+    seed: int = field(default=0, metadata={"help": "seed of splits, initialisation and sampling"})
     user_share: float = 0.3
     val_share: float = 0.1
     niche_share: float = 1 / 3
-    min_weight: float | None = None
-    fields: tuple[str, ...] = ("doc",)
+    min_weight: float | None = field(default=None, metadata={"help": "training pairs / targets need weight >= this"})
+    fields: tuple[str, ...] = field(default=("doc",), metadata={
+        "help": "text content fields, comma-separated: doc,text,tags"})
     min_group: int = 5
     shrink_ks: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
     betas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
     taste_ridges: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0)
     fold_ins: tuple[str, ...] = (*FOLD_INS, "regress")
-    align_dssm: bool = True
+    align_dssm: bool = field(default=True, metadata={"help": "measure the LightGCN -> DSSM alignment"})
     lightgcn: LightGCNConfig = field(default_factory=LightGCNConfig)
     dssm: DSSMConfig = field(default_factory=DSSMConfig)
     models_dir: Path | None = None
     feature_cache: Path | None = None
-    threads: int = 1
-    verbose: bool = False
+    threads: int = field(default=1, metadata={"help": "torch intra-op threads"})
+    verbose: bool = field(default=False, metadata={"help": "progress lines on stderr"})
 
 
 def _log(cfg: NewUserEvalConfig, msg: str) -> None:

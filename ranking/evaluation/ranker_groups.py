@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -230,18 +230,21 @@ class RankGroupsConfig:
         verbose: Log each variant's training.
     """
 
-    dataset: Literal["ml-100k", "lastfm", "sim"] = "ml-100k"
-    seeds: tuple[int, ...] = (0,)
-    sim_steps: int = 240
-    negatives: int = 2
-    new_user_max_history: int = 10
-    max_epochs: int = DeepFMMMoEConfig.max_epochs
-    patience: int = DeepFMMMoEConfig.patience
-    experts: int = DeepFMMMoEConfig.n_experts
-    threads: int = 1
-    export_dir: Path | None = None
-    ablate_interest: bool = False
-    verbose: bool = False
+    dataset: Literal["ml-100k", "lastfm", "sim"] = field(default="ml-100k", metadata={"help": "exposure log"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "training seed (repeatable; default 0)"})
+    sim_steps: int = field(default=240, metadata={"help": "simulator steps (sim)"})
+    negatives: int = field(default=2, metadata={"help": "ml-100k / lastfm: sampled negatives per pair"})
+    new_user_max_history: int = field(default=10, metadata={
+        "help": "users with at most this many earlier exposures are new"})
+    max_epochs: int = field(default=DeepFMMMoEConfig.max_epochs, metadata={"help": "epoch cap"})
+    patience: int = field(default=DeepFMMMoEConfig.patience, metadata={
+        "help": "epochs without validation improvement before stopping"})
+    experts: int = field(default=DeepFMMMoEConfig.n_experts, metadata={"help": "MMoE experts"})
+    threads: int = field(default=1, metadata={"help": "torch threads (at most 2 are used)"})
+    export_dir: Path | None = field(default=None, metadata={"help": "model directory to publish the gated model into"})
+    ablate_interest: bool = field(default=False, metadata={
+        "help": "also train group gating without the category-interest features"})
+    verbose: bool = field(default=False, metadata={"help": "log each variant's training"})
 
 
 def evaluate_ranker_groups(cfg: RankGroupsConfig) -> dict[str, Any]:

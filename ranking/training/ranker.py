@@ -29,7 +29,7 @@ from the directory:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,17 +66,19 @@ class RankerTrainConfig:
         verbose: Log each variant's training.
     """
 
-    dataset: RankDataset = "sim"
-    sim_steps: int = 240
-    negatives: int = 2
-    seed: int = 0
-    epochs: int = DeepFMMMoEConfig.max_epochs
-    patience: int = DeepFMMMoEConfig.patience
-    threads: int = 1
+    dataset: RankDataset = field(default="sim", metadata={"help": (
+        "sim: simulator exposures (play / like); ml-100k: ratings (watch / like); lastfm: plays (play / heavy)")})
+    sim_steps: int = field(default=240, metadata={"help": "simulator steps (sim)"})
+    negatives: int = field(default=2, metadata={"help": "ml-100k / lastfm: sampled negatives per pair"})
+    seed: int = field(default=0, metadata={"help": "training seed (the data / split seed is 0)"})
+    epochs: int = field(default=DeepFMMMoEConfig.max_epochs, metadata={"help": "epoch cap"})
+    patience: int = field(default=DeepFMMMoEConfig.patience, metadata={
+        "help": "epochs without validation improvement before stopping"})
+    threads: int = field(default=1, metadata={"help": "torch threads (at most 2 are used)"})
     models_dir: Path | None = None
-    version: str | None = None
-    check_rows: int = 2000
-    verbose: bool = False
+    version: str | None = field(default=None, metadata={"help": "version name of both models (default: UTC timestamp)"})
+    check_rows: int = field(default=2000, metadata={"help": "test rows scored through the online path"})
+    verbose: bool = field(default=False, metadata={"help": "log each variant's training"})
 
 
 def as_online(data: RankData) -> RankData:

@@ -1,0 +1,1 @@
+"""The ``thaw`` commands, one module per command group; :mod:`thaw.cli` assembles them into the root command."""
