@@ -230,11 +230,11 @@ def cleanup_namespace(settings: Settings, extra_groups: Sequence[str] = ()) -> d
     """Drop the namespace's Redis keys, Milvus collection, Kafka topics and consumer groups (best effort)."""
     from contracts.topics import Topics
     from indexing.milvus_items import ItemIndex
-    from indexing.redis_users import UserStore
+    from indexing.redis_state import RedisState
 
     out: dict[str, Any] = {}
     try:
-        out["redis_keys_deleted"] = UserStore(settings.redis).delete_prefix()
+        out["redis_keys_deleted"] = RedisState(settings.redis).delete_prefix()
     except Exception as exc:  # noqa: BLE001
         out["redis_error"] = f"{type(exc).__name__}: {exc}"
     try:

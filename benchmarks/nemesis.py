@@ -577,7 +577,7 @@ def check(settings: Any, history: list[Acked], space: str) -> dict[str, Any]:
     from contracts.events import ContentNew, DeadLetter, UserEvent
     from contracts.topics import Topics
     from indexing.milvus_items import ItemIndex
-    from indexing.redis_users import UserStore
+    from indexing.redis_state import RedisState
     from streams.cores.decode import Rejected, decode_event
     from streams.cores.user_update import EventBatch, apply_events
 
@@ -625,7 +625,7 @@ def check(settings: Any, history: list[Acked], space: str) -> dict[str, Any]:
         valid.append(ev)
         nids[ev.context.get("nid", "")] += 1
     producer_duplicates = sum(n - 1 for n in nids.values() if n > 1)
-    store = UserStore(s.redis)
+    store = RedisState(s.redis)
     users = sorted({e.user_id for e in valid})
     got = store.read_states(space, users)
     expected = apply_events({}, EventBatch(users=[e.user_id for e in valid],
@@ -868,9 +868,9 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
 
 
 def _served_space(s: Any) -> str:
-    from indexing.redis_users import UserStore
+    from indexing.redis_state import RedisState
 
-    space = UserStore(s.redis).current_space()
+    space = RedisState(s.redis).current_space()
     if space is None:
         raise BenchError("the worker never recorded its vector space in Redis")
     return space

@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     from encoders.registry import ModelRegistry
     from encoders.text import MODEL_NAME, TextEncoder
     from indexing.milvus_items import ItemIndex
-    from indexing.redis_users import UserStore
+    from indexing.redis_state import RedisState
     from streams.engine import Engine
     from workloads.replay import media_roots
     from workloads.simulator import ENGAGE_ACTIONS, CommunitySimulator, SimConfig, default_catalogue
@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder = TextEncoder(ModelRegistry(models_dir).load(MODEL_NAME), threads=2)
         items = ItemIndex(s.milvus, dim=encoder.dim)
         items.ensure()
-        store = UserStore(s.redis)
+        store = RedisState(s.redis)
         store.set_space(encoder.model_version)
         engine = Engine(s, Topics.for_prefix(s.kafka.topic_prefix), encoder, items, store, group_id=s.stream.app_id)
 

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from encoders.registry import ModelRegistry
     from encoders.text import MODEL_NAME, ensure_minilm
     from indexing.milvus_items import ItemIndex, collection_for
-    from indexing.redis_users import UserStore
+    from indexing.redis_state import RedisState
     from infra.topics import ensure_topics
     from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, load_cold_split, run_cold_items
     from ranking.training.common import evaluate_task
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         ix = ItemIndex(s.milvus, dim=dim, collection=collection_for(s.milvus, space))
         wait_for(lambda: ix.count() >= len(payloads), 600, "every cold item in Milvus", worker, poll_s=0.5)
         report["live_index_seconds"] = round(time.perf_counter() - t_pub, 1)
-        store = UserStore(s.redis)
+        store = RedisState(s.redis)
         col_of = {safe_id(f"{prefix}:i:", ds.item_ids[i]): c for c, i in enumerate(cold)}
         lat: list[float] = []
 

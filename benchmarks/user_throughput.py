@@ -13,7 +13,7 @@ Steps (fresh namespace, own worker subprocess):
 4. agent: restart the worker; timed from its consumer group becoming active (Stable, partitions assigned) until every
    Redis offset fence ``{key_prefix}fence:{group}:{topic}:{partition}`` equals that partition's end offset - 1, i.e.
    every event is applied (decoded, validated, item vectors looked up, user states updated, committed to Redis);
-5. correctness: per user, ``n_events`` in Redis (``UserStore.read_states``) == the number of non-impression events
+5. correctness: per user, ``n_events`` in Redis (``RedisState.read_states``) == the number of non-impression events
    produced for that user; no DLQ records.
 
 Report: ``<out>/user_throughput.json`` (events/s of both, the ratio, the worker's per-batch stage timings from its
@@ -220,7 +220,7 @@ async def raw_getmany(settings: Settings, topic: str, expected: int, group: str,
 def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from contracts.topics import Topics
-    from indexing.redis_users import UserStore
+    from indexing.redis_state import RedisState
     from indexing.wait import wait_indexed
     from infra.lag import consumer_lag
     from infra.topics import ensure_topics
@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = args.out / "logs"
     worker = Worker(s, log_dir / "user_throughput-worker.log")
     admin = clients.kafka_admin(s.kafka)
-    store = UserStore(s.redis)
+    store = RedisState(s.redis)
     try:
         # ---- 1. items
         print(f"[users] namespace {ns}: starting worker, indexing {args.items} items", file=sys.stderr)

@@ -248,7 +248,7 @@ class RetryEnvelope(_Event):
     # the consumer group that parked it: during a blue/green roll-out two groups consume the same topics, and
     # each applies only its own retries (the other group parks its own copy when it meets the original)
     group: str | None = None
-    # the source record's offset is in its group's parked set (``indexing.redis_users``): this copy is applied only
+    # the source record's offset is in its group's parked set (``indexing.redis_state``): this copy is applied only
     # while the offset is still parked there (so a copy of an event the group applied directly, or through another
     # copy, is skipped); envelopes without it are applied as they come
     claim: bool = False

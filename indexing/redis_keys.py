@@ -2,7 +2,7 @@
 
 ``p`` is ``RedisSettings.key_prefix``, ``sp`` a vector-space id such as ``minilm-l6@1``::
 
-    {p}u:{sp}:{user}                       string  packed user state (``indexing.redis_users.pack_state``)
+    {p}u:{sp}:{user}                       string  packed user state (``indexing.redis_state.pack_state``)
     {p}prof:{user}                         hash    gender, age, region: the registration profile
     {p}seen:{user}                         zset    item -> ts, for exclusion at recall
     {p}eng:{user}                          zset    item -> ts of positive actions: the ranker's history

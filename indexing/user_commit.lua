@@ -1,4 +1,4 @@
--- Apply one batch of user events atomically (indexing.redis_users.UserStore.commit).
+-- Apply one batch of user events atomically (indexing.redis_state.RedisState.commit).
 --
 -- KEYS and ARGV are named sections (indexing/script_sections.py): ARGV[1] is a JSON header naming, for each
 -- section, its fields, its first key, its first argument and the number of records of each of its keys.

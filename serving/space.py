@@ -23,12 +23,12 @@ class ServedSpace:
     """
 
     def __init__(self, settings: Settings, refresh_s: float = 5.0) -> None:
-        from indexing.redis_users import UserStore
+        from indexing.redis_state import RedisState
         from ranking.online.pipeline import RankerPool
 
         self.settings = settings
         self.refresh_s = refresh_s
-        self.users = UserStore(settings.redis)
+        self.users = RedisState(settings.redis)
         self.rankers = RankerPool(settings.models.dir)
         self._lock = threading.Lock()
         self._rec: RecommenderLike | None = None

@@ -62,7 +62,7 @@ from contracts.topics import Topics
 from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for, point_serving_alias
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from infra.lag import wait_for_group_coordinator
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
@@ -323,7 +323,7 @@ def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
     items = ItemIndex(settings.milvus, dim=cf.dim if cf is not None else text.dim,
                       collection=collection_for(settings.milvus, space))
     items.ensure()
-    users = UserStore(settings.redis)
+    users = RedisState(settings.redis)
     current = users.current_space()
     if current is None:
         users.set_space(space)

@@ -22,7 +22,7 @@ from contracts.events import ContentIndexed, ContentNew, RetryEnvelope, UserEven
 from contracts.topics import Topics
 from encoders.featurizer import ContentFeaturizer, ContentInput
 from indexing.milvus_items import ItemRow
-from indexing.redis_users import (
+from indexing.redis_state import (
     FenceKey,
     FenceMovedError,
     FencesRegressedError,

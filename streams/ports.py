@@ -1,7 +1,7 @@
 """What the engine needs of its stores and encoders, as Protocols.
 
 The engine (:class:`streams.engine.Engine`) talks to Redis, Milvus and the encoders only through these; the real
-ones are :class:`indexing.redis_users.UserStore`, :class:`indexing.milvus_items.ItemIndex`,
+ones are :class:`indexing.redis_state.RedisState`, :class:`indexing.milvus_items.ItemIndex`,
 :class:`encoders.text.TextEncoder` and :class:`encoders.featurizer.ContentFeaturizer`, and the unit tests use the
 in-memory fakes in ``tests/fakes.py``.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from encoders.featurizer import ContentInput, FeatureBatch
 from indexing.milvus_items import ItemRow
-from indexing.redis_users import FenceKey, ItemMeta, UserCommit, UserState
+from indexing.redis_state import FenceKey, ItemMeta, UserCommit, UserState
 
 
 class TextEmbedder(Protocol):
@@ -49,8 +49,8 @@ class ItemVectors(Protocol):
 
 class EngineState(Protocol):
     """The engine's state outside Kafka (Redis): user states with offset fences and parked sets, committed
-    atomically per batch (:class:`~indexing.redis_users.UserCommit`, compare-and-set on fences, states and claims:
-    :class:`~indexing.redis_users.FenceMovedError` when one moved), the new-item set, item attributes and priors."""
+    atomically per batch (:class:`~indexing.redis_state.UserCommit`, compare-and-set on fences, states and claims:
+    :class:`~indexing.redis_state.FenceMovedError` when one moved), the new-item set, item attributes and priors."""
 
     def read_fences(self, keys: Iterable[FenceKey]) -> dict[FenceKey, int]: ...
 

@@ -3,7 +3,7 @@
 Unit tests build an :class:`~streams.engine.Engine` on these instead of writing their own; a test that needs a
 scenario (a commit that loses a race, an item indexed late) subclasses the fake and overrides one method. The
 fakes keep the real stores' rules: the state store's ``commit`` is the compare-and-set the Redis script does
-(fences, state digests, claims) and applies everything a :class:`~indexing.redis_users.UserCommit` carries.
+(fences, state digests, claims) and applies everything a :class:`~indexing.redis_state.UserCommit` carries.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from encoders.featurizer import ContentInput, FeatureBatch
 from indexing.milvus_items import ItemRow
-from indexing.redis_users import (
+from indexing.redis_state import (
     FenceKey,
     FenceMovedError,
     ItemMeta,

@@ -53,7 +53,7 @@ from contracts.ids import safe_id
 from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from infra.lag import consumer_lag, group_is_active, wait_for_group_coordinator
 from infra.procs import stop_process_group
 from infra.settings import Settings
@@ -277,7 +277,7 @@ def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: C
     created = np.array([it.created_ts for it in sim.items])
     # 4. warm users and items from the DSSM towers
     rep.sections["warm start (thaw cf load)"] = load_warm_vectors(s, version=space.version, items=True, users=True)
-    store = UserStore(s.redis)
+    store = RedisState(s.redis)
     cbm = ModelRegistry(space.models_dir).load("cb2cf", space.version).manifest
     dim = int(cbm.extra.get("space_dim", cbm.dim))
     ix = ItemIndex(s.milvus, dim=dim, collection=collection_for(s.milvus, space.space))
@@ -416,7 +416,7 @@ def _multimodal(rep: DemoReport, s: Settings, topics: Topics, posts: set[str], p
 
 
 def _new_users(rep: DemoReport, s: Settings, topics: Topics, community: Community, newcomers: list[int],
-               test_items: list[int], test_ids: list[str], t_test_ms: int, store: UserStore, ix: ItemIndex,
+               test_items: list[int], test_ids: list[str], t_test_ms: int, store: RedisState, ix: ItemIndex,
                space: DemoSpace, ids: StreamIds, say: Any) -> None:
     sim = community.sim
     user_ids = ids.users
@@ -518,7 +518,7 @@ def _behaviour(rep: DemoReport, s: Settings, topics: Topics, community: Communit
 
 
 def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: dict[str, set[str]],
-           store: UserStore, space: str, clients: int = 16, requests_each: int = 25) -> None:
+           store: RedisState, space: str, clients: int = 16, requests_each: int = 25) -> None:
     """``thaw serve`` as a subprocess on the demo namespace: quality of the served lists per A/B arm against
     ``held`` (each user's relevant new posts by the ground truth), latency sequentially and under ``clients``
     concurrent clients, and the new-item exposure share.

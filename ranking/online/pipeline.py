@@ -46,7 +46,7 @@ from cachetools import LRUCache
 from contracts.actions import POSITIVE_ACTIONS
 from encoders.registry import ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex
-from indexing.redis_users import ItemMeta, UserStore
+from indexing.redis_state import ItemMeta, RedisState
 from infra.settings import ABVariant, ServeSettings
 from ranking.online.ab import ABSplit
 from ranking.online.features import ItemContext, UserContext
@@ -312,7 +312,7 @@ class Recommender:
         clock: Epoch-seconds clock.
     """
 
-    def __init__(self, settings: ServeSettings, users: UserStore, index: ItemIndex, space: str,
+    def __init__(self, settings: ServeSettings, users: RedisState, index: ItemIndex, space: str,
                  rankers: RankerPool, clock: Callable[[], float] = time.time) -> None:
         self.s = settings
         self.users = users

@@ -1,6 +1,6 @@
 """The DeepFM + MMoE ranker served with ONNX Runtime: a request (user + candidates) -> per-task probabilities.
 
-Two published variants, trained together by :mod:`ranking.training.ranker` under one version name:
+Two published variants, trained together by :mod:`ranking.workflows.ranker` under one version name:
 
 * ``deepfm-mmoe`` — group-wise gating (gates conditioned on new/old user x gender);
 * ``deepfm-mmoe-plain`` — plain MMoE gates.

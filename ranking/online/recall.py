@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexing.milvus_items import ItemIndex, collection_for
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Recaller:
 
     def __init__(
         self,
-        users: UserStore,
+        users: RedisState,
         items: ItemIndex,
         space: str | None = None,
         fresh_half_life_s: float = 3 * 24 * 3600.0,
@@ -114,7 +114,7 @@ class Recaller:
         return scored[:k]
 
 
-def served_index(milvus: Any, models_dir: Any, users: UserStore) -> ItemIndex:
+def served_index(milvus: Any, models_dir: Any, users: RedisState) -> ItemIndex:
     """The items collection of the space Redis says is served (the text space when none is recorded yet).
 
     Args:

@@ -1,7 +1,7 @@
 """Offset fences: which records of a batch are already applied. Pure.
 
 A user-events partition's fence is the highest offset whose effect is committed in Redis (together with the
-effect, see ``indexing.redis_users``). A redelivered record at or below its partition's fence is skipped; the
+effect, see ``indexing.redis_state``). A redelivered record at or below its partition's fence is skipped; the
 batch's commit moves each touched fence to the highest offset it handled, on the condition that the fences still
 hold what was read (compare-and-set: another worker on the same partitions makes the commit fail and re-read).
 
@@ -66,7 +66,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
-from indexing.redis_users import FenceKey
+from indexing.redis_state import FenceKey
 
 
 class Positioned(Protocol):

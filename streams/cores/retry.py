@@ -32,7 +32,7 @@ from redis import exceptions as redis_errors
 from tenacity import wait_exponential, wait_random_exponential
 
 from contracts.events import RetryEnvelope
-from indexing.redis_users import FenceMovedError, FencesRegressedError
+from indexing.redis_state import FenceMovedError, FencesRegressedError
 
 UNKNOWN_ITEM_FIRST_DELAY_S = 0.25
 UNKNOWN_ITEM_MAX_DELAY_S = 5.0

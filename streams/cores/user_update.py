@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts.actions import ACTION_WEIGHTS
-from indexing.redis_users import UserState
+from indexing.redis_state import UserState
 
 PRIOR_WEIGHT = 2.0
 

@@ -25,7 +25,7 @@ import numpy as np
 from contracts.ids import safe_id
 from encoders.registry import ModelRegistry
 from indexing.milvus_items import ItemIndex, ItemRow, collection_for
-from indexing.redis_users import UserState, UserStore, pack_state
+from indexing.redis_state import RedisState, UserState, pack_state
 from infra.settings import Settings
 from ranking.online.projector import DSSMTower
 from streams.cores.space import CFSpace
@@ -106,7 +106,7 @@ def load_warm_vectors(
         if hybrid:
             parts_from = utower if users_from == "dssm" else DSSMTower(reg.load("dssm-user", version))
             uvecs = _with_sparse_part(uvecs, parts_from, uids)
-        store = UserStore(settings.redis)
+        store = RedisState(settings.redis)
         loaded = kept = 0
         for s in range(0, len(uids), batch):
             chunk = [safe_id(f"{dataset}:u:", raw) for raw in uids[s : s + batch]]
@@ -189,7 +189,7 @@ def flip_space(settings: Settings, space: str, group: str | None = None, max_lag
         worst = max((p.lag if p.lag is not None else (0 if p.end_offset == 0 else 1 << 62)) for p in lags)
         if worst > max_lag:
             raise FlipRefused(f"group {group!r} is {worst} records behind on some partition (max {max_lag})")
-    users = UserStore(settings.redis)
+    users = RedisState(settings.redis)
     previous = users.current_space()
     alias = point_serving_alias(settings.milvus, collection)
     users.set_space(space)

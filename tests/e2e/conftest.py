@@ -94,7 +94,7 @@ def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = No
     """A started, ready worker in namespace ``s``; stopped and its namespace dropped afterwards."""
     from contracts.topics import Topics
     from indexing.milvus_items import ItemIndex
-    from indexing.redis_users import UserStore
+    from indexing.redis_state import RedisState
     from infra.topics import ensure_topics
 
     ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix))
@@ -108,7 +108,7 @@ def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = No
         yield w
     finally:
         w.stop()
-    UserStore(s.redis).delete_prefix()
+    RedisState(s.redis).delete_prefix()
     from pymilvus import MilvusClient
 
     mc = MilvusClient(s.milvus.uri)

@@ -22,7 +22,7 @@ from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import ensure_minilm
 from indexing.milvus_items import ItemIndex, collection_for, serving_alias
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, run_cold_items
 from ranking.models.cb2cf import CB2CFConfig
 from ranking.models.dssm import DSSMConfig
@@ -70,7 +70,7 @@ def test_flip_in_the_middle_of_a_replay(stack_settings, unique_name, tmp_path, t
                        # grace keeps events on not-yet-re-indexed items parked instead of dead-lettered
                        "THAW_STREAM__UNKNOWN_ITEM_GRACE_S": "600"})
     try:
-        store = UserStore(s.redis)
+        store = RedisState(s.redis)
         assert store.current_space() == "cb2cf@v1"
         t = Topics.for_prefix(s.kafka.topic_prefix)
         p = KafkaProducer(bootstrap_servers=s.kafka.bootstrap_servers, acks="all", linger_ms=2)

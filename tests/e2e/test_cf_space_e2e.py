@@ -15,7 +15,7 @@ from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, ensure_minilm
 from indexing.milvus_items import ItemIndex, collection_for
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from ranking.evaluation.cold_items import ColdEvalArtifacts, ColdEvalConfig, run_cold_items
 from ranking.models.cb2cf import CB2CFConfig
 from ranking.models.dssm import DSSMConfig
@@ -83,7 +83,7 @@ def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
     root, ds, split, _ = cf_models
     s = cf_worker.settings
     space = f"cb2cf@{VERSION}"
-    users = UserStore(s.redis)
+    users = RedisState(s.redis)
     assert users.current_space() == space
     rep = load_warm_vectors(s, version=VERSION)
     assert rep["users"] == ds.n_users and rep["items"] == ds.n_items
@@ -166,7 +166,7 @@ def test_hybrid_space_through_the_stream(hybrid_worker, cf_models):
     _, ds, split, hroot = cf_models
     s = hybrid_worker.settings
     space = f"cb2cf@{HYBRID}"
-    users = UserStore(s.redis)
+    users = RedisState(s.redis)
     assert users.current_space() == space
     reg = ModelRegistry(hroot)
     cf = load_cf_space(reg, threads=1, version=HYBRID)

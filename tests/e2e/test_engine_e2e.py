@@ -16,7 +16,7 @@ from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import MODEL_NAME, TextEncoder
 from indexing.milvus_items import ItemIndex
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from ranking.online.recall import Recaller
 from streams.cores.user_update import EventBatch, apply_events
 from tests.e2e.conftest import random_events, read_topic, wait_for
@@ -87,7 +87,7 @@ def test_new_items_searchable_and_recall_follows_the_user(worker):
     assert all(tr.indexed_at >= tr.consumed_at >= tr.produced_at for tr in traces)
     assert {tr.kind.value for tr in traces} == {"track", "comment", "moment", "dynamic", "fan_group"}
 
-    store = UserStore(s.redis)
+    store = RedisState(s.redis)
     rec = Recaller(store, ix, space=f"{MODEL_NAME}@1")
     assert rec.recall("fan", 5).source == "fallback"
     for i in range(3):
@@ -120,7 +120,7 @@ def test_profile_prior_personalises_before_any_event(worker):
                                         "genres": ["jazz", "saxophone"], "ts": _now()})
     p.flush()
     ix = ItemIndex(s.milvus, dim=384)
-    rec = Recaller(UserStore(s.redis), ix, space=f"{MODEL_NAME}@1")
+    rec = Recaller(RedisState(s.redis), ix, space=f"{MODEL_NAME}@1")
     wait_for(lambda: ix.count() == 20 and rec.recall("newbie", 5).source == "vector", 60, "prior", worker)
     r = rec.recall("newbie", 5)
     assert r.user_state["source"] == "prior"
@@ -154,7 +154,7 @@ def test_bad_input_goes_to_dlq_and_the_partition_keeps_flowing(worker):
         p.send(t.user_events, key=b"u", value=raw)
     _send(p, t.user_events, "u", {"user_id": "u", "item_id": good["item_id"], "action": "play", "ts": _now()})
     p.flush()
-    store = UserStore(s.redis)
+    store = RedisState(s.redis)
     wait_for(lambda: store.read_states(f"{MODEL_NAME}@1", ["u"])["u"], 30, "the good user event", worker)
     cdl = [DeadLetter.model_validate_json(v) for v in read_topic(s, t.content_dlq, 4, timeout_s=20)]
     udl = [DeadLetter.model_validate_json(v) for v in read_topic(s, t.user_dlq, 3, timeout_s=20)]
@@ -184,7 +184,7 @@ def test_kill9_loses_nothing_and_applies_nothing_twice(worker):
     rng = np.random.default_rng(7)
     users = [f"k{u}" for u in range(6)]
     evs = random_events(rng, users, [it["item_id"] for it in items], 3000)
-    store = UserStore(s.redis)
+    store = RedisState(s.redis)
     space = f"{MODEL_NAME}@1"
 
     def applied():

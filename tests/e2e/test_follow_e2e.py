@@ -20,7 +20,7 @@ from pymilvus import MilvusClient
 from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from infra.topics import ensure_topics
 from streams.cores.user_update import EventBatch, apply_events
 from tests.e2e.conftest import random_events, served_item_vectors, wait_for
@@ -42,7 +42,7 @@ def test_new_cf_version_is_picked_up_without_a_restart(stack_settings, unique_na
     log = (tmp_path / "follow.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "thaw", "worker", "--follow-cf", "--poll-s", "1"], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    store = UserStore(s.redis)
+    store = RedisState(s.redis)
     try:
         wait_for(lambda: store.current_space() == "cb2cf@v1", 120, "v1 served by the first group")
         dim = reg.load("cb2cf", "v1").manifest.dim

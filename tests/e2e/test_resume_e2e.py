@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from encoders.text import MODEL_NAME
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from infra.settings import RedisSettings, Settings
 from infra.stack.redis import start_redis
 from streams.cores.user_update import EventBatch, apply_events
@@ -30,11 +30,11 @@ from tests.e2e.test_engine_e2e import _index_items, _send
 pytestmark = pytest.mark.e2e
 
 
-def _snapshot(store: UserStore) -> dict[bytes, bytes]:
+def _snapshot(store: RedisState) -> dict[bytes, bytes]:
     return {k: store.r.dump(k) for k in store.r.scan_iter(match=store.keys.everything(), count=1000)}
 
 
-def _restore(store: UserStore, snap: dict[bytes, bytes]) -> None:
+def _restore(store: RedisState, snap: dict[bytes, bytes]) -> None:
     store.delete_prefix()
     for k, v in snap.items():
         store.r.restore(k, 0, v, replace=True)
@@ -46,7 +46,7 @@ def test_redis_losing_its_last_writes_or_everything_loses_no_event_and_applies_n
     rng = np.random.default_rng(11)
     users = [f"r{u}" for u in range(8)]
     evs = random_events(rng, users, [it["item_id"] for it in items], 1200)
-    store = UserStore(s.redis)
+    store = RedisState(s.redis)
     space = f"{MODEL_NAME}@1"
 
     def applied() -> int:

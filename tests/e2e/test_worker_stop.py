@@ -20,7 +20,7 @@ from kafka.structs import TopicPartition
 
 from contracts.topics import Topics
 from indexing.milvus_items import ItemIndex
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from infra import clients
 from infra.lag import LagReader, group_is_active
 from infra.topics import ensure_topics
@@ -117,7 +117,7 @@ def _drop_namespace(s) -> None:
     """What ``running_worker`` drops after its worker, for when the test ends before it starts one."""
     from pymilvus import MilvusClient
 
-    UserStore(s.redis).delete_prefix()
+    RedisState(s.redis).delete_prefix()
     for name in MilvusClient(s.milvus.uri).list_collections():
         if name == s.milvus.items_collection or name.startswith(s.milvus.items_collection + "__"):
             ItemIndex(s.milvus, dim=384, collection=name).drop()
@@ -136,7 +136,7 @@ def test_sigterm_with_a_batch_in_flight_exits_promptly_and_loses_nothing(stack_s
         first.start()
         first.wait_ready()
         ix = ItemIndex(s.milvus, dim=384)
-        store = UserStore(s.redis)
+        store = RedisState(s.redis)
 
         # a first set goes through and is committed
         done = _items("a", 6)

@@ -13,7 +13,7 @@ from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import TextEncoder, ensure_minilm
 from indexing.milvus_items import ItemIndex
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from streams.engine import Engine, Record
 
 pytestmark = pytest.mark.integration
@@ -31,7 +31,7 @@ def engine(stack_settings, unique_name, encoder):
     s = stack_settings.namespaced(unique_name)
     items = ItemIndex(s.milvus, dim=encoder.dim)
     items.ensure()
-    users = UserStore(s.redis)
+    users = RedisState(s.redis)
     eng = Engine(s, Topics.for_prefix(s.kafka.topic_prefix), encoder, items, users, group_id=s.stream.app_id)
     yield eng
     items.drop()

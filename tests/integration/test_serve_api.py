@@ -22,7 +22,7 @@ from contracts.topics import Topics
 from encoders.registry import ModelRegistry
 from encoders.text import TextEncoder, ensure_minilm
 from indexing.milvus_items import ItemIndex
-from indexing.redis_users import UserStore
+from indexing.redis_state import RedisState
 from infra.settings import ABVariant, Settings
 from ranking.online.ab import bucket_of
 from ranking.online.features import ItemContext, UserContext
@@ -64,7 +64,7 @@ def world(stack_settings: Settings, models_dir: Path) -> Iterator[dict[str, Any]
     text = TextEncoder(ModelRegistry(models_dir).load("minilm-l6"))
     items = ItemIndex(s.milvus, dim=text.dim)
     items.ensure()
-    users = UserStore(s.redis)
+    users = RedisState(s.redis)
     topics = Topics.for_prefix(s.kafka.topic_prefix)
     sim = CommunitySimulator(default_catalogue(), SimConfig(seed=0, steps=STEPS))
     end_ts = sim.cfg.start_ts + STEPS * sim.cfg.step_s
@@ -225,7 +225,7 @@ def test_redis_down_answers_503_without_secrets(world: dict[str, Any], stack_set
     from pydantic import SecretStr
 
     redis = stack_settings.redis.model_copy(update={"port": 1, "password": SecretStr("hunter2-secret")})
-    dead = UserStore(redis)
+    dead = RedisState(redis)
     rec: Recommender = world["rec"]
     broken = Recommender(world["serve"], dead, rec.index, rec.space, rec.rankers)
     app = create_app(stack_settings, served=lambda: broken)
@@ -239,7 +239,7 @@ def test_redis_down_answers_503_without_secrets(world: dict[str, Any], stack_set
 
 def test_fresh_recall_is_the_exact_top_of_the_window(world: dict[str, Any]) -> None:
     rec: Recommender = world["rec"]
-    users: UserStore = world["users"]
+    users: RedisState = world["users"]
     uid = _active(world)
     state, seen_ts, _, _ = users.request_view(rec.space, uid)
     assert state is not None

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from indexing.redis_users import (
+from indexing.redis_state import (
     SEEN_CAP,
     FenceKey,
     FenceMovedError,
+    RedisState,
     UserCommit,
     UserState,
-    UserStore,
     encode_commit,
     pack_state,
 )
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def store(stack_settings, unique_name):
     s = stack_settings.namespaced(unique_name)
-    st = UserStore(s.redis)
+    st = RedisState(s.redis)
     yield st
     st.delete_prefix()
 

@@ -16,11 +16,11 @@ def recall(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Top-k items for a user from Milvus (user vector from Redis), or the fallback for a user without one."""
-    from indexing.redis_users import UserStore
+    from indexing.redis_state import RedisState
     from ranking.online.recall import Recaller, served_index
 
     s = settings()
-    users = UserStore(s.redis)
+    users = RedisState(s.redis)
     items = served_index(s.milvus, s.models.dir, users)
     items.ensure()
     res = Recaller(users, items).recall(user, k)

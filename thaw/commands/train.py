@@ -196,7 +196,7 @@ def train_flava(
 
 @app.command("ranker")
 @config_options(
-    "ranking.training.ranker:RankerTrainConfig",
+    "ranking.workflows.ranker:RankerTrainConfig",
     options={"models_dir": Opt(help="model directory (default: THAW_MODELS__DIR)", to_field=resolve_models_dir),
              "verbose": Opt(decls=("--verbose",))},
     order=("dataset", "sim_steps", "negatives", "seed", "epochs", "patience", "threads", "models_dir", "version",
@@ -210,8 +210,8 @@ def train_ranker(
 
     Both are checked after publishing (ONNX and the online request path against torch); exit 1 when a check fails.
     """
-    from ranking.training.ranker import RankerTrainConfig, checks_passed, format_table
-    from ranking.training.ranker import train_ranker as run
+    from ranking.workflows.ranker import RankerTrainConfig, checks_passed, format_table
+    from ranking.workflows.ranker import train_ranker as run
 
     cfg = config.build(RankerTrainConfig)
     setup_logging("INFO" if cfg.verbose else "WARNING")

@@ -12,7 +12,7 @@ import pytest
 from redis.connection import Encoder
 
 from indexing.redis_keys import RedisKeys
-from indexing.redis_users import SEEN_CAP, FenceKey, UserCommit, UserState, decode_commit, encode_commit, pack_state
+from indexing.redis_state import SEEN_CAP, FenceKey, UserCommit, UserState, decode_commit, encode_commit, pack_state
 from indexing.script_sections import Section, decode_sections, encode_sections
 
 KEYS = RedisKeys("thaw:t1:")

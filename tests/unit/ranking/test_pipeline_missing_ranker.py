@@ -14,7 +14,7 @@ import pytest
 
 from encoders.registry import ModelNotFoundError, ModelRegistry, ModelVersion, TensorSpec
 from indexing.milvus_items import Hit
-from indexing.redis_users import UserState
+from indexing.redis_state import UserState
 from infra.settings import ABVariant, ServeSettings, load_settings
 from ranking.online.pipeline import RankerNotPublishedError, RankerPool, Recommender
 

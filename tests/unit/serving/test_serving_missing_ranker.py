@@ -13,7 +13,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from indexing.milvus_items import Hit
-from indexing.redis_users import UserState
+from indexing.redis_state import UserState
 from infra.settings import ABVariant, Settings
 from ranking.online.pipeline import RankerPool, Recommender
 from serving.api import create_app

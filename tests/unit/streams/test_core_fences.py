@@ -1,4 +1,4 @@
-from indexing.redis_users import FenceKey
+from indexing.redis_state import FenceKey
 from streams.cores.fences import fence_keys, split_by_fence
 from streams.engine import Record
 

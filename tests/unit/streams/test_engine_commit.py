@@ -5,7 +5,7 @@ import json
 import pytest
 
 from contracts.topics import Topics
-from indexing.redis_users import FenceMovedError
+from indexing.redis_state import FenceMovedError
 from infra.settings import Settings
 from streams.engine import Engine, Record
 from tests.fakes import FakeText, InMemoryEngineState, InMemoryItems

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 from contracts.topics import Topics
-from indexing.redis_users import FenceKey, FencesRegressedError, unpack_state
+from indexing.redis_state import FenceKey, FencesRegressedError, unpack_state
 from infra.settings import Settings
 from streams.cores import retry
 from streams.engine import Engine, ParkPendingError, Record

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexing.redis_users import FenceKey, FenceMovedError, UserCommit, UserState
+from indexing.redis_state import FenceKey, FenceMovedError, UserCommit, UserState
 from streams import ports
 from tests.fakes import FakeFeaturizer, FakeText, InMemoryEngineState, InMemoryItems
 

@@ -13,7 +13,7 @@ from kafka.errors import BrokerNotAvailableError, KafkaTimeoutError
 from pymilvus.exceptions import DataNotMatchException, MilvusException, MilvusUnavailableException, ParamError
 from tenacity import RetryCallState, Retrying
 
-from indexing.redis_users import FenceMovedError
+from indexing.redis_state import FenceMovedError
 from streams.cores.retry import SINK_BACKOFF, SINK_MAX_DELAY_S, SINK_WAIT, error_name, is_transient
 
 

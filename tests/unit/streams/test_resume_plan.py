@@ -13,7 +13,7 @@ from faust.types import TP
 from tenacity import wait_none
 
 from contracts.topics import Topics
-from indexing.redis_users import FenceKey
+from indexing.redis_state import FenceKey
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
 from streams.app import AgentSpec, FencedConsumer, _retrying, fence_resumer, fenced_poison, run_batch

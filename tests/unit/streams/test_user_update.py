@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from indexing.redis_users import UserState
+from indexing.redis_state import UserState
 from streams.cores.user_update import EventBatch, apply_events, prior_state, profile_text
 
 H = 100.0

@@ -87,9 +87,9 @@ def test_encoder_trainer_defaults_are_the_config_defaults(monkeypatch, tmp_path,
 
 
 def test_ranker_trainer_defaults_and_options(monkeypatch, tmp_path) -> None:
-    from ranking.training.ranker import RankerTrainConfig
+    from ranking.workflows.ranker import RankerTrainConfig
 
-    seen = _capture(monkeypatch, "ranking.training.ranker.train_ranker")
+    seen = _capture(monkeypatch, "ranking.workflows.ranker.train_ranker")
     with pytest.raises(_Stop):
         thaw("train", "ranker", "--models-dir", str(tmp_path))
     with pytest.raises(_Stop):

@@ -1,4 +1,5 @@
-"""The Redis user store: user vectors, seen sets, popularity, freshness, and the per-partition offset fences.
+"""The engine's whole state in Redis: user states, seen and engaged sets, offset fences and parked sets, item
+attributes, popularity, the new-item set, profiles and the served space.
 
 Keys: one builder, :class:`indexing.redis_keys.RedisKeys` (its docstring lists them). A user state is
 ``pack_state``'s bytes (n, w, t, source, D float32); the seen and engaged sets keep the newest ``SEEN_CAP`` items, the
@@ -119,8 +120,9 @@ def make_client(settings: RedisSettings):  # type: ignore[no-untyped-def]
     return clients.redis_client(settings, socket_timeout=10, socket_connect_timeout=5)
 
 
-class UserStore:
-    """Reads and atomically writes user state in Redis."""
+class RedisState:
+    """The engine's state in Redis (user states, fences, parked sets, item attributes, popularity, new items,
+    profiles, served space): read by the worker and the API, written atomically per user-event batch."""
 
     def __init__(self, settings: RedisSettings, client=None) -> None:  # type: ignore[no-untyped-def]
         self.settings = settings
