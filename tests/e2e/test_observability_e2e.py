@@ -163,8 +163,15 @@ def test_prometheus_reads_the_workers_lag_and_freshness(worker, prometheus) -> N
     assert math.isfinite(p50) and 0 < p50 <= p99 <= 60, (p50, p99)
     inf_bucket = prometheus.scalar('sum(thaw_freshness_seconds_bucket{le="+Inf"})')
     assert inf_bucket == expected
-    ok = {r["metric"]["topic"]: float(r["value"][1])
-          for r in prometheus.query('sum by (topic) (thaw_events_total{outcome="ok"})')}
+
+    def ok_events() -> dict[str, float]:
+        return {r["metric"]["topic"]: float(r["value"][1])
+                for r in prometheus.query('sum by (topic) (thaw_events_total{outcome="ok"})')}
+
+    # the histogram was complete before the user events were applied: wait for a scrape that has them too
+    wait_for(lambda: ok_events().get(t.user_events) == N_EVENTS, 30, "prometheus to scrape the applied events",
+             worker, poll_s=0.5)
+    ok = ok_events()
     assert ok[t.content_new] == N_ITEMS and ok[t.user_events] == N_EVENTS
 
     # consumer lag: a series per partition of every topic the worker's group consumes, caught up to 0
