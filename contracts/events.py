@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -39,6 +40,9 @@ MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
 MAX_INLINE_AUDIO_BYTES = 6 * 1024 * 1024
 MAX_AUDIO_SECONDS = 600.0
 MAX_URI_CHARS = 2048
+MAX_CONTEXT_KEYS = 32
+MAX_CONTEXT_KEY_CHARS = 64
+MAX_CONTEXT_VALUE_CHARS = 256
 
 
 class ContentKind(StrEnum):
@@ -65,8 +69,11 @@ _BAD_ID_CHARS = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
 def _check_id(v: str) -> str:
-    if not v or len(v) > MAX_ID_CHARS or _BAD_ID_CHARS.search(v):
-        raise ValueError(f"ids are 1..{MAX_ID_CHARS} characters without whitespace or control characters")
+    """An id in Unicode NFC (so one name typed two ways is one id), at most :data:`MAX_ID_CHARS` UTF-8 *bytes*
+    (Milvus counts ``VARCHAR(128)`` in bytes), without whitespace or control characters."""
+    v = unicodedata.normalize("NFC", v)
+    if not v or len(v.encode("utf-8")) > MAX_ID_CHARS or _BAD_ID_CHARS.search(v):
+        raise ValueError(f"ids are 1..{MAX_ID_CHARS} UTF-8 bytes without whitespace or control characters")
     return v
 
 
@@ -176,7 +183,11 @@ class UserEvent(_Event):
     action: Action
     ts: AwareDatetime
     dwell_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
-    context: dict[str, str] = Field(default_factory=dict, max_length=32)
+    # free-form client context (surface, ab_bucket, ab_variant, ...): bounded in keys and in characters
+    context: dict[
+        Annotated[str, Field(min_length=1, max_length=MAX_CONTEXT_KEY_CHARS)],
+        Annotated[str, Field(max_length=MAX_CONTEXT_VALUE_CHARS)],
+    ] = Field(default_factory=dict, max_length=MAX_CONTEXT_KEYS)
     produced_at: AwareDatetime | None = None
 
 

@@ -214,10 +214,11 @@ class RedisState:
             (k.decode(), int(s)) for k, s in self.r.zrevrange(self.keys.fresh(space), 0, n - 1, withscores=True)
         ]
 
-    def created_since(self, space: str, since_ms: int, n: int) -> list[tuple[str, int]]:
-        """The newest ``n`` items of the space created at or after ``since_ms`` (newest first, with created_at ms)."""
-        raw = self.r.zrevrangebyscore(self.keys.fresh(space), "+inf", int(since_ms), start=0, num=n,
-                                      withscores=True)
+    def created_since(self, space: str, since_ms: int, n: int, until_ms: int | None = None) -> list[tuple[str, int]]:
+        """The newest ``n`` items of the space created at or after ``since_ms`` (and at or before ``until_ms`` when
+        given), newest first, with created_at ms."""
+        top = "+inf" if until_ms is None else int(until_ms)
+        raw = self.r.zrevrangebyscore(self.keys.fresh(space), top, int(since_ms), start=0, num=n, withscores=True)
         return [(k.decode(), int(s)) for k, s in raw]
 
     def profile(self, user: str) -> dict[str, str]:

@@ -142,6 +142,12 @@ class StreamSettings(_Section):
     max_audio_seconds: float = 600.0
     max_text_chars: int = 10_000
     user_half_life_s: float = 7 * 24 * 3600.0
+    # event times an untrusted publisher set (streams.cores.event_time): an event more than max_clock_skew_s ahead
+    # of the worker's clock, or older than its max age (None: no bound), is dead-lettered; user states never take
+    # a time past the clock plus the skew
+    max_clock_skew_s: float = Field(default=300.0, ge=0, le=24 * 3600.0)
+    max_user_event_age_s: float | None = Field(default=30 * 24 * 3600.0, gt=0)
+    max_content_age_s: float | None = Field(default=365 * 24 * 3600.0, gt=0)
     # a user event on an item not indexed yet is retried (backoff 0.25 s doubling, at most 5 s) for this long
     unknown_item_grace_s: float = Field(default=30.0, ge=0)
     # the served vector space: "cf" = the published CB2CF/DSSM version (required), "text" = MiniLM,

@@ -31,7 +31,7 @@ from indexing.redis_state import (
     UserState,
 )
 from infra.settings import Settings
-from streams.cores import retry
+from streams.cores import event_time, retry
 from streams.cores.cache import split
 from streams.cores.decode import (
     DecodedMedia,
@@ -222,6 +222,7 @@ class Engine:
         self._floor: dict[FenceKey, int] = {}
         self._floor_lock = threading.Lock()
         self.regressed: str | None = None  # why this worker stopped applying (it must resume from the fences)
+        self._arms = frozenset(v.name for v in settings.serve.variants)  # A/B metric labels (engagement.ab_arm)
         st = settings.stream
         self._caps = MediaCaps(st.max_inline_image_bytes, st.max_inline_audio_bytes, st.max_audio_seconds,
                                settings.media.max_image_pixels, settings.media.max_audio_decoded_bytes)
@@ -236,6 +237,10 @@ class Engine:
         log.info(
             "dead-lettered %s[%d]@%d: %s: %s", rec.topic, rec.partition, rec.offset, why.error_class, why.error
         )
+
+    def _check_time(self, field: str, t: datetime, max_age_s: float | None) -> Rejected | None:
+        """Why an event's publisher-set time cannot be used (:mod:`streams.cores.event_time`), or None."""
+        return event_time.check(field, t, self.clock(), self.s.stream.max_clock_skew_s, max_age_s)
 
     # ----------------------------------------------------------------- content
     def handle_content(self, records: Sequence[Record]) -> BatchResult:
@@ -253,6 +258,10 @@ class Engine:
             if len(ev.text) > st.max_text_chars:
                 self._reject(res, rec, Rejected("Oversize", f"text over {st.max_text_chars} chars"),
                              self.topics.content_dlq)
+                continue
+            bad_time = self._check_time("created_at", ev.created_at, st.max_content_age_s)
+            if bad_time is not None:
+                self._reject(res, rec, bad_time, self.topics.content_dlq)
                 continue
             raw = media_bytes(  # I/O: what the event's media URIs may reach (an untrusted publisher names them)
                 ev, max_image_bytes=st.max_inline_image_bytes, max_audio_bytes=st.max_inline_audio_bytes,
@@ -403,6 +412,8 @@ class Engine:
                 rec = Record(self.topics.user_events, *retry.unwrap(wrapped), rec.timestamp_ms)
                 envelope = wrapped
             ev = decode_event(rec.value, UserEvent, max_bytes)
+            if not isinstance(ev, Rejected):
+                ev = self._check_time("ts", ev.ts, self.s.stream.max_user_event_age_s) or ev
             if isinstance(ev, Rejected):
                 self._reject(b.res, rec, ev, self.topics.user_dlq)
                 b.routed.add(consumed)
@@ -489,8 +500,9 @@ class Engine:
                 actions=[ev.action.value for ev in b.known],
                 ts=np.array([ev.ts.timestamp() for ev in b.known]),
             )
-            states = apply_events(cur, batch, self.s.stream.user_half_life_s)
-        engagement = tally(b.known)
+            states = apply_events(cur, batch, self.s.stream.user_half_life_s, now_s=self.clock(),
+                                  max_ahead_s=self.s.stream.max_clock_skew_s)
+        engagement = tally(b.known, self._arms)
         b.res.ab_actions.update(engagement.ab_actions)
         b.res.ok = len(b.known)
         if not fenced.advance:
@@ -649,6 +661,8 @@ class Engine:
         good: list[UserProfile] = []
         for rec in records:
             ev = decode_event(rec.value, UserProfile, st.max_event_bytes)
+            if not isinstance(ev, Rejected):
+                ev = self._check_time("ts", ev.ts, st.max_user_event_age_s) or ev
             if isinstance(ev, Rejected):
                 self._reject(res, rec, ev, self.topics.user_dlq)
                 continue

@@ -300,6 +300,11 @@ def _load_ranker(models_dir: Path, name: str, version: str | None) -> RankerLike
     return Ranker.load(models_dir, version=version, name=name)
 
 
+# the fresh recall leaves out items dated more than this ahead of the API's clock (the worker's default
+# stream.max_clock_skew_s: it dead-letters newer posts, see streams.cores.event_time)
+FRESH_MAX_AHEAD_MS = 300_000
+
+
 class Recommender:
     """Serves ``recommend(user_id, k)`` (see the module docstring).
 
@@ -383,18 +388,22 @@ class Recommender:
         if self.s.fresh_k > 0:
             t1 = time.perf_counter()
             have = {c.item_id for c in out}
-            out += [c for c in self._fresh(vec, set(seen), now_ms - window_ms) if c.item_id not in have]
+            out += [c for c in self._fresh(vec, set(seen), now_ms - window_ms, now_ms + FRESH_MAX_AHEAD_MS)
+                    if c.item_id not in have]
             t["recall_fresh"] = (time.perf_counter() - t1) * 1000
         return "vector", out
 
-    def _fresh(self, vec: np.ndarray, seen: set[str], since_ms: int) -> list[Candidate]:
-        """The ``fresh_k`` items created since ``since_ms`` most similar to ``vec``, scored exactly.
+    def _fresh(self, vec: np.ndarray, seen: set[str], since_ms: int, until_ms: int) -> list[Candidate]:
+        """The ``fresh_k`` items created between ``since_ms`` and ``until_ms`` most similar to ``vec``, scored
+        exactly (an item dated past ``until_ms``, indexed before the worker refused future-dated posts, would stay
+        "new" forever: it is left out).
 
         Ids and creation times come from the Redis freshness set of the space (the newest ``fresh_exact_max`` of
         the window), vectors from an in-process cache filled from Milvus by id. An item whose row is not readable
         yet (upserted within the last time tick) joins on a later request.
         """
-        window = [(i, ms) for i, ms in self.users.created_since(self.space, since_ms, self.s.fresh_exact_max)
+        window = [(i, ms) for i, ms in self.users.created_since(self.space, since_ms, self.s.fresh_exact_max,
+                                                                until_ms=until_ms)
                   if i not in seen]
         if not window:
             return []

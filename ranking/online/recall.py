@@ -19,6 +19,10 @@ from typing import Any
 from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_state import RedisState
 
+# items dated more than this ahead of the clock are left out of the fallback list (the worker's default
+# stream.max_clock_skew_s: it dead-letters newer posts, see streams.cores.event_time)
+FALLBACK_MAX_AHEAD_MS = 300_000
+
 
 @dataclass(frozen=True)
 class RecallItem:
@@ -101,6 +105,8 @@ class Recaller:
             for r in self.items.get_rows(missing):
                 fresh[str(r["item_id"])] = int(r["created_at"])  # type: ignore[call-overload]
         now_ms = self.clock() * 1000
+        # an item dated past the clock (indexed before the worker refused such posts) would rank first forever
+        fresh = {i: ms for i, ms in fresh.items() if ms <= now_ms + FALLBACK_MAX_AHEAD_MS}
         newest = max(fresh.values(), default=0)
         scored = []
         for item, created in fresh.items():

@@ -5,8 +5,10 @@ and engagement per A/B serving arm. Pure.
 - **engaged** and **popularity**: events with a positive action weight (:data:`ACTION_WEIGHTS`); an item's
   popularity grows by the action's weight;
 - **A/B actions**: events whose context echoes the ``ab_variant`` that served them, counted per (arm, action).
-  An arm name that ``infra.settings.ABVariant`` could not produce is counted as ``"invalid"``, so metric label
-  values stay bounded by the serving configuration.
+  The arm name comes from the client, so it is a label only when the serving configuration has that arm (the
+  worker passes the configured names): any other name (``random-123``, a retired arm) is counted as ``"other"``,
+  one label, so metric cardinality stays bounded whatever clients send. A name ``infra.settings.ABVariant``
+  could not produce at all is ``"invalid"``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ from contracts.events import UserEvent
 
 AB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 INVALID_ARM = "invalid"
+OTHER_ARM = "other"
 
 
-def ab_arm(variant: str) -> str:
-    """The metric label of A/B variant ``variant`` as echoed by a client."""
-    return variant if AB_NAME.fullmatch(variant) else INVALID_ARM
+def ab_arm(variant: str, arms: frozenset[str] | None = None) -> str:
+    """The metric label of A/B variant ``variant`` as echoed by a client: itself when it is one of ``arms`` (the
+    configured arm names; None: any well-formed name), else :data:`OTHER_ARM`; :data:`INVALID_ARM` when no
+    configured arm could have that name."""
+    if not AB_NAME.fullmatch(variant):
+        return INVALID_ARM
+    return variant if arms is None or variant in arms else OTHER_ARM
 
 
 @dataclass
@@ -36,8 +43,9 @@ class Engagement:
     ab_actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (arm, action) -> events
 
 
-def tally(events: Sequence[UserEvent]) -> Engagement:
-    """The engagement of ``events`` (validated events on indexed items, in batch order)."""
+def tally(events: Sequence[UserEvent], arms: frozenset[str] | None = None) -> Engagement:
+    """The engagement of ``events`` (validated events on indexed items, in batch order); ``arms``: the configured
+    A/B arm names (see :func:`ab_arm`)."""
     seen: dict[str, list[tuple[str, float]]] = defaultdict(list)
     engaged: dict[str, list[tuple[str, float]]] = defaultdict(list)
     pop: dict[str, float] = defaultdict(float)
@@ -48,7 +56,7 @@ def tally(events: Sequence[UserEvent]) -> Engagement:
             seen[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
         arm = ev.context.get("ab_variant")
         if arm is not None:
-            key = (ab_arm(arm), action)
+            key = (ab_arm(arm, arms), action)
             ab[key] = ab.get(key, 0) + 1
         w = ACTION_WEIGHTS[action]
         if w > 0:

@@ -22,6 +22,7 @@ import numpy as np
 
 from contracts.actions import ACTION_WEIGHTS
 from indexing.redis_state import UserState
+from streams.cores import event_time
 
 PRIOR_WEIGHT = 2.0
 
@@ -48,8 +49,15 @@ def apply_events(
     states: Mapping[str, UserState | None],
     batch: EventBatch,
     half_life_s: float,
+    now_s: float | None = None,
+    max_ahead_s: float = 300.0,
 ) -> dict[str, UserState]:
-    """New states for every user in ``batch`` (``states`` holds their current state or None)."""
+    """New states for every user in ``batch`` (``states`` holds their current state or None).
+
+    With ``now_s`` (the worker's clock), an event time or a state time more than ``max_ahead_s`` ahead of it counts
+    as ``now_s`` (:func:`streams.cores.event_time.clamp`): one event dated in the future cannot move a state's time
+    there and freeze its decay, and a state that holds such a time already decays normally from its next event on.
+    """
     n = len(batch.users)
     if n == 0:
         return {}
@@ -60,6 +68,9 @@ def apply_events(
     t_old = np.array(
         [(s.ts if (s := states.get(u)) is not None else -np.inf) for u in uniq], dtype=np.float64
     )
+    if now_s is not None:
+        ts = event_time.clamp(ts, now_s, max_ahead_s)
+        t_old = event_time.clamp(t_old, now_s, max_ahead_s)
     t_max_ev = np.full(len(uniq), -np.inf)
     np.maximum.at(t_max_ev, inv, ts)
     t_new = np.maximum(t_old, t_max_ev)
@@ -79,7 +90,7 @@ def apply_events(
             n_ev = int(counts[j])
             src = "events"
         else:
-            d = float(decay(t_new[j] - old.ts, half_life_s)) if np.isfinite(old.ts) else 1.0
+            d = float(decay(t_new[j] - t_old[j], half_life_s)) if np.isfinite(t_old[j]) else 1.0
             vec = old.vec.astype(np.float64) * d + add_vec[j]
             w = old.weight * d + add_w[j]
             n_ev = old.n_events + int(counts[j])

@@ -5,6 +5,8 @@ Kafka is not involved here: records are built directly; the e2e tests drive the 
 
 import base64
 import json
+import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,7 +20,11 @@ from streams.engine import Engine, Record
 
 pytestmark = pytest.mark.integration
 
-NOW = "2026-11-25T10:00:00Z"
+# event times relative to the real clock the engine runs on (it refuses events older than its max age), on a whole
+# minute so the millisecond checks below are exact
+_NOW_S = (int(time.time()) // 60) * 60 - 60
+NOW = datetime.fromtimestamp(_NOW_S, UTC).isoformat()
+LATER = datetime.fromtimestamp(_NOW_S + 300, UTC).isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +72,7 @@ def test_content_is_indexed_and_searchable(engine):
     meta = engine.users.item_meta(["it0", "it1", "missing"])
     assert set(meta) == {"it0", "it1"}
     assert meta["it1"].kind == "track" and meta["it1"].tags == ("piano", "sleep")
-    assert meta["it1"].created_at_ms == 1_795_600_800_000  # NOW
+    assert meta["it1"].created_at_ms == _NOW_S * 1000
     # replaying the same batch is idempotent
     engine.handle_content(recs)
     assert engine.items.count() == 2
@@ -83,23 +89,23 @@ def test_user_events_fenced_and_unknown_items_retried_then_dead_lettered(engine)
     res = engine.commit_user_events(prep)
     assert res.ok == 1
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
-    assert engine.users.engaged("u1") == [("it0", 1_795_600_800.0)]  # a like is engagement
+    assert engine.users.engaged("u1") == [("it0", float(_NOW_S))]  # a like is engagement
     state, seen, engaged, profile = engine.users.request_view(engine.space, "u1")
-    assert state is not None and state.n_events == 1 and engaged == [("it0", 1_795_600_800.0)]
-    assert seen == [("it0", 1_795_600_800.0)]
+    assert state is not None and state.n_events == 1 and engaged == [("it0", float(_NOW_S))]
+    assert seen == [("it0", float(_NOW_S))]
     assert profile == {}
     # redelivery of the same records: all skipped, nothing applied twice
     again = engine.commit_user_events(engine.prepare_user_events(recs))
     assert again.skipped == 3 and again.ok == 0 and not again.dlq
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
     skip = engine.commit_user_events(engine.prepare_user_events(
-        [_rec(t, 9, {**ev, "action": "skip", "item_id": "it0", "ts": "2026-11-25T10:05:00Z",
+        [_rec(t, 9, {**ev, "action": "skip", "item_id": "it0", "ts": LATER,
                      "context": {"ab_variant": "gated", "ab_bucket": "3"}}, part=1),
          _rec(t, 10, {**ev, "action": "click", "context": {"ab_variant": "x" * 40}}, part=1)]))
     assert skip.ok == 2
     assert skip.ab_actions == {("gated", "skip"): 1, ("invalid", "click"): 1}  # engagement per serving arm
     # a skip is seen, not engagement; the click (same item, same time) is
-    assert engine.users.engaged("u1") == [("it0", 1_795_600_800.0)]
+    assert engine.users.engaged("u1") == [("it0", float(_NOW_S))]
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 3
     # the item arrives; the parked event, read back from the retry topic, now applies
     engine.handle_content([_rec(engine.topics.content_new, 1, _item("later", "metal too", ["metal"]))])

@@ -38,6 +38,15 @@ def test_arm_names():
     assert ab_arm("arm\n") == "invalid"
 
 
+def test_arms_outside_the_configuration_share_one_label():
+    arms = frozenset({"control", "gated"})
+    assert ab_arm("gated", arms) == "gated"
+    assert ab_arm("random-123", arms) == "other" and ab_arm("x" * 33, arms) == "invalid"
+    evs = [_ev(f"u{i}", "a", "click", ab_variant=f"random-{i}") for i in range(50)]
+    e = tally(evs + [_ev("u1", "a", "click", ab_variant="control")], arms)
+    assert e.ab_actions == {("other", "click"): 50, ("control", "click"): 1}
+
+
 def test_nothing_applied_tallies_nothing():
     e = tally([])
     assert e.seen == {} and e.engaged == {} and e.popularity == {} and e.ab_actions == {}

@@ -1,6 +1,7 @@
 """Engine.commit_user_events' fence-race retry loop, with an in-memory user store: no services."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_gives_up_after_eight_commits():
 
 
 def _event(off, item):
-    ev = {"user_id": "u1", "item_id": item, "action": "play", "ts": "2026-12-04T10:00:00+00:00"}
+    ev = {"user_id": "u1", "item_id": item, "action": "play", "ts": datetime.now(UTC).isoformat()}
     return Record(TOPICS.user_events, 0, off, b"u1", json.dumps(ev).encode(), 0)
 
 

@@ -36,7 +36,7 @@ def _engine(store, known=("a",)):
 
 
 def _event(off, item="a", partition=0):
-    ev = {"user_id": "u1", "item_id": item, "action": "play", "ts": "2026-12-04T10:00:00+00:00"}
+    ev = {"user_id": "u1", "item_id": item, "action": "play", "ts": datetime.fromtimestamp(NOW, UTC).isoformat()}
     return Record(TOPICS.user_events, partition, off, b"u1", json.dumps(ev).encode(), 0)
 
 

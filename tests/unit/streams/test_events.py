@@ -71,3 +71,25 @@ def test_ids_without_whitespace():
         UserEvent.model_validate({**ex, "user_id": "a b"})
     with pytest.raises(ValidationError):
         UserEvent.model_validate({**ex, "user_id": ""})
+
+
+def test_ids_are_nfc_normalised_and_bounded_in_utf8_bytes():
+    base = example_events()["user.events"]
+    nfd, nfc = "u:cafe\u0301", "u:caf\u00e9"
+    assert UserEvent.model_validate({**base, "user_id": nfd}).user_id == nfc  # one user, however it was typed
+    assert UserEvent.model_validate({**base, "item_id": "x" * 128}).item_id == "x" * 128
+    # 64 characters, 128 bytes: fits Milvus's VARCHAR(128); one more 2-byte character does not
+    assert len(UserEvent.model_validate({**base, "item_id": "\u00e9" * 64}).item_id) == 64
+    with pytest.raises(ValidationError, match="UTF-8 bytes"):
+        UserEvent.model_validate({**base, "item_id": "\u00e9" * 65})
+    with pytest.raises(ValidationError, match="UTF-8 bytes"):
+        UserEvent.model_validate({**base, "user_id": "\U0001f3b5" * 33})  # 33 characters, 132 bytes
+
+
+def test_context_is_bounded_in_keys_and_characters():
+    base = example_events()["user.events"]
+    ok = {f"k{i}": "v" * 256 for i in range(32)}
+    assert len(UserEvent.model_validate({**base, "context": ok}).context) == 32
+    for bad in ({f"k{i}": "v" for i in range(33)}, {"k" * 65: "v"}, {"k": "v" * 257}, {"": "v"}):
+        with pytest.raises(ValidationError):
+            UserEvent.model_validate({**base, "context": bad})
