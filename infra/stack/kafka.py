@@ -74,6 +74,7 @@ def fetch_kafka(settings: Settings) -> Path:
         mvn,
         "-q",
         "-B",
+        "--strict-checksums",  # a jar whose checksum does not match the repository's fails the fetch
         "-f",
         str(_POM),
         f"-Dkafka.version={settings.kafka.version}",

@@ -22,6 +22,8 @@ OPENMOJI_VERSION = "17.0.0"
 OPENMOJI_LICENSE = "CC BY-SA 4.0 (graphics); https://openmoji.org/"
 _MARKER = ".thaw-complete"
 _NPM_TIMEOUT_S = 600.0
+# package.json + package-lock.json pinning OPENMOJI_VERSION with its sha512 integrity: `npm ci` installs exactly that
+_NPM_LOCK_DIR = Path(__file__).with_name("npm")
 
 
 def default_corpus_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -63,9 +65,11 @@ def _package_ok(pkg: Path, version: str) -> bool:
 def fetch_openmoji(cache_dir: str | os.PathLike[str] | None = None, version: str = OPENMOJI_VERSION) -> Path:
     """Installs the ``openmoji`` npm package into the cache once and returns its root.
 
-    Runs ``npm install --prefix <cache>/npm openmoji@<version> --no-audit --no-fund`` (about 3 s, 67 MB on disk)
-    unless a verified install of that version is already there. A file lock makes concurrent callers wait for
-    one install instead of racing.
+    For :data:`OPENMOJI_VERSION`, runs ``npm ci --ignore-scripts`` in ``<cache>/npm`` over the lock file shipped in
+    ``workloads/imagetext/npm/`` (the tarball's sha512 is checked against the lock; no install script of any
+    package runs); another version is ``npm install --ignore-scripts openmoji@<version>`` (no lock). About 3 s,
+    67 MB on disk, unless a verified install of that version is already there. A file lock makes concurrent callers
+    wait for one install instead of racing.
 
     Args:
         cache_dir: Corpus cache directory (see :func:`default_corpus_dir`).
@@ -89,7 +93,13 @@ def fetch_openmoji(cache_dir: str | os.PathLike[str] | None = None, version: str
         if npm is None:
             raise RuntimeError("npm not found on PATH: install Node.js/npm (Debian: apt-get install -y npm)")
         prefix.mkdir(parents=True, exist_ok=True)
-        cmd = [npm, "install", "--prefix", str(prefix), f"openmoji@{version}", "--no-audit", "--no-fund"]
+        quiet = ["--ignore-scripts", "--no-audit", "--no-fund"]
+        if version == OPENMOJI_VERSION:
+            for name in ("package.json", "package-lock.json"):
+                shutil.copyfile(_NPM_LOCK_DIR / name, prefix / name)
+            cmd = [npm, "ci", "--prefix", str(prefix), *quiet]
+        else:
+            cmd = [npm, "install", "--prefix", str(prefix), f"openmoji@{version}", *quiet]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=_NPM_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
