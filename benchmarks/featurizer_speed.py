@@ -6,7 +6,9 @@ Run::
     python -m benchmarks.featurizer_speed --items 64 --batch-sizes 1,16
 
 The items are real and mixed like the stream's: tracks with a 10 s clip of the rendered music21 corpus, moments with
-an OpenMoji image, text-only dynamics (``benchmarks._harness.mixed_items``), decoded once up front (decoding is the
+an OpenMoji image, text-only posts (``benchmarks._harness.mixed_items``: the demo community's composer posts by
+default, ``--dataset ml-100k`` or ``--dataset lastfm`` (``THAW_DATASETS_DIR``) when asked), decoded once up front
+(decoding is the
 content agent's decode stage, measured by the freshness benchmark). Each batch goes through the whole featuriser:
 MiniLM on every item's text, the log-mel frontend and both audio encoders on the tracks, the three FLAVA-style
 graphs on the moments.
@@ -21,8 +23,9 @@ graphs on the moments.
 
 Both engines see the same batches in one run, alternating per batch size, after one warm-up batch each. Reports
 items/s (total items / total batch time), p50/p99/max batch latency and the ratio onnx/torch per batch size to
-``benchmarks/results/featurizer_speed.{json,png}``. Needs the published encoders (``thaw train ...``) and the built
-music corpus.
+``benchmarks/results/featurizer_speed.{json,png}``. Needs the published encoders (``thaw models install-bundled``
+or ``thaw train ...``) and the built music corpus (``thaw corpus music build --clips 160``). ``--quantize int8``
+runs the ONNX side on the int8 variants (``thaw models quantize``; the torch side stays fp32).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._harness import DEFAULT_OUT, machine_info, mixed_items, write_json
+from benchmarks._harness import DEFAULT_OUT, TEXT_DATASETS, machine_info, mixed_items, write_json
 
 
 def _decode(items: list[dict[str, Any]]) -> list[Any]:
@@ -152,8 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--engines", default="onnx,torch")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dataset", choices=TEXT_DATASETS, default="community", help="text posts of the mix")
+    ap.add_argument("--quantize", choices=("none", "int8", "int8-all"), default="none",
+                    help="THAW_MODELS__QUANTIZE of the ONNX side: none, int8 (MiniLM), int8-all (+ FLAVA graphs)")
+    ap.add_argument("--name", default=None, help="report name (default featurizer_speed[_int8])")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
+    name = args.name or ("featurizer_speed" if args.quantize == "none"
+                         else f"featurizer_speed_{args.quantize.replace('-', '')}")
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     engines = [e.strip() for e in args.engines.split(",")]
 
@@ -162,16 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     from infra.settings import load_settings
 
     reg = ModelRegistry(load_settings().models.dir)
-    fz = ContentFeaturizer.from_registry(reg, threads=args.threads)
+    fz = ContentFeaturizer.from_registry(reg, threads=args.threads, quantize=args.quantize)
     if fz.missing:
         print(f"[featurizer_speed] warning: encoders not published, fields skipped: {fz.missing}", file=sys.stderr)
-    items = _decode(mixed_items(args.items, seed=args.seed))
+    items = _decode(mixed_items(args.items, seed=args.seed, text_dataset=args.dataset))
     run: dict[str, Any] = {"onnx": fz.featurize}
     if "torch" in engines:
         run["torch"] = TorchFeaturizer(fz, args.threads).featurize
     report: dict[str, Any] = {
         "benchmark": "featurizer_speed", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"items": len(items), "batch_sizes": sizes, "threads": args.threads, "seed": args.seed,
+                   "dataset": args.dataset, "quantize": args.quantize,
                    "fields": list(fz.fields), "missing": list(fz.missing), "models": fz.model_versions,
                    "mix": {"audio": sum(it.audio is not None for it in items),
                            "image": sum(it.image is not None for it in items), "items": len(items)}},
@@ -194,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         report["results"][str(bs)] = res
         print(f"[featurizer_speed] batch {bs}: {res}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "featurizer_speed.json", report)
-    _plot(report, args.out / "featurizer_speed.png")
-    print(args.out / "featurizer_speed.json")
+    write_json(args.out / f"{name}.json", report)
+    _plot(report, args.out / f"{name}.png")
+    print(args.out / f"{name}.json")
     return 0
 
 

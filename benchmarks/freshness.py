@@ -1,10 +1,16 @@
 """Freshness: how long from producing a new item on ``content.new`` until it is searchable in Milvus.
 
-``python -m benchmarks.freshness [--items 1000] [--rates 20[,50,...]] [--out benchmarks/results]``
+``python -m benchmarks.freshness [--source text|mixed] [--dataset ml-100k|community|lastfm] [--items 1000]
+[--rates 20[,50,...]] [--quantize none|int8] [--out benchmarks/results]``
 
-Per rate (one phase each, fresh namespace and fresh worker): publish ``--items`` real Last.fm artists (name as text,
-user tags as tags; MiniLM ONNX text encoder in the worker) to ``content.new`` at that rate, and measure the latency
-two ways in the same run:
+Per rate (one phase each, fresh namespace and fresh worker): publish ``--items`` real items to ``content.new`` at
+that rate and measure the latency two ways in the same run. ``--source text`` (default): text-only items, embedded
+by MiniLM; ``--source mixed``: 40% tracks with audio (music21 renders), 30% moments with images (OpenMoji) and 30%
+text posts, through every published encoder. The data is in a plain clone: text from MovieLens-100k (``text``) or
+the demo community's composer posts (``mixed``); ``--dataset lastfm`` takes Last.fm artists from the optional
+datasets folder (``THAW_DATASETS_DIR``) instead, only when asked. ``--quantize int8`` starts the worker with
+``THAW_MODELS__QUANTIZE=int8`` (the int8 MiniLM; ``int8-all`` also the FLAVA-style image/text graphs; written by
+``thaw models quantize``). The latency:
 
 * trace: the worker's ``content.indexed`` freshness traces, ``indexed_at - produced_at`` (stamped after the upsert
   returned);
@@ -15,9 +21,10 @@ two ways in the same run:
   the write visible to queries (one time tick, ~200 ms on 2.3). ``--extra-probe LEVEL`` adds a second poller at
   another consistency level (e.g. Strong).
 
-Report: ``<out>/freshness.json`` (p50/p90/p99/max per definition and rate, achieved produce rate, per-batch stage ms
-from the traces, where the time goes) and ``<out>/freshness.png`` (CDFs); ``--source mixed`` writes
-``freshness_mixed.{json,png}``.
+Report: ``<out>/<name>.json`` (p50/p90/p99/max per definition and rate, achieved produce rate, per-batch stage ms
+from the traces, where the time goes) and ``<out>/<name>.png`` (CDFs). ``<name>`` is ``freshness`` (text) or
+``freshness_mixed``, with ``_<dataset>`` for a dataset other than the default and ``_int8`` when quantised
+(:func:`report_name`; ``--name`` overrides it).
 """
 
 from __future__ import annotations
@@ -28,24 +35,27 @@ import logging
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from benchmarks._harness import (
     DEFAULT_OUT,
+    TEXT_DATASETS,
     BenchError,
     CpuMeter,
     Worker,
     base_settings,
     cleanup_namespace,
     encoder_versions,
-    lastfm_items,
     machine_info,
     mixed_items,
     new_namespace,
     parse_rates,
     stack_up,
     summarize,
+    text_items,
     wait_for,
     write_json,
 )
@@ -210,6 +220,9 @@ class TraceReader(threading.Thread):
                                     "indexed_at": tr.indexed_at.timestamp(),
                                     "stage_ms": dict(tr.stage_ms),
                                     "received_at": now,
+                                    "kind": str(getattr(tr.kind, "value", tr.kind)),
+                                    "features": list(tr.features),
+                                    "model_versions": dict(tr.model_versions),
                                 },
                             )
         finally:
@@ -227,7 +240,8 @@ def run_phase(base: Settings, rate: float, warm_items: list[dict[str, Any]], ite
     topics = Topics.for_prefix(s.kafka.topic_prefix)
     ensure_topics(s.kafka, topics)
     log_dir.mkdir(parents=True, exist_ok=True)
-    worker = Worker(s, log_dir / f"freshness-worker-r{rate:g}.log")
+    worker = Worker(s, log_dir / f"{args.name}-worker-r{rate:g}.log",
+                    extra_env={"THAW_MODELS__QUANTIZE": args.quantize})
     phase: dict[str, Any] = {"rate_requested": rate, "namespace": ns, "items": len(items)}
     pollers: list[SearchablePoller] = []
     trace = None
@@ -344,6 +358,7 @@ def run_phase(base: Settings, rate: float, warm_items: list[dict[str, Any]], ite
                 k: summarize([b["stage_ms"].get(k, 0.0) for b in batches.values()], digits=2) for k in stage_names
             },
         }
+        phase["fields"] = fields_by_kind(traces.values())
         phase["pollers"] = [p.summary() for p in pollers]
         phase["trace_decode_errors"] = trace.bad
         phase["_raw"] = {"trace_ms": sorted(round(x * 1000, 2) for x in trace_lat),
@@ -360,6 +375,33 @@ def run_phase(base: Settings, rate: float, warm_items: list[dict[str, Any]], ite
         phase["worker_log_issues"] = worker.log_issues()
         phase["cleanup"] = cleanup_namespace(s)
     return phase
+
+
+def fields_by_kind(traces: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per item kind, how many items got each content field, and the model versions the traces name: shows that
+    every encoder ran (a field absent here had no published encoder, or its media failed)."""
+    per: dict[str, Counter[str]] = {}
+    n: Counter[str] = Counter()
+    versions: dict[str, str] = {}
+    for t in traces:
+        kind = t.get("kind", "?")
+        n[kind] += 1
+        per.setdefault(kind, Counter()).update(t.get("features", []))
+        versions.update(t.get("model_versions", {}))
+    return {"items_by_kind": dict(sorted(n.items())),
+            "items_with_field_by_kind": {k: dict(sorted(c.items())) for k, c in sorted(per.items())},
+            "model_versions": dict(sorted(versions.items()))}
+
+
+def check_variants(settings: Settings, setting: str) -> None:
+    """Fail before any phase when the worker would not find the variants ``setting`` asks it to serve."""
+    from encoders.quantize import QUANTIZABLE, load_variant, scheme_for
+    from encoders.registry import ModelRegistry
+
+    reg = ModelRegistry(settings.models.dir)
+    for name in QUANTIZABLE:
+        if reg.current_version(name) is not None:
+            load_variant(reg, name, scheme_for(setting, name))
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -392,12 +434,34 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("fraction of items")
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(f"Thaw freshness: content.new → searchable ({report['config']['items']} items per rate, MiniLM)")
+    cfg = report["config"]
+    what = "mixed items, every encoder" if cfg.get("source") == "mixed" else "text items, MiniLM"
+    quant = f", {cfg['quantize']}" if cfg.get("quantize", "none") != "none" else ""
+    ax.set_title(f"Thaw freshness: content.new → searchable ({cfg['items']} {what}{quant}, {cfg.get('dataset_name')})")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+DEFAULT_DATASET = {"text": "ml-100k", "mixed": "community"}
+DATASET_LABEL = {
+    "ml-100k": "MovieLens-100k movies (title + genres)",
+    "community": "the demo community's composer posts",
+    "lastfm": "Last.fm artists (name + tags)",
+}
+
+
+def report_name(source: str, dataset: str, quantize: str = "none") -> str:
+    """``freshness`` / ``freshness_mixed``, ``_<dataset>`` when not the source's default, ``_<scheme>`` when
+    quantised: each configuration writes its own report."""
+    name = "freshness" if source == "text" else f"freshness_{source}"
+    if dataset != DEFAULT_DATASET[source]:
+        name += f"_{dataset.replace('-', '')}"
+    if quantize != "none":
+        name += f"_{quantize.replace('-', '')}"
+    return name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,9 +474,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="also poll with this consistency level (client.get), e.g. Strong for read-your-writes")
     ap.add_argument("--warmup", type=int, default=10, help="unmeasured items sent first (default 10)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--source", choices=["lastfm", "mixed"], default="lastfm",
-                    help="lastfm: text-only artists; mixed: 40%% tracks with audio, 30%% moments with images, "
-                         "30%% text dynamics (needs the built music corpus)")
+    ap.add_argument("--source", choices=["text", "mixed"], default="text",
+                    help="text: text-only items (MiniLM); mixed: 40%% tracks with audio, 30%% moments with images, "
+                         "30%% text posts, every encoder (needs the music corpus: thaw corpus music build)")
+    ap.add_argument("--dataset", choices=TEXT_DATASETS, default=None,
+                    help="where the text items come from: ml-100k (default for text), community (the demo "
+                         "community's posts, default for mixed), or lastfm (needs THAW_DATASETS_DIR)")
+    ap.add_argument("--quantize", choices=["none", "int8", "int8-all"], default=None,
+                    help="THAW_MODELS__QUANTIZE for the worker (default: as configured, none unless set)")
+    ap.add_argument("--name", default=None, help="report name (default from source, dataset and quantize)")
     ap.add_argument("--ready-timeout", type=float, default=180.0, help="worker start timeout (s)")
     ap.add_argument("--drain-timeout", type=float, default=120.0,
                     help="after the last item is produced, max seconds until all are searchable")
@@ -426,15 +496,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.ERROR)  # describe_groups can't decode Faust's member metadata
 
     base = base_settings()
+    args.dataset = args.dataset or DEFAULT_DATASET[args.source]
+    args.quantize = args.quantize or base.models.quantize
+    args.name = args.name or report_name(args.source, args.dataset, args.quantize)
     t0 = time.time()
-    stack = stack_up(base)
     if args.source == "mixed":
         from workloads.replay import media_roots
 
-        items = mixed_items(args.items + args.warmup, seed=args.seed)
+        items = mixed_items(args.items + args.warmup, seed=args.seed, text_dataset=args.dataset)
         base = base.with_media_roots(*media_roots())  # the workers read the items' file:// media there only
     else:
-        items = lastfm_items(args.items + args.warmup, seed=args.seed)
+        items = text_items(args.items + args.warmup, args.dataset, seed=args.seed)
+    if args.quantize != "none":
+        check_variants(base, args.quantize)
+    stack = stack_up(base)
     warm, measured = items[: args.warmup], items[args.warmup :]
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
@@ -442,9 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": {"items": args.items, "rates": rates, "poll_ms": args.poll_ms, "extra_probe": args.extra_probe,
                    "milvus_consistency": base.milvus.consistency_level, "warmup": args.warmup,
-                   "seed": args.seed, "encoders": encoder_versions(base),
-                   "dataset": "lastfm artists (name + tags)" if args.source == "lastfm" else
-                   "mixed: music21 tracks (audio), OpenMoji moments (image), Last.fm dynamics (text)",
+                   "seed": args.seed, "encoders": encoder_versions(base), "quantize": args.quantize,
+                   "source": args.source, "dataset_name": args.dataset,
+                   "dataset": DATASET_LABEL[args.dataset] if args.source == "text" else
+                   f"mixed: music21 tracks (audio), OpenMoji moments (image), {DATASET_LABEL[args.dataset]} (text)",
+                   "kinds": dict(sorted(Counter(it["kind"] for it in measured).items())),
                    "batch_size": base.stream.content_batch_size, "batch_within_s": base.stream.batch_within_s,
                    "partitions": base.kafka.partitions},
         "machine": machine_info(),
@@ -468,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
               f" ms p99 {lat['trace_indexed_minus_produced']['p99']} ms", file=sys.stderr)
     report["machine"]["loadavg_after"] = machine_info()["loadavg_1_5_15"]
     report["elapsed_s"] = round(time.time() - t0, 1)
-    name = "freshness" if args.source == "lastfm" else f"freshness_{args.source}"
+    name = args.name
     png = args.out / f"{name}.png"
     plot(report, png)
     if not args.keep_raw:

@@ -9,9 +9,13 @@ existing JSON. Needs ``matplotlib``.
 
 Run::
 
-    python -m benchmarks.new_users --datasets ml-100k,lastfm            # new users
-    python -m benchmarks.new_users --cold-items --datasets ml-100k,lastfm
+    python -m benchmarks.new_users                                      # new users, MovieLens-100k
+    python -m benchmarks.new_users --cold-items
+    THAW_DATASETS_DIR=DIR python -m benchmarks.new_users --datasets ml-100k,lastfm   # with the optional Last.fm
     python -m benchmarks.new_users --plot-only
+
+The default is MovieLens-100k (in a plain clone: the recbole wheel); Last.fm and CiteULike-a are read from the
+folder ``THAW_DATASETS_DIR`` names only when ``--datasets`` asks for them.
 """
 
 from __future__ import annotations
@@ -101,7 +105,8 @@ def plot_cold_items(report: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the requested reports (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.new_users", description=__doc__.split("\n")[0])
-    p.add_argument("--datasets", default="ml-100k,lastfm")
+    p.add_argument("--datasets", default="ml-100k",
+                   help="comma-separated: ml-100k (default), lastfm, citeulike-a (the last two need THAW_DATASETS_DIR)")
     p.add_argument("--cold-items", action="store_true", help="run the cold-item harness instead")
     p.add_argument("--plot-only", action="store_true", help="redraw PNGs from the JSON files in --out")
     p.add_argument("--seed", type=int, default=0)

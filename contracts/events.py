@@ -235,7 +235,7 @@ class DeadLetter(_Event):
     source_topic: str
     partition: int
     offset: int
-    key_b64: str | None
+    key_b64: str | None = None  # the source record had no key
     value_b64: str
     error_class: str
     error: str = Field(max_length=2000)
@@ -254,7 +254,7 @@ class RetryEnvelope(_Event):
     retry_at: AwareDatetime
     source_partition: int
     source_offset: int
-    key_b64: str | None
+    key_b64: str | None = None  # the source record had no key
     value_b64: str
     # the consumer group that parked it: during a blue/green roll-out two groups consume the same topics, and
     # each applies only its own retries (the other group parks its own copy when it meets the original)

@@ -135,9 +135,29 @@ class ContentFeaturizer:
         self.imagetext = imagetext
 
     @classmethod
-    def from_registry(cls, registry: ModelRegistry, threads: int = 2) -> ContentFeaturizer:
-        """Load the current version of every published encoder (MiniLM is exported on first use)."""
-        text = TextEncoder(ensure_minilm(registry), threads=threads)
+    def from_registry(cls, registry: ModelRegistry, threads: int = 2, quantize: str | None = None) -> ContentFeaturizer:
+        """Load the current version of every published encoder (MiniLM is exported on first use).
+
+        Args:
+            registry: The model directory.
+            threads: Intra-op threads of every ONNX Runtime session.
+            quantize: Which encoders serve their int8 variant (:data:`encoders.quantize.SETTINGS`: ``none``,
+                ``int8`` = MiniLM, ``int8-all`` = MiniLM and the FLAVA-style image and text graphs); a missing
+                variant is an error, never a silent fp32 fallback. None: the configured ``THAW_MODELS__QUANTIZE``
+                (``none`` unless set).
+        """
+        from encoders.quantize import VariantNotFoundError, check_setting, load_variant, scheme_for
+
+        if quantize is None:
+            from infra.settings import load_settings
+
+            quantize = load_settings().models.quantize
+        check_setting(quantize)
+        minilm = ensure_minilm(registry)
+        if scheme_for(quantize, minilm.manifest.name) != "none":
+            minilm = load_variant(registry, minilm.manifest.name, scheme_for(quantize, minilm.manifest.name),
+                                  minilm.manifest.version)
+        text = TextEncoder(minilm, threads=threads)
         musicclip = audio_mae = imagetext = None
         try:
             from encoders.audio import load_audio_encoders
@@ -148,7 +168,9 @@ class ContentFeaturizer:
         try:
             from encoders.imagetext import load_imagetext_encoder
 
-            imagetext = load_imagetext_encoder(registry, threads=threads)
+            imagetext = load_imagetext_encoder(registry, threads=threads, quantize=quantize)
+        except VariantNotFoundError:
+            raise
         except (ImportError, ModelNotFoundError) as exc:
             log.warning("image-text encoder not loaded: %s", exc)
         fz = cls(text, musicclip=musicclip, audio_mae=audio_mae, imagetext=imagetext)

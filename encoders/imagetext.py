@@ -133,10 +133,14 @@ class ImageTextEncoder:
 
     @property
     def model_version(self) -> str:
-        """``flava@<version>`` when the three graphs share a version, else the three ``name@version``."""
-        vs = {v.manifest.version for v in self.versions}
-        if len(vs) == 1:
-            return f"flava@{vs.pop()}"
+        """``flava@<version>`` when the three graphs come from one version (``flava@<version>-int8`` when some of
+        them are its int8 variants, :mod:`encoders.quantize`), else the three ``name@version``."""
+        from encoders.quantize import base_version, variant_info
+
+        bases = {base_version(v) for v in self.versions}
+        if len(bases) == 1:
+            schemes = sorted({str(info["scheme"]) for v in self.versions if (info := variant_info(v))})
+            return f"flava@{bases.pop()}" + "".join(f"-{s}" for s in schemes)
         return "+".join(f"{v.manifest.name}@{v.manifest.version}" for v in self.versions)
 
     @property
@@ -209,12 +213,21 @@ class ImageTextEncoder:
         return img_emb, fused.astype(np.float32), match.astype(np.float32)
 
 
-def load_imagetext_encoder(registry: ModelRegistry, threads: int = 2, micro_batch: int = 16) -> ImageTextEncoder | None:
-    """The current FLAVA-style encoder of ``registry``, or None when any of its three graphs is not published."""
+def load_imagetext_encoder(registry: ModelRegistry, threads: int = 2, micro_batch: int = 16,
+                           quantize: str = "none") -> ImageTextEncoder | None:
+    """The current FLAVA-style encoder of ``registry``, or None when any of its three graphs is not published.
+
+    ``quantize`` is a ``THAW_MODELS__QUANTIZE`` value (:data:`encoders.quantize.SETTINGS`): ``int8-all`` serves
+    the int8 variants of the image and text graphs (the small fusion graph stays fp32); a missing variant raises
+    :class:`encoders.quantize.VariantNotFoundError`."""
+    from encoders.quantize import VariantNotFoundError, load_variant, scheme_for
+
     if any(registry.current_version(n) is None for n in MODEL_NAMES):
         return None
     try:
-        image, text, fusion = (registry.load(n) for n in MODEL_NAMES)
+        image, text, fusion = (load_variant(registry, n, scheme_for(quantize, n)) for n in MODEL_NAMES)
+    except VariantNotFoundError:
+        raise
     except ModelNotFoundError:
         return None
     return ImageTextEncoder(image, text, fusion, threads=threads, micro_batch=micro_batch)

@@ -8,6 +8,11 @@ collection is loaded before use, and its index parameters are not relied on.
 Upsert is keyed by ``item_id``, so replaying a ``content.new`` event rewrites the same row: at-least-once delivery
 from Kafka becomes effectively-once in Milvus.
 
+Every call carries a deadline (``timeout=``; pymilvus waits without one as long as the server takes): the ingest
+path's by default, the serving path's for an index built with ``serving=True`` (``MilvusSettings.timeout_s`` /
+``load_timeout_s`` / ``serving_timeout_s``, :func:`infra.clients.milvus_deadlines`). A call past its deadline raises
+a gRPC ``DEADLINE_EXCEEDED`` error, which the worker retries as transient (:func:`streams.cores.retry.is_transient`).
+
 Query the collection yourself with pymilvus::
 
     from pymilvus import MilvusClient
@@ -92,21 +97,23 @@ def point_serving_alias(settings: MilvusSettings, collection: str) -> str:
     """Point the serving alias at ``collection`` (create it, or move it atomically from the previous space).
 
     Returns the alias. Clients that query Milvus directly search the alias and follow a flip without a change.
+    Each call has the ingest path's deadline.
     """
     from pymilvus.exceptions import MilvusException
 
     client = clients.milvus_client(settings)
+    timeout = clients.milvus_deadlines(settings).call_s
     alias = serving_alias(settings)
     quiet = logging.getLogger("pymilvus")
     level = quiet.level
     try:
-        if alias in client.list_aliases(collection).get("aliases", []):
+        if alias in client.list_aliases(collection, timeout=timeout).get("aliases", []):
             return alias
         quiet.setLevel(logging.CRITICAL)  # pymilvus logs a traceback for the expected "alias not found"
         try:
-            client.alter_alias(collection, alias)
+            client.alter_alias(collection, alias, timeout=timeout)
         except MilvusException:
-            client.create_alias(collection, alias)
+            client.create_alias(collection, alias, timeout=timeout)
     finally:
         quiet.setLevel(level)
         client.close()
@@ -120,13 +127,16 @@ class ItemIndex:
         settings: Milvus connection settings.
         dim: vector dimension of the space.
         collection: collection (or alias) name; defaults to ``settings.items_collection``.
+        serving: the serving path's deadlines (the API) instead of the ingest path's (the worker, the CLI).
     """
 
-    def __init__(self, settings: MilvusSettings, dim: int, collection: str | None = None) -> None:
+    def __init__(self, settings: MilvusSettings, dim: int, collection: str | None = None, *,
+                 serving: bool = False) -> None:
         self.settings = settings
         self.dim = dim
         self.name = collection or settings.items_collection
-        self.client = clients.milvus_client(settings)
+        self.deadlines = clients.milvus_deadlines(settings, serving=serving)
+        self.client = clients.milvus_client(settings, serving=serving)
         self.lite = settings.is_lite
         # Milvus Lite is single-process and not thread-safe: serialise calls on one client there. A server client
         # talks gRPC, whose channel is thread-safe: concurrent requests (the serving API's threads) go in parallel.
@@ -150,7 +160,7 @@ class ItemIndex:
                 raise
             log.warning("collection %s is not loaded (a restarted Milvus?): loading it", self.name)
             with self._lock:
-                self.client.load_collection(self.name)
+                self.client.load_collection(self.name, timeout=self.deadlines.load_s)
             return call()
 
     # ---------------------------------------------------------------- schema
@@ -160,7 +170,7 @@ class ItemIndex:
 
         with self._lock:
             created = False
-            if not self.client.has_collection(self.name):
+            if not self.client.has_collection(self.name, timeout=self.deadlines.call_s):
                 schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
                 schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
                 schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
@@ -179,20 +189,22 @@ class ItemIndex:
                         metric_type=self.settings.metric_type,
                         params={"M": 16, "efConstruction": 200} if self.settings.index_type == "HNSW" else {},
                     )
+                # creating also builds the index and loads the (empty) collection: the load deadline
                 self.client.create_collection(
                     self.name,
                     schema=schema,
                     index_params=idx,
                     consistency_level=self.settings.consistency_level,
+                    timeout=self.deadlines.load_s,
                 )
                 created = True
             else:
                 self._check_dim()
-            self.client.load_collection(self.name)
+            self.client.load_collection(self.name, timeout=self.deadlines.load_s)
             return created
 
     def _check_dim(self) -> None:
-        desc = self.client.describe_collection(self.name)
+        desc = self.client.describe_collection(self.name, timeout=self.deadlines.call_s)
         for f in desc.get("fields", []):
             if f.get("name") == "vector":
                 d = int(f.get("params", {}).get("dim", self.dim))
@@ -203,9 +215,10 @@ class ItemIndex:
                     )
 
     def drop(self) -> None:
+        t = self.deadlines.call_s
         with self._lock:
-            if self.client.has_collection(self.name):
-                self.client.drop_collection(self.name)
+            if self.client.has_collection(self.name, timeout=t):
+                self.client.drop_collection(self.name, timeout=t)
 
     # ---------------------------------------------------------------- writes
     def upsert(self, rows: Sequence[ItemRow], batch_size: int = 512) -> int:
@@ -232,17 +245,17 @@ class ItemIndex:
                         "indexed_at": int(r.indexed_at_ms or now_ms),
                     }
                 )
-            self._loaded(partial(self._locked, self.client.upsert, self.name, data))
+            self._loaded(partial(self._locked, self.client.upsert, self.name, data, timeout=self.deadlines.call_s))
             n += len(data)
         if self.lite:
             with self._lock:
-                self.client.flush(self.name)
+                self.client.flush(self.name, timeout=self.deadlines.call_s)
         return n
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             with self._lock:
-                self.client.delete(self.name, filter=id_filter(ids))
+                self.client.delete(self.name, filter=id_filter(ids), timeout=self.deadlines.call_s)
 
     # ---------------------------------------------------------------- reads
     def search(
@@ -291,6 +304,7 @@ class ItemIndex:
             filter=expr,
             output_fields=["kind", "creator_id", "created_at"],
             search_params=params,
+            timeout=self.deadlines.call_s,
             **({"consistency_level": consistency} if consistency and not self.lite else {}),
         ))
         out: list[list[Hit]] = []
@@ -339,7 +353,8 @@ class ItemIndex:
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             rows = self._loaded(partial(self._locked, self.client.query, self.name, filter=id_filter(chunk),
-                                        output_fields=["item_id", "vector"], **extra))
+                                        output_fields=["item_id", "vector"], timeout=self.deadlines.call_s,
+                                        **extra))
             for r in rows:
                 out[str(r["item_id"])] = np.asarray(r["vector"], dtype=np.float32)
         return out
@@ -353,6 +368,7 @@ class ItemIndex:
                     self.name,
                     ids=list(ids),
                     output_fields=["item_id", "kind", "creator_id", "created_at", "model_version", "indexed_at"],
+                    timeout=self.deadlines.call_s,
                 )
             )
 
@@ -364,6 +380,7 @@ class ItemIndex:
                 filter=f"created_at >= {int(since_ms)}",
                 output_fields=["item_id", "kind", "creator_id", "created_at"],
                 limit=16384,
+                timeout=self.deadlines.call_s,
             )
         rows.sort(key=lambda r: int(r["created_at"]), reverse=True)
         return [
@@ -374,13 +391,13 @@ class ItemIndex:
     def exists(self) -> bool:
         """Whether the collection (or alias) exists."""
         with self._lock:
-            return bool(self.client.has_collection(self.name))
+            return bool(self.client.has_collection(self.name, timeout=self.deadlines.call_s))
 
     def count(self) -> int:
         """Number of rows, read with Strong consistency (includes every acknowledged write)."""
         extra = {} if self.lite else {"consistency_level": "Strong"}
         res = self._loaded(partial(self._locked, self.client.query, self.name, filter="",
-                                   output_fields=["count(*)"], **extra))
+                                   output_fields=["count(*)"], timeout=self.deadlines.call_s, **extra))
         return int(res[0]["count(*)"])
 
     def close(self) -> None:

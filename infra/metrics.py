@@ -16,8 +16,16 @@ Exposed families::
     thaw_agent_failing{agent,step,error}          gauge     1 for the step and error class of a stuck agent
                                                             (absent while it is not stuck)
     thaw_agent_retries_total{agent,step,error}    counter   retries of failing steps, by agent, step, error class
+    thaw_worker_stuck{agent}                      gauge     1 while the agent runs a batch step (its retries
+                                                            included) older than ``stream.stuck_after_s``: a sink
+                                                            that hangs or keeps failing (computed when scraped)
+    thaw_worker_step_age_seconds{agent}           gauge     age of the agent's oldest running batch step (0: none)
+    thaw_worker_stuck_step{agent,stage}           gauge     1 for the stage of a stuck agent's oldest step (absent
+                                                            while it is not stuck)
 
-:func:`read_agent_states` reads the agent families back from a worker's ``/metrics`` (``thaw lag`` shows them).
+The ``thaw_worker_*`` families come from the worker's watchdog (:meth:`EngineMetrics.watch_steps`,
+``streams.app.StepWatchdog``). :func:`read_agent_states` reads the agent families back from a worker's ``/metrics``
+(``thaw lag`` shows them).
 """
 
 from __future__ import annotations
@@ -179,6 +187,60 @@ class _AgentHealth(Collector):
 
 
 @dataclass(frozen=True)
+class StepHealth:
+    """One agent's running batch steps as the worker's watchdog judges them when scraped."""
+
+    agent: str
+    stuck: bool  # its oldest running step is older than stream.stuck_after_s
+    oldest_s: float  # that step's age (0: none runs)
+    stage: str | None  # that step's stage (None: none runs)
+
+
+#: the watchdog's view at scrape time (one :class:`StepHealth` per agent)
+StepSource = Callable[[], Iterable[StepHealth]]
+
+
+class _StepCollector(Collector):
+    """``thaw_worker_*``: the watchdog's view of the running batch steps, read at scrape time."""
+
+    def __init__(self, source: StepSource) -> None:
+        self._source = source
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        stuck = GaugeMetricFamily(
+            "thaw_worker_stuck",
+            "1 while the agent runs a batch step (retries included) older than stream.stuck_after_s",
+            labels=["agent"],
+        )
+        age = GaugeMetricFamily(
+            "thaw_worker_step_age_seconds", "Age of the agent's oldest running batch step (0: none runs)",
+            labels=["agent"],
+        )
+        stage = GaugeMetricFamily(
+            "thaw_worker_stuck_step", "1 for the stage of a stuck agent's oldest running batch step",
+            labels=["agent", "stage"],
+        )
+        return stuck, age, stage
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        stuck, age, stage = self._families()
+        try:
+            rows = list(self._source())
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because the watchdog did
+            log.warning("step watch read failed: %s: %s", type(exc).__name__, exc)
+            rows = []
+        for row in rows:
+            stuck.add_metric([row.agent], 1.0 if row.stuck else 0.0)
+            age.add_metric([row.agent], row.oldest_s)
+            if row.stuck and row.stage is not None:
+                stage.add_metric([row.agent, row.stage], 1.0)
+        return [stuck, age, stage]
+
+
+@dataclass(frozen=True)
 class AgentState:
     """One agent's health as a worker's ``/metrics`` reports it."""
 
@@ -187,6 +249,8 @@ class AgentState:
     step: str | None  # the failing step and its last error class while stuck
     error: str | None
     retries: int  # retries of failing steps since the worker started
+    step_age_s: float = 0.0  # age of its oldest running batch step (thaw_worker_step_age_seconds)
+    overdue: str | None = None  # the stage of that step while the watchdog finds the agent stuck (thaw_worker_stuck)
 
 
 def parse_agent_states(text: str) -> list[AgentState]:
@@ -194,6 +258,9 @@ def parse_agent_states(text: str) -> list[AgentState]:
     stuck: dict[str, float] = {}
     failing: dict[str, tuple[str, str]] = {}
     retries: dict[str, float] = {}
+    ages: dict[str, float] = {}
+    overdue: dict[str, str] = {}
+    watched: dict[str, bool] = {}
     for fam in text_string_to_metric_families(text):
         for sample in fam.samples:
             agent = sample.labels.get("agent")
@@ -205,10 +272,17 @@ def parse_agent_states(text: str) -> list[AgentState]:
                 failing[agent] = (sample.labels.get("step", "?"), sample.labels.get("error", "?"))
             elif sample.name == "thaw_agent_retries_total":
                 retries[agent] = retries.get(agent, 0.0) + sample.value
+            elif sample.name == "thaw_worker_step_age_seconds":
+                ages[agent] = sample.value
+            elif sample.name == "thaw_worker_stuck":
+                watched[agent] = bool(sample.value)
+            elif sample.name == "thaw_worker_stuck_step" and sample.value:
+                overdue[agent] = sample.labels.get("stage", "?")
     out = []
-    for a in sorted(set(stuck) | set(failing) | set(retries)):
+    for a in sorted(set(stuck) | set(failing) | set(retries) | set(ages) | set(watched)):
         step, error = failing.get(a, (None, None))
-        out.append(AgentState(a, stuck.get(a, 0.0), step, error, int(retries.get(a, 0.0))))
+        late = overdue.get(a, "?") if watched.get(a) else None
+        out.append(AgentState(a, stuck.get(a, 0.0), step, error, int(retries.get(a, 0.0)), ages.get(a, 0.0), late))
     return out
 
 
@@ -299,6 +373,7 @@ class EngineMetrics:
         )
         self._agents = _AgentHealth(clock)
         self.registry.register(self._agents)
+        self._steps: _StepCollector | None = None
         self._lag: _LagCollector | None = None
         if lag_source is not None:
             self._lag = _LagCollector(lag_source, lag_refresh_s, clock)
@@ -342,6 +417,14 @@ class EngineMetrics:
     def stuck_s(self, agent: str) -> float:
         """Seconds ``agent`` has been stuck (0 when it is not)."""
         return self._agents.stuck_s(agent)
+
+    def watch_steps(self, source: StepSource) -> None:
+        """Report the watchdog's view (``thaw_worker_stuck``, ``thaw_worker_step_age_seconds``,
+        ``thaw_worker_stuck_step``) from ``source``, called at every scrape (from the HTTP server's thread)."""
+        if self._steps is not None:
+            raise RuntimeError("a step watch is already reported")
+        self._steps = _StepCollector(source)
+        self.registry.register(self._steps)
 
     def observe_freshness(self, seconds: float) -> None:
         self.freshness_seconds.observe(max(seconds, 0.0))

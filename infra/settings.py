@@ -40,13 +40,48 @@ class KafkaSettings(_Section):
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     topic_prefix: str = ""
-    # per-topic record size caps set at topic creation (the broker default is ~1 MB): inputs carry inline media
-    # up to StreamSettings caps, a DLQ record carries the original bytes base64-encoded
-    max_message_bytes: int = 16 * 1024 * 1024
-    dlq_max_message_bytes: int = 24 * 1024 * 1024
+    # per-topic record size caps (max.message.bytes), set at topic creation and kept by ensure_topics; the defaults
+    # follow from the event contract (contracts.topics.record_caps, docs/operations.md "Record size caps"):
+    # content.new's cap (inline media; also the most the worker fetches per partition) and content.dlq's (a dead
+    # letter carries the original bytes base64-encoded; also the largest record the worker produces)
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    dlq_max_message_bytes: int = Field(default=24 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    # every other topic's cap by its name without the prefix, e.g. THAW_KAFKA__TOPIC_MAX_MESSAGE_BYTES=
+    # '{"user.events": 262144}' (user.events 128 KiB, user.profile 160 KiB by default; the retry topic and
+    # user.dlq grow with them)
+    topic_max_message_bytes: dict[str, int] = Field(default_factory=dict)
+    # bounded waits on the broker (docs/operations.md, "Deadlines"): one request of an admin client or of the
+    # worker's consumer (Faust needs it >= stream.session_timeout_s and takes the larger), and the delivery of a
+    # record the worker produces (a DLQ, retry-topic or trace record not acked by then fails with a KafkaTimeoutError,
+    # and the step is retried)
+    request_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    delivery_timeout_s: float = Field(default=60.0, gt=0, le=1200)
     # local broker (thaw stack): controller listener port and the Kafka version fetched from Maven Central
     controller_port: int = 19093
     version: str = "4.4.0"
+
+    @field_validator("topic_max_message_bytes")
+    @classmethod
+    def _known_topics(cls, v: dict[str, int]) -> dict[str, int]:
+        from contracts.topics import TOPIC_NAMES
+
+        for name, cap in v.items():
+            if name in ("content.new", "content.dlq"):
+                raise ValueError(f"{name}'s cap is THAW_KAFKA__{'DLQ_' if name == 'content.dlq' else ''}"
+                                 "MAX_MESSAGE_BYTES")
+            if name not in TOPIC_NAMES:
+                raise ValueError(f"no topic {name!r} (topic names without the prefix: {', '.join(TOPIC_NAMES)})")
+            if not 1024 <= cap <= 2**31 - 1:
+                raise ValueError(f"{name}: a record cap is 1024 .. 2^31-1 bytes, not {cap}")
+        return v
+
+    def record_caps(self) -> dict[str, int]:
+        """Every topic's ``max.message.bytes`` by its name without the prefix (:func:`contracts.topics.record_caps`
+        with these settings' caps)."""
+        from contracts.topics import record_caps
+
+        return record_caps({**self.topic_max_message_bytes, "content.new": self.max_message_bytes,
+                            "content.dlq": self.dlq_max_message_bytes})
 
     @property
     def port(self) -> int:
@@ -87,6 +122,19 @@ class RedisSettings(_Section):
     password: SecretStr | None = None
     tls: bool = False
     key_prefix: str = "thaw:"
+    # deadlines per command (infra.clients, docs/operations.md "Deadlines"): the ingest path (the worker, the CLI;
+    # retries on a connection error or a timeout, none by default: the worker retries the whole step with backoff,
+    # and redis-py retries the connection handshake and the command each, so a hung server costs
+    # (1 + retries)^2 timeouts) and the serving path (the API: a request's Redis reads must fit its budget, so a
+    # timeout is never retried there, a connection error, e.g. a pooled connection Redis closed, serving_retries times)
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    retries: int = Field(default=0, ge=0, le=5)
+    serving_timeout_s: float = Field(default=0.3, gt=0, le=30)
+    serving_connect_timeout_s: float = Field(default=0.2, gt=0, le=30)
+    serving_retries: int = Field(default=1, ge=0, le=3)
+    # a pooled connection idle this long is PINGed before its next command (0: never)
+    health_check_interval_s: int = Field(default=15, ge=0, le=3600)
 
     def client_kwargs(self) -> dict[str, object]:
         return {
@@ -115,6 +163,15 @@ class MilvusSettings(_Section):
     consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
     index_type: str = "HNSW"
     metric_type: Literal["IP", "COSINE", "L2"] = "IP"
+    # deadlines per call (infra.clients, docs/operations.md "Deadlines"): pymilvus retries a call that fails for the
+    # server's state (UNAVAILABLE, rate limit) within its deadline, then raises. The ingest path (the worker, the CLI:
+    # upserts, queries, schema calls), loading a collection (startup, after a Milvus restart), the connection (channel
+    # ready), and the serving path (the API's searches and queries, and its connection)
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    load_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    serving_timeout_s: float = Field(default=0.4, gt=0, le=30)
+    serving_connect_timeout_s: float = Field(default=1.0, gt=0, le=30)
 
     @property
     def is_lite(self) -> bool:
@@ -127,6 +184,9 @@ class ModelSettings(_Section):
     dir: Path = Field(default_factory=lambda: _default_home() / "models")
     text_encoder: str = "minilm-l6"
     onnx_threads: int = Field(default=2, ge=1)
+    # which encoders serve their int8 variant (written by `thaw models quantize`; encoders/quantize.py): none (fp32),
+    # int8 (MiniLM), int8-all (MiniLM and the FLAVA-style image and text graphs)
+    quantize: Literal["none", "int8", "int8-all"] = "none"
 
 
 class StreamSettings(_Section):
@@ -134,6 +194,10 @@ class StreamSettings(_Section):
 
     app_id: str = "thaw-engine"
     batch_size: int = Field(default=256, ge=1)
+    # the users agent's batches (user.events): larger, since its per-batch costs (the fence and state reads, one
+    # commit script) are shared by more events; one commit script ran ~74 ms in Redis at 2,048 events on the shared
+    # 2-core machine (benchmarks.user_throughput), and other Redis clients wait meanwhile
+    user_batch_size: int = Field(default=2048, ge=1, le=8192)
     batch_within_s: float = Field(default=0.05, gt=0)
     content_batch_size: int = Field(default=32, ge=1)
     max_event_bytes: int = 8 * 1024 * 1024
@@ -164,6 +228,9 @@ class StreamSettings(_Section):
     data_dir: Path = Field(default_factory=lambda: _default_home() / "faust")  # Faust's per-app working data
     web_port: int = 16066
     metrics_port: int = 19108
+    # a batch step (handling, delivery, commit: from its first attempt to its success, retries included) running
+    # longer than this shows its agent as stuck: thaw_worker_stuck{agent} 1 and one warning per stuck episode
+    stuck_after_s: float = Field(default=30.0, gt=0, le=3600)
 
 
 class MediaSettings(_Section):
@@ -254,14 +321,50 @@ class ABVariant(_Section):
     """One arm of the A/B split of the serving API.
 
     ``ranker`` names a published ranker (``deepfm-mmoe`` at its CURRENT version, or ``name@version``), or ``none``
-    to serve the recall order; ``new_item_share`` overrides the service-wide quota of new items in the top-k.
+    (the default) to serve the recall order; ``new_item_share`` overrides the service-wide quota of new items in the
+    top-k. The default is the recall order because that is what the measurements support (simulator NDCG@20: recall
+    order .367, the ranker alone .349; docs/results.md) and it needs no published model, so a fresh ``thaw serve``
+    serves; a ranked arm names its ranker.
     """
 
     name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
     weight: float = Field(default=1.0, gt=0)
-    ranker: str = "deepfm-mmoe"
+    ranker: str = "none"
     new_item_share: float | None = Field(default=None, ge=0, le=1)
     recall_blend: float | None = Field(default=None, ge=0, le=1)
+
+
+class ApiKey(_Section):
+    """A service caller's API key: a name (logged and counted, never the key), the key's SHA-256 and its scopes.
+
+    ``recommend`` lets the caller ask for any user; ``admin`` adds ``debug=true`` and ``variant=`` (and implies
+    ``recommend``). ``thaw serve-key`` makes a key and prints its entry.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # hex digest of the key; the key itself is never configured
+    scopes: tuple[Literal["recommend", "admin"], ...] = ("recommend",)
+
+
+class AuthSettings(_Section):
+    """Who may call the recommendation API (``serving/auth.py``, ``docs/serving.md``).
+
+    ``mode="on"`` (the default): every ``/recommend`` and ``/ab`` request needs a JWT bearer token (HS256 with
+    ``jwt_secret``, or RS256/ES256 verified with ``jwt_public_key`` or the keys of the ``jwt_jwks`` file) whose
+    ``sub`` is the user, or an ``X-API-Key`` listed in ``api_keys``; the API refuses to start with neither
+    configured. ``mode="local-dev"`` turns authentication off (every caller is an admin): ``thaw serve`` logs a
+    warning and refuses to bind anything but loopback. Set e.g. ``THAW_SERVE__AUTH__MODE=local-dev`` or
+    ``THAW_SERVE__AUTH__API_KEYS='[{"name":"web","sha256":"<hex>","scopes":["recommend"]}]'``.
+    """
+
+    mode: Literal["on", "local-dev"] = "on"
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)  # HS256 shared secret, 32+ characters
+    jwt_public_key: Path | None = None  # PEM public key: RSA (RS256) or P-256 (ES256)
+    jwt_jwks: Path | None = None  # a JWKS file (an OIDC provider's keys), read again when it changes
+    jwt_issuer: str | None = None  # when set, the token's iss must equal it
+    jwt_audience: str | None = None  # when set, the token's aud must name it (a token with an aud needs it set)
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)  # clock skew allowed on exp, nbf and iat
+    api_keys: tuple[ApiKey, ...] = ()
 
 
 class ServeSettings(_Section):
@@ -273,13 +376,32 @@ class ServeSettings(_Section):
     """
 
     host: str = "127.0.0.1"
-    port: int = 18080
+    port: int = 18080  # public: /recommend, /ab, /ab/{user_id}, /healthz
+    # the ops server in the same process: /metrics, /readyz, /healthz, /docs, /openapi.json
+    ops_host: str = "127.0.0.1"
+    ops_port: int = 18081
+    # a /recommend or /ab request not answered within this answers 503 naming the stuck dependency (its thread is
+    # left to finish); above the loaded p99 of the pipeline (docs/results.md: 439 ms with the ranker, 16 clients)
+    request_deadline_s: float = Field(default=1.0, gt=0, le=60)
+    ready_deadline_s: float = Field(default=5.0, gt=0, le=120)  # the same for /readyz (not ready on expiry)
+    # requests in flight, abandoned ones included, beyond which /recommend and /ab answer 503 at once
+    max_concurrency: int = Field(default=32, ge=1, le=1024)
+    # per caller (a token's sub, an API key's name, the client address with auth off): a token bucket of
+    # rate_limit_burst refilled at rate_limit_rps; an empty bucket answers 429 (serving.rate_limit). 0: no limit
+    rate_limit_rps: float = Field(default=50.0, ge=0)
+    rate_limit_burst: float = Field(default=100.0, ge=1)
+    # a /readyz answer (a Strong count on Milvus, a ranker load check) is reused for this long
+    ready_cache_s: float = Field(default=2.0, ge=0, le=60)
+    auth: AuthSettings = AuthSettings()
     recall_k: int = Field(default=200, ge=1, le=2000)  # nearest items to the user vector
     fresh_k: int = Field(default=50, ge=0, le=1000)  # nearest among items created within fresh_window_s
     fresh_window_s: float = Field(default=24 * 3600.0, gt=0)
     # the fresh recall scores the window's newest fresh_exact_max items exactly (their vectors cached in the API
     # process); a filtered approximate search misses most rows of a very selective window on Milvus 2.3
     fresh_exact_max: int = Field(default=20_000, ge=1, le=200_000)
+    # the fresh window (ids, times, stacked vectors) and the fallback list are rebuilt at most this often and
+    # shared by every request meanwhile (0: per request); a new post reaches the fresh recall that much later
+    fresh_cache_s: float = Field(default=1.0, ge=0, le=60)
     new_item_share: float = Field(default=0.2, ge=0, le=1)  # minimum share of new items in the top-k, if recalled
     # list score = (1 - b) * rank percentile by the ranker + b * rank percentile by recall similarity (0: the ranker)
     recall_blend: float = Field(default=0.0, ge=0, le=1)
@@ -289,9 +411,10 @@ class ServeSettings(_Section):
     ab_salt: str = "thaw-ab-1"
     ab_buckets: int = Field(default=100, ge=1, le=10_000)
     variants: tuple[ABVariant, ...] = (ABVariant(name="control"),)
-    # a variant's ranker not published: "error" answers 503 naming the model and the command that publishes it;
-    # "recall_order" serves that arm in the recall order, saying so in the response ("ranked_by", "degraded") and
-    # counting it (thaw_recommend_ranker_fallbacks_total{variant,reason})
+    # a variant names a ranker with no loadable version (not published, or refused by verification with no earlier
+    # version loaded): "error" answers 503 naming the model and the command that publishes it; "recall_order"
+    # serves that arm in the recall order, saying so in the response ("ranked_by", "degraded") and counting it
+    # (thaw_recommend_ranker_fallbacks_total{variant,reason}). The default arm (ranker "none") never needs one.
     missing_ranker: Literal["error", "recall_order"] = "error"
     request_log: Path | None = None  # JSON lines, one per served request (bucket, variant, items); None: logger only
 

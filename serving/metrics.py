@@ -11,6 +11,13 @@ Families (same conventions as the engine's ``infra.metrics``: ``thaw_`` prefix, 
     thaw_recommend_quota_items_total{variant}          counter    new items placed by the quota, not the ranking
     thaw_recommend_ranker_fallbacks_total{variant,reason}   counter   lists served in the recall order because the
                                                        arm's ranker is missing (not_published, version_not_found)
+    thaw_api_deadline_exceeded_total{endpoint,dependency}   counter   503s at the request deadline, by what the
+                                                       stuck call waited on (redis, milvus, the served space, none)
+    thaw_api_shed_total{endpoint}                      counter    503s at the concurrency limit (load shedding)
+    thaw_api_in_flight{pool}                           gauge      blocking calls running (recommend, ready), abandoned
+                                                       ones included
+    thaw_api_auth_failures_total{reason}               counter    401s (missing, ambiguous, invalid_token, expired,
+                                                       invalid_key) and 403s (insufficient_scope, other_user)
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -50,6 +57,26 @@ class ServeMetrics:
             "thaw_recommend_ranker_fallbacks",
             "Lists served in the recall order because the arm's ranker is not published, by arm and reason",
             ["variant", "reason"], registry=r)
+        self.deadline_exceeded = Counter(
+            "thaw_api_deadline_exceeded", "Requests answered 503 at their deadline, by what the stuck call waited on",
+            ["endpoint", "dependency"], registry=r)
+        self.shed = Counter("thaw_api_shed", "Requests answered 503 at once at the concurrency limit", ["endpoint"],
+                            registry=r)
+        self.in_flight = Gauge("thaw_api_in_flight", "Blocking calls running, abandoned ones included", ["pool"],
+                               registry=r)
+        self.auth_failures = Counter("thaw_api_auth_failures", "Requests refused 401 or 403, by reason", ["reason"],
+                                     registry=r)
+        self.rate_limited = Counter("thaw_api_rate_limited", "Requests answered 429 at their caller's rate limit",
+                                    ["endpoint"], registry=r)
+        self.ranker_refused = Counter(
+            "thaw_ranker_refused",
+            "Published ranker versions refused at load (the arm keeps its last good version, or is degraded), by "
+            "model and reason (hash_mismatch, missing_file, corrupt_manifest, unrecorded_file, load_error)",
+            ["model", "failure"], registry=r)
+
+    def count_refused_ranker(self, model: str, version: str | None, failure: str) -> None:
+        """``RankerPool``'s ``on_load_failure`` hook: one refused version (counted once per version)."""
+        self.ranker_refused.labels(model, failure).inc()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -149,7 +149,8 @@ class RankerNotPublished(BaseModel):
     version: str | None
     models_dir: str
     variant: str | None
-    reason: str = Field(description="not_published | version_not_found")
+    reason: str = Field(description="not_published | version_not_found | load_failed (a published version was "
+                                    "refused: hash mismatch, missing file, corrupt manifest or a load error)")
     publish: str = Field(description="the command that publishes the ranker")
 
 
@@ -174,6 +175,10 @@ class InvalidRequestResponse(BaseModel):
 
 
 class UnavailableResponse(BaseModel):
-    """503: a dependency (the served space, Redis, Milvus) is down, or the arm's ranker is not published."""
+    """503: a dependency (the served space, Redis, Milvus) is down or did not answer within the request's deadline,
+    the API is at its concurrency limit, or the arm's ranker is not published."""
 
     detail: str | RankerNotPublished
+    dependency: str | None = Field(
+        default=None, description="redis | milvus | the served space, or null when none is to blame (a deadline "
+        "passed in the ranker, or the request was shed at the concurrency limit); absent for a missing ranker")

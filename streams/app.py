@@ -26,6 +26,15 @@ state replays from the earliest retained offset). Every seek is logged with both
 partition's fence once dead-lettered (:meth:`~streams.engine.Engine.fence_past`), so resuming does not read it
 again.
 
+Deadlines and the watchdog: every Redis and Milvus call of the worker has the ingest path's deadline
+(:mod:`infra.clients`), so a hung sink turns into a timeout, a transient error, and a retried step; the Kafka
+requests and deliveries of the app are bounded too (``KafkaSettings.request_timeout_s`` / ``delivery_timeout_s``).
+Each retried step of a batch (handling, delivery, commit) runs under a :class:`StepWatchdog`: a step older than
+``stream.stuck_after_s`` (from its first attempt, retries included) shows its agent as stuck
+(``thaw_worker_stuck{agent}`` and ``thaw_worker_step_age_seconds{agent}`` on ``/metrics``, ``thaw lag``) and logs
+one warning per stuck episode naming the agent, the stage and the partitions (the rule:
+:mod:`streams.cores.watchdog`).
+
 Stopping (SIGTERM) is bounded by :class:`Shutdown`: batches in flight get a short grace to finish, a failing step is
 not retried any more, and a batch that did not finish is abandoned: it is never acked, so its offsets are not
 committed and a restarted worker reads it again (the sinks' writes are idempotent: upserts, fenced Redis commits).
@@ -38,8 +47,10 @@ import contextlib
 import logging
 import os
 import signal
+import threading
+import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -64,13 +75,16 @@ from encoders.registry import ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for, point_serving_alias
 from indexing.redis_state import RedisState
 from infra.lag import wait_for_group_coordinator
-from infra.metrics import EngineMetrics
+from infra.metrics import EngineMetrics, StepHealth
 from infra.settings import Settings
 from infra.topics import ensure_topics
+from streams.batches import open_channel, take_batches
 from streams.cores.decode import Rejected, dead_letter, decode_event
 from streams.cores.fences import Resume, plan_resume
 from streams.cores.poison import describe, isolate
 from streams.cores.retry import SINK_WAIT, error_name, hold_s, is_transient, unwrap
+from streams.cores.watchdog import RunningStep, Watch, stuck_warning, watch
+from streams.drain import drain_in_batches
 from streams.engine import BatchResult, Engine, Outgoing, PreparedUserBatch, Record
 from streams.models import load_cf_space
 
@@ -161,6 +175,71 @@ FENCE_CHECK_S = 1.0
 #: worker resumes every partition from its fence)
 EXIT_FENCES_REGRESSED = 75
 
+#: seconds between two checks of the running batch steps (:meth:`StepWatchdog.check`)
+WATCH_S = 1.0
+
+
+class StepWatchdog:
+    """The batch steps running now, and the checks of :func:`streams.cores.watchdog.watch` over them.
+
+    An agent runs each retried step of a batch inside :meth:`step`, from its first attempt until it succeeds (or is
+    abandoned). :meth:`check` runs on a timer of the worker (every :data:`WATCH_S`): it warns once when an agent
+    becomes stuck (a step older than ``stuck_after_s``; :func:`streams.cores.watchdog.stuck_warning` names the
+    agent, the stage and the partitions, nothing of the records) and once when it is no longer. :meth:`health` is
+    what ``/metrics`` reports (``thaw_worker_*``); it is read on the metrics server's thread, at every scrape, so a
+    stuck step shows there even if the event loop stopped running timers. Thread-safe.
+    """
+
+    def __init__(self, stuck_after_s: float, agents: Iterable[str] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stuck_after_s = stuck_after_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._agents = set(agents)
+        self._running: dict[int, RunningStep] = {}
+        self._next = 0
+        self._was: frozenset[str] = frozenset()
+
+    def track(self, agents: Iterable[str]) -> None:
+        """Report these agents from now on, also while they run nothing."""
+        with self._lock:
+            self._agents.update(agents)
+
+    @contextlib.contextmanager
+    def step(self, agent: str, stage: str, partitions: Iterable[tuple[str, int]]) -> Iterator[None]:
+        """The block is one running step of ``agent``'s batch on ``partitions`` (topic, partition)."""
+        with self._lock:
+            key = self._next
+            self._next += 1
+            self._running[key] = RunningStep(agent, stage, tuple(sorted(set(partitions))), self._clock())
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+
+    def _watch(self, was: frozenset[str]) -> Watch:
+        with self._lock:
+            running = list(self._running.values())
+            agents = set(self._agents)
+        return watch(agents, running, self._clock(), self.stuck_after_s, was)
+
+    def check(self) -> Watch:
+        """Judge the agents now; log the stuck episodes that began and ended since the previous check."""
+        w = self._watch(self._was)
+        for a in w.began:
+            log.warning("%s", stuck_warning(a, self.stuck_after_s))
+        for name in w.ended:
+            log.warning("agent %s is no longer stuck: none of its steps has been running longer than "
+                        "stuck_after_s=%gs", name, self.stuck_after_s)
+        self._was = w.stuck
+        return w
+
+    def health(self) -> list[StepHealth]:
+        """Every agent's state now, for ``/metrics``."""
+        return [StepHealth(a.agent, a.stuck, round(a.oldest_s, 3), a.oldest.stage if a.oldest else None)
+                for a in self._watch(frozenset()).agents]
+
 
 class FencedConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, resuming the fenced partitions at their Redis fence + 1.
@@ -170,6 +249,10 @@ class FencedConsumer(AIOKafkaConsumer):
     the flow is stopped. The fence seek follows it inside the same call, so no fetch runs from a position the
     fences overrule, and a later seek to the committed offsets is followed by the fence seek again.
     """
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        """Faust's drain loop with one flow-suspension wait per fetched batch (:mod:`streams.drain`)."""
+        await drain_in_batches(self, fetcher)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
@@ -278,6 +361,16 @@ def never_ack(events: Iterable[faust.EventT]) -> None:
         e.message.incref()
 
 
+def release(app: faust.App, events: Iterable[faust.EventT]) -> None:
+    """Ack events read with :func:`streams.batches.take_batches` once their batch is committed: a message whose last
+    holder this was is safe to commit (as ``Stream.ack`` does, then the sensors). An event never released is never
+    committed."""
+    for e in events:
+        if e.ack():
+            m = e.message
+            app.sensors.on_message_out(m.tp, m.offset, m)
+
+
 @dataclass
 class Runtime:
     """Everything a running worker holds (for the CLI and tests)."""
@@ -286,6 +379,7 @@ class Runtime:
     engine: Engine
     topics: Topics
     metrics: EngineMetrics
+    steps: StepWatchdog | None = None
 
 
 def _credentials(settings: Settings) -> Any:
@@ -435,6 +529,9 @@ class AgentSpec(Generic[P]):
     dlq: str | None = None  # where poison records go (None: a failing handling step is retried, never bisected)
     # runs in a worker thread after a poison record's dead letter is delivered: moves its offset fence past it
     passed: Callable[[Sequence[Record]], None] | None = None
+    # ``handle`` on top of the previous batch's handled value, whose delivery and commit may still run: with it the
+    # agent prepares a batch while the previous one commits (:func:`run_overlapped`)
+    overlap: Callable[[Sequence[Record], P | None], P] | None = None
 
 
 def agent_specs(settings: Settings, topics: Topics, engine: Engine) -> list[AgentSpec[Any]]:
@@ -450,9 +547,9 @@ def agent_specs(settings: Settings, topics: Topics, engine: Engine) -> list[Agen
         handle=engine.handle_content, result=_same, route=dlq_and_traces, dlq=topics.content_dlq,
     )
     users: AgentSpec[PreparedUserBatch] = AgentSpec(
-        "users", topics.user_events, st.batch_size, st.batch_within_s, "users",
+        "users", topics.user_events, st.user_batch_size, st.batch_within_s, "users",
         handle=engine.prepare_user_events, result=_prepared, route=dlq_only, commit=engine.commit_user_events,
-        dlq=topics.user_dlq,
+        dlq=topics.user_dlq, overlap=lambda records, after: engine.prepare_user_events(records, after=after),
     )
     retries: AgentSpec[PreparedUserBatch] = AgentSpec(
         "users-retry", topics.user_events_retry, st.batch_size, st.batch_within_s, "users",
@@ -471,6 +568,16 @@ def fenced_poison(specs: Sequence[AgentSpec[Any]], engine: Engine) -> list[Agent
     past each poison record they dead-letter (:meth:`Engine.fence_past`), so resuming at the fence + 1 does not read
     it again."""
     return [replace(s, passed=engine.fence_past) if s.commit is not None else s for s in specs]
+
+
+@dataclass
+class _InFlight:
+    """A batch of an overlapping agent whose delivery and commit run (``task``), with what its prepare returned."""
+
+    events: Sequence[faust.EventT]
+    records: Sequence[Record]
+    task: asyncio.Future[BatchResult]
+    handled: Any
 
 
 def _in_thread(fn: Callable[..., Any], *args: Any) -> Callable[[], Awaitable[Any]]:
@@ -595,13 +702,17 @@ def poison_dead_letters(topics: Topics, metrics: EngineMetrics, secrets: Sequenc
 
 
 def create_app(settings: Settings, *, topics: Topics | None = None, metrics: EngineMetrics | None = None,
-               engine: Engine | None = None, stop_grace_s: float = STOP_GRACE_S) -> Runtime:
+               engine: Engine | None = None, stop_grace_s: float = STOP_GRACE_S,
+               steps: StepWatchdog | None = None) -> Runtime:
     """Build the Faust app with the agents of :func:`agent_specs`.
 
-    ``stop_grace_s``: how long a stopping worker waits for its batches in flight (see :class:`Shutdown`)."""
+    ``stop_grace_s``: how long a stopping worker waits for its batches in flight (see :class:`Shutdown`);
+    ``steps``: the watchdog of the batch steps (default: one with ``stream.stuck_after_s``), reported on
+    ``metrics``."""
     topics = topics or Topics.for_prefix(settings.kafka.topic_prefix)
     st = settings.stream
     metrics = metrics or EngineMetrics()
+    steps = steps or StepWatchdog(st.stuck_after_s)
     k = settings.kafka
     st.data_dir.mkdir(parents=True, exist_ok=True)
     app = ThawApp(
@@ -615,6 +726,10 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         topic_partitions=k.partitions,
         topic_replication_factor=k.replication_factor,
         broker_commit_interval=1.0,
+        # bounded Kafka waits: a request (Faust refuses one shorter than the session timeout) and a delivery (1200 s
+        # by default; a DLQ, retry or trace record not acked by then fails its send step, which is retried)
+        broker_request_timeout=max(k.request_timeout_s, st.session_timeout_s),
+        producer_request_timeout=k.delivery_timeout_s,
         broker_session_timeout=st.session_timeout_s,
         broker_heartbeat_interval=st.session_timeout_s / 4,
         consumer_auto_offset_reset="earliest",
@@ -670,12 +785,19 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
     letters = poison_dead_letters(topics, metrics, _secret_values(settings))
 
     def agent_for(spec: AgentSpec[Any]) -> Callable[[faust.StreamT], Awaitable[None]]:
-        async def retrying(what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-            return await _retrying(what, fn, metrics, shutdown.stopping, agent=spec.name)
+        def retrying_for(records: Sequence[Record]) -> Retry:
+            partitions = {(r.topic, r.partition) for r in records}
+
+            async def retrying(what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+                with steps.step(spec.name, what, partitions):  # the watchdog sees the step, retries included
+                    return await _retrying(what, fn, metrics, shutdown.stopping, agent=spec.name)
+
+            return retrying
 
         async def agent(stream: faust.StreamT) -> None:
             async for events in stream.take_events(spec.batch_size, within=spec.within_s):  # type: ignore[attr-defined]
-                batch = partial(run_batch, spec, to_records(events), send=send_all, retrying=retrying,
+                records = to_records(events)
+                batch = partial(run_batch, spec, records, send=send_all, retrying=retrying_for(records),
                                 stopping=shutdown.stopping, poison=letters)
                 try:
                     res = await shutdown.run(batch)
@@ -689,8 +811,79 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
                     raise
                 observe(spec.topic, res)
 
-        agent.__qualname__ = agent.__name__ = f"{spec.name.replace('-', '_')}_agent"
-        return agent
+        async def overlapped(stream: faust.StreamT) -> None:
+            """Batches read from the agent's channel (:func:`streams.batches.take_batches`, not Faust's per-event
+            stream); a batch is prepared while the previous one delivers and commits (``spec.overlap``, on top of
+            it); it is delivered and committed once the previous one committed, and acked after its own commit. A
+            batch whose prepare failed runs the usual way (:func:`run_batch`: retries, poison isolation); one that
+            follows a batch that did not commit is abandoned with it (never committed before it, never acked)."""
+            assert spec.overlap is not None
+            overlap = spec.overlap
+            prev: _InFlight | None = None
+            try:
+                async for events in take_batches(app, open_channel(stream), spec.batch_size, spec.within_s):
+                    records = to_records(events)
+                    after = prev.handled if prev is not None and not prev.task.done() else None
+                    handled = None
+                    try:
+                        with steps.step(spec.name, spec.stage, {(r.topic, r.partition) for r in records}):
+                            handled = await shutdown.run(partial(asyncio.to_thread, overlap, records, after))
+                    except BatchAbandoned as exc:
+                        _abandoned(records, exc)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - handled the usual way below, retried or isolated
+                        log.debug("%s: overlapped prepare failed (%s); the batch runs the usual way", spec.name,
+                                  type(exc).__name__)
+                    if prev is not None:
+                        done, prev = await _settle(prev), None
+                        if not done:
+                            _abandoned(records, BatchAbandoned("the batch before it did not commit"))
+                            continue
+                    task = asyncio.ensure_future(shutdown.run(partial(_finish, events, records, handled)))
+                    task.add_done_callback(_crashed)  # seen at once, not only when the next batch arrives
+                    prev = _InFlight(events, records, task, handled)
+                if prev is not None:
+                    await _settle(prev)
+            finally:
+                if prev is not None and not prev.task.done():
+                    prev.task.cancel()  # not acked: read again after a restart
+
+        async def _finish(events: Sequence[faust.EventT], records: Sequence[Record], handled: Any) -> BatchResult:
+            """Deliver and commit a prepared batch (or run it the usual way), then ack and count it."""
+            retrying = retrying_for(records)
+            if handled is None:
+                res = await run_batch(spec, records, send=send_all, retrying=retrying, stopping=shutdown.stopping,
+                                      poison=letters)
+            else:
+                await retrying("send", partial(send_all, spec.route(spec.result(handled))))
+                assert spec.commit is not None
+                res = await retrying("commit", _in_thread(spec.commit, handled))
+            release(app, events)
+            observe(spec.topic, res)
+            return res
+
+        async def _settle(prev: _InFlight) -> bool:
+            """Wait for an in-flight batch (acked and counted when it committed). False when it did not commit."""
+            try:
+                await prev.task
+            except BatchAbandoned as exc:
+                _abandoned(prev.records, exc)
+                return False
+            return True
+
+        def _crashed(task: asyncio.Future[BatchResult]) -> None:
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None and not isinstance(exc, BatchAbandoned):
+                log.error("%s: a batch failed: %s: %s (the agent stops at its next batch)", spec.name,
+                          type(exc).__name__, str(exc)[:300])
+
+        def _abandoned(records: Sequence[Record], exc: Exception) -> None:
+            metrics.event(spec.topic, "abandoned", len(records))
+            log.warning("%s: batch of %d record(s) abandoned, not acked (%s)", spec.name, len(records), exc)
+
+        chosen = overlapped if spec.overlap is not None else agent
+        chosen.__qualname__ = chosen.__name__ = f"{spec.name.replace('-', '_')}_agent"
+        return chosen
 
     async def watch_fences() -> None:
         """Stop the worker (:data:`EXIT_FENCES_REGRESSED`) once Redis went back in time under it: the check here
@@ -710,8 +903,15 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
 
     app.timer(FENCE_CHECK_S, name="watch_fences")(watch_fences)
 
+    async def watch_steps() -> None:
+        steps.check()  # logs the stuck episodes; /metrics reads the steps itself
+
+    app.timer(WATCH_S, name="watch_steps")(watch_steps)
+
     specs = fenced_poison(agent_specs(settings, topics, engine), engine)
     metrics.track_agents(spec.name for spec in specs)
+    steps.track(spec.name for spec in specs)
+    metrics.watch_steps(steps.health)
     for spec in specs:
         app.agent(topic(spec.topic), name=spec.name)(agent_for(spec))
-    return Runtime(app=app, engine=engine, topics=topics, metrics=metrics)
+    return Runtime(app=app, engine=engine, topics=topics, metrics=metrics, steps=steps)

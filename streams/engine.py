@@ -8,17 +8,20 @@ committed with the state, resume from the fences, DLQ before commit): ``docs/arc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
+from typing import NamedTuple
 
 import numpy as np
 from cachetools import LRUCache
 
-from contracts.events import ContentIndexed, ContentNew, RetryEnvelope, UserEvent, UserProfile
+from contracts.events import ContentIndexed, ContentNew, RetryEnvelope, UserProfile
 from contracts.topics import Topics
 from encoders.featurizer import ContentFeaturizer, ContentInput
 from indexing.milvus_items import ItemRow
@@ -27,8 +30,10 @@ from indexing.redis_state import (
     FenceMovedError,
     FencesRegressedError,
     ItemMeta,
+    PackedStates,
     UserCommit,
     UserState,
+    pack_state,
 )
 from infra.settings import Settings
 from streams.cores import event_time, retry
@@ -43,11 +48,12 @@ from streams.cores.decode import (
     item_text,
 )
 from streams.cores.dedupe import last_wins, unique
-from streams.cores.engagement import tally
+from streams.cores.engagement import tally_columns
 from streams.cores.fences import FenceSplit, fence_keys, split_by_fence
 from streams.cores.freshness import content_start, freshness_s
 from streams.cores.space import CFSpace
-from streams.cores.user_update import EventBatch, apply_events, combine_priors, prior_state, profile_text
+from streams.cores.user_event_decode import DecodedUserEvent, decode_user_event
+from streams.cores.user_update import EventBatch, apply_packed, combine_priors, factorize, prior_state, profile_text
 from streams.media_fetch import media_bytes
 from streams.ports import EngineState, Featurizer, ItemVectors, TextEmbedder
 
@@ -118,16 +124,16 @@ class PreparedUserBatch:
     routed_claims: dict[FenceKey, list[int]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):
     """A fresh, valid record of a user-events batch, to be applied, parked or dead-lettered.
 
     ``rec`` is the user-events record (a retry-topic copy unwrapped to its source), ``consumed`` where it was read
     (the retry topic for a copy), ``envelope`` a copy's retry envelope, ``claims`` whether it is a claiming copy
-    whose source offset is still parked (applying or dead-lettering it resolves the park)."""
+    whose source offset is still parked (applying or dead-lettering it resolves the park). A tuple: one is built
+    per event."""
 
     rec: Record
-    ev: UserEvent
+    ev: DecodedUserEvent
     consumed: Position
     envelope: RetryEnvelope | None = None
     claims: bool = False
@@ -142,20 +148,22 @@ class _UserBatch:
 
     records: Sequence[Record]
     earlier: PreparedUserBatch | None
+    after: UserCommit | None = None  # the commit this batch is prepared on top of (see prepare_user_events)
     res: BatchResult = field(default_factory=BatchResult)
     routed: set[Position] = field(default_factory=set)
     candidates: list[_Candidate] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
-    known: list[UserEvent] = field(default_factory=list)  # events applied, in batch order
+    known: list[DecodedUserEvent] = field(default_factory=list)  # events applied, in batch order
     parked: dict[FenceKey, list[int]] = field(default_factory=dict)
     routed_claims: dict[FenceKey, list[int]] = field(default_factory=dict)
     claims: dict[FenceKey, list[int]] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, records: Sequence[Record], earlier: PreparedUserBatch | None) -> _UserBatch:
+    def start(cls, records: Sequence[Record], earlier: PreparedUserBatch | None,
+              after: UserCommit | None = None) -> _UserBatch:
         if earlier is None:
-            return cls(records, None)
-        return cls(records, earlier, routed=set(earlier.routed),
+            return cls(records, None, after)
+        return cls(records, earlier, after, routed=set(earlier.routed),
                    parked={k: list(v) for k, v in earlier.parked.items()},
                    routed_claims={k: list(v) for k, v in earlier.routed_claims.items()})
 
@@ -173,6 +181,9 @@ class _UserBatch:
 class ParkPendingError(FenceMovedError):
     """A claiming retry-topic copy whose source record is neither parked nor behind its partition's fence yet: the
     user-events batch that parked it has not committed; retried until it has."""
+
+
+_USER, _ITEM, _ACTION, _TS, _CONTEXT = (attrgetter(f) for f in ("user_id", "item_id", "action", "ts_s", "context"))
 
 
 def _ms(t0: float) -> float:
@@ -349,7 +360,8 @@ class Engine:
 
     # -------------------------------------------------------------- user events
     def prepare_user_events(
-        self, records: Sequence[Record], earlier: PreparedUserBatch | None = None
+        self, records: Sequence[Record], earlier: PreparedUserBatch | None = None,
+        after: PreparedUserBatch | None = None,
     ) -> PreparedUserBatch:
         """Everything up to the commit, in named steps over one :class:`_UserBatch`: fence filtering, decoding
         (retry-topic copies unwrapped), claim resolution, item lookup, parking or dead-lettering events on unknown
@@ -358,8 +370,19 @@ class Engine:
         ``earlier``: this batch as prepared before a commit that lost a fence race. Its routed records (dead
         letters and parks, already delivered) are handled: they are neither applied nor routed again, and its
         dead-letter counts carry over; the other records are looked up in its item vectors, so a record is applied
-        now only if it would have been then (see :class:`PreparedUserBatch`)."""
-        b = _UserBatch.start(records, earlier)
+        now only if it would have been then (see :class:`PreparedUserBatch`).
+
+        ``after``: the batch before this one, whose commit may still be running (the users agent prepares a batch
+        while the previous one commits). The batch is prepared as if that commit had landed: the fences and user
+        states it writes are read from it instead of Redis, and this batch's commit expects exactly them. Nothing
+        depends on it for correctness, only for speed: the commit's compare-and-set refuses a batch whose
+        expectations do not hold (that commit failed, or wrote something else), and it is prepared again from
+        Redis. A batch with retry-topic records is never prepared on top of another (its claims read the parked
+        sets, which the other commit changes)."""
+        if after is not None and (after.commit is None or after.commit.parked or after.commit.claims
+                                  or any(r.topic != self.topics.user_events for r in records)):
+            after = None
+        b = _UserBatch.start(records, earlier, after.commit if after is not None else None)
         t0 = time.perf_counter()
         fenced = self._split_by_fence(b)
         self._decode_user_records(b, fenced.fresh)
@@ -372,9 +395,8 @@ class Engine:
         t2 = time.perf_counter()
         commit = self._next_state(b, fenced)
         b.res.stage_ms["update"] = _ms(t2)
-        for ev in b.known:
-            if ev.produced_at is not None:
-                b.res.freshness_s.append(freshness_s(self.clock(), ev.produced_at.timestamp()))
+        now = self.clock()
+        b.res.freshness_s += [freshness_s(now, p.timestamp()) for ev in b.known if (p := ev.produced_at) is not None]
         b.count_earlier()
         return PreparedUserBatch(b.res, commit, records, frozenset(b.routed), b.vectors, b.parked, b.routed_claims)
 
@@ -386,18 +408,30 @@ class Engine:
         floor = self._floors()  # before the fences are read (see check_fences)
         applied = self.users.read_fences(fkeys.values())
         self._check_floor(applied, floor)
+        if b.after is not None:  # as if the previous batch's commit had landed
+            moved = b.after.fences
+            applied = {k: moved.get(k, v) for k, v in applied.items()}
         fenced = split_by_fence(b.records, fkeys, applied)
-        fresh_pos = {position(r) for r in fenced.fresh}
-        b.res.skipped += fenced.skipped - sum(1 for r in b.records if position(r) in b.routed - fresh_pos)
+        b.res.skipped += fenced.skipped
+        if b.routed:  # the earlier attempt's routed records behind the fence count as routed, not as skipped
+            behind = b.routed - {position(r) for r in fenced.fresh}
+            b.res.skipped -= sum(1 for r in b.records if position(r) in behind)
         return fenced
 
     def _decode_user_records(self, b: _UserBatch, fresh: Sequence[Record]) -> None:
         """Validate the fresh records into :attr:`_UserBatch.candidates`: a retry-topic copy is unwrapped to its
         source record (another group's copy is skipped); what does not validate is dead-lettered."""
-        max_bytes = self.s.stream.max_event_bytes
+        st = self.s.stream
+        max_bytes = st.max_event_bytes
+        # the event-time window (streams.cores.event_time.check) at one reading of the clock for the batch: an event
+        # inside it is fine, one outside is checked (and dead-lettered with the check's reason)
+        now = self.clock()
+        lo = -np.inf if st.max_user_event_age_s is None else now - st.max_user_event_age_s
+        hi = now + st.max_clock_skew_s
+        routed = b.routed
         for rec in fresh:
-            consumed = position(rec)
-            if consumed in b.routed:
+            consumed = (rec.topic, rec.partition, rec.offset)
+            if routed and consumed in routed:
                 continue
             envelope = None
             if rec.topic == self.topics.user_events_retry:
@@ -411,9 +445,9 @@ class Engine:
                     continue
                 rec = Record(self.topics.user_events, *retry.unwrap(wrapped), rec.timestamp_ms)
                 envelope = wrapped
-            ev = decode_event(rec.value, UserEvent, max_bytes)
-            if not isinstance(ev, Rejected):
-                ev = self._check_time("ts", ev.ts, self.s.stream.max_user_event_age_s) or ev
+            ev = decode_user_event(rec.value, max_bytes)
+            if not isinstance(ev, Rejected) and not lo <= ev.ts_s <= hi:
+                ev = event_time.check("ts", ev.ts, now, st.max_clock_skew_s, st.max_user_event_age_s) or ev
             if isinstance(ev, Rejected):
                 self._reject(b.res, rec, ev, self.topics.user_dlq)
                 b.routed.add(consumed)
@@ -442,7 +476,7 @@ class Engine:
             origin, offset = self._origin(c), c.rec.offset
             if offset in parked.get(origin, set()) and (origin, offset) not in taken:
                 taken.add((origin, offset))
-                keep.append(replace(c, claims=True))
+                keep.append(c._replace(claims=True))
             elif offset <= fences[origin] or (origin, offset) in taken:
                 b.res.skipped += 1
             else:
@@ -464,13 +498,14 @@ class Engine:
         offset is claimed too, so its park is resolved)."""
         grace = self.s.stream.unknown_item_grace_s
         now = self.clock()
+        vectors, known = b.vectors, b.known
         for c in b.candidates:
-            rec, origin = c.rec, self._origin(c)
-            if c.ev.item_id in b.vectors:
-                b.known.append(c.ev)
+            if c.ev.item_id in vectors:
+                known.append(c.ev)
                 if c.claims:
-                    b.claims.setdefault(origin, []).append(rec.offset)
+                    b.claims.setdefault(self._origin(c), []).append(c.rec.offset)
                 continue
+            rec, origin = c.rec, self._origin(c)
             b.routed.add(c.consumed)
             todo = retry.unknown_item(c.envelope, now, grace)
             if isinstance(todo, retry.Park):
@@ -490,19 +525,24 @@ class Engine:
     def _next_state(self, b: _UserBatch, fenced: FenceSplit[Record]) -> UserCommit | None:
         """The applied events' new user states (read with their digests, for the commit's compare-and-set) and
         engagement, as the commit that writes them with the batch's fences (None when no fence moves)."""
-        states: dict[str, UserState] = {}
+        known = b.known
+        users = list(map(_USER, known))
+        items = list(map(_ITEM, known))
+        actions = [a.value for a in map(_ACTION, known)]
+        ts = list(map(_TS, known))
+        states: Mapping[str, UserState] = {}
         digests: dict[str, str] = {}
-        if b.known:
-            cur, digests = self.users.read_states_with_digests(self.space, sorted({ev.user_id for ev in b.known}))
-            batch = EventBatch(
-                users=[ev.user_id for ev in b.known],
-                item_vecs=np.stack([b.vectors[ev.item_id] for ev in b.known]),
-                actions=[ev.action.value for ev in b.known],
-                ts=np.array([ev.ts.timestamp() for ev in b.known]),
-            )
-            states = apply_events(cur, batch, self.s.stream.user_half_life_s, now_s=self.clock(),
+        if known:
+            cur, digests = self.users.read_packed_states(self.space, sorted(set(users)))
+            if b.after is not None and b.after.space == self.space:  # as if the previous commit had landed
+                self._overlay(cur, digests, b.after.states)
+            distinct, at = factorize(items)  # a batch has few items: each vector is gathered once
+            item_vecs = np.stack([b.vectors[i] for i in distinct])[at]
+            batch = EventBatch(users=users, item_vecs=item_vecs, actions=actions, ts=np.asarray(ts))
+            states = apply_packed(cur, batch, self.s.stream.user_half_life_s, now_s=self.clock(),
                                   max_ahead_s=self.s.stream.max_clock_skew_s)
-        engagement = tally(b.known, self._arms)
+        variants = [ctx.get("ab_variant") if ctx else None for ctx in map(_CONTEXT, known)]
+        engagement = tally_columns(users, items, actions, ts, variants, self._arms)
         b.res.ab_actions.update(engagement.ab_actions)
         b.res.ok = len(b.known)
         if not fenced.advance:
@@ -519,6 +559,16 @@ class Engine:
             parked=b.parked,
             claims=b.claims,
         )
+
+    @staticmethod
+    def _overlay(cur: PackedStates, digests: dict[str, str], written: Mapping[str, UserState]) -> None:
+        """Read the states another commit writes from it: ``cur``'s and ``digests``' users that it writes."""
+        raw = written.raw if isinstance(written, PackedStates) else None
+        for u in digests:
+            if u in written:
+                v = raw[u] if raw is not None else pack_state(written[u])
+                cur.raw[u] = v
+                digests[u] = hashlib.sha1(v, usedforsecurity=False).hexdigest()
 
     def _origin(self, c: _Candidate) -> FenceKey:
         """The fence of a candidate's user-events partition (a retry-topic copy's source partition)."""

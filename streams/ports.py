@@ -15,7 +15,7 @@ import numpy as np
 
 from encoders.featurizer import ContentInput, FeatureBatch
 from indexing.milvus_items import ItemRow
-from indexing.redis_state import FenceKey, ItemMeta, UserCommit, UserState
+from indexing.redis_state import FenceKey, ItemMeta, PackedStates, UserCommit, UserState
 
 
 class TextEmbedder(Protocol):
@@ -59,6 +59,8 @@ class EngineState(Protocol):
     def read_states_with_digests(
         self, space: str, users: Sequence[str]
     ) -> tuple[dict[str, UserState | None], dict[str, str]]: ...
+
+    def read_packed_states(self, space: str, users: Sequence[str]) -> tuple[PackedStates, dict[str, str]]: ...
 
     def commit(self, c: UserCommit) -> None: ...
 

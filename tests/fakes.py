@@ -19,6 +19,7 @@ from indexing.redis_state import (
     FenceKey,
     FenceMovedError,
     ItemMeta,
+    PackedStates,
     UserCommit,
     UserState,
     pack_state,
@@ -133,6 +134,11 @@ class InMemoryEngineState:
         raw = {u: self.states.get((space, u)) for u in users}
         return ({u: unpack_state(v) if v else None for u, v in raw.items()},
                 {u: hashlib.sha1(v, usedforsecurity=False).hexdigest() if v else "" for u, v in raw.items()})
+
+    def read_packed_states(self, space: str, users: Sequence[str]) -> tuple[PackedStates, dict[str, str]]:
+        raw = {u: v for u in users if (v := self.states.get((space, u)))}
+        return PackedStates(raw), {u: hashlib.sha1(raw[u], usedforsecurity=False).hexdigest() if u in raw else ""
+                                   for u in users}
 
     def commit(self, c: UserCommit) -> None:
         self.commit_calls += 1

@@ -17,6 +17,7 @@ from thaw.commands import (
     corpus,
     data,
     demo,
+    dlq,
     evaluate,
     models,
     observability,
@@ -34,12 +35,14 @@ app.command("topics")(worker.topics_create)
 app.command("worker")(worker.worker)
 app.command("recall")(serve.recall)
 app.command("serve")(serve.serve)
+app.command("serve-token")(serve.serve_token)
+app.command("serve-key")(serve.serve_key)
 app.command("lag")(worker.lag)
 app.command("replay")(replay.replay)
 app.command("demo")(demo.demo)
 for _name, _group in (("stack", stack.app), ("models", models.app), ("cf", cf.app), ("train", train.app),
                       ("evaluate", evaluate.app), ("data", data.app), ("corpus", corpus.app), ("sim", sim.app),
-                      ("report", report.app), ("observability", observability.app)):
+                      ("report", report.app), ("observability", observability.app), ("dlq", dlq.app)):
     app.add_typer(_group, name=_name)
 
 

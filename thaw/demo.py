@@ -61,6 +61,7 @@ from infra.stack import LocalStack
 from infra.topics import ensure_topics
 from ranking.online.recall import Recaller
 from thaw.demo_space import CommunityPlan, DemoSpace, ensure_corpora, ensure_encoders, prepare_space
+from thaw.quality import live_personal_section, quality_series
 from workloads.community import Community, registry_catalogue, simulate_community, time_split
 from workloads.metrics import list_metrics
 from workloads.replay import Publisher, bad_records, media_roots
@@ -158,7 +159,8 @@ def run_demo(settings: Settings, plan: CommunityPlan | None = None, rate: float 
         # 2-3. community and its CF space
         t2 = time.perf_counter()
         catalogue = registry_catalogue(plan.n_clips, music_dir=plan.music_dir)
-        community = simulate_community(catalogue, SimConfig(seed=plan.seed, steps=plan.steps), ACTION_WEIGHTS)
+        community = simulate_community(catalogue, SimConfig(seed=plan.seed, steps=plan.steps,
+                                                            text_poor_share=dict(plan.text_poor_share)), ACTION_WEIGHTS)
         created = np.array([it.created_ts for it in community.sim.items])
         split = time_split(community.dataset, created, plan.cold_share, plan.val_share)
         rep.sections["community"] = {
@@ -175,6 +177,7 @@ def run_demo(settings: Settings, plan: CommunityPlan | None = None, rate: float 
             "served_model": space.offline["served"], "selection": space.offline["selected"],
             "featurizer": space.offline["featurizer"],
             **{f"test {m}": v for m, v in space.offline["models"].items()},
+            "per kind, personal vs non-personal (held-out interactions)": space.offline.get("personal", {}),
         }
         rep.series["quality"]["new posts, held-out interactions: offline harness (NDCG/recall@20)"] = {
             m: v for m, v in space.offline["models"].items() if not m.startswith("cb2cf-")}
@@ -358,6 +361,10 @@ def _phases(rep: DemoReport, s: Settings, topics: Topics, run: str, community: C
     }
     rep.series["quality"]["new posts, ground truth: live"] = q_truth
     rep.series["quality"]["new posts, held-out interactions: live"] = q_int
+    personal = live_personal_section(community, split, warm_users, truth, test_items, test_ids, user_ids, store, ix,
+                                     space.space, K)  # per kind, text-poor vs text-rich, non-personal controls
+    rep.sections["cold-start quality: personal, per kind (live; served vs text-only vs random)"] = personal
+    rep.series["quality"].update(quality_series(personal, K))
     if served["ndcg@20"] <= q_truth["random"]["ndcg@20"]:
         rep.fail("the served CF space ranks new posts no better than random")
 
@@ -533,32 +540,38 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
 
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    ports = []
+    for _ in range(2):  # the public port (/recommend) and the ops port (/readyz, /metrics)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+    port, ops_port = ports
     variants = [{"name": "recall", "ranker": "none", "new_item_share": 0.0},
                 {"name": "fresh20", "ranker": "none", "new_item_share": 0.2}]
     # every post was created during this run: the window is set so that the newest 20% of them count as "new"
     created = sorted(ms for _, ms in store.freshest(space, 100_000))
     cutoff_ms = created[int(0.8 * (len(created) - 1))] if created else 0
     window_s = max(1.0, time.time() - cutoff_ms / 1000.0)
+    # a local demo on loopback: authentication off, said explicitly (thaw serve refuses it on any other address)
     env = {**_process_env(s), "THAW_SERVE__VARIANTS": json.dumps(variants),
-           "THAW_SERVE__FRESH_WINDOW_S": f"{window_s:.1f}"}
+           "THAW_SERVE__FRESH_WINDOW_S": f"{window_s:.1f}", "THAW_SERVE__AUTH__MODE": "local-dev",
+           "THAW_SERVE__RATE_LIMIT_RPS": "0"}  # the load test below is one client at ~200 req/s
     log_path = s.stack.home / f"demo-serve-{run}.log"
     logf = log_path.open("wb")
     proc = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "thaw", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "thaw", "serve", "--host", "127.0.0.1", "--port", str(port), "--ops-host", "127.0.0.1",
+         "--ops-port", str(ops_port), "--log-level", "warning"],
         env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
-    sec: dict[str, Any] = {"url": base, "arms": variants, "fresh_window_s": round(window_s, 1),
+    base, ops = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}"
+    sec: dict[str, Any] = {"url": base, "ops_url": ops, "arms": variants, "fresh_window_s": round(window_s, 1),
                            "posts": len(created)}
     try:
         t0 = time.perf_counter()
         last = ""
         while True:
             try:
-                ready = httpx.get(f"{base}/readyz", timeout=5)
+                ready = httpx.get(f"{ops}/readyz", timeout=5)
                 if ready.status_code == 200:
                     break
                 last = ready.text[:500]
@@ -614,7 +627,7 @@ def _serve(rep: DemoReport, s: Settings, run: str, eval_users: list[str], held: 
                 "p50_ms": _pct(conc, 50), "p99_ms": _pct(conc, 99),
                 "note": "client and server share this machine's cores",
             }
-            metrics = client.get("/metrics").text
+            metrics = httpx.get(f"{ops}/metrics", timeout=30).text
         served = {}
         for line in metrics.splitlines():
             if line.startswith("thaw_recommend_items_total{"):

@@ -23,14 +23,15 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from infra.settings import Settings
+from workloads.community import DEMO_TEXT_POOR_SHARE
 
 #: bump when the space's recipe changes (invalidates the kept spaces)
-SPACE_FORMAT = 1
+SPACE_FORMAT = 2
 ENCODER_MODELS = ("minilm-l6", "musicclip-audio", "musicclip-text", "audio-mae", "flava-image", "flava-text",
                   "flava-fusion")
 HARNESS_MODELS = ("random", "popularity", "content-knn", "tfidf-knn", "bm25-knn", "cb2cf", "hybrid")
@@ -46,6 +47,9 @@ class CommunityPlan:
     seed: int = 0
     cold_share: float = 0.3
     val_share: float = 0.1
+    # kind -> share of new posts published text-poor (workloads.community.DEMO_TEXT_POOR_SHARE: half the tracks and
+    # half the moments); {} is the text-rich community
+    text_poor_share: dict[str, float] = field(default_factory=lambda: dict(DEMO_TEXT_POOR_SHARE))
 
 
 def ensure_encoders(s: Settings) -> dict[str, Any]:
@@ -146,7 +150,8 @@ def prepare_space(s: Settings, community: Any, split: Any, plan: CommunityPlan, 
     notify(f"training the CF space (DSSM, CB2CF, hybrid, baselines) on {len(split.train)} warm interactions")
     cfg = ColdEvalConfig(models=HARNESS_MODELS, seed=plan.seed, threads=1, models_dir=root)
     art = ColdEvalArtifacts()
-    rep = run_cold_items(ds, split, cfg, content=content, artifacts=art)
+    rep = run_cold_items(ds, split, cfg, content=content, artifacts=art, item_kinds=kinds,
+                         item_text_poor=[it.text_poor for it in community.sim.items])
     publish_cold_item_models(art, root, version=version, report=rep)
     k = rep["k"]
     offline = {
@@ -155,6 +160,8 @@ def prepare_space(s: Settings, community: Any, split: Any, plan: CommunityPlan, 
         "selected": rep["selected"],
         "models": {m: {x: e[x] for x in (f"ndcg@{k}", f"recall@{k}", f"val_ndcg@{k}") if x in e}
                    for m, e in rep["models"].items()},
+        # held-out interactions within each kind / text-poor vs text-rich, beside each model's non-personal control
+        "personal": {m: e["personal"] for m, e in rep["models"].items() if "personal" in e},
         "protocol": rep.get("protocol"),
         "seconds": round(time.perf_counter() - t0, 1),
     }

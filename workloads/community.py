@@ -6,6 +6,10 @@
   composer's fan group, a post about a recording); comments are made by the simulator on tracks.
 * **Users and interactions**: :class:`workloads.simulator.CommunitySimulator` over that catalogue (latent tastes,
   a documented choice model), so the ground-truth relevance of every item for every user is known.
+* **Text-poor posts** (:data:`DEMO_TEXT_POOR_SHARE`: the demo's default, half of the new tracks and half of the new
+  moments): published without tags, with a throwaway caption and opaquely named media, as real uploads often are;
+  the ground truth stays the real tags' (``SimConfig.text_poor_share``, :mod:`workloads.simulator`). The library
+  default (``SimConfig()``) is text-rich everywhere.
 * **The split a cold-start engine faces**: items in creation order; the oldest ``1 - cold_share`` are warm (their
   interactions train the CF models), the newest are cold: the earlier part of them the validation cold items, the
   rest the test cold items, which the demo publishes through the stream as brand-new posts.
@@ -36,6 +40,8 @@ from workloads.splits import ColdItemSplit
 
 #: representative ages of the contract's age buckets (the dataset's ``age`` column, as MovieLens has one)
 BUCKET_AGE = {"<18": 16, "18-24": 21, "25-34": 30, "35-44": 40, "45-54": 50, "55+": 60}
+#: the demo community's share of text-poor new posts per kind (``SimConfig.text_poor_share``)
+DEMO_TEXT_POOR_SHARE: dict[str, float] = {"track": 0.5, "moment": 0.5}
 #: the music corpus plan the demo renders from (the corpus builder's defaults)
 CLIP_SEED = 0
 CLIP_SECONDS = 10.0
@@ -106,6 +112,32 @@ def registry_catalogue(n_clips: int, max_topics: int = 256, music_dir: str | Non
     return cat
 
 
+SIM_CATALOGUES: tuple[str, ...] = ("community", "lastfm")
+"""The simulator's catalogues by name: ``community`` (:func:`registry_catalogue`: registry data only) and
+``lastfm`` (:func:`workloads.simulator.default_catalogue`: Last.fm artists from ``THAW_DATASETS_DIR`` plus the
+corpora that are built)."""
+
+
+def sim_catalogue(name: str = "community", n_clips: int = 160, max_topics: int = 256,
+                  require_corpora: bool = False) -> Catalogue:
+    """The simulator catalogue ``name`` (:data:`SIM_CATALOGUES`); ``community`` is the demo's, from its
+    ``n_clips`` planned clips (``thaw corpus music build --clips 160``).
+
+    Raises:
+        ValueError: An unknown name.
+        FileNotFoundError: ``community`` without the clips; ``lastfm`` with ``require_corpora`` and a corpus
+            missing.
+        DatasetsDirNotSetError: ``lastfm`` without ``THAW_DATASETS_DIR``.
+    """
+    if name == "community":
+        return registry_catalogue(n_clips, max_topics=max_topics)
+    if name == "lastfm":
+        from workloads.simulator import default_catalogue
+
+        return default_catalogue(max_topics=max_topics, require_corpora=require_corpora)
+    raise ValueError(f"unknown simulator catalogue {name!r}; known: {', '.join(SIM_CATALOGUES)}")
+
+
 @dataclass
 class Community:
     """One simulated community: the simulator (ground truth), its event stream and its interaction dataset."""
@@ -131,7 +163,9 @@ def simulate_community(catalogue: Catalogue, config: SimConfig, weights: dict[st
     kinds = Counter(it.kind for it in sim.items)
     stats = {"items": len(sim.items), "items_by_kind": dict(sorted(kinds.items())), "users": len(sim.users),
              "user_events": len(events), "positive_interactions": int(len(ds.users)),
-             "catalogue": dict(getattr(catalogue, "sources", {})), "topics": len(catalogue.topics)}
+             "catalogue": dict(getattr(catalogue, "sources", {})), "topics": len(catalogue.topics),
+             "text_poor_share": dict(config.text_poor_share),
+             "text_poor_by_kind": dict(sorted(Counter(it.kind for it in sim.items if it.text_poor).items()))}
     return Community(sim, content, profiles, events, ds, stats)
 
 

@@ -29,6 +29,17 @@ on any catalogue: with the defaults an average match engages 4.7% of the time, a
 The ground-truth relevance of item ``i`` for user ``u`` is ``p_engage(u, i)`` (exposed by :meth:`true_relevance`),
 and an item is *relevant* for a user when ``p_engage >= relevance_threshold``.
 
+Text-poor posts (``SimConfig.text_poor_share``, per kind; 0 everywhere by default, the text-rich case): a drawn
+share of the new posts of a kind publish the way real community uploads often do, with no tags and a throwaway
+caption from :data:`TEXT_POOR_CAPTIONS` ("new demo", "wip", emoji only, ...; never one that shares a word with the
+post's real text or tags), and their media under an opaque name (:func:`opaque_media_path`: the corpus file names
+carry the clip's collection and composer). The item keeps its real asset (``SimItem.real``) and topic, so the
+ground truth, a function of the real tags that the audio and image really reflect, is unchanged; ``SimItem.text_poor``
+records the draw on the truth side, never in the published payload. The draws come from their own generator
+(seeded from ``seed``), so the same seed gives the same items, users, interactions and truth whatever the share.
+Comments are written from what their parent track published (a comment on a text-poor track knows no tags and is
+marked text-poor too).
+
 Time: the simulation runs in steps of ``step_s`` seconds of simulated time. Each step: new items are posted
 (Poisson, ``items_per_step``), new users register (Poisson, ``users_per_step``), and active users (each with
 probability ``activity``) see a feed of ``slate`` items sampled from the recent catalogue (freshness-weighted) and
@@ -37,7 +48,10 @@ act on them. Everything is drawn from one seeded generator: the same config give
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +65,13 @@ GENDER_P = (0.48, 0.48, 0.04)
 AGES = ("<18", "18-24", "25-34", "35-44", "45-54", "55+")
 AGE_P = (0.10, 0.32, 0.28, 0.15, 0.09, 0.06)
 ENGAGE_ACTIONS = ("click", "play", "complete", "like", "comment", "share")
+TEXT_POOR_CAPTIONS: tuple[str, ...] = (
+    "new demo", "listen!", "wip", "late night session", "\U0001f3a7", "\U0001f525\U0001f525\U0001f525", "\u2728",
+    "first take", "rough mix", "made this today", "thoughts?", "vibes", "untitled", "quick sketch",
+    "\U0001f634\U0001f3b6", "recorded at home", "hi", "another one", "idk", "\U0001f4f8", "mood", "ok so",
+)
+"""Throwaway captions of text-poor posts (what community uploads without a description look like)."""
+_WORD = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -90,6 +111,14 @@ class SimConfig:
     min_tag_count: int = 3
     kind_mix: tuple[float, ...] = (0.35, 0.2, 0.2, 0.15, 0.1)  # track, comment, moment, dynamic, fan_group
     start_ts: float = 1_790_000_000.0
+    # kind -> share of its new posts published text-poor (no tags, a throwaway caption, opaque media names); a kind
+    # not named is always text-rich. Comments follow their parent track instead (see the module docstring)
+    text_poor_share: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in self.text_poor_share.items() if k not in KINDS or not 0.0 <= float(v) <= 1.0}
+        if bad:
+            raise ValueError(f"text_poor_share: kinds of {KINDS} with shares in [0, 1], got {bad}")
 
 
 @dataclass
@@ -102,6 +131,14 @@ class SimItem:
     topic: np.ndarray  # T float32, L2-normalised
     quality: float
     parent_id: str | None = None
+    # truth side, never published: the real asset (``asset`` is what the post published) and whether it is text-poor
+    real: Asset | None = None
+    text_poor: bool = False
+
+    @property
+    def true_tags(self) -> tuple[str, ...]:
+        """The real tags (the ground truth's), also when the post published none."""
+        return (self.real or self.asset).tags
 
 
 @dataclass
@@ -123,6 +160,7 @@ class SimEvent:
     topic: str
     ts: float
     data: dict[str, Any]
+    text_poor: bool = False  # truth side (a content.new of a text-poor post); not part of ``data``
 
 
 @dataclass
@@ -218,6 +256,55 @@ def build_catalogue(assets: list[Asset], max_topics: int = 256, min_tag_count: i
     )
 
 
+def words(text: str) -> set[str]:
+    """Lower-case word tokens of ``text`` (``\\w+``): what "shares a word" means for text-poor captions."""
+    return set(_WORD.findall(text.lower()))
+
+
+def pick_caption(draw: float, hidden: str) -> str:
+    """The text-poor caption for a uniform ``draw`` in [0, 1): the pool entry it indexes, or the next one (cyclic)
+    that shares no word with ``hidden`` (the post's real text and tags)."""
+    n = len(TEXT_POOR_CAPTIONS)
+    banned = words(hidden)
+    start = min(int(draw * n), n - 1)
+    for j in range(n):
+        cap = TEXT_POOR_CAPTIONS[(start + j) % n]
+        if not words(cap) & banned:
+            return cap
+    return TEXT_POOR_CAPTIONS[4]  # emoji only: no word at all
+
+
+def opaque_media_path(path: str) -> str:
+    """Where a text-poor post's media is published: ``<corpus>/opaque/<sha256 of the path>.<ext>``, a folder beside
+    the file's own (inside the same media root), so the name tells nothing of the clip or emoji it is."""
+    p = os.path.abspath(path)
+    digest = hashlib.sha256(p.encode()).hexdigest()[:24]
+    ext = os.path.splitext(p)[1]
+    return os.path.join(os.path.dirname(os.path.dirname(p)), "opaque", digest + ext)
+
+
+def ensure_opaque_media(path: str) -> str:
+    """:func:`opaque_media_path` of ``path``, created as a symlink to it when missing (the one write the simulator
+    does, and only for text-poor posts with media); returns the alias."""
+    alias = opaque_media_path(path)
+    if not os.path.lexists(alias):
+        os.makedirs(os.path.dirname(alias), exist_ok=True)
+        try:
+            os.symlink(os.path.abspath(path), alias)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+    return alias
+
+
+def text_poor_asset(real: Asset, draw: float) -> Asset:
+    """What a text-poor post publishes of ``real``: a throwaway caption (:func:`pick_caption`), no tags, the same
+    media under opaque names."""
+    hidden = " ".join((real.text, *real.tags))
+    return Asset(real.kind, pick_caption(draw, hidden), (),
+                 image=ensure_opaque_media(real.image) if real.image else None,
+                 audio=ensure_opaque_media(real.audio) if real.audio else None, source="text-poor")
+
+
 def _sigmoid(x: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
@@ -259,6 +346,8 @@ class CommunitySimulator:
         self._item_quality = np.zeros(0, dtype=np.float64)
         self._item_created = np.zeros(0, dtype=np.float64)
         self.events_emitted = 0
+        # text-poor draws: a generator of their own, so the share changes nothing else in the simulation
+        self._poor_rng = np.random.default_rng([self.cfg.seed, 15485863])
 
     def _affinity_scale(self) -> tuple[float, float]:
         main_rng = self.rng
@@ -300,9 +389,22 @@ class CommunitySimulator:
         self.users.append(u)
         return u
 
+    @staticmethod
+    def _comment(parent: SimItem, shown: Asset) -> Asset:
+        """A comment on ``parent`` written from ``shown`` (what the parent published, or for the truth side its
+        real asset)."""
+        if shown.tags:
+            text = f"Comment on {shown.text}: love the " + ", ".join(shown.tags[:2])
+        else:
+            text = f"Comment on {shown.text}: love it"
+        return Asset("comment", text, shown.tags, source=f"comment-on:{parent.item_id}")
+
     def _new_item(self) -> SimItem | None:
         kind = self._kinds[self.rng.choice(len(self._kinds), p=self._kind_p)]
         parent = None
+        poor_u, poor_cap = self._poor_rng.random(2)  # drawn for every item, whatever its kind and the shares
+        text_poor = False
+        real: Asset | None = None
         if kind == "comment":
             tracks = [it for it in self.items[-500:] if it.kind == "track"]
             if not tracks:
@@ -311,17 +413,21 @@ class CommunitySimulator:
                 p = tracks[self.rng.integers(len(tracks))]
                 parent = p.item_id
                 topic = p.topic
-                asset = Asset("comment", f"Comment on {p.asset.text}: love the " + ", ".join(p.asset.tags[:2]),
-                              p.asset.tags, source=f"comment-on:{p.item_id}")
+                # written from what the parent published: a comment knows no tags a text-poor track did not show
+                asset = self._comment(p, p.asset)
+                if p.text_poor:
+                    real, text_poor = self._comment(p, p.real or p.asset), True
         if kind != "comment":
             pool = self.cat.assets[kind]
             j = self._asset_perm[kind][self._asset_next[kind] % len(pool)]
             self._asset_next[kind] += 1
             asset = pool[j]
             topic = self.cat.asset_topics[kind][j]
+            if poor_u < float(self.cfg.text_poor_share.get(kind, 0.0)):
+                real, asset, text_poor = asset, text_poor_asset(asset, float(poor_cap)), True
         creator = self._creators[self.rng.integers(len(self._creators))]
         item = SimItem(f"sim:i:{len(self.items)}", kind, creator, self.t, asset, topic,
-                       float(self.rng.normal(0, self.cfg.quality_sd)), parent)
+                       float(self.rng.normal(0, self.cfg.quality_sd)), parent, real=real, text_poor=text_poor)
         self.items.append(item)
         n = len(self.items)
         if n > len(self._item_topics):  # grow geometrically: appends stay O(1) amortised
@@ -358,7 +464,7 @@ class CommunitySimulator:
             d["audio"] = {"uri": f"file://{it.asset.audio}"}
         if it.parent_id:
             d["parent_id"] = it.parent_id
-        return SimEvent("content.new", it.created_ts, d)
+        return SimEvent("content.new", it.created_ts, d, text_poor=it.text_poor)
 
     def _profile_event(self, u: SimUser) -> SimEvent:
         return SimEvent("user.profile", u.joined_ts, {"user_id": u.user_id, "gender": u.gender,

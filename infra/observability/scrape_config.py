@@ -1,7 +1,8 @@
 """The Prometheus scrape config for a Thaw deployment, generated from the settings.
 
 Two jobs: ``thaw-worker`` scrapes the worker's ``/metrics`` (``stream.metrics_port``, bound on loopback by
-``thaw worker``) and ``thaw-api`` scrapes the recommendation API's ``/metrics`` (``serve.host:serve.port``).
+``thaw worker``) and ``thaw-api`` scrapes the recommendation API's ``/metrics`` on its ops port
+(``serve.ops_host:serve.ops_port``; the public port serves no ``/metrics``).
 ``thaw observability prometheus-config`` writes it; ``infra/observability/prometheus.yml`` is the rendering of the
 default settings (a test keeps it equal).
 
@@ -44,16 +45,17 @@ def prometheus_config(
     """The config as a mapping (``yaml.safe_dump`` of it is what Prometheus reads).
 
     Args:
-        settings: The worker's metrics port and the API's host and port come from here.
+        settings: The worker's metrics port and the API's ops host and port come from here.
         scrape_interval_s: Scrape (and rule evaluation) interval.
         worker_targets: ``host:port`` of every worker to scrape (default: the one on ``stream.metrics_port``).
-        api_targets: ``host:port`` of every API process (default: ``serve.host:serve.port``); empty: no API job.
+        api_targets: ``host:port`` of every API process's ops server (default: ``serve.ops_host:serve.ops_port``);
+            empty: no API job.
     """
     interval = f"{scrape_interval_s:g}s"
     workers = list(worker_targets) if worker_targets is not None else [
         f"127.0.0.1:{settings.stream.metrics_port}"]
     apis = list(api_targets) if api_targets is not None else [
-        f"{_scrape_host(settings.serve.host)}:{settings.serve.port}"]
+        f"{_scrape_host(settings.serve.ops_host)}:{settings.serve.ops_port}"]
     jobs: list[dict[str, Any]] = []
     if workers:
         jobs.append({"job_name": WORKER_JOB, "metrics_path": "/metrics", "static_configs": [{"targets": workers}]})

@@ -63,6 +63,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ from ranking.evaluation.baselines import (
     random_scorer,
     sparse_knn_scorer,
 )
+from ranking.evaluation.personal import candidate_groups, personal_report
 from ranking.models.cb2cf import OBJECTIVES, CB2CFConfig, Objective
 from ranking.models.dropoutnet import DropoutNetConfig
 from ranking.models.dssm import DSSM, DSSMConfig, categorical_user_features
@@ -306,10 +308,18 @@ def hybrid_scorer(cf: ScoreFn, knn: ScoreFn, weight: float) -> ScoreFn:
 
 
 def _entry(
-    val: EvalTask, test: EvalTask, score: ScoreFn, k: int, train_seconds: float, **extra: Any
+    val: EvalTask, test: EvalTask, score: ScoreFn, k: int, train_seconds: float,
+    groups: dict[str, np.ndarray] | None = None, **extra: Any
 ) -> dict[str, Any]:
     vm, _ = _metrics(val, score, k)
     tm, secs = _metrics(test, score, k)
+    if groups:  # per kind (and text-poor / text-rich), beside the non-personal control
+        mat = np.asarray(score(test.users, test.candidates), dtype=np.float64)
+        if test.exclude is not None:
+            for r, ex in enumerate(test.exclude):
+                mat[r, ex] = -np.inf
+        extra = {**extra, "personal": personal_report(np.where(np.isfinite(mat), mat, np.nan), test.relevant, k,
+                                                      groups)}
     return {
         **tm,
         f"val_ndcg@{k}": vm[f"ndcg@{k}"],
@@ -326,6 +336,8 @@ def run_cold_items(
     config: ColdEvalConfig = ColdEvalConfig(),  # noqa: B008 - frozen dataclass
     content: ContentFields | None = None,
     artifacts: ColdEvalArtifacts | None = None,
+    item_kinds: Sequence[str] | None = None,
+    item_text_poor: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """Trains every requested model on the warm part of ``split`` and evaluates it on the cold items.
 
@@ -335,6 +347,11 @@ def run_cold_items(
         config: Harness configuration.
         content: Precomputed content fields (default: MiniLM text fields of ``config.fields``).
         artifacts: If given, receives the trained DSSM and CB2CF models.
+        item_kinds: Each item's kind (dataset index): every model's entry then has ``personal``
+            (:func:`ranking.evaluation.personal.personal_report` on the test task: NDCG@k overall and within each
+            kind, beside the non-personal control of one mean user).
+        item_text_poor: With ``item_kinds``: which items published text-poor; ``personal`` then also splits each
+            kind into text-poor and text-rich test items.
 
     Returns:
         The report (see :func:`evaluate_cold_items`).
@@ -365,6 +382,12 @@ def run_cold_items(
     test_task = split.eval_task(ds, "test", config.min_weight, config.protocol, config.max_users)
     if val_task.n_rows == 0 or test_task.n_rows == 0:
         raise ValueError(f"empty evaluation: {val_task.n_rows} validation users, {test_task.n_rows} test users")
+    groups = None
+    if item_kinds is not None:
+        cands = test_task.candidates
+        groups = candidate_groups([item_kinds[int(i)] for i in cands],
+                                  None if item_text_poor is None else [bool(item_text_poor[int(i)]) for i in cands])
+    entry = partial(_entry, groups=groups)
     report: dict[str, Any] = {
         "dataset": {
             "name": ds.name,
@@ -402,11 +425,11 @@ def run_cold_items(
     models: dict[str, Any] = report["models"]
 
     if "random" in config.models:
-        models["random"] = _entry(val_task, test_task, random_scorer(config.seed), k, 0.0)
+        models["random"] = entry(val_task, test_task, random_scorer(config.seed), k, 0.0)
     if "popularity" in config.models:
         t0 = time.perf_counter()
         pop = popularity_scorer(train, config.seed)
-        models["popularity"] = _entry(
+        models["popularity"] = entry(
             val_task, test_task, pop, k, time.perf_counter() - t0,
             note="cold items have no training interactions: all scores tie and the seeded tie-break makes this "
             "the random ranking",
@@ -422,7 +445,7 @@ def run_cold_items(
         best = max(per_k, key=lambda s: per_k[s])
         best_k = None if best == "all" else int(best)
         tune = time.perf_counter() - t0
-        models["content-knn"] = _entry(
+        models["content-knn"] = entry(
             val_task, test_task, content_knn_scorer(cvec, train, best_k), k, tune,
             neighbours=best, val_ndcg_by_neighbours=per_k,
         )
@@ -438,7 +461,7 @@ def run_cold_items(
                 f"ndcg@{k}"
             ]
         best = max(per_k, key=lambda s_: per_k[s_])
-        models[name] = _entry(
+        models[name] = entry(
             val_task, test_task, sparse_knn_scorer(rows, train, None if best == "all" else int(best)), k,
             time.perf_counter() - t0, neighbours=best, val_ndcg_by_neighbours=per_k,
             vocabulary=int(rows.shape[1]), fitted_on="warm items",
@@ -480,7 +503,7 @@ def run_cold_items(
             _log(config, f"training CB2CF ({obj}) on {len(warm)} warm items")
             res = train_cb2cf(content, warm, targets, cfg, val_task, dssm.user_vectors, verbose=config.verbose)
             results[obj] = res
-            models[f"cb2cf-{obj}"] = _entry(
+            models[f"cb2cf-{obj}"] = entry(
                 val_task, test_task, cb2cf_score(res.model, content, dssm.user_vectors), k,
                 res.log.seconds, dssm_seconds=round(dlog.seconds, 3), objective=obj,
                 best_epoch=res.log.best_epoch, epochs_run=res.log.epochs_run,
@@ -522,7 +545,7 @@ def run_cold_items(
         h_name, h_w = best_key.split("|")[0], float(best_key.split("|")[1])
         h_rows, h_vec = hybrid_rows[h_name]
         h_score = hybrid_scorer(cf_score, sparse_knn_scorer(h_rows, train, None), h_w)
-        models["hybrid"] = _entry(
+        models["hybrid"] = entry(
             val_task, test_task, h_score, k, time.perf_counter() - t0 + results[best_obj].log.seconds,
             sparse=h_name, weight=h_w, cb2cf_objective=best_obj, vocabulary=len(h_vec.vocab),
             val_ndcg_by_weight=grid,
@@ -537,7 +560,7 @@ def run_cold_items(
         item_cf = dssm.item_vectors(np.arange(ds.n_items))
         dcfg = replace(config.dropoutnet, seed=config.seed, eval_k=k, threads=config.threads)
         _, dscore, dnlog = train_dropoutnet(train, user_cf, item_cf, content, dcfg, val_task, verbose=config.verbose)
-        models["dropoutnet"] = _entry(
+        models["dropoutnet"] = entry(
             val_task, test_task, dscore, k, dnlog.seconds,
             dssm_seconds=round(dlog.seconds, 3), best_epoch=dnlog.best_epoch, epochs_run=dnlog.epochs_run,
         )

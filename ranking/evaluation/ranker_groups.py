@@ -143,14 +143,16 @@ def run_rank_eval(
     return report, models
 
 
-def load_log(dataset: str, seed: int = 0, sim_steps: int = 240, negatives: int = 2) -> EventLog:
-    """The exposure log of ``ml-100k``, ``lastfm`` or ``sim`` (``negatives``: sampled per ml-100k / lastfm pair)."""
+def load_log(dataset: str, seed: int = 0, sim_steps: int = 240, negatives: int = 2,
+             sim_catalogue: str = "lastfm") -> EventLog:
+    """The exposure log of ``ml-100k``, ``lastfm`` or ``sim`` (``negatives``: sampled per ml-100k / lastfm pair;
+    ``sim_catalogue``: the simulator's catalogue, ``lastfm`` or ``community``)."""
     if dataset == "ml-100k":
         return movielens_log(negatives=negatives, seed=seed)
     if dataset == "lastfm":
         return lastfm_log(negatives=negatives, seed=seed)
     if dataset == "sim":
-        return simulator_log(steps=sim_steps, seed=seed)
+        return simulator_log(steps=sim_steps, seed=seed, catalogue=sim_catalogue)
     raise ValueError(f"unknown dataset {dataset!r} (ml-100k | lastfm | sim)")
 
 
@@ -161,9 +163,10 @@ def split_of(log: EventLog, split_config: SplitConfig) -> RankSplit:
     return split
 
 
-def load_split(dataset: str, split_config: SplitConfig, sim_steps: int = 240, negatives: int = 2) -> RankSplit:
+def load_split(dataset: str, split_config: SplitConfig, sim_steps: int = 240, negatives: int = 2,
+               sim_catalogue: str = "lastfm") -> RankSplit:
     """The featurised split of ``ml-100k``, ``lastfm`` or ``sim``."""
-    return split_of(load_log(dataset, split_config.seed, sim_steps, negatives), split_config)
+    return split_of(load_log(dataset, split_config.seed, sim_steps, negatives, sim_catalogue), split_config)
 
 
 def check_export(

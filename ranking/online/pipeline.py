@@ -18,10 +18,13 @@ share).
 the
    user's profile and history and the item's kind, tags and age; the list score is ``sum_t w_t p_t``, or with
    ``recall_blend = b > 0`` the rank fusion ``(1 - b) * rank percentile by that score + b * rank percentile by
-   recall similarity`` (:func:`blend_ranks`). Variant ``ranker = none`` keeps the recall order (the control arm
-   for "does ranking help"). A variant whose ranker is not published (:class:`RankerNotPublishedError`) is refused
-   (the API answers 503 naming the model and the command that publishes it), or with ``missing_ranker =
-   recall_order`` served in the recall order, the response saying so (``ranked_by``, ``degraded``).
+   recall similarity`` (:func:`blend_ranks`). Variant ``ranker = none`` keeps the recall order: the default arm
+   (on the simulator the recall order scored NDCG@20 .367, the ranker alone .349), so a fresh ``thaw serve`` serves
+   without a published ranker; ranked arms are configured. A newly published version that fails verification
+   leaves the last good one serving (:class:`RankerPool`). A variant whose ranker has no loadable version
+   (:class:`RankerNotPublishedError`) is refused (``missing_ranker = error``, the default: the API answers 503
+   naming the model and the command that publishes it), or with ``missing_ranker = recall_order`` served in the
+   recall order, the response saying so (``ranked_by``, ``degraded``).
 5. **Exposure quota**: the top-k by score, then, if fewer than ``ceil(new_item_share * k)`` of them are new
    (created within ``fresh_window_s``), the best-scored recalled new items replace the lowest-scored old ones. The
    list is returned in score order. ``new_item_share = 0`` is the pure ranking order; the response reports how many
@@ -44,13 +47,14 @@ import numpy as np
 from cachetools import LRUCache
 
 from contracts.actions import POSITIVE_ACTIONS
-from encoders.registry import ModelNotFoundError, ModelRegistry
+from encoders.registry import ModelIntegrityError, ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex
 from indexing.redis_state import ItemMeta, RedisState
 from infra.settings import ABVariant, ServeSettings
 from ranking.online.ab import ABSplit
 from ranking.online.features import ItemContext, UserContext
 from ranking.online.recall import Recaller
+from ranking.online.ttl_cache import TTLValue
 
 log = logging.getLogger("thaw.serve")
 request_log = logging.getLogger("thaw.serve.requests")
@@ -73,24 +77,33 @@ PUBLISH_RANKER_COMMAND = "thaw train ranker"
 
 
 class RankerNotPublishedError(ModelNotFoundError):
-    """A variant's ranker is not in the model directory (the API answers 503 with :meth:`to_dict`).
+    """A variant's ranker is not in the model directory, or no version of it loads (the API answers 503 with
+    :meth:`to_dict`).
 
     Attributes:
         model: The ranker's published name.
         version: The version asked for (None: the ``CURRENT`` one).
         models_dir: The model directory searched.
-        reason: ``not_published`` (no version of the model at all) or ``version_not_found`` (versions exist, not
-            the one asked for or pointed to by ``CURRENT``).
+        reason: ``not_published`` (no version of the model at all), ``version_not_found`` (versions exist, not
+            the one asked for or pointed to by ``CURRENT``) or ``load_failed`` (the version is there and was
+            refused: see ``failure``).
         variant: The A/B arm that needs it (None until the pipeline knows it).
+        failure: For ``load_failed``: ``hash_mismatch``, ``missing_file``, ``corrupt_manifest``,
+            ``unrecorded_file`` (:class:`encoders.registry.ModelIntegrityError`) or ``load_error`` (anything else
+            the loader raised).
+        failed_version: For ``load_failed``: the version that was refused.
     """
 
     def __init__(self, model: str, version: str | None, models_dir: Path, reason: str,
-                 variant: str | None = None) -> None:
+                 variant: str | None = None, failure: str | None = None,
+                 failed_version: str | None = None) -> None:
         self.model = model
         self.version = version
         self.models_dir = Path(models_dir)
         self.reason = reason
         self.variant = variant
+        self.failure = failure
+        self.failed_version = failed_version
         super().__init__(self._message())
 
     @property
@@ -104,14 +117,23 @@ class RankerNotPublishedError(ModelNotFoundError):
 
     @property
     def degraded(self) -> str:
-        """The short reason a response reports (``deepfm-mmoe not published``)."""
+        """The short reason a response reports (``deepfm-mmoe not published``, ``deepfm-mmoe@v2 refused
+        (hash_mismatch)``)."""
+        if self.reason == "load_failed":
+            return f"{self.model}@{self.failed_version} refused ({self.failure})"
         return f"{self.spec} not published"
 
-    def for_variant(self, variant: str) -> RankerNotPublishedError:
-        return RankerNotPublishedError(self.model, self.version, self.models_dir, self.reason, variant)
+    def for_variant(self, variant: str | None) -> RankerNotPublishedError:
+        """A fresh copy (for ``variant``), so a remembered miss is raised without its earlier tracebacks."""
+        return RankerNotPublishedError(self.model, self.version, self.models_dir, self.reason, variant,
+                                       self.failure, self.failed_version)
 
     def _message(self) -> str:
         arm = f", needed by variant {self.variant!r}" if self.variant else ""
+        if self.reason == "load_failed":
+            what = (f"ranker {self.model!r} version {self.failed_version!r} failed to load ({self.failure}) and no "
+                    "earlier version of it is loaded")
+            return f"{what} under {self.models_dir}{arm}; publish a good version with `{self.publish_command}`"
         if self.reason == "not_published":
             what = f"ranker {self.model!r} has no published version"
         elif self.version:
@@ -234,26 +256,86 @@ def blend_ranks(cands: Sequence[Candidate], blend: float) -> None:
         c.score = float((1.0 - blend) * p_rank[j] + blend * p_recall[j])
 
 
+@dataclass(frozen=True)
+class RankerLoadFailure:
+    """One version of a ranker that failed to load, remembered so it is not tried again.
+
+    Attributes:
+        model: The ranker's published name.
+        version: The version that was tried (None: no ``CURRENT``).
+        failure: ``hash_mismatch`` | ``missing_file`` | ``corrupt_manifest`` | ``unrecorded_file`` |
+            ``load_error`` | ``version_not_found`` | ``not_published``.
+        key: The version and the sha256 of its manifest: a retry needs a different one (a new publish).
+        error: What an arm without a loaded version of the ranker is told.
+    """
+
+    model: str
+    version: str | None
+    failure: str
+    key: str
+    error: RankerNotPublishedError
+
+
 class RankerPool:
     """Rankers by spec (``name`` or ``name@version``), loaded once; a spec without a version follows the model's
     ``CURRENT`` pointer (checked at most every ``refresh_s``), so a newly published ranker is served without a
-    restart. A ranker that is not published raises :class:`RankerNotPublishedError`; the miss is remembered for
-    ``refresh_s`` too (one look at the model directory per spec and period, one warning), so it is served within
-    ``refresh_s`` of being published."""
+    restart.
+
+    A version that fails to load (a file that does not match the manifest's sha256, a missing file, a corrupt
+    manifest, ``CURRENT`` naming a version that is not there, any exception of the loader) while an earlier version
+    of the same spec is loaded leaves that **last good** version serving: the failure is logged once, counted
+    (:attr:`load_failures`, and ``on_load_failure`` when given) and remembered by the version's manifest digest, so
+    neither a request nor a later refresh reads it again; a new publish (another version, or another manifest) is
+    tried at the next refresh. Without a loaded version the spec raises :class:`RankerNotPublishedError`
+    (``not_published``, ``version_not_found``, or ``load_failed`` naming the failure) and the arm's
+    ``missing_ranker`` handling decides; that miss is remembered for ``refresh_s`` (one look at the model directory
+    per spec and period, one warning per refused version).
+
+    Args:
+        models_dir: The model directory.
+        refresh_s: How often a ``CURRENT``-following spec looks at the directory.
+        loader: ``(models_dir, name, version) -> ranker`` (default: :meth:`ranking.online.ranker.Ranker.load`).
+        on_load_failure: Called ``(model, version, failure)`` once per refused version (e.g. to count it in a
+            metric); must not raise.
+    """
 
     def __init__(self, models_dir: Path, refresh_s: float = 10.0,
-                 loader: Callable[[Path, str, str | None], RankerLike] | None = None) -> None:
+                 loader: Callable[[Path, str, str | None], RankerLike] | None = None,
+                 on_load_failure: Callable[[str, str | None, str], None] | None = None) -> None:
         self.models_dir = Path(models_dir)
         self.refresh_s = refresh_s
         self._loader = loader or _load_ranker
+        self._on_load_failure = on_load_failure
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[RankerLike, float]] = {}
         self._missing: dict[str, tuple[RankerNotPublishedError, float]] = {}
+        self._refused: dict[str, RankerLoadFailure] = {}
+        self._failures: dict[tuple[str, str], int] = {}
 
     @staticmethod
     def parse(spec: str) -> tuple[str, str | None]:
         name, _, version = spec.partition("@")
         return name, (version or None)
+
+    @property
+    def load_failures(self) -> dict[tuple[str, str], int]:
+        """``(model, failure) -> count`` of refused versions (each counted once: a refused version is not tried
+        again), for a counter such as ``thaw_ranker_load_failures_total{model,failure}``. A model that is simply
+        not published yet, with nothing loaded, is not a load failure (the arm's fallback counts that)."""
+        with self._lock:
+            return dict(self._failures)
+
+    def refused(self) -> dict[str, RankerLoadFailure]:
+        """Spec -> the version last refused for it that is still what the spec points at."""
+        with self._lock:
+            return dict(self._refused)
+
+    def serving_last_good(self) -> dict[str, tuple[str, RankerLoadFailure]]:
+        """Spec -> ``(the version served, the newer version that was refused)``, for specs kept on their last
+        good version."""
+        with self._lock:
+            return {spec: (self._cache[spec][0].version, f) for spec, f in self._refused.items()
+                    if spec in self._cache}
 
     def get(self, spec: str) -> RankerLike | None:
         if spec == "none":
@@ -265,27 +347,68 @@ class RankerPool:
                 return hit[0]
             miss = self._missing.get(spec)
             if miss is not None and now - miss[1] < self.refresh_s:
-                e = miss[0]
-                raise RankerNotPublishedError(e.model, e.version, e.models_dir, e.reason)
-            name, version = self.parse(spec)
-            if hit is not None and version is None:
-                current = ModelRegistry(self.models_dir).current_version(name)
-                if current == hit[0].version:
+                raise miss[0].for_variant(None)
+            name, pinned = self.parse(spec)
+            reg = ModelRegistry(self.models_dir)
+            target = pinned or reg.current_version(name)
+            if hit is not None and target == hit[0].version:
+                self._refused.pop(spec, None)  # CURRENT is back on the loaded version
+                self._cache[spec] = (hit[0], now)
+                return hit[0]
+            key = f"{target}:{reg.manifest_digest(name, target) if target else None}"
+            refused = self._refused.get(spec)
+            if refused is not None and refused.key == key:  # this very version failed before: not read again
+                if hit is not None:
                     self._cache[spec] = (hit[0], now)
                     return hit[0]
-                log.info("ranker %s: CURRENT moved %s -> %s, reloading", name, hit[0].version, current)
+                self._missing[spec] = (refused.error, now)
+                raise refused.error.for_variant(None)
+            if hit is not None:
+                log.info("ranker %s: CURRENT moved %s -> %s, reloading", name, hit[0].version, target)
             try:
-                ranker = self._loader(self.models_dir, name, version)
-            except ModelNotFoundError as exc:
+                ranker = self._loader(self.models_dir, name, target)
+            except Exception as exc:  # noqa: BLE001 - any failure to load leaves the last good version serving
+                err = self._refuse(spec, name, pinned, target, key, exc, hit[0] if hit else None)
+                if hit is not None:
+                    self._cache[spec] = (hit[0], now)
+                    return hit[0]
                 self._cache.pop(spec, None)
-                reason = "version_not_found" if ModelRegistry(self.models_dir).versions(name) else "not_published"
-                err = RankerNotPublishedError(name, version, self.models_dir, reason)
                 self._missing[spec] = (err, now)
-                log.warning("%s", err)
-                raise err from exc
+                raise err.for_variant(None) from exc
             self._missing.pop(spec, None)
+            self._refused.pop(spec, None)
             self._cache[spec] = (ranker, now)
             return ranker
+
+    def _refuse(self, spec: str, name: str, pinned: str | None, target: str | None, key: str, exc: Exception,
+                last_good: RankerLike | None) -> RankerNotPublishedError:
+        """Remember a failed load of ``target`` (lock held), log it once, count it; the error an arm without a
+        loaded version gets."""
+        if isinstance(exc, ModelNotFoundError):
+            failure = "version_not_found" if ModelRegistry(self.models_dir).versions(name) else "not_published"
+            err = RankerNotPublishedError(name, pinned, self.models_dir, failure)
+        else:
+            failure = exc.reason if isinstance(exc, ModelIntegrityError) else "load_error"
+            err = RankerNotPublishedError(name, pinned, self.models_dir, "load_failed", failure=failure,
+                                          failed_version=target)
+        self._refused[spec] = RankerLoadFailure(name, target, failure, key, err)
+        if last_good is None and isinstance(exc, ModelNotFoundError):
+            log.warning("%s", err)  # nothing to fall back on, nothing broken: the ranker is just not there
+            return err
+        self._failures[(name, failure)] = self._failures.get((name, failure), 0) + 1
+        file = getattr(exc, "file", None)
+        what = f"{failure}{f' in {file}' if file else ''}, {type(exc).__name__}"
+        if last_good is not None:
+            log.warning("ranker %s: version %s refused (%s); still serving %s@%s until another version is "
+                        "published", name, target, what, last_good.name, last_good.version)
+        else:
+            log.warning("ranker %s: version %s refused (%s) and no earlier version is loaded", name, target, what)
+        if self._on_load_failure is not None:
+            try:
+                self._on_load_failure(name, target, failure)
+            except Exception:  # noqa: BLE001 - a metrics hook must not break serving
+                log.exception("ranker load-failure hook failed")
+        return err
 
 
 def _counts_negatives(ranker: RankerLike) -> bool:
@@ -298,6 +421,16 @@ def _load_ranker(models_dir: Path, name: str, version: str | None) -> RankerLike
     from ranking.online.ranker import Ranker
 
     return Ranker.load(models_dir, version=version, name=name)
+
+
+@dataclass(frozen=True)
+class _FreshWindow:
+    """The fresh window of a space as the requests of one ``fresh_cache_s`` share it (newest first)."""
+
+    ids: list[str]
+    row: dict[str, int]  # id -> row of ``matrix``
+    created_ms: np.ndarray  # N int64
+    matrix: np.ndarray  # N x D float32
 
 
 # the fresh recall leaves out items dated more than this ahead of the API's clock (the worker's default
@@ -326,10 +459,12 @@ class Recommender:
         self.rankers = rankers
         self.clock = clock
         self.ab = ABSplit(settings.variants, settings.ab_salt, settings.ab_buckets)
-        self.fallback = Recaller(users, index, space=space, clock=clock)
+        self.fallback = Recaller(users, index, space=space, clock=clock, cache_s=settings.fresh_cache_s)
         # fresh items' vectors (immutable per space), least recently used evicted first
         self._vecs: LRUCache[str, np.ndarray] = LRUCache(maxsize=max(1, 2 * settings.fresh_exact_max))
         self._vecs_lock = threading.Lock()
+        # the fresh window's ids, times and vector matrix, rebuilt at most once per fresh_cache_s (ttl_cache)
+        self._window: TTLValue[_FreshWindow] = TTLValue(settings.fresh_cache_s)
         self._log_lock = threading.Lock()
         self._log_file = open(settings.request_log, "a", buffering=1) if settings.request_log else None  # noqa: SIM115
 
@@ -354,15 +489,21 @@ class Recommender:
             raise miss from exc
 
     def preload(self) -> dict[str, str]:
-        """Load every variant's ranker now (fail fast at start-up). Returns variant -> ranker id, ``none``, or
-        ``recall_order (<model> not published)`` for an arm that falls back to the recall order."""
+        """Load every variant's ranker now (fail fast at start-up). Returns variant -> ranker id, ``none``,
+        ``recall_order (<model> not published)`` for an arm that falls back to the recall order, or ``<model>@v1
+        (last good; v2 refused: hash_mismatch)`` for an arm kept on its last good version."""
         out = {}
         for v in self.ab.variants:
             r, miss = self.arm_ranker(v)
             if miss is not None:
                 out[v.name] = f"recall_order ({miss.degraded})"
+            elif r is None:
+                out[v.name] = "none"
             else:
-                out[v.name] = f"{r.name}@{r.version}" if r is not None else "none"
+                out[v.name] = f"{r.name}@{r.version}"
+                kept = self.rankers.serving_last_good().get(v.ranker)
+                if kept is not None:
+                    out[v.name] += f" (last good; {kept[1].version} refused: {kept[1].failure})"
         return out
 
     # ------------------------------------------------------------------------------------------------ steps
@@ -399,30 +540,47 @@ class Recommender:
         "new" forever: it is left out).
 
         Ids and creation times come from the Redis freshness set of the space (the newest ``fresh_exact_max`` of
-        the window), vectors from an in-process cache filled from Milvus by id. An item whose row is not readable
-        yet (upserted within the last time tick) joins on a later request.
+        the window), vectors from an in-process cache filled from Milvus by id; the stacked window is shared by the
+        requests of one ``fresh_cache_s`` (:class:`~ranking.online.ttl_cache.TTLValue`), so a post joins the
+        fresh recall at most that much later. An item whose row is not readable yet (upserted within the last
+        time tick) joins on a later rebuild.
         """
-        window = [(i, ms) for i, ms in self.users.created_since(self.space, since_ms, self.s.fresh_exact_max,
-                                                                until_ms=until_ms)
-                  if i not in seen]
-        if not window:
+        w = self._window.get(lambda: self._build_window(since_ms, until_ms))
+        if not w.ids:
             return []
+        ok = (w.created_ms >= since_ms) & (w.created_ms <= until_ms)
+        for item in seen:
+            j = w.row.get(item)
+            if j is not None:
+                ok[j] = False
+        scores = w.matrix @ vec.astype(np.float32)
+        scores[~ok] = -np.inf
+        n = min(self.s.fresh_k, int(ok.sum()))
+        if n == 0:
+            return []
+        pick = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+        top = pick[np.lexsort((pick, -scores[pick]))]  # by score, ties newest first (the window's order)
+        meta = self.users.item_meta([w.ids[j] for j in top])
+        return [Candidate(w.ids[j], float(scores[j]), r, "fresh", meta[w.ids[j]].kind if w.ids[j] in meta else "",
+                          int(w.created_ms[j]), True)
+                for r, j in enumerate(top)]
+
+    def _build_window(self, since_ms: int, until_ms: int) -> _FreshWindow:
+        """The items created between ``since_ms`` and ``until_ms`` (the newest ``fresh_exact_max``) whose vectors
+        are readable, with their vectors stacked; items upserted within the last time tick join on a rebuild."""
+        window = self.users.created_since(self.space, since_ms, self.s.fresh_exact_max, until_ms=until_ms)
         missing = [i for i, _ in window if i not in self._vecs]
         if missing:
             got = self.index.get_vectors(missing, strong_retry=False)
             with self._vecs_lock:
                 self._vecs.update(got)
         with self._vecs_lock:
-            cached = [(i, ms, self._vecs.get(i)) for i, ms in window]
-        rows = [(i, ms, v) for i, ms, v in cached if v is not None]
+            rows = [(i, ms, v) for i, ms in window if (v := self._vecs.get(i)) is not None]
         if not rows:
-            return []
-        scores = np.stack([v for _, _, v in rows]) @ vec.astype(np.float32)
-        top = np.argsort(-scores, kind="stable")[: self.s.fresh_k]
-        meta = self.users.item_meta([rows[j][0] for j in top])
-        return [Candidate(rows[j][0], float(scores[j]), r, "fresh",
-                          meta[rows[j][0]].kind if rows[j][0] in meta else "", rows[j][1], True)
-                for r, j in enumerate(top)]
+            return _FreshWindow([], {}, np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+        ids = [i for i, _, _ in rows]
+        return _FreshWindow(ids, {i: j for j, i in enumerate(ids)}, np.array([ms for _, ms, _ in rows], np.int64),
+                            np.stack([v for _, _, v in rows]).astype(np.float32, copy=False))
 
     @staticmethod
     def _ctx(item_id: str, meta: ItemMeta | None, kind: str = "", created_at_ms: int = 0) -> ItemContext:

@@ -1,6 +1,8 @@
 """Serving the published CF models with ONNX Runtime only (no torch): the CB2CF projector and the DSSM towers.
 
 The worker imports this module; training and export (``ranking.training.export``) need torch, serving does not.
+Both build their ONNX session (and the tower its ``ids.json``) from the version's verified bytes
+(:meth:`encoders.registry.ModelVersion.read_bytes`), never from a second open of a path that was checked earlier.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from encoders.registry import ModelVersion
-from encoders.serving import OnnxModel
+from ranking.online.onnx_bytes import VerifiedOnnxModel
 
 
 class CB2CFProjector:
@@ -24,7 +26,7 @@ class CB2CFProjector:
     def __init__(self, version: ModelVersion, threads: int = 2) -> None:
         self.version = version
         self.fields = [(f["name"], int(f["dim"])) for f in version.manifest.extra["fields"]]
-        self._model = OnnxModel(version, threads=threads, micro_batch=1024)
+        self._model = VerifiedOnnxModel(version, threads=threads, micro_batch=1024)
 
     @property
     def dim(self) -> int:
@@ -73,16 +75,14 @@ class DSSMTower:
     """
 
     def __init__(self, version: ModelVersion, threads: int = 2) -> None:
-        import json
-
         self.version = version
-        ids = json.loads((version.path / "ids.json").read_text())
+        ids = version.read_json("ids.json")
         self.kind = "user" if "user_ids" in ids else "item"
         self.ids: list[str] = list(ids.get("user_ids") or ids.get("item_ids") or [])
         self.index = {x: i for i, x in enumerate(self.ids)}
         self.n_features = len(ids.get("features") or [])
         self._feature_rows = np.asarray(ids.get("user_feature_rows") or np.zeros((0, self.n_features)), dtype=np.int64)
-        self._model = OnnxModel(version, threads=threads, micro_batch=4096)
+        self._model = VerifiedOnnxModel(version, threads=threads, micro_batch=4096)
 
     @property
     def dim(self) -> int:

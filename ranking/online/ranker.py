@@ -14,20 +14,21 @@ Each has its own ``CURRENT`` in the model directory, so a service A/B-tests them
 
 The featuriser (:class:`ranking.online.features.RankFeaturizer`) comes from the version's ``schema.json``
 (``vocab.featurizer``), so the inputs are computed with the statistics of the model's own training split. ONNX
-Runtime runs on the CPU execution provider.
+Runtime runs on the CPU execution provider. :meth:`Ranker.load` reads every file of the version once, checks each
+against the manifest's sha256 (:mod:`encoders.registry`) and builds the session and the featuriser from those
+verified bytes; a version that fails raises :class:`encoders.registry.ModelIntegrityError` and nothing of it runs.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from encoders.registry import ModelRegistry, ModelVersion
-from encoders.serving import OnnxModel
 from ranking.online.features import ItemContext, RankFeaturizer, RankInputs, UserContext
+from ranking.online.onnx_bytes import VerifiedOnnxModel
 
 __all__ = ["PLAIN_RANKER_NAME", "RANKER_NAME", "Ranker"]
 
@@ -56,15 +57,22 @@ class Ranker:
         self.group_gating: bool = bool(m.extra.get("group_gating", False))
         self.featurizer = featurizer
         self.model_version = model_version
-        self._onnx = OnnxModel(model_version, threads=threads, micro_batch=4096, prefer_gpu=False)
+        self._onnx = VerifiedOnnxModel(model_version, threads=threads, micro_batch=4096, prefer_gpu=False)
+        model_version.release()  # the session holds the graph now
 
     @classmethod
     def load(
         cls, models_dir: Path | str, version: str | None = None, name: str = RANKER_NAME, threads: int = 1
     ) -> Ranker:
-        """The published ranker ``name`` at ``version`` (``CURRENT`` when None) from ``models_dir``."""
-        mv = ModelRegistry(Path(models_dir)).load(name, version)
-        schema = json.loads((mv.path / "schema.json").read_text())
+        """The published ranker ``name`` at ``version`` (``CURRENT`` when None) from ``models_dir``, built from the
+        verified bytes of its graph and ``schema.json``.
+
+        Raises:
+            encoders.registry.ModelNotFoundError: No such version.
+            encoders.registry.ModelIntegrityError: A file of the version failed verification.
+        """
+        mv = ModelRegistry(Path(models_dir)).load(name, version, keep_bytes=True)
+        schema = mv.read_json("schema.json")
         spec = schema.get("vocab", {}).get("featurizer")
         if spec is None:
             raise ValueError(f"{name}/{mv.manifest.version}: schema.json carries no featuriser (publish it with "

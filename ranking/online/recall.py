@@ -18,6 +18,7 @@ from typing import Any
 
 from indexing.milvus_items import ItemIndex, collection_for
 from indexing.redis_state import RedisState
+from ranking.online.ttl_cache import TTLValue
 
 # items dated more than this ahead of the clock are left out of the fallback list (the worker's default
 # stream.max_clock_skew_s: it dead-letters newer posts, see streams.cores.event_time)
@@ -61,6 +62,7 @@ class Recaller:
         space: the vector-space id (defaults to the one Redis says is served).
         fresh_half_life_s: half-life of the freshness decay in the fallback.
         clock: epoch-seconds clock.
+        cache_s: how long one scored fallback list is shared (0: scored on every call).
     """
 
     def __init__(
@@ -70,12 +72,14 @@ class Recaller:
         space: str | None = None,
         fresh_half_life_s: float = 3 * 24 * 3600.0,
         clock: Callable[[], float] = time.time,
+        cache_s: float = 0.0,
     ) -> None:
         self.users = users
         self.items = items
         self.space = space or users.current_space() or ""
         self.half_life = fresh_half_life_s
         self.clock = clock
+        self._fallback_cache: TTLValue[list[RecallItem]] = TTLValue(cache_s)
 
     def recall(self, user_id: str, k: int = 20, exclude_seen: bool = True) -> RecallResult:
         t0 = time.perf_counter()
@@ -96,8 +100,14 @@ class Recaller:
         return RecallResult(user_id, "fallback", self.space, items, info, timings)
 
     def fallback(self, k: int, exclude: set[str]) -> list[RecallItem]:
-        """Freshness-weighted popular items (see module docstring)."""
+        """Freshness-weighted popular items (see module docstring), without ``exclude``. The scored list is shared
+        by the calls of one ``cache_s`` (:class:`~ranking.online.ttl_cache.TTLValue`)."""
         pool = max(200, 10 * k)
+        scored = self._fallback_cache.get(lambda: self._score_fallback(pool), key=pool)
+        return [r for r in scored if r.item_id not in exclude][:k]
+
+    def _score_fallback(self, pool: int) -> list[RecallItem]:
+        """The fallback's ``pool`` most popular and ``pool`` newest items, scored and sorted."""
         pop = dict(self.users.popular(self.space, pool))
         fresh = dict(self.users.freshest(self.space, pool))
         missing = [i for i in pop if i not in fresh]
@@ -110,23 +120,22 @@ class Recaller:
         newest = max(fresh.values(), default=0)
         scored = []
         for item, created in fresh.items():
-            if item in exclude:
-                continue
             age_s = max(0.0, (now_ms - created) / 1000)
             score = math.log1p(pop.get(item, 0.0)) * 2 ** (-age_s / self.half_life)
             score += 0.1 * 2 ** (-max(0.0, (newest - created) / 1000) / 3600.0)  # newest hour's items surface
             scored.append(RecallItem(item, score, "", created))
         scored.sort(key=lambda r: r.score, reverse=True)
-        return scored[:k]
+        return scored
 
 
-def served_index(milvus: Any, models_dir: Any, users: RedisState) -> ItemIndex:
+def served_index(milvus: Any, models_dir: Any, users: RedisState, *, serving: bool = False) -> ItemIndex:
     """The items collection of the space Redis says is served (the text space when none is recorded yet).
 
     Args:
         milvus: ``infra.settings.MilvusSettings``.
         models_dir: The versioned model directory (for the space's dimension).
         users: The Redis user store.
+        serving: Give the index the serving path's deadlines (the API), not the ingest path's (the CLI).
     """
     from encoders.registry import ModelRegistry
     from encoders.text import MODEL_NAME
@@ -138,4 +147,4 @@ def served_index(milvus: Any, models_dir: Any, users: RedisState) -> ItemIndex:
         dim = int(m.extra.get("space_dim", m.dim))
     else:
         dim = reg.load(MODEL_NAME, verify=False).manifest.dim
-    return ItemIndex(milvus, dim=dim, collection=collection_for(milvus, space))
+    return ItemIndex(milvus, dim=dim, collection=collection_for(milvus, space), serving=serving)

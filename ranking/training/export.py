@@ -1,7 +1,9 @@
 """ONNX export of the cold-item models into the versioned model directory, and the ONNX Runtime CB2CF projector.
 
 Published models (``encoders.registry.ModelRegistry`` layout, manifest with name, version, inputs, outputs, dim,
-opset, sha256):
+opset, and the sha256 of every file). Every file of a version, side files included, is written by the writer the
+registry calls inside its temporary directory, so the manifest records its hash and the version appears whole or
+not at all; nothing is added to a version directory after it is published:
 
 * ``dssm-user``: ``user_index`` (B int64; ``-1`` or any id outside the table = unknown/brand-new user)
   [+ ``user_features`` (B x n_features int64, 0 = unknown) when the tower has features] → ``user_vector`` (B x dim).
@@ -40,6 +42,7 @@ OPSET = 17
 DSSM_USER = "dssm-user"
 DSSM_ITEM = "dssm-item"
 CB2CF_NAME = "cb2cf"
+HYBRID_PARTS = "hybrid_parts.npz"
 
 
 class _UserTowerExport(nn.Module):
@@ -95,6 +98,7 @@ def export_dssm(
     extra: Mapping[str, Any] | None = None,
     make_current: bool = True,
     group_priors: Mapping[str, Sequence[float]] | None = None,
+    hybrid_parts: tuple[sparse.csr_matrix, sparse.csr_matrix] | None = None,
 ) -> tuple[ModelVersion, ModelVersion]:
     """Publishes the DSSM user and item towers as ``dssm-user`` and ``dssm-item`` (same version).
 
@@ -108,6 +112,8 @@ def export_dssm(
         make_current: Point ``CURRENT`` at the new versions.
         group_priors: Group key -> mean unit user vector (:func:`contract_group_priors`), written to
             ``group_priors.json`` beside the user tower: the prior of a brand-new user of that group.
+        hybrid_parts: ``(users, items)``: the hybrid space's sparse parts of the warm users and items (already
+            times ``sqrt(w)``), written as ``hybrid_parts.npz`` beside each tower for ``thaw cf load``.
 
     Returns:
         ``(user_version, item_version)``.
@@ -134,6 +140,8 @@ def export_dssm(
         if group_priors:
             (d / "group_priors.json").write_text(json.dumps({k: [round(float(x), 7) for x in v]
                                                              for k, v in group_priors.items()}))
+        if hybrid_parts is not None:
+            sparse.save_npz(d / HYBRID_PARTS, hybrid_parts[0].tocsr())
 
     uv = registry.publish(
         DSSM_USER, version, write_user, inputs=user_inputs,
@@ -146,6 +154,8 @@ def export_dssm(
         _onnx_export(_ItemTowerExport(dssm), (torch.tensor([0, 1], dtype=torch.long),), d / "model.onnx",
                      ["item_index"], "item_vector")
         (d / "ids.json").write_text(json.dumps({"item_ids": list(item_ids or [])}))
+        if hybrid_parts is not None:
+            sparse.save_npz(d / HYBRID_PARTS, hybrid_parts[1].tocsr())
 
     iv = registry.publish(
         DSSM_ITEM, version, write_item, inputs=[TensorSpec("item_index", "int64", ["batch"])],
@@ -214,7 +224,6 @@ def export_cb2cf(
 
 
 LIGHTGCN_USER = "lightgcn-user"
-HYBRID_PARTS = "hybrid_parts.npz"
 
 
 def user_profiles(train: Any, item_rows: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -357,12 +366,11 @@ def publish_cold_item_models(
         ds = artifacts.dataset
         priors = contract_group_priors(ds.user_features, artifacts.dssm.user_vectors(np.arange(ds.n_users)),
                                        sparse_part=user_part)
+    # the hybrid's sparse parts of the warm users and items (already times sqrt(w)), for `thaw cf load`: written
+    # inside the publish, so the manifests record them
+    parts = (user_part, item_part) if user_part is not None and item_part is not None else None
     uv, iv = export_dssm(artifacts.dssm, reg, version, artifacts.user_ids, artifacts.item_ids, extra,
-                         group_priors=priors)
-    if user_part is not None and item_part is not None:
-        # the hybrid's sparse parts of the warm users and items (already times sqrt(w)), for `thaw cf load`
-        sparse.save_npz(uv.path / HYBRID_PARTS, user_part.tocsr())
-        sparse.save_npz(iv.path / HYBRID_PARTS, item_part.tocsr())
+                         group_priors=priors, hybrid_parts=parts)
     content_source = artifacts.content.source if artifacts.content is not None else {}
     cv = export_cb2cf(artifacts.cb2cf[artifacts.selected_objective], reg, version,
                       {**extra, "space": f"dssm@{version}", "field_sources": content_source},

@@ -358,17 +358,20 @@ SIM_ENGAGED = ("click", "play", "complete", "like", "comment", "share")
 """Simulator actions of the engaged task (task 0); impressions and skips are the negatives."""
 
 
-def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48) -> EventLog:
+def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48, catalogue: str = "lastfm") -> EventLog:
     """The simulator's exposures (impressions and skips are negatives) as two-task rows.
 
     Args:
         steps: Simulated steps (``SimConfig.steps``).
         seed: Simulator seed.
         max_categories: Categories = the most frequent topics over the simulated items (at most this many).
+        catalogue: ``lastfm`` (Last.fm artists from ``THAW_DATASETS_DIR`` plus the built corpora) or ``community``
+            (the demo community: registry data only), :func:`workloads.community.sim_catalogue`.
     """
-    from workloads.simulator import AGES, KINDS, CommunitySimulator, SimConfig, default_catalogue
+    from workloads.community import sim_catalogue
+    from workloads.simulator import AGES, KINDS, CommunitySimulator, SimConfig
 
-    sim = CommunitySimulator(default_catalogue(), SimConfig(seed=seed, steps=steps))
+    sim = CommunitySimulator(sim_catalogue(catalogue), SimConfig(seed=seed, steps=steps))
     rows_u, rows_i, rows_t, acts = [], [], [], []
     uix: dict[str, int] = {}
     iix: dict[str, int] = {}
@@ -397,7 +400,8 @@ def simulator_log(steps: int = 240, seed: int = 0, max_categories: int = 48) -> 
     kind = np.array([KINDS.index(it.kind) + 1 for it in sim.items], np.int64)
     return EventLog("sim", users, items, ts, labels, context, ("play", "like"), gender, genders, age,
                     np.zeros(len(sim.users), np.int64), ic, kind, tuple(sim.cat.topics[j] for j in top),
-                    {"steps": steps, "seed": seed, "context": "item age at exposure (<1, 1-3, 3-10, >=10 steps)",
+                    {"steps": steps, "seed": seed, "catalogue": catalogue,
+                     "context": "item age at exposure (<1, 1-3, 3-10, >=10 steps)",
                      "item_extra": "item kind", "actions": {a: int((act == a).sum()) for a in np.unique(act)},
                      "step_s": sim.cfg.step_s, "kinds": list(KINDS), "history_actions": list(SIM_ENGAGED)},
                     ages=AGES, user_ids=tuple(u.user_id for u in sim.users),

@@ -46,6 +46,7 @@ from ranking.training.rank_export import export_ranker, ranker_name
 
 USER_EXTRA = SPARSE_FIELDS.index("user_extra")
 RankDataset = Literal["sim", "ml-100k", "lastfm"]
+SimCatalogue = Literal["lastfm", "community"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class RankerTrainConfig:
     Attributes:
         dataset: ``sim`` (simulator exposures), ``ml-100k`` (MovieLens-100k ratings) or ``lastfm`` (Last.fm plays).
         sim_steps: Simulator steps (``sim``).
+        sim_catalogue: The simulator's catalogue (``sim``): ``lastfm`` (Last.fm artists, ``THAW_DATASETS_DIR``)
+            or ``community`` (the demo community: registry data only).
         negatives: Sampled negatives per pair (``ml-100k`` / ``lastfm``).
         seed: Training seed (the data / split seed is 0, as in :mod:`ranking.evaluation.ranker_groups`).
         epochs: Epoch cap.
@@ -69,6 +72,8 @@ class RankerTrainConfig:
     dataset: RankDataset = field(default="sim", metadata={"help": (
         "sim: simulator exposures (play / like); ml-100k: ratings (watch / like); lastfm: plays (play / heavy)")})
     sim_steps: int = field(default=240, metadata={"help": "simulator steps (sim)"})
+    sim_catalogue: SimCatalogue = field(default="lastfm", metadata={"help": (
+        "simulator catalogue (sim): lastfm (needs THAW_DATASETS_DIR) or community (registry data only)")})
     negatives: int = field(default=2, metadata={"help": "ml-100k / lastfm: sampled negatives per pair"})
     seed: int = field(default=0, metadata={"help": "training seed (the data / split seed is 0)"})
     epochs: int = field(default=DeepFMMMoEConfig.max_epochs, metadata={"help": "epoch cap"})
@@ -164,7 +169,7 @@ def train_ranker(cfg: RankerTrainConfig) -> dict[str, Any]:
     version = cfg.version or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     t0 = time.perf_counter()
     split_config = SplitConfig()
-    log = load_log(cfg.dataset, split_config.seed, cfg.sim_steps, cfg.negatives)
+    log = load_log(cfg.dataset, split_config.seed, cfg.sim_steps, cfg.negatives, cfg.sim_catalogue)
     split = split_of(log, split_config)
     featurizer = RankFeaturizer.from_split(log, split)
     prep = time.perf_counter() - t0
@@ -181,7 +186,8 @@ def train_ranker(cfg: RankerTrainConfig) -> dict[str, Any]:
                  for g, m in metrics.items() if g in ("all", "new", "old")}
         mv = export_ranker(model, registry, version, featurizer=featurizer, name=name,
                            extra={"dataset": cfg.dataset, "seed": cfg.seed, "variant": v.name, "test": brief,
-                                  "sim_steps": sim_steps},
+                                  "sim_steps": sim_steps,
+                                  "sim_catalogue": cfg.sim_catalogue if cfg.dataset == "sim" else None},
                            vocab={"groups": list(split.group_names)})
         ranker = Ranker.load(registry.root, version=version, name=name)
         checks = check_published(ranker, model, log, split, cfg.check_rows, cfg.seed)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from contracts.actions import ACTION_WEIGHTS
 from contracts.events import UserEvent
+from streams.cores.user_event_decode import DecodedUserEvent
 
 AB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 INVALID_ARM = "invalid"
@@ -43,23 +44,31 @@ class Engagement:
     ab_actions: dict[tuple[str, str], int] = field(default_factory=dict)  # (arm, action) -> events
 
 
-def tally(events: Sequence[UserEvent], arms: frozenset[str] | None = None) -> Engagement:
+def tally(events: Sequence[UserEvent | DecodedUserEvent], arms: frozenset[str] | None = None) -> Engagement:
     """The engagement of ``events`` (validated events on indexed items, in batch order); ``arms``: the configured
     A/B arm names (see :func:`ab_arm`)."""
+    return tally_columns([ev.user_id for ev in events], [ev.item_id for ev in events],
+                         [ev.action.value for ev in events], [ev.ts.timestamp() for ev in events],
+                         [ev.context.get("ab_variant") for ev in events], arms)
+
+
+def tally_columns(users: Sequence[str], items: Sequence[str], actions: Sequence[str], ts: Sequence[float],
+                  variants: Sequence[str | None], arms: frozenset[str] | None = None) -> Engagement:
+    """:func:`tally` of events given as columns (event ``j``: ``users[j]`` acted ``actions[j]`` on ``items[j]`` at
+    ``ts[j]`` epoch seconds, echoing A/B variant ``variants[j]`` or None), in one pass without per-event objects."""
     seen: dict[str, list[tuple[str, float]]] = defaultdict(list)
     engaged: dict[str, list[tuple[str, float]]] = defaultdict(list)
     pop: dict[str, float] = defaultdict(float)
     ab: dict[tuple[str, str], int] = {}
-    for ev in events:
-        action = ev.action.value
+    weights = ACTION_WEIGHTS
+    for user, item, action, t, arm in zip(users, items, actions, ts, variants, strict=True):
         if action != "impression":
-            seen[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
-        arm = ev.context.get("ab_variant")
+            seen[user].append((item, t))
         if arm is not None:
             key = (ab_arm(arm, arms), action)
             ab[key] = ab.get(key, 0) + 1
-        w = ACTION_WEIGHTS[action]
+        w = weights[action]
         if w > 0:
-            pop[ev.item_id] += w
-            engaged[ev.user_id].append((ev.item_id, ev.ts.timestamp()))
+            pop[item] += w
+            engaged[user].append((item, t))
     return Engagement(dict(seen), dict(engaged), dict(pop), ab)

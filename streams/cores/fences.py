@@ -97,7 +97,7 @@ class FenceSplit(Generic[R]):
 
 def fence_keys(group_id: str, records: Sequence[Positioned]) -> dict[tuple[str, int], FenceKey]:
     """The fence of each (topic, partition) in the batch, for consumer group ``group_id``."""
-    return {(r.topic, r.partition): FenceKey(group_id, r.topic, r.partition) for r in records}
+    return {tp: FenceKey(group_id, *tp) for tp in dict.fromkeys((r.topic, r.partition) for r in records)}
 
 
 def split_by_fence(
@@ -106,14 +106,18 @@ def split_by_fence(
     """Split ``records`` at the fences ``applied`` (the highest applied offset per partition, -1 for none)."""
     fresh: list[R] = []
     skipped = 0
-    advance: dict[FenceKey, int] = {}
+    fence = {tp: applied[fk] for tp, fk in keys.items()}  # by (topic, partition): no FenceKey hashed per record
+    top: dict[tuple[str, int], int] = {}
     for rec in records:
-        fk = keys[(rec.topic, rec.partition)]
-        if rec.offset <= applied[fk]:
+        tp = (rec.topic, rec.partition)
+        off = rec.offset
+        if off <= fence[tp]:
             skipped += 1
             continue
-        advance[fk] = max(advance.get(fk, -1), rec.offset)
+        if off > top.get(tp, -1):
+            top[tp] = off
         fresh.append(rec)
+    advance = {keys[tp]: off for tp, off in top.items()}
     return FenceSplit(fresh, skipped, advance, {k: applied[k] for k in advance})
 
 

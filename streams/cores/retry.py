@@ -6,6 +6,11 @@ Two kinds of retry:
   event is parked on the retry topic (a :class:`~contracts.events.RetryEnvelope`) with a delay that doubles from
   0.25 s up to 5 s, and is dead-lettered as ``UnknownItem`` once the next attempt would fall after
   ``first_seen + grace``. The retry agent is a delay queue: it holds a batch until its last record is due.
+  Whoever can write the retry topic controls an envelope's ``first_seen``, ``attempt`` and ``retry_at``, so none
+  is taken as it comes: ``first_seen`` is clamped into ``[now - RETRY_MAX_AGE_S, now]`` (a future one would never
+  let the grace run out), an ``attempt`` past :func:`max_unknown_item_attempts` is dead-lettered as a forged
+  envelope (which also bounds the parks of any one event), and a ``retry_at`` later than any the worker writes
+  does not hold the batch (:func:`hold_s`).
 - **sinks** (Milvus, Redis, Kafka delivery): a step failing for an infrastructure reason (:func:`is_transient`:
   a service unreachable, timing out, overloaded, refusing writes) is retried forever with a jittered backoff whose
   ceiling doubles from 0.2 s up to 10 s (:data:`SINK_WAIT`), holding the partition (nothing is acked, so nothing
@@ -37,6 +42,11 @@ from indexing.redis_state import FenceMovedError, FencesRegressedError
 UNKNOWN_ITEM_FIRST_DELAY_S = 0.25
 UNKNOWN_ITEM_MAX_DELAY_S = 5.0
 RETRY_HOLD_MAX_S = 5.0  # the retry agent waits at most this long per batch (records are at most 5 s apart)
+# how far ahead of the consuming worker's clock the worker that parked an event may be: a record due later than
+# now + UNKNOWN_ITEM_MAX_DELAY_S + this was not written by a worker (a forged retry_at) and is handled at once
+RETRY_CLOCK_SKEW_S = 5.0
+# the oldest first_seen an envelope is taken at (the retry topic's retention): older ones are clamped to it
+RETRY_MAX_AGE_S = 7 * 24 * 3600.0
 
 SINK_FIRST_DELAY_S = 0.2
 SINK_MAX_DELAY_S = 10.0
@@ -52,8 +62,27 @@ FENCE_COMMIT_TRIES = 8
 
 
 def unknown_item_delay(attempt: int) -> float:
-    """Seconds until retry ``attempt`` (1-based) of an event whose item is not indexed."""
-    return min(UNKNOWN_ITEM_FIRST_DELAY_S * 2 ** (attempt - 1), UNKNOWN_ITEM_MAX_DELAY_S)
+    """Seconds until retry ``attempt`` (1-based) of an event whose item is not indexed (finite for any int)."""
+    doublings = min(max(attempt, 1), 32) - 1  # 0.25 * 2**5 > 5 already: the cap keeps 2**n small
+    return min(UNKNOWN_ITEM_FIRST_DELAY_S * 2**doublings, UNKNOWN_ITEM_MAX_DELAY_S)
+
+
+def unknown_item_attempts(grace_s: float) -> int:
+    """The parks a genuine history makes within ``grace_s``: the largest n whose delays 1..n sum to at most it."""
+    n, total = 0, 0.0
+    while True:
+        d = unknown_item_delay(n + 1)
+        if d >= UNKNOWN_ITEM_MAX_DELAY_S:  # from here on every delay is the cap: the rest in one step
+            return n + max(0, int((grace_s - total) // d))
+        if total + d > grace_s:
+            return n
+        n, total = n + 1, total + d
+
+
+def max_unknown_item_attempts(grace_s: float) -> int:
+    """The highest ``attempt`` an envelope may come back with: twice a genuine history, plus 4 (retries that came
+    early: clocks apart, the grace changed between deployments). One past it is a forged envelope."""
+    return 2 * unknown_item_attempts(grace_s) + 4
 
 
 @dataclass(frozen=True)
@@ -86,18 +115,26 @@ class GiveUp:
     """Dead-letter the event as ``UnknownItem``."""
 
     waited_s: float | None  # how long it was retried; None when it was never parked
+    forged: str | None = None  # why its envelope cannot be one the worker wrote (it is not parked again)
 
     def reason(self, item_id: str) -> str:
         waited = f" after {self.waited_s:.1f}s of retries" if self.waited_s is not None else ""
-        return f"item {item_id!r} is not indexed{waited}"
+        forged = f"; forged retry envelope: {self.forged}" if self.forged is not None else ""
+        return f"item {item_id!r} is not indexed{waited}{forged}"
 
 
 def unknown_item(previous: RetryEnvelope | None, now: float, grace_s: float) -> Park | GiveUp:
     """What to do with an event whose item is not indexed at ``now``.
 
-    ``previous`` is the envelope it came back in from the retry topic (None on first sight).
+    ``previous`` is the envelope it came back in from the retry topic (None on first sight). Its ``first_seen`` is
+    clamped into ``[now - RETRY_MAX_AGE_S, now]``; an ``attempt`` over :func:`max_unknown_item_attempts` gives up
+    at once, naming the forged envelope.
     """
-    first = previous.first_seen.timestamp() if previous else now
+    if previous is not None:
+        most = max_unknown_item_attempts(grace_s)
+        if previous.attempt > most:
+            return GiveUp(None, forged=f"attempt {previous.attempt} is past the {most} a {grace_s:g}s grace allows")
+    first = min(max(previous.first_seen.timestamp(), now - RETRY_MAX_AGE_S), now) if previous else now
     attempt = previous.attempt + 1 if previous else 1
     delay = unknown_item_delay(attempt)
     if now + delay - first <= grace_s:
@@ -120,8 +157,13 @@ def retry_due(value: bytes | None) -> float:
 
 
 def hold_s(due: Iterable[float], now: float, cap: float = RETRY_HOLD_MAX_S) -> float:
-    """How long the retry agent holds a batch: until its last record is due, at most ``cap`` (0: handle now)."""
-    wait = max(due, default=0.0) - now
+    """How long the retry agent holds a batch: until its last record is due, at most ``cap`` (0: handle now).
+
+    A record due later than a worker ever parks one (``now + UNKNOWN_ITEM_MAX_DELAY_S + RETRY_CLOCK_SKEW_S``) has a
+    forged ``retry_at``: it counts as due now, so it cannot hold its batch (it is handled, and parked again with a
+    genuine due time if its item is still unknown)."""
+    latest = now + UNKNOWN_ITEM_MAX_DELAY_S + RETRY_CLOCK_SKEW_S
+    wait = max((d for d in due if d <= latest), default=0.0) - now
     return min(wait, cap) if wait > 0 else 0.0
 
 

@@ -15,13 +15,22 @@ A brand-new user starts from a prior (declared genres/artists, later a group pri
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from contracts.actions import ACTION_WEIGHTS
-from indexing.redis_state import UserState
+from indexing.redis_state import (
+    SOURCE_CODES,
+    PackedStates,
+    StateArrays,
+    UserState,
+    pack_state,
+    pack_states,
+    unpack_states,
+)
 from streams.cores import event_time
 
 PRIOR_WEIGHT = 2.0
@@ -57,47 +66,82 @@ def apply_events(
     With ``now_s`` (the worker's clock), an event time or a state time more than ``max_ahead_s`` ahead of it counts
     as ``now_s`` (:func:`streams.cores.event_time.clamp`): one event dated in the future cannot move a state's time
     there and freeze its decay, and a state that holds such a time already decays normally from its next event on.
+    The computation is :func:`apply_packed`'s; this unpacks its result.
+    """
+    return dict(apply_packed(states, batch, half_life_s, now_s, max_ahead_s).items())
+
+
+def factorize(keys: Sequence[str]) -> tuple[dict[str, int], np.ndarray]:
+    """The distinct ``keys`` (key -> its index, in order of first appearance) and the index of each key."""
+    index: dict[str, int] = {}
+    setdefault = index.setdefault
+    inv = np.fromiter((setdefault(k, len(index)) for k in keys), dtype=np.intp, count=len(keys))
+    return index, inv
+
+
+def _packed(states: Mapping[str, UserState | None], users: Iterable[str]) -> dict[str, bytes]:
+    """The packed bytes of the current state of each of ``users`` that has one (as they are for a
+    :class:`PackedStates`, the engine's read)."""
+    if isinstance(states, PackedStates):
+        raw = states.raw
+        return {u: raw[u] for u in users if u in raw}
+    out: dict[str, bytes] = {}
+    for u in users:
+        if (st := states.get(u)) is not None:
+            out[u] = pack_state(st)
+    return out
+
+
+def apply_packed(
+    states: Mapping[str, UserState | None],
+    batch: EventBatch,
+    half_life_s: float,
+    now_s: float | None = None,
+    max_ahead_s: float = 300.0,
+) -> PackedStates:
+    """:func:`apply_events` over the batch's users as rows of arrays (no per-user Python but reading their
+    states), the new states packed as the commit writes them. ``states`` may be a :class:`PackedStates`, whose
+    bytes are read as they are.
+
+    Per user ``u`` with events ``j``: ``T' = max(T, max_j t_j)``, ``S' = S·2^(-(T'-T)/h) + Σ_j a_j·2^(-(T'-t_j)/h)·v_j``
+    and ``W' = W·2^(-(T'-T)/h) + Σ_j |a_j·2^(-(T'-t_j)/h)|`` (a user without a state starts from 0 at ``-inf``;
+    a state time that is not finite does not decay); the sums run in batch order.
     """
     n = len(batch.users)
     if n == 0:
-        return {}
-    dim = batch.item_vecs.shape[1]
-    weights = np.array([ACTION_WEIGHTS[a] for a in batch.actions], dtype=np.float64)
+        return PackedStates({})
+    vecs = np.asarray(batch.item_vecs)
+    dim = vecs.shape[1]
+    index, inv = factorize(batch.users)
+    n_users = len(index)
+    weights = np.fromiter(map(ACTION_WEIGHTS.__getitem__, batch.actions), dtype=np.float64, count=n)
     ts = np.asarray(batch.ts, dtype=np.float64)
-    uniq, inv = np.unique(np.asarray(batch.users, dtype=object), return_inverse=True)
-    t_old = np.array(
-        [(s.ts if (s := states.get(u)) is not None else -np.inf) for u in uniq], dtype=np.float64
-    )
+    have = _packed(states, index)
+    old = unpack_states(list(have.values()), dim)
+    pos = np.fromiter(map(index.__getitem__, have), dtype=np.intp, count=len(have))  # their rows
+    t_old = np.full(n_users, -np.inf)
+    t_old[pos] = old.ts
     if now_s is not None:
         ts = event_time.clamp(ts, now_s, max_ahead_s)
         t_old = event_time.clamp(t_old, now_s, max_ahead_s)
-    t_max_ev = np.full(len(uniq), -np.inf)
+    t_max_ev = np.full(n_users, -np.inf)
     np.maximum.at(t_max_ev, inv, ts)
     t_new = np.maximum(t_old, t_max_ev)
     ev_w = weights * decay(t_new[inv] - ts, half_life_s)  # N
-    add_vec = np.zeros((len(uniq), dim), dtype=np.float64)
-    np.add.at(add_vec, inv, ev_w[:, None] * batch.item_vecs.astype(np.float64))
-    add_w = np.zeros(len(uniq))
-    np.add.at(add_w, inv, np.abs(ev_w))
-    counts = np.bincount(inv, weights=(weights != 0).astype(np.float64), minlength=len(uniq)).astype(int)
-
-    out: dict[str, UserState] = {}
-    for j, u in enumerate(uniq):
-        old = states.get(u)
-        if old is None:
-            vec = add_vec[j]
-            w = add_w[j]
-            n_ev = int(counts[j])
-            src = "events"
-        else:
-            d = float(decay(t_new[j] - t_old[j], half_life_s)) if np.isfinite(t_old[j]) else 1.0
-            vec = old.vec.astype(np.float64) * d + add_vec[j]
-            w = old.weight * d + add_w[j]
-            n_ev = old.n_events + int(counts[j])
-            src = "events" if n_ev > 0 else old.source
-        out[str(u)] = UserState(vec=vec.astype(np.float32), weight=float(w), ts=float(t_new[j]), n_events=n_ev,
-                                source=src)
-    return out
+    # per-user sums, in batch order: (users x events, the events' decayed weights) @ (events x D)
+    vec = sparse.csr_matrix((ev_w, (inv, np.arange(n))), shape=(n_users, n)) @ vecs  # float64
+    weight = np.bincount(inv, weights=np.abs(ev_w), minlength=n_users)
+    n_events = np.bincount(inv, weights=(weights != 0).astype(np.float64), minlength=n_users).astype(np.int64)
+    source = np.full(n_users, SOURCE_CODES["events"], dtype=np.uint8)
+    if len(have):
+        t0 = t_old[pos]
+        d = np.where(np.isfinite(t0), decay(t_new[pos] - np.where(np.isfinite(t0), t0, 0.0), half_life_s), 1.0)
+        vec[pos] += old.vec.astype(np.float64) * d[:, None]
+        weight[pos] += old.weight * d
+        n_events[pos] += old.n_events
+        source[pos] = np.where(n_events[pos] > 0, SOURCE_CODES["events"], old.source)
+    rows = pack_states(StateArrays(n_events, weight, t_new, source, vec))  # packed as float32
+    return PackedStates(dict(zip(index, rows, strict=True)))
 
 
 def prior_state(prior_vec: np.ndarray, ts: float, weight: float = PRIOR_WEIGHT) -> UserState:

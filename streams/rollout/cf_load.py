@@ -165,18 +165,19 @@ def flip_space(settings: Settings, space: str, group: str | None = None, max_lag
     Returns:
         ``{"space", "previous", "collection", "alias", "rows", "max_lag_seen"}``.
     """
-    from pymilvus import MilvusClient
-
     from contracts.topics import Topics
     from indexing.milvus_items import point_serving_alias
+    from infra import clients
     from infra.lag import consumer_lag
 
     collection = collection_for(settings.milvus, space)
-    mc = MilvusClient(settings.milvus.uri)
+    mc = clients.milvus_client(settings.milvus)
+    deadline_s = clients.milvus_deadlines(settings.milvus).call_s
     try:
-        if not mc.has_collection(collection):
+        if not mc.has_collection(collection, timeout=deadline_s):
             raise FlipRefused(f"space {space} has no collection {collection!r}: start its worker group first")
-        rows = int(mc.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        rows = int(mc.query(collection, filter="", output_fields=["count(*)"],
+                            timeout=deadline_s)[0]["count(*)"])
     finally:
         mc.close()
     worst = 0

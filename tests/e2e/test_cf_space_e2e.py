@@ -141,11 +141,13 @@ def test_items_users_and_recall_live_in_the_cf_space(cf_worker, cf_models):
     # the recommendation API serves the same CF space: the served collection, the user's DSSM vector, no ranker
     from fastapi.testclient import TestClient
 
-    from infra.settings import ABVariant
+    from infra.settings import ABVariant, AuthSettings
     from serving.api import create_app
 
     serve = s.serve.model_copy(update={"variants": (ABVariant(name="recall", ranker="none", new_item_share=0.0),),
-                                       "fresh_k": 0})  # the vector recall alone, to compare with Recaller
+                                       "fresh_k": 0,  # the vector recall alone, to compare with Recaller
+                                       # in process, no credentials; a deadline far above a cold first build
+                                       "auth": AuthSettings(mode="local-dev"), "request_deadline_s": 30.0})
     with TestClient(create_app(s.model_copy(update={"serve": serve}))) as client:
         ready = client.get("/readyz").json()
         assert ready["ready"] and ready["checks"]["space"] == space

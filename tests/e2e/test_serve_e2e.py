@@ -1,13 +1,9 @@
-"""End to end: events through Kafka and the worker, then recommendations from a real ``thaw serve`` process."""
+"""End to end: events through Kafka and the worker, then recommendations from a real ``thaw serve`` process: its
+public port behind a JWT, its ops port with readiness and metrics."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import httpx
@@ -16,16 +12,11 @@ from kafka import KafkaProducer
 
 from contracts.topics import Topics
 from indexing.milvus_items import ItemIndex
-from infra.procs import stop_process_group
+from serving.auth import mint_token
 from tests.e2e.conftest import wait_for
+from tests.e2e.serve_proc import JWT_SECRET, thaw_serve
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_thaw_serve_recommends_from_the_stream(worker, tmp_path):
@@ -47,25 +38,19 @@ def test_thaw_serve_recommends_from_the_stream(worker, tmp_path):
     p.flush()
     p.close()
 
-    port = _free_port()
     variants = [{"name": "recall", "ranker": "none", "new_item_share": 0.0}]
-    env = {**os.environ, **s.env(), "THAW_SERVE__VARIANTS": json.dumps(variants)}
-    log = tmp_path / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "thaw", "serve", "--port", str(port), "--log-level", "warning"],
-                            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/readyz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                return False
-
-        wait_for(ready, 60, "thaw serve ready")
+    env = {**s.env(), "THAW_SERVE__VARIANTS": json.dumps(variants)}
+    with thaw_serve(env, tmp_path / "serve.log") as api:
+        api.wait_ready()
+        fan = {"Authorization": f"Bearer {mint_token(JWT_SECRET, 'fan')}"}
+        admin = {"Authorization": f"Bearer {mint_token(JWT_SECRET, 'qa', scopes=['admin'])}"}
+        assert httpx.get(f"{api.base}/recommend", params={"user_id": "fan"}, timeout=10).status_code == 401
+        assert httpx.get(f"{api.base}/recommend", params={"user_id": "fan", "debug": "true"}, headers=fan,
+                         timeout=10).status_code == 403  # debug is for admins
 
         def liked_three() -> dict | None:
-            body = httpx.get(f"{base}/recommend", params={"user_id": "fan", "k": 5, "debug": "true"}, timeout=10).json()
+            body = httpx.get(f"{api.base}/recommend", params={"user_id": "fan", "k": 5, "debug": "true"},
+                             headers=admin, timeout=10).json()
             return body if body["debug"]["user"].get("n_events") == 3 else None
 
         body = wait_for(liked_three, 30, "the three likes to reach the served user vector", worker)
@@ -73,12 +58,14 @@ def test_thaw_serve_recommends_from_the_stream(worker, tmp_path):
         assert body["ab"]["variant"] == "recall" and body["ranker"] == "none"
         assert not {"metal0", "metal1", "metal2"} & set(ids)  # liked items are not recommended again
         assert set(ids[:3]) == {"metal3", "metal4", "metal5"}  # the rest of the metal tracks come first
-        assert httpx.get(f"{base}/recommend", params={"user_id": "fan", "k": 0}, timeout=10).status_code == 422
-        metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        own = httpx.get(f"{api.base}/recommend", params={"user_id": "fan", "k": 5}, headers=fan, timeout=10)
+        assert own.status_code == 200 and [it["item_id"] for it in own.json()["items"]] == ids
+        assert httpx.get(f"{api.base}/recommend", params={"user_id": "fan", "k": 0}, headers=fan,
+                         timeout=10).status_code == 422
+        metrics = httpx.get(f"{api.ops}/metrics", timeout=10).text
         assert 'thaw_recommend_requests_total{bucket=' in metrics
-    finally:
-        stop_process_group(proc)
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: -15 is its clean exit
-    assert proc.returncode in (0, -signal.SIGTERM), log.read_text()[-3000:]
-    assert "Traceback" not in log.read_text()
-
+        assert 'thaw_api_auth_failures_total{reason="missing"} 1.0' in metrics
+        for path in ("/metrics", "/readyz", "/docs"):  # operations stay on the ops port
+            assert httpx.get(f"{api.base}{path}", timeout=10).status_code == 404
+        assert httpx.get(f"{api.base}/healthz", timeout=10).status_code == 200
+        assert "bearer" in httpx.get(f"{api.ops}/openapi.json", timeout=10).json()["components"]["securitySchemes"]

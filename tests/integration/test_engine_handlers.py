@@ -100,10 +100,11 @@ def test_user_events_fenced_and_unknown_items_retried_then_dead_lettered(engine)
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
     skip = engine.commit_user_events(engine.prepare_user_events(
         [_rec(t, 9, {**ev, "action": "skip", "item_id": "it0", "ts": LATER,
-                     "context": {"ab_variant": "gated", "ab_bucket": "3"}}, part=1),
+                     "context": {"ab_variant": "control", "ab_bucket": "3"}}, part=1),
          _rec(t, 10, {**ev, "action": "click", "context": {"ab_variant": "x" * 40}}, part=1)]))
     assert skip.ok == 2
-    assert skip.ab_actions == {("gated", "skip"): 1, ("invalid", "click"): 1}  # engagement per serving arm
+    # engagement per serving arm (the configured one: the default "control")
+    assert skip.ab_actions == {("control", "skip"): 1, ("invalid", "click"): 1}
     # a skip is seen, not engagement; the click (same item, same time) is
     assert engine.users.engaged("u1") == [("it0", float(_NOW_S))]
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 3

@@ -23,7 +23,7 @@ from encoders.registry import ModelRegistry
 from encoders.text import TextEncoder, ensure_minilm
 from indexing.milvus_items import ItemIndex
 from indexing.redis_state import RedisState
-from infra.settings import ABVariant, Settings
+from infra.settings import ABVariant, AuthSettings, Settings
 from ranking.online.ab import bucket_of
 from ranking.online.features import ItemContext, UserContext
 from ranking.online.pipeline import RankerPool, Recommender
@@ -37,6 +37,13 @@ from workloads.simulator import CommunitySimulator, SimConfig, default_catalogue
 pytestmark = [pytest.mark.integration, pytest.mark.datasets]
 
 STEPS = 30
+
+
+def _in_process(s: Settings) -> Settings:
+    """``s`` for an app driven in process by its test client: authentication off (``tests/unit/serving`` covers
+    it) and a deadline far above a cold first request on a loaded machine (``tests/e2e`` covers the deadline)."""
+    serve = s.serve.model_copy(update={"auth": AuthSettings(mode="local-dev"), "request_deadline_s": 30.0})
+    return s.model_copy(update={"serve": serve})
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +67,7 @@ def world(stack_settings: Settings, models_dir: Path) -> Iterator[dict[str, Any]
     import uuid
     from datetime import UTC, datetime
 
-    s = stack_settings.namespaced("t" + uuid.uuid4().hex[:12])
+    s = _in_process(stack_settings.namespaced("t" + uuid.uuid4().hex[:12]))
     text = TextEncoder(ModelRegistry(models_dir).load("minilm-l6"))
     items = ItemIndex(s.milvus, dim=text.dim)
     items.ensure()
@@ -228,11 +235,12 @@ def test_redis_down_answers_503_without_secrets(world: dict[str, Any], stack_set
     dead = RedisState(redis)
     rec: Recommender = world["rec"]
     broken = Recommender(world["serve"], dead, rec.index, rec.space, rec.rankers)
-    app = create_app(stack_settings, served=lambda: broken)
+    app = create_app(_in_process(stack_settings), served=lambda: broken)
     with TestClient(app) as client:
         r = client.get("/recommend", params={"user_id": "u1", "k": 5})
         assert r.status_code == 503
-        assert r.json() == {"detail": "redis unavailable (ConnectionError); see /readyz"} and "hunter2" not in r.text
+        assert r.json() == {"detail": "redis unavailable (ConnectionError); see /readyz", "dependency": "redis"}
+        assert "hunter2" not in r.text
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
 
@@ -262,8 +270,8 @@ def test_fresh_recall_is_the_exact_top_of_the_window(world: dict[str, Any]) -> N
 def test_readiness_names_a_missing_collection(world: dict[str, Any], stack_settings: Settings) -> None:
     rec: Recommender = world["rec"]
     missing = ItemIndex(stack_settings.milvus, dim=rec.index.dim, collection="thaw_no_such_collection_x")
-    app = create_app(stack_settings, served=lambda: Recommender(world["serve"], rec.users, missing, rec.space,
-                                                                rec.rankers))
+    app = create_app(_in_process(stack_settings),
+                     served=lambda: Recommender(world["serve"], rec.users, missing, rec.space, rec.rankers))
     with TestClient(app) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503
@@ -271,20 +279,38 @@ def test_readiness_names_a_missing_collection(world: dict[str, Any], stack_setti
         assert ready.json()["checks"]["redis"] == "ok"
         r = client.get("/recommend", params={"user_id": _active(world), "k": 5})  # pymilvus' own exception
         assert r.status_code == 503, r.text
-        assert r.json() == {"detail": "milvus unavailable (MilvusException); see /readyz"}
+        assert r.json() == {"detail": "milvus unavailable (MilvusException); see /readyz", "dependency": "milvus"}
 
 
-def _app_without_ranker(world: dict[str, Any], tmp_path: Path, mode: str) -> tuple[Any, Path]:
-    """``thaw serve``'s app with default serve settings (one arm, ranker ``deepfm-mmoe``) over the world's Redis
-    and Milvus, and a model directory that holds the text encoder but no ranker (a fresh machine)."""
+def _app_without_ranker(world: dict[str, Any], tmp_path: Path, mode: str, ranked: bool = True) -> tuple[Any, Path]:
+    """``thaw serve``'s app over the world's Redis and Milvus and a model directory that holds the text encoder but
+    no ranker (a fresh machine): default serve settings (one arm, ranker ``none``), or with ``ranked`` that arm
+    naming ``deepfm-mmoe``."""
     s: Settings = world["settings"]
     bare = tmp_path / "models"
     bare.mkdir()
     src = ModelRegistry(world["models_dir"]).load("minilm-l6", verify=False).path.parent
     os.symlink(src, bare / src.name)
+    assert [(v.name, v.ranker) for v in s.serve.variants] == [("control", "none")]  # the default arm
     serve = s.serve.model_copy(update={"missing_ranker": mode})
-    assert [(v.name, v.ranker) for v in serve.variants] == [("control", "deepfm-mmoe")]
+    if ranked:
+        serve = serve.model_copy(update={"variants": (ABVariant(name="control", ranker="deepfm-mmoe"),)})
     return create_app(s.model_copy(update={"serve": serve, "models": s.models.model_copy(update={"dir": bare})})), bare
+
+
+def test_a_fresh_serve_answers_in_the_recall_order(world: dict[str, Any], tmp_path: Path) -> None:
+    """Default settings, no ranker published: the default arm is the recall order, so /recommend answers 200 and
+    /readyz is ready (missing_ranker stays "error" for arms that name a ranker)."""
+    app, _ = _app_without_ranker(world, tmp_path, "error", ranked=False)
+    with TestClient(app) as client:
+        r = client.get("/recommend", params={"user_id": _active(world), "k": 10})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["ranker"], body["ranked_by"], body["degraded"]) == ("none", "recall_order", None)
+        assert len(body["items"]) == 10
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["rankers"] == {"control": "none"}
 
 
 def test_missing_ranker_answers_503_naming_it(world: dict[str, Any], tmp_path: Path) -> None:

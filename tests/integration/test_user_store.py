@@ -186,3 +186,30 @@ def test_an_unknown_encoding_is_an_error_not_a_refusal(store):
     with pytest.raises(redis.ResponseError, match="no section claims"):
         store._commit_script(keys=keys, args=[json.dumps(header), *args[1:]])
     assert store.read_fences([E0]) == {E0: -1}
+
+
+# ---------------------------------------------------------------- the bulk read and the packed commit call
+def test_packed_states_read_as_the_per_user_read_and_commit_byte_for_byte(store):
+    from indexing.redis_state import PackedStates
+
+    fk = FenceKey("g", "user.events", 0)
+    store.commit(UserCommit("sp", {"a": _state(1.0), "b": _state(2.0)}, {fk: 3}, {fk: -1}, {}, {}))
+    packed, digests = store.read_packed_states("sp", ["a", "b", "nobody"])
+    states, want = store.read_states_with_digests("sp", ["a", "b", "nobody"])
+    assert digests == want and set(packed) == {"a", "b"} and states["nobody"] is None
+    assert all(packed.raw[u] == pack_state(states[u]) for u in ("a", "b"))
+    # a commit of packed states writes those bytes as they are
+    raw = pack_state(_state(7.0))
+    store.commit(UserCommit("sp", PackedStates({"a": raw}), {fk: 4}, {fk: 3}, {}, {},
+                            expected_states={"a": digests["a"]}))
+    assert store.r.get(store.user_key("sp", "a")) == raw
+
+
+def test_the_commit_loads_its_script_again_when_redis_lost_it(store):
+    """After a restart or SCRIPT FLUSH Redis does not know the script's sha: the call loads it and goes on."""
+    fk = FenceKey("g", "user.events", 1)
+    store.r.script_flush()
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {fk: 5}, {fk: -1}, {}, {}))
+    assert store.read_fences([fk]) == {fk: 5}
+    with pytest.raises(FenceMovedError):  # the script's own refusals still come back as they are
+        store.commit(UserCommit("sp", {"u": _state(2.0)}, {fk: 6}, {fk: -1}, {}, {}))

@@ -52,3 +52,24 @@ def models_list() -> None:
         return
     for d in sorted(p for p in reg.root.iterdir() if p.is_dir()):
         typer.echo(f"{d.name}: versions {reg.versions(d.name)} current {reg.current_version(d.name)}")
+
+
+@app.command("quantize")
+def models_quantize(
+    names: Annotated[list[str] | None, typer.Argument(help="models to quantise (default: minilm-l6, flava-image, "
+                                                           "flava-text)")] = None,
+    scheme: Annotated[str, typer.Option(help="the variant to write")] = "int8",
+    force: Annotated[bool, typer.Option(help="write the variant again even when it exists")] = False,
+) -> None:
+    """Publish int8 variants of the current encoders beside their fp32 versions (`<version>-int8`; served when
+    THAW_MODELS__QUANTIZE=int8)."""
+    from encoders.quantize import QUANTIZABLE, quantize_all
+    from encoders.registry import ModelRegistry
+
+    reg = ModelRegistry(settings().models.dir)
+    for r in quantize_all(reg, scheme=scheme, names=tuple(names or QUANTIZABLE), force=force):
+        if r["status"] == "not published":
+            typer.echo(f"{r['name']}: not published, skipped")
+            continue
+        typer.echo(f"{r['name']}@{r['variant']}: {r['status']} ({r['source_bytes'] / 1e6:.1f} MB -> "
+                   f"{r['bytes'] / 1e6:.1f} MB, {r['seconds']} s)")

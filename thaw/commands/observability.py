@@ -18,7 +18,8 @@ def observability_prometheus_config(
     out: Annotated[Path | None, typer.Option(help="write here (default: stdout)")] = None,
     scrape_interval: Annotated[float, typer.Option(min=0.1, help="seconds between scrapes")] = 15.0,
 ) -> None:
-    """Prometheus scrape config for the worker (THAW_STREAM__METRICS_PORT) and the API (THAW_SERVE__HOST/PORT)."""
+    """Prometheus scrape config for the worker (THAW_STREAM__METRICS_PORT) and the API's ops port
+    (THAW_SERVE__OPS_HOST/OPS_PORT)."""
     from infra.observability.scrape_config import render_prometheus_config
 
     write_or_echo(render_prometheus_config(settings(), scrape_interval_s=scrape_interval), out)

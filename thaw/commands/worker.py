@@ -115,7 +115,8 @@ def lag(
 ) -> None:
     """Consumer lag per group/topic/partition (committed offset, end offset, lag) from the Kafka admin API, then the
     worker's agents: stuck (seconds an agent has been retrying a failing sink step, the step and the last error
-    class) and retries, read from the worker's /metrics (``--json`` prints the lag rows only)."""
+    class, or a batch step running longer than stream.stuck_after_s), the age of its oldest running step and its
+    retries, read from the worker's /metrics (``--json`` prints the lag rows only)."""
     from infra.lag import consumer_lag
     from infra.metrics import read_agent_states
 
@@ -143,11 +144,11 @@ def lag(
                     continue
                 typer.echo(f"agents of the worker at {url}:")
                 typer.echo(f"  {'AGENT':14s} {'STATE':8s} {'STUCK_S':>8s} {'STEP':10s} {'LAST_ERROR':28s} "
-                           f"{'RETRIES':>8s}")
+                           f"{'RETRIES':>8s} {'STEP_AGE_S':>10s}")
                 for a in agents:
-                    state = "STUCK" if a.step is not None else "ok"
-                    typer.echo(f"  {a.agent:14s} {state:8s} {a.stuck_s:8.1f} {a.step or '-':10s} "
-                               f"{a.error or '-':28s} {a.retries:8d}")
+                    state = "STUCK" if a.step is not None or a.overdue is not None else "ok"
+                    typer.echo(f"  {a.agent:14s} {state:8s} {a.stuck_s:8.1f} {a.step or a.overdue or '-':10s} "
+                               f"{a.error or '-':28s} {a.retries:8d} {a.step_age_s:10.1f}")
         if not watch:
             return
         time.sleep(interval)

@@ -153,11 +153,13 @@ def test_the_shipped_prometheus_config_is_the_default_rendering(monkeypatch) -> 
 
 
 def test_prometheus_config_follows_the_settings() -> None:
-    s = Settings.model_validate({"stream": {"metrics_port": 29108}, "serve": {"host": "0.0.0.0", "port": 28080}})
+    serve = {"host": "10.0.0.9", "port": 28080, "ops_host": "0.0.0.0", "ops_port": 28081}
+    s = Settings.model_validate({"stream": {"metrics_port": 29108}, "serve": serve})
     cfg = yaml.safe_load(scrape_config.render_prometheus_config(s, scrape_interval_s=1))
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
     assert jobs["thaw-worker"]["static_configs"] == [{"targets": ["127.0.0.1:29108"]}]
-    assert jobs["thaw-api"]["static_configs"] == [{"targets": ["127.0.0.1:28080"]}]  # a wildcard bind: loopback
+    # the API's ops port (the public one serves no /metrics); a wildcard bind is reached on loopback
+    assert jobs["thaw-api"]["static_configs"] == [{"targets": ["127.0.0.1:28081"]}]
     assert cfg["global"] == {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
     only = scrape_config.prometheus_config(s, worker_targets=["10.0.0.5:19108", "10.0.0.6:19108"], api_targets=[])
     assert [j["job_name"] for j in only["scrape_configs"]] == ["thaw-worker"]

@@ -41,8 +41,8 @@ class _Index:
 
 
 def _recommender(models_dir: Path, mode: str, *variants: ABVariant) -> Recommender:
-    serve = ServeSettings(variants=variants or (ABVariant(name="control"),), fresh_k=0, new_item_share=0.0,
-                          missing_ranker=mode)  # type: ignore[arg-type]
+    serve = ServeSettings(variants=variants or (ABVariant(name="control", ranker="deepfm-mmoe"),), fresh_k=0,
+                          new_item_share=0.0, missing_ranker=mode)  # type: ignore[arg-type]
     return Recommender(serve, _Users(), _Index(), "text@t", RankerPool(models_dir),  # type: ignore[arg-type]
                        clock=lambda: NOW)
 
@@ -120,6 +120,22 @@ def test_recall_order_mode_serves_the_recall_order_and_says_so(tmp_path: Path) -
     ctl = rec.recommend("u1", 3, variant="recall").to_dict()
     assert (ctl["ranker"], ctl["ranked_by"], ctl["degraded"]) == ("none", "recall_order", None)
     assert [it["item_id"] for it in ctl["items"]] == [it["item_id"] for it in d["items"]]
+
+
+def test_a_fresh_model_directory_serves_the_default_arm_in_the_recall_order(tmp_path: Path) -> None:
+    """A fresh ``thaw serve``: default serve settings, no ranker published. The default arm is the recall order
+    (the measured better list), so it serves, and it is not a degraded answer; "error" stays the default for arms
+    that do name a ranker."""
+    serve = ServeSettings(fresh_k=0, new_item_share=0.0)
+    assert [(v.name, v.ranker) for v in serve.variants] == [("control", "none")]
+    assert serve.missing_ranker == "error"
+    rec = Recommender(serve, _Users(), _Index(), "text@t", RankerPool(tmp_path),  # type: ignore[arg-type]
+                      clock=lambda: NOW)
+    assert rec.preload() == {"control": "none"}
+    out = rec.recommend("u1", 3)
+    assert (out.variant, out.ranker, out.ranked_by, out.degraded) == ("control", "none", "recall_order", None)
+    assert [c.item_id for c in out.items] == ["i0", "i1", "i2"]
+    assert [c.score for c in out.items] == [c.recall_score for c in out.items]
 
 
 def test_missing_ranker_is_set_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -151,6 +151,9 @@ def test_published_hybrid_space_reproduces_the_harness_scores(run, sample, tmp_p
     ds, split, _ = sample
     publish_cold_item_models(artifacts, tmp_path, version="h", report=report, serve_hybrid=True)
     reg = ModelRegistry(tmp_path)
+    for tower_name in ("dssm-user", "dssm-item"):  # written inside the publish: hashed like every other file
+        files = reg.load(tower_name, "h").manifest.files
+        assert files is not None and {"model.onnx", "ids.json", "hybrid_parts.npz"} <= set(files)
     space = load_cf_space(reg, threads=1)
     h = artifacts.hybrid
     assert space is not None and space.hybrid is not None and space.words is not None

@@ -6,6 +6,7 @@ where the real one would meet it: building the served space, or serving a reques
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,83 +16,18 @@ from fastapi.testclient import TestClient
 from pymilvus.exceptions import MilvusException
 from redis import exceptions as redis_errors
 
-from infra.settings import ABVariant, Settings
-from ranking.online.ab import ABSplit
-from ranking.online.pipeline import Candidate, RankerNotPublishedError, Recommendation, UnknownUserIdError
-from serving.api import create_app
+from ranking.online.pipeline import RankerNotPublishedError, UnknownUserIdError
 from serving.ports import RecommenderLike
+from tests.unit.serving.helpers import SECRET, FakeRecommender, serving, typed
 
-SECRET = "hunter2-secret"
-
-
-class _Users:
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error = error
-
-    def ping(self) -> bool:
-        if self.error is not None:
-            raise self.error
-        return True
-
-
-class _Index:
-    name = "thaw_fake"
-
-    def exists(self) -> bool:
-        return True
-
-    def count(self) -> int:
-        return 3
-
-
-class FakeRecommender:
-    """A recommender over nothing: one fixed list, or the exception it was given."""
-
-    def __init__(self, error: Exception | None = None, ping_error: Exception | None = None) -> None:
-        self.error = error
-        self.space = "text@t"
-        self.ab = ABSplit((ABVariant(name="control"), ABVariant(name="recall", ranker="none")), "salt", 10)
-        self.users = _Users(ping_error)
-        self.index = _Index()
-
-    def recommend(self, user_id: str, k: int = 20, variant: str | None = None) -> Recommendation:
-        if self.error is not None:
-            raise self.error
-        a = self.ab.assign(user_id)
-        items = [Candidate("i1", 0.5, 0, "vector", "track", 1_000, False, score=0.5)]
-        exposure = {"recalled": 1, "recalled_new": 0, "new_in_top_k_by_rank": 0, "new_added_by_quota": 0,
-                    "new_in_top_k": 0, "new_item_share": 0.2}
-        return Recommendation(user_id, a.bucket, variant or a.variant.name, "none", self.space, "vector", items,
-                              exposure, {"total": 1.0}, {"seen": 0, "engaged": 0, "ranker_history": 0,
-                                                         "profile": {}})
-
-    def preload(self) -> dict[str, str]:
-        return {"control": "none", "recall": "none"}
-
-    def close(self) -> None:
-        pass
-
-
-def _typed(rec: FakeRecommender) -> RecommenderLike:
-    return rec  # the fake provides what the API uses of a recommender (``mypy`` on this file checks it)
-
-
-def _client(served: Callable[[], RecommenderLike]) -> TestClient:
-    return TestClient(create_app(Settings(), served=served), raise_server_exceptions=False)
+Clients = tuple[TestClient, TestClient]
 
 
 @pytest.fixture
-def client_for() -> Iterator[Callable[[FakeRecommender], TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(rec: FakeRecommender) -> TestClient:
-        c = _client(lambda: _typed(rec))
-        clients.append(c.__enter__())
-        return c
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
+def client_for() -> Iterator[Callable[[FakeRecommender], Clients]]:
+    """The public and ops clients of an app over a fake recommender (authentication off)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda rec: stack.enter_context(serving(lambda: typed(rec)))
 
 
 class _RpcError(grpc.RpcError):
@@ -110,14 +46,14 @@ DEPENDENCY_FAILURES = [
 
 @pytest.mark.parametrize(("exc", "what", "cls"), DEPENDENCY_FAILURES, ids=lambda v: type(v).__name__)
 def test_a_dependency_failure_while_serving_answers_503_naming_it(
-        client_for: Callable[[FakeRecommender], TestClient], exc: Exception, what: str, cls: str) -> None:
-    c = client_for(FakeRecommender(error=exc))
+        client_for: Callable[[FakeRecommender], Clients], exc: Exception, what: str, cls: str) -> None:
+    c, ops = client_for(FakeRecommender(error=exc))
     r = c.get("/recommend", params={"user_id": "u1", "k": 3})
     assert r.status_code == 503, r.text
-    assert r.json() == {"detail": f"{what} unavailable ({cls}); see /readyz"}
+    assert r.json() == {"detail": f"{what} unavailable ({cls}); see /readyz", "dependency": what}
     assert r.headers["content-type"] == "application/json"
     assert SECRET not in r.text
-    assert 'thaw_api_requests_total{endpoint="/recommend",status="503"} 1.0' in c.get("/metrics").text
+    assert 'thaw_api_requests_total{endpoint="/recommend",status="503"} 1.0' in ops.get("/metrics").text
 
 
 @pytest.mark.parametrize(("exc", "cls"), [(e, cls) for e, _, cls in DEPENDENCY_FAILURES],
@@ -127,19 +63,20 @@ def test_a_dependency_failure_while_building_the_space_answers_503(path: str, ex
     def served() -> RecommenderLike:
         raise exc
 
-    with _client(served) as c:
+    with serving(served) as (c, ops):
         r = c.get(path, params={"user_id": "u1"})
         assert r.status_code == 503, r.text
-        assert r.json() == {"detail": f"the served space unavailable ({cls}); see /readyz"}
+        assert r.json() == {"detail": f"the served space unavailable ({cls}); see /readyz",
+                            "dependency": "the served space"}
         assert SECRET not in r.text
-        ready = c.get("/readyz")
+        ready = ops.get("/readyz")
         assert ready.status_code == 503
         assert ready.json() == {"ready": False, "checks": {"space": f"error: {cls}"}}
 
 
-def test_readiness_reports_redis_down_without_secrets(client_for: Callable[[FakeRecommender], TestClient]) -> None:
-    c = client_for(FakeRecommender(ping_error=redis_errors.ConnectionError(SECRET)))
-    r = c.get("/readyz")
+def test_readiness_reports_redis_down_without_secrets(client_for: Callable[[FakeRecommender], Clients]) -> None:
+    _, ops = client_for(FakeRecommender(ping_error=redis_errors.ConnectionError(SECRET)))
+    r = ops.get("/readyz")
     assert r.status_code == 503
     assert r.json() == {"ready": False, "checks": {
         "space": "text@t", "redis": "error: ConnectionError", "milvus": {"collection": "thaw_fake", "rows": 3},
@@ -147,26 +84,26 @@ def test_readiness_reports_redis_down_without_secrets(client_for: Callable[[Fake
     assert SECRET not in r.text
 
 
-def test_ready_when_every_check_passes(client_for: Callable[[FakeRecommender], TestClient]) -> None:
-    r = client_for(FakeRecommender()).get("/readyz")
+def test_ready_when_every_check_passes(client_for: Callable[[FakeRecommender], Clients]) -> None:
+    r = client_for(FakeRecommender())[1].get("/readyz")
     assert r.status_code == 200
     assert r.json()["ready"] is True and r.json()["checks"]["redis"] == "ok"
 
 
 def test_a_missing_ranker_answers_503_with_what_to_publish(
-        client_for: Callable[[FakeRecommender], TestClient]) -> None:
+        client_for: Callable[[FakeRecommender], Clients]) -> None:
     miss = RankerNotPublishedError("deepfm-mmoe", None, Path("/models"), "not_published", variant="control")
-    r = client_for(FakeRecommender(error=miss)).get("/recommend", params={"user_id": "u1"})
+    r = client_for(FakeRecommender(error=miss))[0].get("/recommend", params={"user_id": "u1"})
     assert r.status_code == 503
     assert r.json() == {"detail": miss.to_dict()}
     assert list(r.json()["detail"]) == list(miss.to_dict())  # same keys, same order
 
 
-def test_bad_parameters_answer_422_with_a_message(client_for: Callable[[FakeRecommender], TestClient]) -> None:
-    bad_id = client_for(FakeRecommender(error=UnknownUserIdError("user_id must be 1-128 characters")))
+def test_bad_parameters_answer_422_with_a_message(client_for: Callable[[FakeRecommender], Clients]) -> None:
+    bad_id, _ = client_for(FakeRecommender(error=UnknownUserIdError("user_id must be 1-128 characters")))
     r = bad_id.get("/recommend", params={"user_id": "u1"})
     assert (r.status_code, r.json()) == (422, {"detail": "user_id must be 1-128 characters"})
-    c = client_for(FakeRecommender())
+    c, _ = client_for(FakeRecommender())
     r = c.get("/recommend", params={"user_id": "u1", "variant": "nope"})
     assert (r.status_code, r.json()) == (422, {"detail": "unknown variant 'nope'; see /ab"})
     r = c.get("/ab/" + "x" * 129)
@@ -177,14 +114,14 @@ def test_bad_parameters_answer_422_with_a_message(client_for: Callable[[FakeReco
 
 @pytest.mark.parametrize("exc", [ValueError("a bug"), ConnectionError("not a client's"), KeyError("k")],
                          ids=lambda e: type(e).__name__)
-def test_other_exceptions_are_not_dependency_failures(client_for: Callable[[FakeRecommender], TestClient],
+def test_other_exceptions_are_not_dependency_failures(client_for: Callable[[FakeRecommender], Clients],
                                                        exc: Exception) -> None:
-    r = client_for(FakeRecommender(error=exc)).get("/recommend", params={"user_id": "u1"})
+    r = client_for(FakeRecommender(error=exc))[0].get("/recommend", params={"user_id": "u1"})
     assert r.status_code == 500
 
 
-def test_bodies_keep_the_wire_keys(client_for: Callable[[FakeRecommender], TestClient]) -> None:
-    c = client_for(FakeRecommender())
+def test_bodies_keep_the_wire_keys(client_for: Callable[[FakeRecommender], Clients]) -> None:
+    c, ops = client_for(FakeRecommender())
     body = c.get("/recommend", params={"user_id": "u1", "k": 1}).json()
     assert list(body) == ["user_id", "ab", "ranker", "ranked_by", "degraded", "space", "items", "exposure"]
     assert body["degraded"] is None and list(body["items"][0]) == ["item_id", "score", "kind", "new",
@@ -197,6 +134,6 @@ def test_bodies_keep_the_wire_keys(client_for: Callable[[FakeRecommender], TestC
         {"name": "recall", "weight": 1.0, "ranker": "none", "new_item_share": None, "buckets": [5, 9]}]}
     a = c.get("/ab/u1").json()
     assert list(a) == ["user_id", "bucket", "variant"] and a["user_id"] == "u1"
-    assert c.get("/healthz").json() == {"status": "ok"}
-    m = c.get("/metrics")
+    assert c.get("/healthz").json() == {"status": "ok"} == ops.get("/healthz").json()
+    m = ops.get("/metrics")
     assert m.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"

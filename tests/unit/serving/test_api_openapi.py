@@ -1,14 +1,14 @@
-"""The OpenAPI spec: every route publishes the schema of what it answers."""
+"""The OpenAPI spec (served on the ops port): every route of both ports publishes the schema of what it answers,
+and the public routes their security schemes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
 from infra.settings import Settings
-from serving.api import create_app
+from tests.unit.serving.helpers import JWT_SECRET, serving, settings
 
 ROUTES = {"/recommend", "/ab", "/ab/{user_id}", "/healthz", "/readyz", "/metrics"}
 NEEDS_THE_RECOMMENDER = {"/recommend", "/ab", "/ab/{user_id}"}
@@ -19,8 +19,10 @@ def spec() -> dict[str, Any]:
     def served() -> Any:
         raise AssertionError("the spec is built without a recommender")
 
-    with TestClient(create_app(Settings(), served=served)) as c:
-        r = c.get("/openapi.json")
+    with serving(served, settings({"jwt_secret": JWT_SECRET})) as (public, ops):
+        assert public.get("/openapi.json").status_code == 404 and public.get("/docs").status_code == 404
+        assert ops.get("/docs").status_code == 200
+        r = ops.get("/openapi.json")
         assert r.status_code == 200
         out: dict[str, Any] = r.json()
         return out
@@ -55,7 +57,7 @@ def test_metrics_is_plain_text(spec: dict[str, Any]) -> None:
 @pytest.mark.parametrize("path", sorted(NEEDS_THE_RECOMMENDER))
 def test_dependency_failures_are_documented(spec: dict[str, Any], path: str) -> None:
     schema = _schema(spec, path, "503")
-    assert set(schema["properties"]) == {"detail"}
+    assert set(schema["properties"]) == {"detail", "dependency"} and schema["required"] == ["detail"]
 
 
 def test_recommend_schema_names_the_wire_fields(spec: dict[str, Any]) -> None:
@@ -68,6 +70,21 @@ def test_recommend_schema_names_the_wire_fields(spec: dict[str, Any]) -> None:
     assert {"item_id", "score", "kind", "new", "created_at_ms", "task_scores"} == set(item["properties"])
     k = next(p for p in spec["paths"]["/recommend"]["get"]["parameters"] if p["name"] == "k")
     assert k["schema"]["maximum"] == Settings().serve.max_k
+
+
+@pytest.mark.parametrize("path", sorted(NEEDS_THE_RECOMMENDER))
+def test_the_public_routes_name_their_security_schemes(spec: dict[str, Any], path: str) -> None:
+    op = spec["paths"][path]["get"]
+    assert op["security"] == [{"bearer": []}, {"apiKey": []}]  # either one
+    assert {"401", "403"} <= set(op["responses"])
+
+
+def test_the_security_schemes(spec: dict[str, Any]) -> None:
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearer"] == {"type": "http", "scheme": "bearer", "description": schemes["bearer"]["description"]}
+    assert schemes["apiKey"]["type"] == "apiKey" and schemes["apiKey"]["in"] == "header"
+    assert schemes["apiKey"]["name"] == "X-API-Key"
+    assert not any("security" in spec["paths"][p]["get"] for p in ROUTES - NEEDS_THE_RECOMMENDER)
 
 
 def test_readiness_documents_both_answers(spec: dict[str, Any]) -> None:

@@ -50,6 +50,7 @@ class FakeEngine:
 def _settings():
     s = Settings()
     return s.model_copy(update={"stream": s.stream.model_copy(update={"batch_size": 7, "content_batch_size": 3,
+                                                                      "user_batch_size": 11,
                                                                       "batch_within_s": 0.5})})
 
 
@@ -68,7 +69,7 @@ def test_four_agents_from_one_spec_table():
     content, users, retries, profiles = specs.values()
     assert (content.topic, content.batch_size, content.within_s, content.stage) == (TOPICS.content_new, 3, 0.5,
                                                                                      "content")
-    assert (users.topic, users.batch_size, users.stage) == (TOPICS.user_events, 7, "users")
+    assert (users.topic, users.batch_size, users.stage) == (TOPICS.user_events, 11, "users")
     assert (retries.topic, retries.batch_size, retries.stage) == (TOPICS.user_events_retry, 7, "users")
     assert (profiles.topic, profiles.batch_size, profiles.stage) == (TOPICS.user_profile, 7, "profiles")
     # output routing: traces only from content; user events commit after delivery; only the retry topic waits
@@ -76,12 +77,16 @@ def test_four_agents_from_one_spec_table():
     assert content.commit is None and profiles.commit is None
     assert users.commit == eng.commit_user_events and retries.commit == eng.commit_user_events
     assert users.hold is None and content.hold is None and profiles.hold is None and retries.hold is not None
+    # only the users agent prepares a batch while the previous one commits
+    assert users.overlap is not None and content.overlap is retries.overlap is profiles.overlap is None
 
 
 def test_retry_agent_holds_until_the_last_record_is_due_at_most_five_seconds():
     recs = _recs(TOPICS.user_events_retry)
     assert agent_specs(_settings(), TOPICS, FakeEngine(due=101.5, now=100.0))[2].hold(recs) == 1.5
-    assert agent_specs(_settings(), TOPICS, FakeEngine(due=200.0, now=100.0))[2].hold(recs) == 5.0
+    assert agent_specs(_settings(), TOPICS, FakeEngine(due=108.0, now=100.0))[2].hold(recs) == 5.0
+    # later than any worker parks a record (5 s + 5 s of clock skew): a forged retry_at, handled at once
+    assert agent_specs(_settings(), TOPICS, FakeEngine(due=200.0, now=100.0))[2].hold(recs) == 0.0
     assert agent_specs(_settings(), TOPICS, FakeEngine(due=0.0, now=100.0))[2].hold(recs) == 0.0
 
 

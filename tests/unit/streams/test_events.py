@@ -93,3 +93,15 @@ def test_context_is_bounded_in_keys_and_characters():
     for bad in ({f"k{i}": "v" for i in range(33)}, {"k" * 65: "v"}, {"k": "v" * 257}, {"": "v"}):
         with pytest.raises(ValidationError):
             UserEvent.model_validate({**base, "context": bad})
+
+
+def test_dead_letters_and_envelopes_of_keyless_records_read_back():
+    from contracts.events import DeadLetter, RetryEnvelope
+
+    t = "2026-11-25T10:00:00Z"
+    dl = DeadLetter(source_topic="user.events", partition=0, offset=1, key_b64=None, value_b64="e30=",
+                    error_class="SchemaViolation", error="x", failed_at=t)
+    assert DeadLetter.model_validate_json(dl.to_bytes()).key_b64 is None  # to_bytes drops the None key
+    env = RetryEnvelope(attempt=1, first_seen=t, retry_at=t, source_partition=0, source_offset=1, key_b64=None,
+                        value_b64="e30=")
+    assert RetryEnvelope.model_validate_json(env.to_bytes()).key_b64 is None

@@ -100,3 +100,30 @@ def test_an_abandoned_batch_keeps_a_reference_so_faust_never_commits_it():
     for e in events:  # ... and releases it when the agent leaves its loop
         e.message.decref()
     assert [e.message.refcount for e in events] == [1, 1]  # still held: Faust does not count it as acked
+
+
+def test_a_batch_read_from_the_channel_is_acked_only_when_released_after_its_commit():
+    """The users agent reads its batches from the channel (streams.batches): the conductor's reference is the only
+    one, so nothing is acked until the agent releases the batch after its commit."""
+    from streams.app import release
+
+    class Sensors:
+        out: list[int] = []
+
+        def on_message_out(self, tp, offset, message):
+            self.out.append(offset)
+
+    class App:
+        sensors = Sensors()
+
+    class Read(_Event):
+        def ack(self):  # faust.Event.ack: the message's, for the app's consumer
+            return self.message.ack(None)
+
+    events = [Read(5), Read(6)]
+    for e in events:  # the conductor's reference, taken when it queued the event
+        e.message.incref()
+    assert [(e.message.acked, e.message.refcount) for e in events] == [(False, 1), (False, 1)]
+    release(App(), events)  # after the commit
+    assert [(e.message.acked, e.message.refcount) for e in events] == [(True, 0), (True, 0)]
+    assert App.sensors.out == [5, 6]
