@@ -48,6 +48,7 @@ from streams.cores.decode import (
     item_text,
 )
 from streams.cores.dedupe import last_wins, unique
+from streams.cores.dlq import fit_dead_letter
 from streams.cores.engagement import tally_columns
 from streams.cores.fences import FenceSplit, fence_keys, split_by_fence
 from streams.cores.freshness import content_start, freshness_s
@@ -58,6 +59,8 @@ from streams.media_fetch import media_bytes
 from streams.ports import EngineState, Featurizer, ItemVectors, TextEmbedder
 
 log = logging.getLogger(__name__)
+
+DEFAULT_DLQ_CAP = 1024 * 1024  # a DLQ topic this engine does not declare: the broker's default record cap
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,8 @@ class Engine:
         self._floor: dict[FenceKey, int] = {}
         self._floor_lock = threading.Lock()
         self.regressed: str | None = None  # why this worker stopped applying (it must resume from the fences)
+        caps = settings.kafka.record_caps()  # max.message.bytes by topic base name (contracts.topics)
+        self._dlq_caps = {topics.content_dlq: caps["content.dlq"], topics.user_dlq: caps["user.dlq"]}
         self._arms = frozenset(v.name for v in settings.serve.variants)  # A/B metric labels (engagement.ab_arm)
         st = settings.stream
         self._caps = MediaCaps(st.max_inline_image_bytes, st.max_inline_audio_bytes, st.max_audio_seconds,
@@ -243,7 +248,9 @@ class Engine:
         dl = dead_letter(
             topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value, why=why
         )
-        res.dlq.append(Outgoing(dlq_topic, rec.key, dl.to_bytes()))
+        # a dead letter the DLQ's cap would refuse would be retried forever and hold the partition: cut to fit
+        key, dl = fit_dead_letter(dl, rec.key, self._dlq_caps.get(dlq_topic, DEFAULT_DLQ_CAP))
+        res.dlq.append(Outgoing(dlq_topic, key, dl.to_bytes()))
         res.rejected[why.error_class] = res.rejected.get(why.error_class, 0) + 1
         log.info(
             "dead-lettered %s[%d]@%d: %s: %s", rec.topic, rec.partition, rec.offset, why.error_class, why.error

@@ -132,3 +132,20 @@ def test_future_dated_profiles_are_dead_lettered():
     res = eng.handle_profiles(recs)
     assert res.ok == 1 and _dead_letter_classes(res) == ["FutureTimestamp"]
     assert users.state(eng.space, "n1") is not None and users.state(eng.space, "n0") is None
+
+
+def test_a_dead_letter_over_its_dlq_cap_is_cut_to_fit():
+    """Not an event-time rule, but the same reject path: a dead letter the DLQ topic's cap would refuse is cut."""
+    from contracts.events import DeadLetter
+    from streams.cores.dlq import TRUNCATED_MARK
+
+    s = Settings.model_validate({"kafka": {"topic_max_message_bytes": {"user.dlq": 4096}}})
+    eng = _engine(settings=s)
+    big = Record(TOPICS.user_events, 0, 7, b"u1", b"{" + b"x" * 20_000, 0)  # invalid JSON, 20 KB
+    small = Record(TOPICS.user_events, 0, 8, b"u1", b"{broken", 0)
+    res = eng.commit_user_events(eng.prepare_user_events([big, small]))
+    assert res.rejected == {"InvalidJSON": 2}
+    cut, kept = (DeadLetter.model_validate_json(o.value) for o in res.dlq)
+    assert len(res.dlq[0].value) + len(res.dlq[0].key or b"") <= 4096
+    assert cut.error.startswith(TRUNCATED_MARK) and cut.offset == 7
+    assert kept.error_class == "InvalidJSON" and not kept.error.startswith(TRUNCATED_MARK)
