@@ -61,7 +61,9 @@ def test_a_frozen_redis_answers_503_within_the_deadline_and_liveness_stays_up(wo
     env = {**s.env(), "THAW_REDIS__PORT": str(proxy.port), "THAW_REDIS__SERVING_TIMEOUT_S": "30",
            "THAW_SERVE__VARIANTS": json.dumps([{"name": "recall", "ranker": "none"}]),
            "THAW_SERVE__REQUEST_DEADLINE_S": str(DEADLINE_S), "THAW_SERVE__READY_DEADLINE_S": str(READY_DEADLINE_S),
-           "THAW_SERVE__MAX_CONCURRENCY": "4"}
+           "THAW_SERVE__MAX_CONCURRENCY": "4",
+           # every /readyz runs its checks (the default reuses an answer for 2 s: the freeze would be seen late)
+           "THAW_SERVE__READY_CACHE_S": "0"}
     fan = {"Authorization": f"Bearer {mint_token(JWT_SECRET, 'fan')}"}
     try:
         with thaw_serve(env, tmp_path / "serve.log") as api, httpx.Client(timeout=30) as http:

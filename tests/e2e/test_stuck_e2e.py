@@ -94,8 +94,11 @@ def test_a_hung_redis_shows_the_worker_stuck_and_it_catches_up_losing_nothing(st
                  30, "the Redis steps timing out and retried", w, poll_s=0.2)
         assert _gauges(url, "thaw_worker_stuck")["users"] == 1.0
         text = log.read_text(errors="replace")
-        for a in AGENTS:
-            assert text.count(f"agent {a} is stuck") == 1, w.log_tail()
+        # one warning per stuck episode, not one per check: the content agent has one episode; the users agent
+        # prepares batch N+1 while N commits, and the prepare's own Redis read timing out ends its step, so one
+        # freeze may show as two episodes there
+        assert text.count("agent content is stuck") == 1, w.log_tail()
+        assert 1 <= text.count("agent users is stuck") <= 2, w.log_tail()
         assert f"{t.user_events}[" in text and "step has been running for" in text
         assert store.item_meta([i["item_id"] for i in second]) == {} and applied() == 12  # nothing through yet
 
