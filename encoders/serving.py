@@ -46,11 +46,15 @@ class OnnxModel:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         self.providers = onnx_providers(prefer_gpu)
-        self._sess = ort.InferenceSession(str(version.onnx_path), so, providers=self.providers)
+        self._sess = ort.InferenceSession(self._graph(), so, providers=self.providers)
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
         self.last_batch_ms = 0.0
         self.batch_ms: deque[float] = deque(maxlen=4096)
+
+    def _graph(self) -> str | bytes:
+        """What the session is built from: the graph's path (a subclass may give verified bytes instead)."""
+        return str(self.version.onnx_path)
 
     @property
     def model_version(self) -> str:
