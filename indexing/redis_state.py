@@ -1,14 +1,18 @@
 """The engine's whole state in Redis: user states, seen and engaged sets, offset fences and parked sets, item
 attributes, popularity, the new-item set, profiles and the served space.
 
-Keys: one builder, :class:`indexing.redis_keys.RedisKeys` (its docstring lists them). A user state is
+Keys: one builder, :class:`indexing.redis_keys.RedisKeys` (its docstring lists them: layout 2, every key of one
+user-events partition in one Redis Cluster hash slot). A user state is
 ``pack_state``'s bytes (n, w, t, source, D float32); the seen and engaged sets keep the newest ``SEEN_CAP`` items, the
 fresh set the newest ``FRESH_CAP``.
 
 Delivery semantics: a batch of user events is applied by one Lua script that checks the fence of every partition
 the batch covers against what the batch was computed from, and only then writes the new states, seen sets,
 popularity, parked sets and the new fences (``user_commit.lua``, its arguments named sections:
-:func:`encode_commit`). A script runs atomically in Redis, so the batch is applied entirely or not at all.
+:func:`encode_commit`). A script runs atomically in Redis, so the batch is applied entirely or not at all. On a
+Redis Cluster a script may touch one hash slot only: the batch is committed as one script per partition it covers
+(:func:`encode_commits`), each partition's part applied entirely or not at all with its own fence; a part refused
+after others landed re-reads the batch like any lost race (the landed parts are then at or below their fences).
 An event at or below its partition's fence was already applied and is skipped. So a worker killed at any point,
 and Kafka redelivering from the last committed offset, neither loses nor double-applies an event. The fences are
 also where the worker resumes on partition assignment (fence + 1, :func:`streams.cores.fences.plan_resume`): a
@@ -24,6 +28,7 @@ import functools
 import hashlib
 import json
 import struct
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,7 +37,7 @@ from typing import Any
 import numpy as np
 from redis import exceptions as redis_exceptions
 
-from indexing.redis_keys import RedisKeys
+from indexing.redis_keys import LAYOUT_VERSION, LegacyKeys, RedisKeys
 from indexing.script_sections import Arg, Record, Section, decode_sections, encode_sections
 from infra import clients
 from infra.settings import RedisSettings
@@ -69,6 +74,12 @@ class FenceMovedError(RuntimeError):
     """Another writer moved a partition fence between read and commit (e.g. during a rebalance); retry."""
 
 
+class LayoutError(RuntimeError):
+    """The Redis key layout does not fit this deployment: another shard count than ``user.events`` has
+    partitions, a retry topic with another partition count, or layout-1 data not migrated yet
+    (``thaw state migrate-keys``). The worker refuses to start rather than write states no reader finds."""
+
+
 class FencesRegressedError(RuntimeError):
     """Redis holds a fence below one this worker resumed from or committed: Redis went back in time (a restart that
     reloaded an older point of its append-only file, a failover to a lagging replica, a restore). The worker's
@@ -92,7 +103,8 @@ class UserCommit:
     fences: Mapping[FenceKey, int]  # new highest applied offset per partition
     expected_fences: Mapping[FenceKey, int]  # what the fences were when the batch was read (-1: none)
     seen: Mapping[str, Sequence[tuple[str, float]]]  # user -> [(item, ts)]
-    popularity: Mapping[str, float]  # item -> positive weight to add
+    # shard (the user-events partition of the users whose events gave it) -> item -> positive weight to add
+    popularity: Mapping[int, Mapping[str, float]]
     # user -> sha1 hex of the packed state the batch was computed from ("" = no state): the commit is refused if a
     # state changed meanwhile (the user and retry agents of one worker can hold the same user in two batches)
     expected_states: Mapping[str, str] = field(default_factory=dict)
@@ -142,8 +154,70 @@ class RedisState:
         self.settings = settings
         self.r = client if client is not None else make_client(settings, serving=serving)
         self.p = settings.key_prefix
-        self.keys = RedisKeys(settings.key_prefix)
+        self._keys = RedisKeys(settings.key_prefix)  # shards: 0 until the layout is read (see :attr:`keys`)
+        self._layout_checked = -1e18
+        self.cluster = _is_cluster(self.r)
         self._commit_script = self.r.register_script(_commit_lua())
+
+    # ---------------------------------------------------------------- layout
+    @property
+    def keys(self) -> RedisKeys:
+        """The key builder, with the layout's shard count once one is stored (read again at most every
+        :data:`LAYOUT_RECHECK_S` while none is: no worker has started yet)."""
+        if self._keys.shards == 0:
+            now = time.monotonic()
+            if now - self._layout_checked >= LAYOUT_RECHECK_S:
+                self._layout_checked = now
+                n = self.read_layout()
+                if n:
+                    self._keys = RedisKeys(self.p, n)
+        return self._keys
+
+    def read_layout(self) -> int | None:
+        """The stored layout's shard count (None when no layout is stored); LayoutError for another version."""
+        raw = self.r.get(self._keys.layout())
+        if raw is None:
+            return None
+        return _parse_layout(raw)
+
+    def ensure_layout(self, shards: int, *, legacy_check: Sequence[tuple[str, str]] = ()) -> int:
+        """Store layout 2 with ``shards`` (the partitions of ``user.events``) unless one is stored; LayoutError
+        when the stored one has another shard count, or when layout-1 fences of ``legacy_check``'s (group, topic)
+        pairs exist without a stored layout (data written before the hash tags: ``thaw state migrate-keys``)."""
+        if shards < 1:
+            raise LayoutError(f"a layout needs at least one shard, not {shards}")
+        have = self.read_layout()
+        if have is None and legacy_check:
+            legacy = LegacyKeys(self.p)
+            probe = [legacy.fence(g, t, i) for g, t in legacy_check for i in range(shards)]
+            if any(v is not None for v in self._mget(probe)):
+                raise LayoutError(
+                    "Redis holds layout-1 data (offset fences without shard tags) and no layout: run "
+                    f"`thaw state migrate-keys --shards {shards}` before starting this version")
+        if have is None:
+            self.r.set(self._keys.layout(), json.dumps({"version": LAYOUT_VERSION, "shards": int(shards)}), nx=True)
+            have = self.read_layout()
+        if have != shards:
+            raise LayoutError(
+                f"the Redis key layout has {have} shards but user.events has {shards} partitions: adding "
+                "partitions moves users between shards (Kafka's partitioner), which this version does not migrate")
+        self._keys = RedisKeys(self.p, shards)
+        return shards
+
+    def shard_of(self, user: str) -> int:
+        """``user``'s shard (LayoutError when no layout is stored yet)."""
+        keys = self.keys
+        if keys.shards == 0:
+            raise LayoutError("the Redis key layout is not stored yet: a worker writes it when it starts")
+        return keys.shard(user)
+
+    def _mget(self, keys: Sequence[str]) -> list[Any]:
+        """MGET of ``keys`` (on a cluster, split by slot: the keys of a read span many)."""
+        if not keys:
+            return []
+        if self.cluster:
+            return list(self.r.mget_nonatomic(list(keys)))
+        return list(self.r.mget(list(keys)))
 
     # ------------------------------------------------------------------ keys
     def user_key(self, space: str, user: str) -> str:
@@ -171,7 +245,7 @@ class RedisState:
         keys = list(keys)
         if not keys:
             return {}
-        vals = self.r.mget([self.fence_key(k) for k in keys])
+        vals = self._mget([self.fence_key(k) for k in keys])
         return {k: (int(v) if v is not None else -1) for k, v in zip(keys, vals, strict=True)}
 
     def read_parked(self, offsets: Mapping[FenceKey, Sequence[int]]) -> dict[FenceKey, set[int]]:
@@ -187,12 +261,16 @@ class RedisState:
                 for (k, offs), rep in zip(wanted, replies, strict=True)}
 
     def read_states(self, space: str, users: Sequence[str]) -> dict[str, UserState | None]:
+        """The users' states (None where a user has none; every user's is None while no layout is stored: no
+        worker has written one)."""
         if not users:
             return {}
+        if not self.keys.shards:
+            return dict.fromkeys(users)
         out: dict[str, UserState | None] = {}
         for start in range(0, len(users), 2000):
             chunk = users[start : start + 2000]
-            vals = self.r.mget([self.user_key(space, u) for u in chunk])
+            vals = self._mget([self.user_key(space, u) for u in chunk])
             for u, v in zip(chunk, vals, strict=True):
                 out[u] = unpack_state(v) if v else None
         return out
@@ -206,7 +284,7 @@ class RedisState:
         digests: dict[str, str] = {}
         for start in range(0, len(users), 2000):
             chunk = users[start : start + 2000]
-            vals = self.r.mget([self.user_key(space, u) for u in chunk])
+            vals = self._mget([self.user_key(space, u) for u in chunk])
             for u, v in zip(chunk, vals, strict=True):
                 states[u] = unpack_state(v) if v else None
                 digests[u] = hashlib.sha1(v, usedforsecurity=False).hexdigest() if v else ""
@@ -220,7 +298,7 @@ class RedisState:
         sha1 = hashlib.sha1
         for start in range(0, len(users), 2000):
             chunk = users[start : start + 2000]
-            vals = self.r.mget([self.user_key(space, u) for u in chunk])
+            vals = self._mget([self.user_key(space, u) for u in chunk])
             for u, v in zip(chunk, vals, strict=True):
                 if v:
                     raw[u] = v
@@ -234,11 +312,42 @@ class RedisState:
         return (st.unit() if st else None), st
 
     def seen(self, user: str, n: int = SEEN_CAP) -> list[str]:
+        if not self.keys.shards:
+            return []
         return [x.decode() for x in self.r.zrevrange(self.keys.seen(user), 0, n - 1)]
 
     def popular(self, space: str, n: int) -> list[tuple[str, float]]:
-        raw = self.r.zrevrange(self.keys.popularity(space), 0, n - 1, withscores=True)
-        return [(k.decode(), float(s)) for k, s in raw]
+        """The ``n`` items of the highest popularity (the sum over the shards' sets), highest first (ties by id).
+
+        Exact, with few reads: the top ``m`` of every shard (one pipeline), the full sums of the items seen there
+        (ZMSCORE on every shard), and a bound: an item in no shard's top ``m`` scores at most the sum of the
+        shards' ``m``-th scores; when the ``n``-th sum reaches it (or every shard was read whole) the answer is
+        exact, else ``m`` grows 4x (Fagin's threshold algorithm, Fagin, Lotem & Naor, PODS 2001)."""
+        keys = self.keys.popularity_shards(space)
+        if n <= 0 or not keys:
+            return []
+        m = max(n, 64)
+        while True:
+            with self.r.pipeline(transaction=False) as pipe:
+                for k in keys:
+                    pipe.zrevrange(k, 0, m - 1, withscores=True)
+                tops = pipe.execute()
+            cands = list(dict.fromkeys(member for top in tops for member, _ in top))
+            if not cands:
+                return []
+            if len(keys) == 1:
+                sums = {member: float(score) for member, score in tops[0]}
+            else:
+                with self.r.pipeline(transaction=False) as pipe:
+                    for k in keys:
+                        pipe.zmscore(k, cands)
+                    scores = pipe.execute()
+                sums = {c: sum(float(col[j] or 0.0) for col in scores) for j, c in enumerate(cands)}
+            best = sorted(sums.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+            bound = sum(float(top[-1][1]) for top in tops if len(top) == m)
+            if all(len(top) < m for top in tops) or (len(best) == n and best[-1][1] >= bound):
+                return [(k.decode(), s) for k, s in best]
+            m *= 4
 
     def freshest(self, space: str, n: int) -> list[tuple[str, int]]:
         return [
@@ -253,17 +362,24 @@ class RedisState:
         return [(k.decode(), int(s)) for k, s in raw]
 
     def profile(self, user: str) -> dict[str, str]:
+        if not self.keys.shards:
+            return {}
         return {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.profile(user)).items()}
 
     def engaged(self, user: str, n: int = SEEN_CAP) -> list[tuple[str, float]]:
         """The user's positively engaged items, newest first, with their event times (epoch seconds)."""
+        if not self.keys.shards:
+            return []
         return [(k.decode(), float(s)) for k, s in self.r.zrevrange(self.keys.engaged(user), 0, n - 1, withscores=True)]
 
     def request_view(
         self, space: str, user: str, n_seen: int = SEEN_CAP, n_engaged: int = SEEN_CAP
     ) -> tuple[UserState | None, list[tuple[str, float]], list[tuple[str, float]], dict[str, str]]:
         """Everything a recommendation request reads about one user, in one round trip: state, seen items and
-        engaged history (both newest first, with their times) and registration profile."""
+        engaged history (both newest first, with their times) and registration profile (a cold user while no
+        layout is stored: no worker has written anything)."""
+        if not self.keys.shards:
+            return None, [], [], {}
         with self.r.pipeline(transaction=False) as pipe:
             pipe.get(self.user_key(space, user))
             pipe.zrevrange(self.keys.seen(user), 0, n_seen - 1, withscores=True)
@@ -284,7 +400,7 @@ class RedisState:
         uniq = list(dict.fromkeys(items))
         for start in range(0, len(uniq), 2000):
             chunk = uniq[start : start + 2000]
-            for i, v in zip(chunk, self.r.mget([self.keys.item_meta(i) for i in chunk]), strict=True):
+            for i, v in zip(chunk, self._mget([self.keys.item_meta(i) for i in chunk]), strict=True):
                 if v:
                     out[i] = ItemMeta.from_json(v)
         return out
@@ -293,22 +409,28 @@ class RedisState:
         """Record indexed items' attributes (idempotent: a replayed item rewrites the same value)."""
         if not items:
             return
-        self.r.mset({self.keys.item_meta(i): m.to_json() for i, m in items.items()})
+        pairs = {self.keys.item_meta(i): m.to_json() for i, m in items.items()}
+        if self.cluster:
+            self.r.mset_nonatomic(pairs)
+        else:
+            self.r.mset(pairs)
 
     # ---------------------------------------------------------------- writes
     def commit(self, c: UserCommit) -> None:
-        """Apply one batch atomically, provided no fence moved since it was read (else FenceMovedError)."""
-        keys, args = encode_commit(c, self.keys)
-        res = self._run_script(keys, args)
-        if res != b"OK" and res != "OK":
-            raise FenceMovedError(f"a partition fence or a user state moved before the commit ({res!r})")
+        """Apply one batch atomically, provided no fence moved since it was read (else FenceMovedError). On a Redis
+        Cluster, one script per partition of the batch, each atomic with its fence (see the module docstring)."""
+        calls = encode_commits(c, self.keys) if self.cluster else [encode_commit(c, self.keys)]
+        for keys, args in calls:
+            res = self._run_script(keys, args)
+            if res != b"OK" and res != "OK":
+                raise FenceMovedError(f"a partition fence or a user state moved before the commit ({res!r})")
 
     def _run_script(self, keys: Sequence[str], args: Sequence[Arg]) -> object:
         """The commit script's call, the command packed in one C call (``hiredis.pack_command``: the same bytes
         redis-py sends, a unit test compares them) rather than redis-py's per-argument encoding, which cost ~1 us
         per argument (a batch of 4,096 events has ~20,000). EVALSHA, loading the script once when Redis does not
         know it (a restart, a flushed cache), like redis-py's ``Script``; without hiredis, redis-py's own call."""
-        if _pack_command is None:
+        if _pack_command is None or self.cluster:  # a cluster routes the call by its keys' slot
             return self._commit_script(keys=keys, args=args)
         sha = self._commit_script.sha
         packed = _pack_command(("EVALSHA", sha, len(keys), *keys, *args))
@@ -370,10 +492,12 @@ class RedisState:
             pipe.execute()
 
     def delete_prefix(self) -> int:
-        """Remove every key under this store's prefix (tests and benchmarks)."""
+        """Remove every key under this store's prefix (tests and benchmarks), the layout included."""
         n = 0
-        for k in self.r.scan_iter(match=self.keys.everything(), count=1000):
+        for k in self.r.scan_iter(match=self._keys.everything(), count=1000):
             n += int(self.r.delete(k))
+        self._keys = RedisKeys(self.p)
+        self._layout_checked = -1e18
         return n
 
 
@@ -499,9 +623,57 @@ def encode_commit(c: UserCommit, keys: RedisKeys, seen_cap: int = SEEN_CAP) -> t
         Section("parked", ("offset",), offsets(c.parked)),
         Section("claims", ("offset",), offsets(c.claims)),
         Section("popularity", ("increment", "member"),
-                [(keys.popularity(c.space), [(repr(float(w)), item) for item, w in c.popularity.items()])]),
+                [(keys.popularity(c.space, shard), [(repr(float(w)), item) for item, w in pop.items()])
+                 for shard, pop in sorted(c.popularity.items()) if pop]),
     ]
     return encode_sections(sections, {"seen_cap": int(seen_cap)})
+
+
+def split_commit(c: UserCommit, keys: RedisKeys) -> list[UserCommit]:
+    """``c`` as one commit per shard (the partition of a fence, parked set or claim; a user's shard for its state,
+    seen and engaged sets), in shard order: each writes the keys of one Redis Cluster hash slot only."""
+    parts: dict[int, dict[str, dict[Any, Any]]] = {}
+
+    def part(shard: int) -> dict[str, dict[Any, Any]]:
+        return parts.setdefault(shard, {n: {} for n in (
+            "states", "fences", "expected_fences", "seen", "engaged", "parked", "claims", "popularity",
+            "expected_states")})
+
+    for f, v in c.fences.items():
+        part(f.partition)["fences"][f] = v
+    for f, v in c.expected_fences.items():
+        if f in c.fences:
+            part(f.partition)["expected_fences"][f] = v
+    for name, sets in (("parked", c.parked), ("claims", c.claims)):
+        for f, offs in sets.items():
+            if offs:
+                part(f.partition)[name][f] = offs
+    for shard, pop in c.popularity.items():
+        if pop:
+            part(shard)["popularity"][shard] = pop
+    raw = c.states.raw if isinstance(c.states, PackedStates) else None
+    for u in c.states:
+        p = part(keys.shard(u))
+        p["states"][u] = raw[u] if raw is not None else c.states[u]
+        if u in c.expected_states:
+            p["expected_states"][u] = c.expected_states[u]
+    for name, sets2 in (("seen", c.seen), ("engaged", c.engaged)):
+        for u, items in sets2.items():
+            if items:
+                part(keys.shard(u))[name][u] = items
+    out = []
+    for shard in sorted(parts):
+        p = parts[shard]
+        states: Mapping[str, UserState] = PackedStates(p["states"]) if raw is not None else p["states"]
+        out.append(UserCommit(space=c.space, states=states, fences=p["fences"], expected_fences=p["expected_fences"],
+                              seen=p["seen"], popularity=p["popularity"], expected_states=p["expected_states"],
+                              engaged=p["engaged"], parked=p["parked"], claims=p["claims"]))
+    return out
+
+
+def encode_commits(c: UserCommit, keys: RedisKeys, seen_cap: int = SEEN_CAP) -> list[tuple[list[str], list[Arg]]]:
+    """:func:`encode_commit` of each part of :func:`split_commit`: one single-slot script call per shard."""
+    return [encode_commit(part, keys, seen_cap) for part in split_commit(c, keys)]
 
 
 def decode_commit(keys: RedisKeys, wire_keys: Sequence[bytes | str], wire_args: Sequence[Arg]) -> UserCommit:
@@ -509,8 +681,13 @@ def decode_commit(keys: RedisKeys, wire_keys: Sequence[bytes | str], wire_args: 
     encoding leaves them out: empty seen, engaged, parked and claimed lists, and expectations of fences and users
     the commit does not write."""
     _, s = decode_sections(wire_keys, wire_args)
-    [(pop_key, pop)] = s["popularity"].groups
-    space = keys.space_of_popularity(pop_key)
+    pops = s["popularity"].groups
+    if pops:
+        space = keys.space_of_popularity(pops[0][0])
+    elif s["states"].groups:
+        space = keys.space_of_state(s["states"].groups[0][0])
+    else:
+        space = ""
 
     def fence(key: str) -> FenceKey:
         return FenceKey(*keys.partition_of_fence(key))
@@ -528,7 +705,7 @@ def decode_commit(keys: RedisKeys, wire_keys: Sequence[bytes | str], wire_args: 
         fences={fence(k): int(_text(recs[0][1])) for k, recs in s["fences"].groups},
         expected_fences={fence(k): int(_text(recs[0][0])) for k, recs in s["fences"].groups},
         seen=scored(s["seen"], keys.user_of_seen),
-        popularity={_text(m): float(_text(w)) for w, m in pop},
+        popularity={keys.shard_of_key(k): {_text(m): float(_text(w)) for w, m in recs} for k, recs in pops},
         expected_states={u: _text(d) for u, (_, d) in users if _text(d) != NOT_CHECKED},
         engaged=scored(s["engaged"], keys.user_of_engaged),
         parked=offsets(s["parked"]),
@@ -542,6 +719,31 @@ def _text(x: Arg) -> str:
 
 def _raw(x: Arg) -> bytes:
     return x if isinstance(x, bytes) else str(x).encode()
+
+
+#: how often a store without a known layout reads it again (an API started before any worker)
+LAYOUT_RECHECK_S = 1.0
+
+
+def _parse_layout(raw: bytes | str) -> int:
+    try:
+        d = json.loads(raw)
+        version, shards = int(d["version"]), int(d["shards"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LayoutError(f"the stored Redis key layout cannot be read: {str(raw)[:80]!r}") from exc
+    if version != LAYOUT_VERSION or shards < 1:
+        raise LayoutError(f"Redis key layout {version} with {shards} shards; this version reads layout "
+                          f"{LAYOUT_VERSION}")
+    return shards
+
+
+def _is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (redis-py's ``RedisCluster``)."""
+    try:
+        from redis.cluster import RedisCluster
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(client, RedisCluster)
 
 
 @functools.cache

@@ -140,3 +140,13 @@ def read_caps(admin: Any, names: Sequence[str]) -> dict[str, int | None]:
         out[n] = int(value) if value is not None and str(value).isdigit() else None
     return out
 
+
+
+def partition_counts(kafka: KafkaSettings, names: Sequence[str]) -> dict[str, int]:
+    """The partition count of each of ``names`` that exists, from the broker's metadata."""
+    admin = clients.kafka_admin(kafka)
+    try:
+        answer = admin.describe_topics(list(names))
+    finally:
+        admin.close()
+    return {d["name"]: len(d["partitions"]) for d in answer if not d.get("error_code") and d.get("partitions")}

@@ -77,7 +77,7 @@ from indexing.redis_state import RedisState
 from infra.lag import wait_for_group_coordinator
 from infra.metrics import EngineMetrics, StepHealth
 from infra.settings import Settings
-from infra.topics import ensure_topics
+from infra.topics import ensure_topics, partition_counts
 from streams.batches import open_channel, take_batches
 from streams.cores.decode import Rejected, dead_letter, decode_event
 from streams.cores.fences import Resume, plan_resume
@@ -744,6 +744,8 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
     engine = engine or build_engine(settings, topics, group_id=st.app_id)
     app.resumer = fence_resumer(engine)
     ensure_topics(k, topics)
+    # the Redis key layout (shard count = user.events partitions) before any agent writes a key
+    engine.ensure_layout(partition_counts(k, engine.fenced_topics))
     wait_for_group_coordinator(settings, st.app_id)  # Faust's group is the app id; a fresh broker needs ~0.4 s
 
     def topic(name: str) -> faust.TopicT:

@@ -55,6 +55,7 @@ from streams.cores.freshness import content_start, freshness_s
 from streams.cores.space import CFSpace
 from streams.cores.user_event_decode import DecodedUserEvent, decode_user_event
 from streams.cores.user_update import EventBatch, apply_packed, combine_priors, factorize, prior_state, profile_text
+from streams.layout import shard_count
 from streams.media_fetch import media_bytes
 from streams.ports import EngineState, Featurizer, ItemVectors, TextEmbedder
 
@@ -455,11 +456,26 @@ class Engine:
             ev = decode_user_event(rec.value, max_bytes)
             if not isinstance(ev, Rejected) and not lo <= ev.ts_s <= hi:
                 ev = event_time.check("ts", ev.ts, now, st.max_clock_skew_s, st.max_user_event_age_s) or ev
+            if not isinstance(ev, Rejected):
+                ev = self._misrouted(ev.user_id, rec.partition, consumed) or ev
             if isinstance(ev, Rejected):
                 self._reject(b.res, rec, ev, self.topics.user_dlq)
                 b.routed.add(consumed)
                 continue
             b.candidates.append(_Candidate(rec, ev, consumed, envelope))
+
+    def _misrouted(self, user: str, partition: int, consumed: tuple[str, int, int]) -> Rejected | None:
+        """``Misrouted`` when a user event is not on its user's partition (a retry-topic copy: its source or its
+        own partition): its state lives in that partition's shard and could not be committed with this partition's
+        fence on a Redis Cluster (``indexing.redis_keys``). The producer did not key it by user id with Kafka's
+        default partitioner (murmur2; librdkafka clients need ``partitioner=murmur2_random``)."""
+        shard = self.users.shard_of(user)
+        if shard == partition and consumed[1] == shard:
+            return None
+        where = consumed[1] if consumed[1] != shard else partition
+        return Rejected("Misrouted", f"user {user[:64]!r} belongs to partition {shard} (murmur2 of the user id, "
+                        f"Kafka's default partitioner); the record is on partition {where}: publish user events "
+                        "keyed by user_id with the default partitioner")
 
     def _resolve_claims(self, b: _UserBatch) -> None:
         """Keep the claiming retry-topic copies whose source offset is still parked (the first of a batch's copies
@@ -520,7 +536,8 @@ class Engine:
                                     group=self.group_id, claim=c.envelope.claim if c.envelope is not None else True)
                 if c.envelope is None:
                     b.parked.setdefault(origin, []).append(rec.offset)
-                b.res.dlq.append(Outgoing(self.topics.user_events_retry, rec.key, env.to_bytes()))
+                # keyed by user id: the copy lands on the retry partition of the user's shard (same count)
+                b.res.dlq.append(Outgoing(self.topics.user_events_retry, c.ev.user_id.encode(), env.to_bytes()))
                 b.res.deferred += 1
             else:
                 if c.claims:
@@ -549,7 +566,8 @@ class Engine:
             states = apply_packed(cur, batch, self.s.stream.user_half_life_s, now_s=self.clock(),
                                   max_ahead_s=self.s.stream.max_clock_skew_s)
         variants = [ctx.get("ab_variant") if ctx else None for ctx in map(_CONTEXT, known)]
-        engagement = tally_columns(users, items, actions, ts, variants, self._arms)
+        shard_of = self.users.shard_of
+        engagement = tally_columns(users, items, actions, ts, variants, self._arms, [shard_of(u) for u in users])
         b.res.ab_actions.update(engagement.ab_actions)
         b.res.ok = len(b.known)
         if not fenced.advance:
@@ -628,6 +646,14 @@ class Engine:
         """The topics whose partitions have offset fences: user events and their retry topic."""
         return (self.topics.user_events, self.topics.user_events_retry)
 
+    def ensure_layout(self, partition_counts: Mapping[str, int]) -> int:
+        """Check (or store, the first time) the Redis key layout against the partitions of the fenced topics
+        (``partition_counts``: topic -> partitions, from the broker): the retry topic must have as many partitions
+        as ``user.events`` (a copy stays in its user's shard), the stored shard count must be that number, and no
+        layout-1 data may be left. Returns the shard count; LayoutError otherwise."""
+        n = shard_count(self.topics, partition_counts)
+        return self.users.ensure_layout(n, legacy_check=[(self.group_id, t) for t in self.fenced_topics])
+
     def resume_fences(
         self, partitions: Sequence[tuple[str, int]], partition_counts: dict[str, int] | None = None
     ) -> tuple[dict[tuple[str, int], int], bool]:
@@ -635,6 +661,8 @@ class Engine:
         on any partition of the fenced topics (``partition_counts``: topic -> partitions; default: ``partitions``
         only). One MGET."""
         every = set(partitions)
+        if partition_counts and self.topics.user_events in partition_counts:  # partitions added since the start?
+            self.ensure_layout(partition_counts)
         for topic, n in (partition_counts or {}).items():
             every |= {(topic, i) for i in range(n)}
         keys = {tp: FenceKey(self.group_id, *tp) for tp in sorted(every)}

@@ -52,6 +52,13 @@ class EngineState(Protocol):
     atomically per batch (:class:`~indexing.redis_state.UserCommit`, compare-and-set on fences, states and claims:
     :class:`~indexing.redis_state.FenceMovedError` when one moved), the new-item set, item attributes and priors."""
 
+    def shard_of(self, user: str) -> int:
+        """The user-events partition ``user``'s keys belong to (``indexing.redis_keys``; LayoutError when the
+        layout is not known yet)."""
+        ...
+
+    def ensure_layout(self, shards: int, *, legacy_check: Sequence[tuple[str, str]] = ()) -> int: ...
+
     def read_fences(self, keys: Iterable[FenceKey]) -> dict[FenceKey, int]: ...
 
     def read_parked(self, offsets: Mapping[FenceKey, Sequence[int]]) -> dict[FenceKey, set[int]]: ...

@@ -15,10 +15,12 @@ import numpy as np
 
 from encoders.featurizer import ContentInput, FeatureBatch
 from indexing.milvus_items import ItemRow
+from indexing.redis_keys import shard_of
 from indexing.redis_state import (
     FenceKey,
     FenceMovedError,
     ItemMeta,
+    LayoutError,
     PackedStates,
     UserCommit,
     UserState,
@@ -102,7 +104,10 @@ class InMemoryEngineState:
         fence_reads: The key lists of every ``read_fences`` call.
     """
 
-    def __init__(self, fences: Mapping[FenceKey, int] | None = None) -> None:
+    def __init__(self, fences: Mapping[FenceKey, int] | None = None, shards: int = 1) -> None:
+        # shards: the user-events partitions of the key layout (1: every user on partition 0, like most tests)
+        self.shards = shards
+        self.layout: int | None = None
         self.fences: dict[FenceKey, int] = dict(fences or {})
         self.parked: dict[FenceKey, set[int]] = {}
         self.states: dict[tuple[str, str], bytes] = {}
@@ -119,6 +124,17 @@ class InMemoryEngineState:
     def state(self, space: str, user: str) -> UserState | None:
         raw = self.states.get((space, user))
         return unpack_state(raw) if raw else None
+
+    def shard_of(self, user: str) -> int:
+        return shard_of(user, self.shards)
+
+    def ensure_layout(self, shards: int, *, legacy_check: Sequence[tuple[str, str]] = ()) -> int:
+        if self.layout is None:
+            self.layout = shards
+        if self.layout != shards:
+            raise LayoutError(f"the layout has {self.layout} shards, not {shards}")
+        self.shards = shards
+        return shards
 
     def read_fences(self, keys: Iterable[FenceKey]) -> dict[FenceKey, int]:
         keys = list(keys)
@@ -160,8 +176,9 @@ class InMemoryEngineState:
             self.seen.setdefault(u, []).extend(items)
         for u, items in c.engaged.items():
             self.engaged.setdefault(u, []).extend(items)
-        for item, w in c.popularity.items():
-            self.popularity[(c.space, item)] = self.popularity.get((c.space, item), 0.0) + w
+        for pop in c.popularity.values():
+            for item, w in pop.items():
+                self.popularity[(c.space, item)] = self.popularity.get((c.space, item), 0.0) + w
         self.commits.append(c)
 
     def add_fresh(self, space: str, items: Mapping[str, int]) -> None:

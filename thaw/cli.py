@@ -26,6 +26,7 @@ from thaw.commands import (
     serve,
     sim,
     stack,
+    state,
     train,
     worker,
 )
@@ -42,7 +43,8 @@ app.command("replay")(replay.replay)
 app.command("demo")(demo.demo)
 for _name, _group in (("stack", stack.app), ("models", models.app), ("cf", cf.app), ("train", train.app),
                       ("evaluate", evaluate.app), ("data", data.app), ("corpus", corpus.app), ("sim", sim.app),
-                      ("report", report.app), ("observability", observability.app), ("dlq", dlq.app)):
+                      ("report", report.app), ("observability", observability.app), ("dlq", dlq.app),
+                      ("state", state.app)):
     app.add_typer(_group, name=_name)
 
 

@@ -29,6 +29,7 @@ from indexing.redis_state import RedisState, UserState, pack_state
 from infra.settings import Settings
 from ranking.online.projector import DSSMTower
 from streams.cores.space import CFSpace
+from streams.layout import ensure_layout
 from streams.models import load_cf_space
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def load_warm_vectors(
             parts_from = utower if users_from == "dssm" else DSSMTower(reg.load("dssm-user", version))
             uvecs = _with_sparse_part(uvecs, parts_from, uids)
         store = RedisState(settings.redis)
+        ensure_layout(settings, store)  # the user keys' shards (indexing.redis_keys), as a worker stores them
         loaded = kept = 0
         for s in range(0, len(uids), batch):
             chunk = [safe_id(f"{dataset}:u:", raw) for raw in uids[s : s + batch]]

@@ -17,12 +17,14 @@ from indexing.redis_state import (
 )
 
 pytestmark = pytest.mark.integration
+SHARDS = 2  # user.events partitions: users "a", "b", "u1", "u é" in shard 0; "u", "v", "sim:u:1" in 1
 
 
 @pytest.fixture
 def store(stack_settings, unique_name):
     s = stack_settings.namespaced(unique_name)
     st = RedisState(s.redis)
+    st.ensure_layout(SHARDS)
     yield st
     st.delete_prefix()
 
@@ -33,7 +35,7 @@ def _state(x):
 
 def test_commit_writes_states_fences_seen_and_popularity(store):
     fk = FenceKey("g", "user.events", 0)
-    store.commit(UserCommit("sp", {"u1": _state(1.0)}, {fk: 41}, {fk: -1}, {"u1": [("i1", 5.0)]}, {"i1": 2.0}))
+    store.commit(UserCommit("sp", {"u1": _state(1.0)}, {fk: 41}, {fk: -1}, {"u1": [("i1", 5.0)]}, {0: {"i1": 2.0}}))
     assert store.read_fences([fk]) == {fk: 41}
     got = store.read_states("sp", ["u1", "nobody"])
     assert got["nobody"] is None
@@ -47,7 +49,7 @@ def test_stale_fence_refuses_the_whole_commit(store):
     store.commit(UserCommit("sp", {"u": _state(1.0)}, {fk: 10}, {fk: -1}, {}, {}))
     with pytest.raises(FenceMovedError):
         # a second writer that read the fence before the first commit
-        store.commit(UserCommit("sp", {"u": _state(9.0)}, {fk: 12}, {fk: -1}, {}, {"i": 1.0}))
+        store.commit(UserCommit("sp", {"u": _state(9.0)}, {fk: 12}, {fk: -1}, {}, {1: {"i": 1.0}}))
     assert store.read_states("sp", ["u"])["u"].vec[0] == 1.0
     assert store.read_fences([fk])[fk] == 10 and store.popular("sp", 5) == []
 
@@ -100,7 +102,7 @@ def test_a_commit_writes_every_section(store):
     store.commit(UserCommit(
         "sp", {"sim:u:1": _state(1.0), "u é": binary}, {E0: 9, E1: 4, RT: 2}, {E0: -1, E1: -1, RT: -1},
         seen={"sim:u:1": [("i1", 5.0), ("i2", 6.5)], "u é": [("i:3", 7.25)]},
-        popularity={"i1": 2.0, "i:3": 0.5},
+        popularity={0: {"i1": 2.0}, 1: {"i:3": 0.5}},  # two shards: the sum is read
         engaged={"sim:u:1": [("i2", 6.5)]},
         parked={E0: [3, 8], E1: [1]},
         claims={RT: [5, 7]},
@@ -117,7 +119,7 @@ def test_a_commit_writes_every_section(store):
     assert _parked(store, RT) == {6}  # the claimed offsets are resolved, the other stays
     assert store.popular("sp", 5) == [("i1", 2.0), ("i:3", 0.5)]
     # popularity accumulates, seen keeps the newest score of an item
-    store.commit(UserCommit("sp", {}, {E0: 10}, {E0: 9}, {"u é": [("i:3", 8.0)]}, {"i:3": 2.0}))
+    store.commit(UserCommit("sp", {}, {E0: 10}, {E0: 9}, {"u é": [("i:3", 8.0)]}, {0: {"i:3": 2.0}}))
     assert store.popular("sp", 5) == [("i:3", 2.5), ("i1", 2.0)]
     assert store.request_view("sp", "u é")[1] == [("i:3", 8.0)]
 
@@ -125,7 +127,7 @@ def test_a_commit_writes_every_section(store):
 @pytest.mark.parametrize("refused", ["fence moved", "fence appeared", "state moved", "claim gone"])
 def test_a_refused_commit_writes_nothing(store, refused):
     store.r.sadd(store.parked_key(RT), 1)
-    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 5}, {E0: -1}, {"u": [("i", 1.0)]}, {"i": 1.0}))
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 5}, {E0: -1}, {"u": [("i", 1.0)]}, {0: {"i": 1.0}}))
     _, digests = store.read_states_with_digests("sp", ["u"])
     expected_fences, expected_states, claims = {E0: 5, E1: -1}, dict(digests), {RT: [1]}
     if refused == "fence moved":
@@ -140,7 +142,7 @@ def test_a_refused_commit_writes_nothing(store, refused):
     with pytest.raises(FenceMovedError):
         store.commit(UserCommit(
             "sp", {"u": _state(9.0), "v": _state(2.0)}, {E0: 8, E1: 3}, expected_fences,
-            {"u": [("j", 2.0)], "v": [("j", 2.0)]}, {"j": 3.0}, expected_states=expected_states,
+            {"u": [("j", 2.0)], "v": [("j", 2.0)]}, {0: {"j": 3.0}}, expected_states=expected_states,
             engaged={"u": [("j", 2.0)]}, parked={E0: [7]}, claims=claims))
     assert _snapshot(store) == before
 
@@ -166,12 +168,12 @@ def test_large_sections_are_applied_whole_and_seen_sets_are_capped(store):
     seen = [(f"i{j}", float(j)) for j in range(2500)]
     store.r.sadd(store.parked_key(RT), *range(1500))
     pop = {f"i{j}": 1.0 for j in range(1200)}
-    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 1}, {E0: -1}, {"u": seen}, pop, engaged={"u": seen[:1100]},
-                            parked={E0: list(range(2100))}, claims={RT: list(range(1400))}))
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 1}, {E0: -1}, {"u": seen}, {0: pop},
+                            engaged={"u": seen[:1100]}, parked={E0: list(range(2100))}, claims={RT: list(range(1400))}))
     assert store.seen("u") == [f"i{j}" for j in range(2499, 2499 - SEEN_CAP, -1)]
     assert [i for i, _ in store.engaged("u")] == [f"i{j}" for j in range(1099, 1099 - SEEN_CAP, -1)]
     assert store.r.zcard(store.keys.seen("u")) == store.r.zcard(store.keys.engaged("u")) == SEEN_CAP
-    assert store.r.zcard(store.keys.popularity("sp")) == 1200
+    assert store.r.zcard(store.keys.popularity("sp", 0)) == 1200
     assert _parked(store, E0) == set(range(2100)) and _parked(store, RT) == set(range(1400, 1500))
 
 

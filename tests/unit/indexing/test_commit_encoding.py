@@ -1,5 +1,6 @@
 """The user commit's encoding (named sections) and the key builder, without Redis: what ``user_commit.lua`` is sent
-decodes back to the commit, section by section; the key strings are a storage format and stay as they are."""
+decodes back to the commit, section by section; a commit split by shard writes one hash slot per part; the key
+strings are a storage format (layout 2) and stay as they are."""
 
 from __future__ import annotations
 
@@ -11,11 +12,22 @@ import numpy as np
 import pytest
 from redis.connection import Encoder
 
-from indexing.redis_keys import RedisKeys
-from indexing.redis_state import SEEN_CAP, FenceKey, UserCommit, UserState, decode_commit, encode_commit, pack_state
+from indexing.redis_keys import RedisKeys, shard_of
+from indexing.redis_state import (
+    SEEN_CAP,
+    FenceKey,
+    PackedStates,
+    UserCommit,
+    UserState,
+    decode_commit,
+    encode_commit,
+    encode_commits,
+    pack_state,
+    split_commit,
+)
 from indexing.script_sections import Section, decode_sections, encode_sections
 
-KEYS = RedisKeys("thaw:t1:")
+KEYS = RedisKeys("thaw:t1:", 4)  # users: sim:u:1 -> shard 3, "u é 2" -> 1, u3 -> 2 (murmur2 % 4)
 E0, E1 = FenceKey("thaw-engine", "user.events", 0), FenceKey("thaw-engine", "user.events", 1)
 RT = FenceKey("thaw-engine", "user.events.retry", 2)
 
@@ -33,7 +45,7 @@ def _commit() -> UserCommit:
         fences={E0: 41, E1: 7, RT: 3},
         expected_fences={E0: -1, E1: 5, RT: 2},
         seen={"sim:u:1": [("i1", 10.5), ("i2", 11.0)], "u é 2": [("i:x", 12.125)]},
-        popularity={"i1": 2.0, "i:x": 0.5},
+        popularity={3: {"i1": 2.0}, 1: {"i:x": 0.5}},
         expected_states={"sim:u:1": "", "u é 2": "a" * 40},  # u3 not checked
         engaged={"sim:u:1": [("i1", 10.5)]},
         parked={E0: [40, 38], E1: [6]},
@@ -79,7 +91,7 @@ def test_the_header_names_and_counts_every_section() -> None:
         "engaged": (["score", "member"], [1]),
         "parked": (["offset"], [2, 1]),
         "claims": (["offset"], [2]),
-        "popularity": (["increment", "member"], [2]),
+        "popularity": (["increment", "member"], [1, 1]),
     }
     # each section owns a run of KEYS and of ARGV; together they are all of them
     n_keys = n_args = 0
@@ -94,28 +106,64 @@ def test_sections_hold_the_commit_by_name() -> None:
     params, s = decode_sections(*_as_sent(*encode_commit(_commit(), KEYS)))
     assert params == {"seen_cap": SEEN_CAP}
     assert s["fences"].groups == [
-        ("thaw:t1:fence:thaw-engine:user.events:0", [(b"-1", b"41")]),
-        ("thaw:t1:fence:thaw-engine:user.events:1", [(b"5", b"7")]),
-        ("thaw:t1:fence:thaw-engine:user.events.retry:2", [(b"2", b"3")]),
+        ("thaw:t1:fence:{s0}:thaw-engine:user.events:0", [(b"-1", b"41")]),
+        ("thaw:t1:fence:{s1}:thaw-engine:user.events:1", [(b"5", b"7")]),
+        ("thaw:t1:fence:{s2}:thaw-engine:user.events.retry:2", [(b"2", b"3")]),
     ]
     assert [(k, d) for k, [(_, d)] in s["states"].groups] == [
-        ("thaw:t1:u:cb2cf@v2:sim:u:1", b""), ("thaw:t1:u:cb2cf@v2:u é 2", b"a" * 40), ("thaw:t1:u:cb2cf@v2:u3", b"-")]
-    assert s["seen"].groups[0] == ("thaw:t1:seen:sim:u:1", [(b"10.5", b"i1"), (b"11.0", b"i2")])
-    assert s["engaged"].groups == [("thaw:t1:eng:sim:u:1", [(b"10.5", b"i1")])]
-    assert s["parked"].groups[0] == ("thaw:t1:parked:thaw-engine:user.events:0", [(b"40",), (b"38",)])
-    assert s["claims"].groups == [("thaw:t1:parked:thaw-engine:user.events.retry:2", [(b"1",), (b"2",)])]
-    assert s["popularity"].groups == [("thaw:t1:pop:cb2cf@v2", [(b"2.0", b"i1"), (b"0.5", b"i:x")])]
+        ("thaw:t1:u:{s3}:cb2cf@v2:sim:u:1", b""), ("thaw:t1:u:{s1}:cb2cf@v2:u é 2", b"a" * 40),
+        ("thaw:t1:u:{s2}:cb2cf@v2:u3", b"-")]
+    assert s["seen"].groups[0] == ("thaw:t1:seen:{s3}:sim:u:1", [(b"10.5", b"i1"), (b"11.0", b"i2")])
+    assert s["engaged"].groups == [("thaw:t1:eng:{s3}:sim:u:1", [(b"10.5", b"i1")])]
+    assert s["parked"].groups[0] == ("thaw:t1:parked:{s0}:thaw-engine:user.events:0", [(b"40",), (b"38",)])
+    assert s["claims"].groups == [("thaw:t1:parked:{s2}:thaw-engine:user.events.retry:2", [(b"1",), (b"2",)])]
+    assert s["popularity"].groups == [("thaw:t1:pop:{s1}:cb2cf@v2", [(b"0.5", b"i:x")]),
+                                      ("thaw:t1:pop:{s3}:cb2cf@v2", [(b"2.0", b"i1")])]
 
 
-def test_empty_lists_are_left_out_and_popularity_always_has_its_key() -> None:
-    c = UserCommit("sp", {}, {E0: 1}, {E0: 0}, {"u": []}, {}, engaged={"u": []}, parked={E0: []}, claims={RT: []})
+def test_empty_lists_are_left_out() -> None:
+    c = UserCommit("sp", {}, {E0: 1}, {E0: 0}, {"u": []}, {1: {}}, engaged={"u": []}, parked={E0: []}, claims={RT: []})
     keys, args = encode_commit(c, KEYS)
     header = json.loads(args[0])
     assert {n: s["counts"] for n, s in header["sections"].items()} == {
-        "fences": [1], "states": [], "seen": [], "engaged": [], "parked": [], "claims": [], "popularity": [0]}
-    assert keys == ["thaw:t1:fence:thaw-engine:user.events:0", "thaw:t1:pop:sp"]
+        "fences": [1], "states": [], "seen": [], "engaged": [], "parked": [], "claims": [], "popularity": []}
+    assert keys == ["thaw:t1:fence:{s0}:thaw-engine:user.events:0"]
     got = decode_commit(KEYS, keys, args)
     assert (got.seen, got.engaged, got.parked, got.claims, got.popularity) == ({}, {}, {}, {}, {})
+
+
+def _slot_tags(keys: list[str]) -> set[str]:
+    """The hash tags of ``keys`` (the part of each between its first '{' and the next '}')."""
+    return {k[k.index("{") + 1 : k.index("}", k.index("{"))] for k in keys}
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_split_commit_writes_one_slot_per_part_and_loses_nothing(packed: bool) -> None:
+    c = _commit()
+    if packed:
+        c = UserCommit(**{**c.__dict__, "states": PackedStates({u: pack_state(st) for u, st in c.states.items()})})
+    parts = split_commit(c, KEYS)
+    calls = encode_commits(c, KEYS)
+    assert len(parts) == len(calls) == 4  # shards 0 (E0), 1 (E1, "u é 2"), 2 (RT, u3), 3 (sim:u:1)
+    for (keys, _), part in zip(calls, parts, strict=True):
+        assert len(_slot_tags(keys)) == 1, keys
+        assert isinstance(part.states, PackedStates) == packed
+    assert _slot_tags(encode_commit(c, KEYS)[0]) == {"s0", "s1", "s2", "s3"}  # the whole commit spans four slots
+    # the parts together are the commit
+    merged_states = {u: pack_state(st) for p in parts for u, st in p.states.items()}
+    assert merged_states == {u: pack_state(st) for u, st in c.states.items()}
+    for name in ("fences", "expected_fences", "expected_states", "seen", "engaged", "parked", "claims"):
+        merged: dict = {}
+        for p in parts:
+            assert not (set(getattr(p, name)) & set(merged)), name
+            merged.update(getattr(p, name))
+        lists = name in ("seen", "engaged", "parked", "claims")  # an empty list is left out
+        assert merged == {k: v for k, v in getattr(c, name).items() if v or not lists}, name
+    assert {s: pop for p in parts for s, pop in p.popularity.items()} == c.popularity
+    # every user's keys are in the part of its shard
+    for p in parts:
+        shards = {f.partition for f in p.fences} | {shard_of(u, 4) for u in p.states} | set(p.popularity)
+        assert len(shards) == 1
 
 
 def test_a_fence_without_an_expectation_expects_none() -> None:
@@ -143,22 +191,33 @@ def test_the_script_reads_the_sections_the_encoder_writes() -> None:
 
 
 def test_keys_are_byte_for_byte_the_stored_layout() -> None:
-    k = RedisKeys("thaw:")
+    k = RedisKeys("thaw:", 4)
     assert [
-        k.user_state("minilm-l6@1", "sim:u:17"), k.profile("u1"), k.seen("u1"), k.engaged("u1"), k.item_meta("i1"),
-        k.popularity("sp"), k.fresh("sp"), k.fence("g", "user.events", 3), k.parked("g", "user.events", 3),
-        k.space(), k.everything(),
+        k.user_state("minilm-l6@1", "sim:u:17"), k.profile("u1"), k.seen("u2"), k.engaged("u"), k.item_meta("i1"),
+        k.popularity("sp", 2), k.fresh("sp"), k.fence("g", "user.events", 3), k.parked("g", "user.events", 3),
+        k.space(), k.layout(), k.everything(),
     ] == [
-        "thaw:u:minilm-l6@1:sim:u:17", "thaw:prof:u1", "thaw:seen:u1", "thaw:eng:u1", "thaw:item:i1",
-        "thaw:pop:sp", "thaw:fresh:sp", "thaw:fence:g:user.events:3", "thaw:parked:g:user.events:3",
-        "thaw:space", "thaw:*",
+        "thaw:u:{s0}:minilm-l6@1:sim:u:17", "thaw:prof:{s0}:u1", "thaw:seen:{s2}:u2", "thaw:eng:{s3}:u",
+        "thaw:item:i1", "thaw:pop:{s2}:sp", "thaw:fresh:sp", "thaw:fence:{s3}:g:user.events:3",
+        "thaw:parked:{s3}:g:user.events:3", "thaw:space", "thaw:layout", "thaw:*",
     ]
+    assert k.popularity_shards("sp") == [f"thaw:pop:{{s{i}}}:sp" for i in range(4)]
+
+
+def test_a_user_key_needs_the_shard_count_and_a_prefix_cannot_hold_braces() -> None:
+    with pytest.raises(LookupError, match="not known"):
+        RedisKeys("thaw:").user_state("sp", "u1")
+    assert RedisKeys("thaw:").fence("g", "t", 1) == "thaw:fence:{s1}:g:t:1"  # a fence is tagged by its partition
+    with pytest.raises(ValueError, match="brace|hash slot"):
+        RedisKeys("thaw:{x}:", 4)
 
 
 def test_keys_parse_back() -> None:
     assert KEYS.user_of_state("cb2cf@v2", KEYS.user_state("cb2cf@v2", "sim:u:1")) == "sim:u:1"
     assert KEYS.user_of_seen(KEYS.seen("a:b")) == "a:b" and KEYS.user_of_engaged(KEYS.engaged("a:b")) == "a:b"
-    assert KEYS.space_of_popularity(KEYS.popularity("dssm@3")) == "dssm@3"
+    assert KEYS.space_of_popularity(KEYS.popularity("dssm@3", 1)) == "dssm@3"
+    assert KEYS.space_of_state(KEYS.user_state("dssm@3", "a:b")) == "dssm@3"
+    assert KEYS.shard_of_key(KEYS.user_state("dssm@3", "a:b")) == 3
     assert KEYS.partition_of_fence(KEYS.fence("grp:with:colons", "t.x", 12)) == ("grp:with:colons", "t.x", 12)
     assert KEYS.partition_of_parked(KEYS.parked("g", "t", 0)) == ("g", "t", 0)
     with pytest.raises(ValueError, match="not a"):

@@ -19,7 +19,14 @@ def test_seen_is_everything_but_impressions_engaged_is_positive_weight():
 
 def test_popularity_adds_positive_weights_only():
     e = tally([_ev("u1", "a", "like"), _ev("u2", "a", "play"), _ev("u3", "a", "skip"), _ev("u1", "b", "impression")])
-    assert e.popularity == {"a": ACTION_WEIGHTS["like"] + ACTION_WEIGHTS["play"]}
+    assert e.popularity == {0: {"a": ACTION_WEIGHTS["like"] + ACTION_WEIGHTS["play"]}}
+
+
+def test_popularity_is_kept_per_shard_of_the_acting_user():
+    e = tally([_ev("u1", "a", "like"), _ev("u2", "a", "play"), _ev("u3", "b", "like"), _ev("u4", "b", "skip")],
+              shards=[0, 2, 2, 1])
+    assert e.popularity == {0: {"a": ACTION_WEIGHTS["like"]},
+                            2: {"a": ACTION_WEIGHTS["play"], "b": ACTION_WEIGHTS["like"]}}
 
 
 def test_ab_actions_per_arm_with_bounded_labels():

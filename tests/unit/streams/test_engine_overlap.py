@@ -6,12 +6,14 @@ In-memory store, no services."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from contracts.topics import Topics
 from infra.settings import Settings
+from streams.cores import retry
 from streams.engine import Engine, Record
 from tests.fakes import FakeText, InMemoryEngineState, InMemoryItems
 
@@ -87,8 +89,13 @@ def test_a_previous_commit_that_landed_otherwise_refuses_the_batch_which_is_prep
     eng = _engine(users)
     p1 = eng.prepare_user_events(first)
     p2 = eng.prepare_user_events(second, after=p1)
-    # the previous batch lost a race and was prepared again: a third event of u2 was applied in between
-    extra = _records(range(100, 101), ["u2"], partition=1)
+    # the previous batch lost a race and was prepared again: a third event of u2 was applied in between (a copy
+    # from the retry topic, the other way a user's state moves: a user's events are all on its one partition)
+    [src] = _records(range(100, 101), ["u2"])
+    park = retry.unknown_item(None, time.time(), 60.0)
+    assert isinstance(park, retry.Park)
+    env = park.envelope(partition=0, offset=src.offset, key=src.key, value=src.value, group="g", claim=False)
+    extra = [Record(TOPICS.user_events_retry, 0, 0, src.key, env.to_bytes(), 0)]
     eng.commit_user_events(eng.prepare_user_events(extra))
     eng.commit_user_events(p1)  # refused once (u2's state moved), prepared again, committed
     eng.commit_user_events(p2)  # refused (u2 is not what p1 first wrote), prepared again, committed

@@ -32,7 +32,7 @@ F = FenceKey("g", "user.events", 0)
 def _commit(fence: int, expected: int, **kw) -> UserCommit:
     st = UserState(np.array([1.0, 0.0], np.float32), 1.0, 0.0, 1)
     return UserCommit(space="s", states={"u": st}, fences={F: fence}, expected_fences={F: expected}, seen={},
-                      popularity={"i": 2.0}, **kw)
+                      popularity={0: {"i": 2.0}}, **kw)
 
 
 def test_the_state_commit_is_compare_and_set() -> None:

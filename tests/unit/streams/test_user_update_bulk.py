@@ -129,8 +129,8 @@ def test_the_commit_command_is_packed_as_redis_py_packs_it():
     f0, f1 = FenceKey("g", "t.user.events", 0), FenceKey("g", "t.user.events", 1)
     states = PackedStates({"u é": pack_state(UserState(np.arange(4, dtype=np.float32), 2.5, NOW, 3, "prior"))})
     commit = UserCommit("sp", states, {f0: 9, f1: 4}, {f0: -1, f1: 3}, {"u é": [("i:1", NOW + 0.25)]},
-                        {"i:1": 2.0}, expected_states={"u é": ""}, engaged={"u é": [("i:1", NOW + 0.25)]},
+                        {1: {"i:1": 2.0}}, expected_states={"u é": ""}, engaged={"u é": [("i:1", NOW + 0.25)]},
                         parked={f0: [7]})
-    keys, args = encode_commit(commit, RedisKeys("thaw:"))
+    keys, args = encode_commit(commit, RedisKeys("thaw:", 2))
     cmd = ("EVALSHA", "0" * 40, len(keys), *keys, *args)
     assert pack_command(cmd) == b"".join(Connection().pack_command(*cmd))
