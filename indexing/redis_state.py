@@ -190,7 +190,7 @@ class RedisState:
         if have is None and legacy_check:
             legacy = LegacyKeys(self.p)
             probe = [legacy.fence(g, t, i) for g, t in legacy_check for i in range(shards)]
-            if any(v is not None for v in self._mget(probe)):
+            if any(v is not None for v in self.mget(probe)):
                 raise LayoutError(
                     "Redis holds layout-1 data (offset fences without shard tags) and no layout: run "
                     f"`thaw state migrate-keys --shards {shards}` before starting this version")
@@ -211,7 +211,7 @@ class RedisState:
             raise LayoutError("the Redis key layout is not stored yet: a worker writes it when it starts")
         return keys.shard(user)
 
-    def _mget(self, keys: Sequence[str]) -> list[Any]:
+    def mget(self, keys: Sequence[str]) -> list[Any]:
         """MGET of ``keys`` (on a cluster, split by slot: the keys of a read span many)."""
         if not keys:
             return []
@@ -245,7 +245,7 @@ class RedisState:
         keys = list(keys)
         if not keys:
             return {}
-        vals = self._mget([self.fence_key(k) for k in keys])
+        vals = self.mget([self.fence_key(k) for k in keys])
         return {k: (int(v) if v is not None else -1) for k, v in zip(keys, vals, strict=True)}
 
     def read_parked(self, offsets: Mapping[FenceKey, Sequence[int]]) -> dict[FenceKey, set[int]]:
@@ -270,7 +270,7 @@ class RedisState:
         out: dict[str, UserState | None] = {}
         for start in range(0, len(users), 2000):
             chunk = users[start : start + 2000]
-            vals = self._mget([self.user_key(space, u) for u in chunk])
+            vals = self.mget([self.user_key(space, u) for u in chunk])
             for u, v in zip(chunk, vals, strict=True):
                 out[u] = unpack_state(v) if v else None
         return out
@@ -284,7 +284,7 @@ class RedisState:
         digests: dict[str, str] = {}
         for start in range(0, len(users), 2000):
             chunk = users[start : start + 2000]
-            vals = self._mget([self.user_key(space, u) for u in chunk])
+            vals = self.mget([self.user_key(space, u) for u in chunk])
             for u, v in zip(chunk, vals, strict=True):
                 states[u] = unpack_state(v) if v else None
                 digests[u] = hashlib.sha1(v, usedforsecurity=False).hexdigest() if v else ""
@@ -298,7 +298,7 @@ class RedisState:
         sha1 = hashlib.sha1
         for start in range(0, len(users), 2000):
             chunk = users[start : start + 2000]
-            vals = self._mget([self.user_key(space, u) for u in chunk])
+            vals = self.mget([self.user_key(space, u) for u in chunk])
             for u, v in zip(chunk, vals, strict=True):
                 if v:
                     raw[u] = v
@@ -400,7 +400,7 @@ class RedisState:
         uniq = list(dict.fromkeys(items))
         for start in range(0, len(uniq), 2000):
             chunk = uniq[start : start + 2000]
-            for i, v in zip(chunk, self._mget([self.keys.item_meta(i) for i in chunk]), strict=True):
+            for i, v in zip(chunk, self.mget([self.keys.item_meta(i) for i in chunk]), strict=True):
                 if v:
                     out[i] = ItemMeta.from_json(v)
         return out
@@ -419,6 +419,7 @@ class RedisState:
     def commit(self, c: UserCommit) -> None:
         """Apply one batch atomically, provided no fence moved since it was read (else FenceMovedError). On a Redis
         Cluster, one script per partition of the batch, each atomic with its fence (see the module docstring)."""
+        check_shards(c, self.keys)
         calls = encode_commits(c, self.keys) if self.cluster else [encode_commit(c, self.keys)]
         for keys, args in calls:
             res = self._run_script(keys, args)
@@ -627,6 +628,17 @@ def encode_commit(c: UserCommit, keys: RedisKeys, seen_cap: int = SEEN_CAP) -> t
                  for shard, pop in sorted(c.popularity.items()) if pop]),
     ]
     return encode_sections(sections, {"seen_cap": int(seen_cap)})
+
+
+def check_shards(c: UserCommit, keys: RedisKeys) -> None:
+    """ValueError unless every user ``c`` writes (state, seen, engaged) and every popularity shard has the fence of
+    its shard's partition in ``c``: the fence is what makes a part of a split commit exactly-once, so a part without
+    it would write states unguarded (the engine's events are on their user's partition: ``Misrouted`` otherwise)."""
+    fenced = {f.partition for f in c.fences}
+    users = set(c.states) | {u for u, v in c.seen.items() if v} | {u for u, v in c.engaged.items() if v}
+    loose = sorted(({keys.shard(u) for u in users} | {s for s, pop in c.popularity.items() if pop}) - fenced)
+    if loose:
+        raise ValueError(f"the commit writes users of shard(s) {loose} without the fence of that partition")
 
 
 def split_commit(c: UserCommit, keys: RedisKeys) -> list[UserCommit]:

@@ -62,7 +62,7 @@ def test_redis_losing_its_last_writes_or_everything_loses_no_event_and_applies_n
     worker.stop()  # a consistent point: every applied event is fenced (and committed)
     earlier = _snapshot(store)
     fence_keys = [k for k in earlier if b":fence:" in k]
-    fences_then = {k: int(v) for k, v in zip(fence_keys, store.r.mget(fence_keys), strict=True)}
+    fences_then = {k: int(v) for k, v in zip(fence_keys, store.mget(fence_keys), strict=True)}
     assert fences_then and sum(v + 1 for v in fences_then.values()) == 500
     worker.start()
     worker.wait_ready()

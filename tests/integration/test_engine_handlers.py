@@ -38,7 +38,10 @@ def engine(stack_settings, unique_name, encoder):
     items = ItemIndex(s.milvus, dim=encoder.dim)
     items.ensure()
     users = RedisState(s.redis)
-    eng = Engine(s, Topics.for_prefix(s.kafka.topic_prefix), encoder, items, users, group_id=s.stream.app_id)
+    topics = Topics.for_prefix(s.kafka.topic_prefix)
+    eng = Engine(s, topics, encoder, items, users, group_id=s.stream.app_id)
+    # one partition per topic: every user on partition 0 (the worker reads the counts from the broker)
+    eng.ensure_layout({topics.user_events: 1, topics.user_events_retry: 1})
     yield eng
     items.drop()
     users.delete_prefix()
@@ -100,8 +103,8 @@ def test_user_events_fenced_and_unknown_items_retried_then_dead_lettered(engine)
     assert engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 1
     skip = engine.commit_user_events(engine.prepare_user_events(
         [_rec(t, 9, {**ev, "action": "skip", "item_id": "it0", "ts": LATER,
-                     "context": {"ab_variant": "control", "ab_bucket": "3"}}, part=1),
-         _rec(t, 10, {**ev, "action": "click", "context": {"ab_variant": "x" * 40}}, part=1)]))
+                     "context": {"ab_variant": "control", "ab_bucket": "3"}}),
+         _rec(t, 10, {**ev, "action": "click", "context": {"ab_variant": "x" * 40}})]))
     assert skip.ok == 2
     # engagement per serving arm (the configured one: the default "control")
     assert skip.ab_actions == {("control", "skip"): 1, ("invalid", "click"): 1}
@@ -116,7 +119,7 @@ def test_user_events_fenced_and_unknown_items_retried_then_dead_lettered(engine)
     assert ok.ok == 1 and engine.users.read_states(engine.space, ["u1"])["u1"].n_events == 4
     assert {i for i, _ in engine.users.engaged("u1")} == {"itlater", "it0"}
     # an item that never arrives: retried until the grace period is over, then dead-lettered with the reason
-    ghost = engine.prepare_user_events([_rec(t, 8, {**ev, "item_id": "ghost"})])
+    ghost = engine.prepare_user_events([_rec(t, 11, {**ev, "item_id": "ghost"})])
     engine.commit_user_events(ghost)
     (env,) = [o for o in ghost.result.dlq if o.topic == rt]
     real_clock = engine.clock
@@ -127,7 +130,7 @@ def test_user_events_fenced_and_unknown_items_retried_then_dead_lettered(engine)
         engine.clock = real_clock
     assert final.result.rejected == {"UnknownItem": 1} and final.result.deferred == 0
     dl = DeadLetter.model_validate_json(final.result.dlq[0].value)
-    assert dl.source_topic == t and dl.offset == 8 and "after" in dl.error
+    assert dl.source_topic == t and dl.offset == 11 and "after" in dl.error
     assert json.loads(base64.b64decode(dl.value_b64))["item_id"] == "ghost"
 
 

@@ -45,7 +45,7 @@ def test_commit_writes_states_fences_seen_and_popularity(store):
 
 
 def test_stale_fence_refuses_the_whole_commit(store):
-    fk = FenceKey("g", "user.events", 3)
+    fk = FenceKey("g", "user.events", 1)  # user "u"'s partition
     store.commit(UserCommit("sp", {"u": _state(1.0)}, {fk: 10}, {fk: -1}, {}, {}))
     with pytest.raises(FenceMovedError):
         # a second writer that read the fence before the first commit
@@ -67,7 +67,7 @@ def test_prior_only_for_users_without_events(store):
 def test_a_state_changed_by_another_batch_refuses_the_commit(store):
     """Two batches of one worker (user agent, retry agent) that read the same user: the later commit is refused
     (and re-prepared by the engine) instead of overwriting the first one's update."""
-    fk_events, fk_retry = FenceKey("g", "user.events", 0), FenceKey("g", "user.events.retry", 0)
+    fk_events, fk_retry = FenceKey("g", "user.events", 1), FenceKey("g", "user.events.retry", 1)
     states, digests = store.read_states_with_digests("sp", ["u"])
     assert states == {"u": None} and digests == {"u": ""}
     store.commit(UserCommit("sp", {"u": _state(1.0)}, {fk_events: 5}, {fk_events: -1}, {}, {},
@@ -85,6 +85,7 @@ def test_a_state_changed_by_another_batch_refuses_the_commit(store):
 # ---------------------------------------------------------------- the commit script, section by section
 E0, E1 = FenceKey("g", "user.events", 0), FenceKey("g", "user.events", 1)
 RT = FenceKey("g", "user.events.retry", 0)
+RT1 = FenceKey("g", "user.events.retry", 1)  # the retry partition of shard 1 (users "u", "v")
 
 
 def _snapshot(store) -> dict[bytes, bytes]:
@@ -126,55 +127,80 @@ def test_a_commit_writes_every_section(store):
 
 @pytest.mark.parametrize("refused", ["fence moved", "fence appeared", "state moved", "claim gone"])
 def test_a_refused_commit_writes_nothing(store, refused):
-    store.r.sadd(store.parked_key(RT), 1)
-    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 5}, {E0: -1}, {"u": [("i", 1.0)]}, {0: {"i": 1.0}}))
+    """A commit of one shard (what the engine sends per partition on a cluster): refused, it writes nothing."""
+    store.r.sadd(store.parked_key(RT1), 1)
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E1: 5}, {E1: -1}, {"u": [("i", 1.0)]}, {1: {"i": 1.0}}))
     _, digests = store.read_states_with_digests("sp", ["u"])
-    expected_fences, expected_states, claims = {E0: 5, E1: -1}, dict(digests), {RT: [1]}
+    expected_fences, expected_states, claims = {E1: 5, RT1: -1}, dict(digests), {RT1: [1]}
     if refused == "fence moved":
-        expected_fences[E0] = 4
+        expected_fences[E1] = 4
     elif refused == "fence appeared":
-        store.r.set(store.fence_key(E1), 0)
+        store.r.set(store.fence_key(RT1), 0)
     elif refused == "state moved":
         expected_states["u"] = ""  # computed from no state, but there is one
     else:
-        claims = {RT: [1, 2]}  # 2 was never parked (another copy resolved it)
+        claims = {RT1: [1, 2]}  # 2 was never parked (another copy resolved it)
     before = _snapshot(store)
     with pytest.raises(FenceMovedError):
         store.commit(UserCommit(
-            "sp", {"u": _state(9.0), "v": _state(2.0)}, {E0: 8, E1: 3}, expected_fences,
-            {"u": [("j", 2.0)], "v": [("j", 2.0)]}, {0: {"j": 3.0}}, expected_states=expected_states,
-            engaged={"u": [("j", 2.0)]}, parked={E0: [7]}, claims=claims))
+            "sp", {"u": _state(9.0), "v": _state(2.0)}, {E1: 8, RT1: 3}, expected_fences,
+            {"u": [("j", 2.0)], "v": [("j", 2.0)]}, {1: {"j": 3.0}}, expected_states=expected_states,
+            engaged={"u": [("j", 2.0)]}, parked={E1: [7]}, claims=claims))
     assert _snapshot(store) == before
 
 
+def test_a_commit_over_two_partitions_is_atomic_per_partition_on_a_cluster(store):
+    """Shard 0 ("a") and shard 1 ("u") in one commit, shard 1's fence moved: a single Redis refuses all of it (one
+    script); a cluster applies shard 0's part (its own fence guards it: the engine re-reads the batch and skips it)
+    and refuses shard 1's."""
+    store.commit(UserCommit("sp", {}, {E1: 5}, {E1: -1}, {}, {}))
+    with pytest.raises(FenceMovedError):
+        store.commit(UserCommit("sp", {"a": _state(1.0), "u": _state(2.0)}, {E0: 3, E1: 9}, {E0: -1, E1: 4}, {}, {}))
+    got = store.read_states("sp", ["a", "u"])
+    assert got["u"] is None and store.read_fences([E1]) == {E1: 5}
+    if store.cluster:
+        assert got["a"] is not None and store.read_fences([E0]) == {E0: 3}
+    else:
+        assert got["a"] is None and store.read_fences([E0]) == {E0: -1}
+
+
+def test_a_commit_of_users_without_their_partitions_fence_is_refused_before_redis(store):
+    with pytest.raises(ValueError, match=r"shard\(s\) \[1\] without the fence"):
+        store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 1}, {E0: -1}, {}, {}))
+    with pytest.raises(ValueError, match="without the fence"):
+        store.commit(UserCommit("sp", {}, {E0: 1}, {E0: -1}, {}, {1: {"i": 1.0}}))
+    assert store.read_fences([E0]) == {E0: -1}
+
+
 def test_the_same_commit_passes_once_its_expectations_hold(store):
-    store.r.sadd(store.parked_key(RT), 1, 2)
-    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 5}, {E0: -1}, {}, {}))
+    store.r.sadd(store.parked_key(RT1), 1, 2)
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E1: 5}, {E1: -1}, {}, {}))
     _, digests = store.read_states_with_digests("sp", ["u", "v"])
-    store.commit(UserCommit("sp", {"u": _state(9.0), "v": _state(2.0)}, {E0: 8, RT: 0}, {E0: 5, RT: -1}, {}, {},
-                            expected_states=digests, claims={RT: [1, 2]}))
-    assert store.read_fences([E0, RT]) == {E0: 8, RT: 0} and _parked(store, RT) == set()
+    store.commit(UserCommit("sp", {"u": _state(9.0), "v": _state(2.0)}, {E1: 8, RT1: 0}, {E1: 5, RT1: -1}, {}, {},
+                            expected_states=digests, claims={RT1: [1, 2]}))
+    assert store.read_fences([E1, RT1]) == {E1: 8, RT1: 0} and _parked(store, RT1) == set()
     assert store.read_states("sp", ["v"])["v"].vec[0] == 2.0
 
 
 def test_a_state_left_unchecked_is_overwritten(store):
-    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 5}, {E0: -1}, {}, {}))
-    store.commit(UserCommit("sp", {"u": _state(7.0)}, {E0: 6}, {E0: 5}, {}, {}))  # no expected_states
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E1: 5}, {E1: -1}, {}, {}))
+    store.commit(UserCommit("sp", {"u": _state(7.0)}, {E1: 6}, {E1: 5}, {}, {}))  # no expected_states
     assert store.read_states("sp", ["u"])["u"].vec[0] == 7.0
 
 
 def test_large_sections_are_applied_whole_and_seen_sets_are_capped(store):
     """More records of one key than one Lua unpack takes (1,000 per call) and more seen items than SEEN_CAP."""
     seen = [(f"i{j}", float(j)) for j in range(2500)]
-    store.r.sadd(store.parked_key(RT), *range(1500))
+    store.r.sadd(store.parked_key(RT1), *range(1500))
     pop = {f"i{j}": 1.0 for j in range(1200)}
-    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E0: 1}, {E0: -1}, {"u": seen}, {0: pop},
-                            engaged={"u": seen[:1100]}, parked={E0: list(range(2100))}, claims={RT: list(range(1400))}))
+    store.commit(UserCommit("sp", {"u": _state(1.0)}, {E1: 1}, {E1: -1}, {"u": seen}, {1: pop},
+                            engaged={"u": seen[:1100]}, parked={E1: list(range(2100))},
+                            claims={RT1: list(range(1400))}))
     assert store.seen("u") == [f"i{j}" for j in range(2499, 2499 - SEEN_CAP, -1)]
     assert [i for i, _ in store.engaged("u")] == [f"i{j}" for j in range(1099, 1099 - SEEN_CAP, -1)]
     assert store.r.zcard(store.keys.seen("u")) == store.r.zcard(store.keys.engaged("u")) == SEEN_CAP
-    assert store.r.zcard(store.keys.popularity("sp", 0)) == 1200
-    assert _parked(store, E0) == set(range(2100)) and _parked(store, RT) == set(range(1400, 1500))
+    assert store.r.zcard(store.keys.popularity("sp", 1)) == 1200
+    assert _parked(store, E1) == set(range(2100)) and _parked(store, RT1) == set(range(1400, 1500))
 
 
 def test_an_unknown_encoding_is_an_error_not_a_refusal(store):
