@@ -58,7 +58,8 @@ def _service_errors() -> tuple[type[BaseException], ...]:
     from infra.stack import StackError
 
     return (redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError, redis.exceptions.TimeoutError,
-            redis.exceptions.RedisClusterException, KafkaError, MilvusException, StackError, ModelNotFoundError, CoordinatorNotReadyError)
+            redis.exceptions.RedisClusterException, KafkaError, MilvusException, StackError, ModelNotFoundError,
+            CoordinatorNotReadyError)
 
 
 def main() -> None:
