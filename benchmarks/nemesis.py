@@ -27,6 +27,20 @@ What it does:
    ``lost``, ``duplicated`` and ``misfiled`` (with breakdowns), the faults and the time to recover after each
    (``resume_s``: until the next record is handled; ``catch_up_s``: until the lag is back under
    :data:`CAUGHT_UP_LAG`), into ``benchmarks/results/nemesis.{json,png}`` (or ``--out``).
+
+``--workers N`` runs N worker processes in one consumer group (:class:`benchmarks.worker_group.WorkerGroup`; the
+topics get 8 partitions unless ``--partitions`` says otherwise): each worker kill hits a random worker, and the plan
+adds worker pauses (SIGSTOP of a random worker for 15 s, past the group's 10 s session timeout: the group evicts it,
+its partitions move to the others, and it wakes up holding batches it prepared before the pause), so the
+rebalances happen in the middle of the faults; the checker is the same. Its full report is
+``nemesis_workers<N>.json``.
+
+``--brokers 3`` runs its Kafka as three KRaft nodes (``thaw stack up --brokers 3``: topics with 3 replicas and
+``min.insync.replicas`` 2) and the plan adds faults on the broker that leads the most ``user.events`` partitions at
+that moment: ``leader_kill`` (SIGKILL, down for ``leader_down_s`` while the other two carry on, then restarted) and
+``leader_pause`` (SIGSTOP for ``leader_pause_s``, past the controller's 9 s broker session: it is fenced, its
+partitions get new leaders, and it wakes up a stale leader). The first node's ``broker_pause`` and
+``broker_restart`` stay in the plan. Its full report is ``nemesis_brokers3.json``.
 """
 
 from __future__ import annotations
@@ -45,14 +59,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks._harness import DEFAULT_OUT, BenchError, Worker, machine_info, wait_for, write_json
+from benchmarks._harness import DEFAULT_OUT, BenchError, machine_info, wait_for, write_json
+from benchmarks.worker_group import WorkerGroup, pick_member
 
 #: the nemesis stack's ports (never the defaults: another stack may run there)
 DEFAULT_HOME = Path("/tmp/thaw-nemesis-stack")
@@ -75,6 +90,8 @@ class Ports:
     milvus_base: int  # + 0..10: Milvus' embedded etcd, metrics and internal gRPC ports
     metrics: int
     web: int
+    # Kafka nodes: node i listens on kafka + 2i, its controller on controller + 2i (the settings list them all)
+    brokers: int = 1
 
     def env(self, home: Path) -> dict[str, str]:
         """The ``THAW_*`` variables of a stack on these ports under ``home`` (for this process and the worker)."""
@@ -82,6 +99,7 @@ class Ports:
             "THAW_STACK__HOME": str(home),
             "THAW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka}",
             "THAW_KAFKA__CONTROLLER_PORT": str(self.controller),
+            "THAW_KAFKA__BROKERS": str(self.brokers),
             "THAW_REDIS__PORT": str(self.redis),
             "THAW_MILVUS__URI": f"http://127.0.0.1:{self.milvus}",
             "THAW_STACK__MILVUS_PORT": str(self.milvus),
@@ -105,15 +123,17 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_ports(seed: int | None = None) -> Ports:
-    """Ports nothing listens on: 6 single ones and a run of 11 for Milvus (a random range in 30000-39999)."""
+def free_ports(seed: int | None = None, brokers: int = 1) -> Ports:
+    """Ports nothing listens on: 6 single ones and a run of 11 for Milvus (a random range in 30000-39999); with
+    several Kafka nodes, their 2 ports each after those (the single broker's ports are the same as ever)."""
     rng = np.random.default_rng(seed)
     for _ in range(200):
         base = int(rng.integers(30000, 39980))
-        run = list(range(base, base + 17))
+        run = list(range(base, base + 17 + (2 * brokers if brokers > 1 else 0)))
         if all(_bindable(p) for p in run):
-            return Ports(kafka=run[0], controller=run[1], redis=run[2], milvus=run[3], metrics=run[4], web=run[5],
-                         milvus_base=run[6])
+            kafka = run[17] if brokers > 1 else run[0]
+            return Ports(kafka=kafka, controller=kafka + 1, redis=run[2], milvus=run[3], metrics=run[4],
+                         web=run[5], milvus_base=run[6], brokers=brokers)
     raise BenchError("no free port range found")
 
 
@@ -131,6 +151,16 @@ class Plan:
     gap_s: tuple[float, float]  # seconds between one fault's recovery and the next fault (uniform)
     bad_share: float = 0.02
     fresh_share: float = 0.05  # user events on an item published in the last second (likely not indexed yet)
+    # with several workers (--workers N): SIGSTOPs of one worker, longer than the group's session timeout, so the
+    # group evicts it and it comes back as a zombie holding a batch it prepared before the pause
+    worker_pauses: int = 0
+    worker_pause_s: float = 15.0
+    # with several brokers (--brokers 3): faults on the broker leading the most user.events partitions, killed
+    # (and kept down for leader_down_s) or paused past the controller's broker session timeout (9 s)
+    leader_kills: int = 0
+    leader_pauses: int = 0
+    leader_down_s: float = 15.0
+    leader_pause_s: float = 15.0
 
 
 FULL = Plan(user_events=100_000, items=2_000, users=3_000, rate=300.0, worker_kills=10, broker_pause_s=10.0,
@@ -138,19 +168,20 @@ FULL = Plan(user_events=100_000, items=2_000, users=3_000, rate=300.0, worker_ki
 QUICK = Plan(user_events=10_000, items=300, users=400, rate=60.0, worker_kills=2, broker_pause_s=10.0,
              milvus_stop_s=15.0, gap_s=(2.0, 5.0))
 
-FAULT_KINDS = ("worker_kill", "broker_pause", "broker_restart", "redis_kill", "milvus_stop")
+FAULT_KINDS = ("worker_kill", "worker_pause", "broker_pause", "broker_restart", "redis_kill", "milvus_stop",
+               "leader_kill", "leader_pause")
 
 
 # ------------------------------------------------------------------------------------------------ the stack
 def _share_kafka_jars(settings: Any) -> None:
     """The Kafka jars are version-pinned and only read: link the default home's copy instead of fetching them."""
-    from infra.settings import Settings
+    from infra.settings import Settings, StackSettings
     from infra.stack import kafka_libs_dir
 
     mine = kafka_libs_dir(settings)
     if (mine / ".complete").exists():
         return
-    default = kafka_libs_dir(Settings())
+    default = kafka_libs_dir(Settings(stack=StackSettings()))  # the default home, whatever THAW_STACK__HOME says
     if (default / ".complete").exists():
         mine.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
@@ -195,6 +226,16 @@ class Stack:
 
     def stop(self, name: str) -> None:
         self.local.down([name])
+
+    def busiest_leader(self, topic: str) -> tuple[int, list[int]]:
+        """The Kafka node leading the most partitions of ``topic`` now, and those partitions."""
+        from infra.stack.kafka import busiest_leader, partition_leaders
+
+        leaders = partition_leaders(self.settings, topic)
+        node = busiest_leader(leaders)
+        if node is None:
+            raise BenchError(f"no partition of {topic} has a leader: {leaders}")
+        return node, sorted(p for p, n in leaders.items() if n == node)
 
 
 # ------------------------------------------------------------------------------------------------- records
@@ -368,9 +409,10 @@ class Sample:
 
 
 class Monitor:
-    """Samples progress every ``every_s``; restarts the worker when it exited without being killed by the nemesis."""
+    """Samples progress every ``every_s``; restarts a worker of the group that exited without being killed by the
+    nemesis."""
 
-    def __init__(self, settings: Any, worker: Worker, every_s: float = 0.5) -> None:
+    def __init__(self, settings: Any, worker: WorkerGroup, every_s: float = 0.5) -> None:
         from contracts.topics import Topics
 
         self.s = settings
@@ -430,10 +472,10 @@ class Monitor:
                                        self._ends(t.user_events_retry, parts), self._ends(t.content_indexed, parts)))
             if self.hold.acquire(blocking=False):
                 try:
-                    if not self.worker.alive():
-                        code = self.worker.proc.returncode if self.worker.proc is not None else None
-                        self.exits.append({"t": time.time(), "returncode": code})
-                        self.worker.start()
+                    for w in self.worker.dead():
+                        code = w.proc.returncode if w.proc is not None else None
+                        self.exits.append({"t": time.time(), "returncode": code, "worker": w.log.stem})
+                        w.start()
                 finally:
                     self.hold.release()
 
@@ -464,19 +506,18 @@ class Fault:
 class Nemesis:
     """Does the plan's faults, one at a time, at random times (``seed``)."""
 
-    def __init__(self, stack: Stack, worker: Worker, monitor: Monitor, plan: Plan, seed: int,
+    def __init__(self, stack: Stack, worker: WorkerGroup, monitor: Monitor, plan: Plan, seed: int,
                  done: threading.Event) -> None:
         self.stack = stack
         self.worker = worker
+        self.victims = np.random.default_rng(seed + 2)  # which worker of several a worker fault hits
         self.monitor = monitor
         self.plan = plan
         self.rng = np.random.default_rng(seed + 1)
         self.done = done
         self.faults: list[Fault] = []
         self.error: BaseException | None = None
-        kinds = ["worker_kill"] * plan.worker_kills + ["broker_pause", "broker_restart", "redis_kill",
-                                                         "milvus_stop"]
-        self.order = [kinds[int(i)] for i in self.rng.permutation(len(kinds))]
+        self.order = fault_order(plan, self.rng)
 
     def run(self) -> None:
         try:
@@ -498,12 +539,22 @@ class Nemesis:
 
     def worker_kill(self, fault: Fault) -> None:
         with self.monitor.hold:
-            if self.worker.alive():
-                assert self.worker.proc is not None
-                os.killpg(self.worker.proc.pid, signal.SIGKILL)
-                self.worker.proc.wait(timeout=30)
-            fault.detail = f"worker start #{self.worker.starts + 1}"
-            self.worker.start()
+            members = self.worker.members
+            w = members[pick_member(self.victims, len(members))]
+            self.worker.kill9(w)
+            fault.detail = (f"worker start #{w.starts + 1}" if len(members) == 1
+                            else f"{w.log.stem} SIGKILL, its start #{w.starts + 1}")
+            w.start()
+
+    def worker_pause(self, fault: Fault) -> None:
+        members = self.worker.members
+        w = members[pick_member(self.victims, len(members))]
+        self.worker.pause([w])
+        try:
+            time.sleep(self.plan.worker_pause_s)
+        finally:
+            self.worker.resume([w])
+        fault.detail = f"{w.log.stem} SIGSTOP {self.plan.worker_pause_s:g}s"
 
     def broker_pause(self, fault: Fault) -> None:
         self.stack.signal("kafka", signal.SIGSTOP)
@@ -519,6 +570,33 @@ class Nemesis:
         self.stack.up()
         fault.detail = f"SIGKILL, back up in {time.time() - t:.1f}s"
 
+    def _user_events(self) -> str:
+        from contracts.topics import Topics
+
+        return Topics.for_prefix(self.stack.settings.kafka.topic_prefix).user_events
+
+    def leader_kill(self, fault: Fault) -> None:
+        from infra.stack.kafka import node_service
+
+        node, led = self.stack.busiest_leader(self._user_events())
+        self.stack.kill9(node_service(node))
+        time.sleep(self.plan.leader_down_s)  # the cluster runs on the other nodes meanwhile
+        t = time.time()
+        self.stack.up()
+        fault.detail = (f"node {node} (leading user.events {led}) SIGKILL, down {self.plan.leader_down_s:g}s, "
+                        f"back up in {time.time() - t:.1f}s")
+
+    def leader_pause(self, fault: Fault) -> None:
+        from infra.stack.kafka import node_service
+
+        node, led = self.stack.busiest_leader(self._user_events())
+        self.stack.signal(node_service(node), signal.SIGSTOP)
+        try:
+            time.sleep(self.plan.leader_pause_s)
+        finally:
+            self.stack.signal(node_service(node), signal.SIGCONT)
+        fault.detail = f"node {node} (leading user.events {led}) SIGSTOP {self.plan.leader_pause_s:g}s"
+
     def redis_kill(self, fault: Fault) -> None:
         self.stack.kill9("redis")
         t = time.time()
@@ -531,6 +609,15 @@ class Nemesis:
         t = time.time()
         self.stack.up()
         fault.detail = f"stopped {self.plan.milvus_stop_s:g}s, back up in {time.time() - t:.1f}s"
+
+
+def fault_order(plan: Plan, rng: np.random.Generator) -> list[str]:
+    """The plan's faults in a random order drawn from ``rng`` (without worker pauses, the order every earlier
+    nemesis run drew for its seed)."""
+    kinds = (["worker_kill"] * plan.worker_kills + ["worker_pause"] * plan.worker_pauses
+             + ["broker_pause", "broker_restart", "redis_kill", "milvus_stop"]
+             + ["leader_kill"] * plan.leader_kills + ["leader_pause"] * plan.leader_pauses)
+    return [kinds[int(i)] for i in rng.permutation(len(kinds))]
 
 
 def recover_times(faults: list[Fault], samples: list[Sample]) -> None:
@@ -696,8 +783,9 @@ def plot(path: Path, samples: list[Sample], faults: list[Fault], t0: float, titl
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True)
-    colors = {"worker_kill": "tab:red", "broker_pause": "tab:purple", "broker_restart": "tab:brown",
-              "redis_kill": "tab:orange", "milvus_stop": "tab:green"}
+    colors = {"worker_kill": "tab:red", "worker_pause": "tab:pink", "broker_pause": "tab:purple",
+              "broker_restart": "tab:brown", "redis_kill": "tab:orange", "milvus_stop": "tab:green",
+              "leader_kill": "tab:olive", "leader_pause": "tab:cyan"}
     ts = [s.t - t0 for s in samples]
     rate: list[float] = []
     for a, b in zip(samples, samples[1:], strict=False):
@@ -724,12 +812,13 @@ def plot(path: Path, samples: list[Sample], faults: list[Fault], t0: float, titl
 
 # ---------------------------------------------------------------------------------------------------- main
 def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str, keep_stack: bool = False,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        workers: int = 1, partitions: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     os.environ.update(ports.env(home))
+    if partitions is not None:  # the topics' partition count (this process creates them; the workers read it)
+        os.environ["THAW_KAFKA__PARTITIONS"] = str(partitions)
     from contracts.topics import Topics
     from encoders.registry import ModelRegistry
     from encoders.text import ensure_minilm
-    from infra.lag import consumer_lag
     from infra.settings import load_settings
     from infra.topics import ensure_topics
 
@@ -756,11 +845,11 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
     ensure_topics(s.kafka, topics)
     work = home / "work"
     work.mkdir(exist_ok=True)
-    worker = Worker(s, work / "worker.log", loglevel="warning", extra_env={
+    worker = WorkerGroup(s, work, workers, loglevel="warning", data_dir=work / "faust", extra_env={
         **ports.env(home), "THAW_STREAM__SPACE": "text",
         # no valid event may time out waiting for its item (Milvus is down for a while): the check expects each
         # valid event applied, so the unknown-item grace is longer than any fault
-        "THAW_STREAM__UNKNOWN_ITEM_GRACE_S": "900", "THAW_STREAM__DATA_DIR": str(work / "faust")})
+        "THAW_STREAM__UNKNOWN_ITEM_GRACE_S": "900"})
     done = threading.Event()
     producer = Producer(s, plan, seed, done)
     monitor = Monitor(s, worker)
@@ -768,7 +857,7 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
     result: dict[str, Any] = {}
     try:
         worker.start()
-        worker.wait_ready()
+        worker.wait_ready(topics.user_events, s.kafka.partitions)
         from kafka import KafkaProducer
 
         warm = min(50, plan.items // 4)
@@ -778,7 +867,8 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
         p.close()
         mon = threading.Thread(target=monitor.run, name="monitor", daemon=True)
         mon.start()
-        wait_for(lambda: (monitor.current().indexed or 0) >= warm, 120, "the first items indexed", worker)
+        wait_for(lambda: (monitor.current().indexed or 0) >= warm, 120, "the first items indexed",
+                 worker.members[0])
         log(f"worker ready; load {plan.user_events} user events at {plan.rate:g}/s, {plan.items} items; "
             f"faults {nemesis.order}")
         t_load = time.time()
@@ -800,25 +890,14 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
         t_load_end = time.time()
         log("load and faults done; waiting for the worker to handle everything")
 
-        def drained() -> bool:
-            cur = monitor.current()
-            if not (cur.lag == 0 and cur.retry_handled is not None and cur.retry_end is not None
-                    and cur.retry_handled >= cur.retry_end):
-                return False
-            try:  # content is not fenced: its consumer group's committed offsets say what was indexed
-                rows = consumer_lag(s, [s.stream.app_id])
-            except Exception:  # noqa: BLE001 - the broker is busy: ask again
-                return False
-            return all(r.lag == 0 for r in rows if r.topic == topics.content_new)
-
-        wait_for(drained, 600, "the worker to handle every record", None, poll_s=0.5)
+        wait_for(lambda: all_handled(s, monitor), 600, "the worker to handle every record", None, poll_s=0.5)
         time.sleep(3.0)  # the content agent's last batch (content is not fenced: give its upsert a moment)
         t_drained = time.time()
         monitor.stop.set()
         mon.join(timeout=10)
         worker.stop()
         log("checking")
-        space = _served_space(s)
+        space = served_space(s)
         result = check(s, producer.history, space)
         recover_times(nemesis.faults, monitor.samples)
         history_file = work / "history.jsonl.gz"
@@ -832,6 +911,9 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
             **{k: result[k] for k in ("lost", "duplicated", "misfiled", "state_mismatch")},
             "seed": seed,
             "mode": mode,
+            "workers": workers,
+            "brokers": s.kafka.brokers,
+            "partitions": s.kafka.partitions,
             "plan": asdict(plan),
             "faults_done": dict(done_kinds),
             "faults": [asdict(f) | {"start_s": round(f.start - t_load, 2), "end_s": round(f.end - t_load, 2)}
@@ -867,7 +949,25 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
                 stack.down()
 
 
-def _served_space(s: Any) -> str:
+def all_handled(s: Any, monitor: Monitor) -> bool:
+    """Every record the engine consumes is handled: no user-event lag (the fences), the retry topic drained,
+    and (content is not fenced) the group's committed offsets at the end of ``content.new``."""
+    from contracts.topics import Topics
+    from infra.lag import consumer_lag
+
+    cur = monitor.current()
+    if not (cur.lag == 0 and cur.retry_handled is not None and cur.retry_end is not None
+            and cur.retry_handled >= cur.retry_end):
+        return False
+    try:
+        rows = consumer_lag(s, [s.stream.app_id])
+    except Exception:  # noqa: BLE001 - the broker is busy: ask again
+        return False
+    content = Topics.for_prefix(s.kafka.topic_prefix).content_new
+    return all(r.lag == 0 for r in rows if r.topic == content)
+
+
+def served_space(s: Any) -> str:
     from indexing.redis_state import RedisState
 
     space = RedisState(s.redis).current_space()
@@ -901,13 +1001,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--free-ports", action="store_true", help="pick free ports instead of the 29xxx defaults")
     ap.add_argument("--events", type=int, default=None, help="override the plan's user-event count")
     ap.add_argument("--keep-stack", action="store_true", help="leave the stack running afterwards")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group (default 1); "
+                    "with several, the worker faults hit a random one and some pause it past the session timeout")
+    ap.add_argument("--brokers", type=int, default=1, choices=(1, 3), help="Kafka nodes (default 1); 3: topics "
+                    "replicated 3 times (2 in sync), and the plan kills and pauses the broker that leads partitions")
+    ap.add_argument("--partitions", type=int, default=None, help="partitions per topic (default: the settings' "
+                    "4 with one worker, 8 with several)")
     a = ap.parse_args(argv)
+    if a.workers < 1:
+        ap.error("--workers must be >= 1")
     plan = QUICK if a.quick else FULL
     if a.events is not None:
         plan = Plan(**{**asdict(plan), "user_events": a.events})
-    out = a.out or (Path("/tmp/thaw-nemesis-quick.json") if a.quick else DEFAULT_OUT / "nemesis.json")
-    ports = free_ports(a.seed) if a.free_ports else DEFAULT_PORTS
-    res = run(plan, a.seed, out, a.home, ports, mode="quick" if a.quick else "full", keep_stack=a.keep_stack)
+    if a.workers > 1:
+        plan = Plan(**{**asdict(plan), "worker_pauses": 1 if a.quick else 3})
+    partitions = a.partitions if a.partitions is not None else (8 if a.workers > 1 else None)
+    if a.brokers > 1:
+        plan = Plan(**{**asdict(plan), "leader_kills": 1 if a.quick else 3, "leader_pauses": 1 if a.quick else 3})
+    name = "nemesis" if a.workers == 1 else f"nemesis_workers{a.workers}"
+    if a.brokers > 1:
+        name += f"_brokers{a.brokers}"
+    out = a.out or (Path(f"/tmp/thaw-{name.replace('_', '-')}-quick.json") if a.quick else DEFAULT_OUT / f"{name}.json")
+    ports = free_ports(a.seed, a.brokers) if a.free_ports else replace(DEFAULT_PORTS, brokers=a.brokers)
+    res = run(plan, a.seed, out, a.home, ports, mode="quick" if a.quick else "full", keep_stack=a.keep_stack,
+              workers=a.workers, partitions=partitions)
     return 0 if res["lost"] == res["duplicated"] == res["misfiled"] == res["state_mismatch"] == 0 else 1
 
 

@@ -5,7 +5,8 @@ Every client of ours is made here, so TLS, SASL, tokens and database names are a
 * Kafka: :func:`kafka_options` (the keyword options kafka-python and aiokafka share), :func:`kafka_admin`,
   :func:`kafka_consumer`, :func:`kafka_producer` (kafka-python) and :func:`aiokafka_kwargs` (``AIOKafkaConsumer`` /
   ``AIOKafkaProducer``);
-* Redis: :func:`redis_options`, :func:`redis_retry`, :func:`redis_client`;
+* Redis: :func:`redis_options`, :func:`redis_retry`, :func:`redis_client` (a ``redis.cluster.RedisCluster``
+  with ``RedisSettings.cluster``: :func:`redis_cluster_options`);
 * Milvus: :func:`milvus_options`, :func:`milvus_deadlines`, :func:`milvus_client`.
 
 Every Redis and Milvus client gets deadlines from the settings, for one of two paths: the **ingest** path (the
@@ -26,6 +27,7 @@ The third-party packages are imported only when a client is made (this module is
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,6 +39,8 @@ from infra.settings import KafkaSettings, MilvusSettings, RedisSettings
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
     from redis import Redis
+    from redis.cluster import RedisCluster
+    from redis.connection import Connection
     from redis.retry import Retry
 
 
@@ -82,9 +86,12 @@ def kafka_consumer(kafka: KafkaSettings, *topics: str, **extra: Any) -> Any:
 
 
 def kafka_producer(kafka: KafkaSettings, **extra: Any) -> Any:
-    """A kafka-python ``KafkaProducer`` (``extra``: ``acks``, ``linger_ms``, serializers...)."""
+    """A kafka-python ``KafkaProducer``, ``acks=all`` and idempotent unless ``extra`` says otherwise (kafka-python
+    2.x defaults to ``acks=1`` without idempotence: an acked record could be lost with its leader, or a retried one
+    written twice); ``extra``: ``linger_ms``, serializers..."""
     from kafka import KafkaProducer
 
+    extra = {"acks": "all", "enable_idempotence": True, **extra}
     return KafkaProducer(**reveal(kafka_options(kafka, **extra)))
 
 
@@ -155,19 +162,121 @@ def redis_retry(settings: RedisSettings, *, serving: bool = False) -> Retry:
 def redis_hung_server_s(settings: RedisSettings, *, serving: bool = False) -> float:
     """The longest one command waits on a Redis that accepts connections and never answers (a hung process, a
     frozen network path): each try times out, ``(1 + retries)^2`` tries on the ingest path (the handshake and the
-    command are each retried) with a backoff of at most :data:`REDIS_RETRY_CAP_S` between two, one when serving."""
+    command are each retried) with a backoff of at most :data:`REDIS_RETRY_CAP_S` between two, one when serving.
+
+    On a Redis Cluster (``settings.cluster``) a node's connection never retries (the cluster client retries whole
+    attempts): ``1 + retries`` tries on the ingest path; serving, a command gets one try and a pipeline
+    ``1 + serving_retries`` (redis-py retries a cluster pipeline on a timeout too), so the larger. Not counted: a
+    topology refresh the failed try asks for, which the next try runs first (it asks one node after another until
+    one answers, see :func:`redis_cluster_client`)."""
     d = redis_deadlines(settings, serving=serving)
-    tries = (1 + d.retries) ** 2 if d.retry_timeouts else 1
-    return tries * d.timeout_s + (tries - 1) * REDIS_RETRY_CAP_S
+    if settings.cluster:
+        tries = 1 + d.retries
+    else:
+        tries = (1 + d.retries) ** 2 if d.retry_timeouts else 1
+    return tries * d.timeout_s + (tries - 1) * (REDIS_RETRY_CAP_S if d.retry_timeouts else 0.0)
 
 
-def redis_client(settings: RedisSettings, *, serving: bool = False, **extra: Any) -> Redis:
+def redis_client(settings: RedisSettings, *, serving: bool = False, **extra: Any) -> Redis | RedisCluster:
     """A ``redis.Redis`` client with the deadlines of the ingest path, or of the serving path with ``serving=True``
-    (``extra``: other ``redis.Redis`` options, which win)."""
+    (``extra``: other ``redis.Redis`` options, which win). With ``settings.cluster`` a ``RedisCluster`` with the
+    same deadlines: :func:`redis_cluster_client` (it connects at once, unlike ``redis.Redis``)."""
+    if settings.cluster:
+        return redis_cluster_client(settings, serving=serving, **extra)
     import redis
 
     extra.setdefault("retry", redis_retry(settings, serving=serving))
     return redis.Redis(**reveal(redis_options(settings, serving=serving, **extra)))
+
+
+@functools.cache
+def _health_checked(tls: bool, interval_s: int) -> type[Connection]:
+    """A redis-py connection class that PINGs a connection idle ``interval_s`` before its next command: a
+    ``RedisCluster`` drops ``health_check_interval`` from the options it hands to its nodes' pools, but keeps
+    ``connection_class``."""
+    from redis.connection import Connection, SSLConnection
+
+    base: type[Connection] = SSLConnection if tls else Connection
+
+    def __init__(self: Connection, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("health_check_interval", interval_s)
+        base.__init__(self, *args, **kwargs)
+
+    return type(f"{base.__name__}HealthChecked{interval_s}s", (base,), {"__init__": __init__})
+
+
+@functools.cache
+def _serving_cluster_class() -> type[RedisCluster]:
+    """``RedisCluster`` that retries a command after a connection error only (the serving rule: a timeout spent the
+    call's budget already, and a CLUSTERDOWN lasts longer than a request's budget)."""
+    from redis.cluster import RedisCluster
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    class ServingRedisCluster(RedisCluster):
+        ERRORS_ALLOW_RETRY = (RedisConnectionError,)  # type: ignore[assignment]
+
+    return ServingRedisCluster
+
+
+def redis_cluster_options(settings: RedisSettings, *, serving: bool = False, **extra: Any) -> dict[str, Any]:
+    """``redis.cluster.RedisCluster`` keyword options: the startup node (host, port), user, password as
+    ``SecretStr``, TLS, the path's socket timeouts, the health check (as the connection class, see
+    :func:`_health_checked`), the cluster choices of :func:`redis_cluster_client` and its retry; plus ``extra``
+    (which wins). No ``db``: a cluster has database 0 only."""
+    d = redis_deadlines(settings, serving=serving)
+    opts: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "username": settings.username,
+        "password": settings.password,  # SecretStr until the call
+        "ssl": settings.tls,
+        "socket_timeout": d.timeout_s,
+        "socket_connect_timeout": d.connect_timeout_s,
+        "connection_class": _health_checked(settings.tls, settings.health_check_interval_s),
+        "retry": redis_retry(settings, serving=serving),
+        "require_full_coverage": True,
+        "dynamic_startup_nodes": True,
+        "reinitialize_steps": 5,
+    }
+    opts.update(extra)
+    return opts
+
+
+def redis_cluster_client(settings: RedisSettings, *, serving: bool = False, **extra: Any) -> RedisCluster:
+    """A ``redis.cluster.RedisCluster`` on the cluster ``settings.host:settings.port`` belongs to, with the deadlines
+    of the single-node client of the same path (``extra``: other ``RedisCluster`` options, which win).
+
+    It reads the slot map from the startup node when it is made (``CLUSTER SLOTS``, within the path's socket
+    timeouts; ``RedisClusterException`` when no node answers or the slots are not all covered) and then sends each
+    command to the master of its key's slot, following MOVED and ASK redirects (at most 16 per command, redis-py's
+    ``RedisClusterRequestTTL``). The choices, and why:
+
+    * ``require_full_coverage=True``: refuse to start on a cluster with uncovered slots (a commit to one of them
+      would fail anyway; the local cluster also runs ``cluster-require-full-coverage yes``).
+    * reads go to masters only (``read_from_replicas`` False, no ``load_balancing_strategy``): the worker reads
+      fences and states and then compare-and-sets them, and the API reads what the worker just committed; a replica
+      answers with what it has replicated so far.
+    * the retry is :func:`redis_retry`'s, the same count and backoff as a single Redis: a node's connections never
+      retry (redis-py gives them none), the cluster client retries the whole attempt after a connection error, a
+      timeout, a CLUSTERDOWN or an uncovered slot, asking for a topology refresh that the next attempt runs first.
+      The deprecated ``cluster_error_retry_attempts`` (10 by default) is ignored once a retry is given. On the
+      ingest path that is ``retries`` more attempts (0 by default: the worker retries the step, a failover included).
+      Serving, a command is retried after a connection error only (``serving_retries`` times; a timeout or a
+      CLUSTERDOWN ends the call), but redis-py retries a cluster *pipeline* on a timeout too, so a serving pipeline
+      can take ``1 + serving_retries`` timeouts (:func:`redis_hung_server_s`).
+    * a CLUSTERDOWN answer (a master lost and its replica not promoted yet) costs a fixed 0.25 s pause and a refresh
+      inside redis-py before it is raised or retried.
+    * a topology refresh asks the known nodes one after another (the failed node last) until one answers, each
+      within the socket timeouts, at most once a second (redis-py's ``topology_refresh_min_interval``); with every
+      node hung it costs a timeout per node.
+    * ``dynamic_startup_nodes=True``: the nodes the cluster names (loopback addresses on the local stack) become the
+      startup nodes of later refreshes, so a lost startup node does not matter. ``reinitialize_steps=5``: the whole
+      slot map is read again after 5 MOVED redirects (each redirect already patches its slot).
+    """
+    from redis.cluster import RedisCluster
+
+    cls = _serving_cluster_class() if serving else RedisCluster
+    return cls(**reveal(redis_cluster_options(settings, serving=serving, **extra)))
 
 
 # --------------------------------------------------------------------------------------------------------- Milvus

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,18 @@ def _default_home() -> Path:
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def local_bootstrap(bootstrap: str, brokers: int) -> str:
+    """``bootstrap`` naming all ``brokers`` nodes of a local cluster: a single loopback ``host:port`` becomes the
+    nodes' listeners ``port, port + 2, ...`` (:class:`KafkaSettings`); a list, or any other host, is kept."""
+    addrs = [a.strip() for a in bootstrap.split(",") if a.strip()]
+    if brokers <= 1 or len(addrs) != 1:
+        return bootstrap
+    host, _, port = addrs[0].rpartition(":")
+    if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        return bootstrap
+    return ",".join(f"{host}:{int(port) + 2 * i}" for i in range(brokers))
 
 
 class KafkaSettings(_Section):
@@ -38,7 +50,11 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = None
     client_id: str = "thaw"
     partitions: int = Field(default=4, ge=1)
-    replication_factor: int = Field(default=1, ge=1)
+    # topic replication (infra.topics): unset = min(3, brokers), so 1 on the single-broker stack and 3 on a cluster
+    # of three or more; min.insync.replicas unset = 2 where the replication factor is 3 or more, else 1 (a topic of
+    # 3 replicas keeps taking acks=all writes with one broker down, and an acked write is on two of them)
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     topic_prefix: str = ""
     # per-topic record size caps (max.message.bytes), set at topic creation and kept by ensure_topics; the defaults
     # follow from the event contract (contracts.topics.record_caps, docs/operations.md "Record size caps"):
@@ -58,6 +74,10 @@ class KafkaSettings(_Section):
     delivery_timeout_s: float = Field(default=60.0, gt=0, le=1200)
     # local broker (thaw stack): controller listener port and the Kafka version fetched from Maven Central
     controller_port: int = 19093
+    # KRaft nodes of the local stack (`thaw stack up --brokers N`), each broker and controller: node i (0-based)
+    # listens on port + 2i, its controller on controller_port + 2i (19092..19097 for 3 nodes); with more than one,
+    # a single loopback bootstrap address stands for all the nodes (bootstrap_servers lists them)
+    brokers: int = Field(default=1, ge=1, le=9)
     version: str = "4.4.0"
 
     @field_validator("topic_max_message_bytes")
@@ -74,6 +94,34 @@ class KafkaSettings(_Section):
             if not 1024 <= cap <= 2**31 - 1:
                 raise ValueError(f"{name}: a record cap is 1024 .. 2^31-1 bytes, not {cap}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bootstrap_lists_the_nodes(cls, data: object) -> object:
+        if isinstance(data, dict) and "brokers" in data:
+            try:
+                n = int(data.get("brokers", 1))
+            except (TypeError, ValueError):
+                return data  # the field's own validation names the error
+            bootstrap = str(data.get("bootstrap_servers", cls.model_fields["bootstrap_servers"].default))
+            return {**data, "bootstrap_servers": local_bootstrap(bootstrap, n)}
+        return data
+
+    @model_validator(mode="after")
+    def _min_insync_fits(self) -> KafkaSettings:
+        rf, isr = self.topic_replication_factor(), self.topic_min_insync_replicas()
+        if isr > rf:
+            raise ValueError(f"min_insync_replicas {isr} is more than the replication factor {rf}: every acks=all "
+                             "write would fail (NOT_ENOUGH_REPLICAS)")
+        return self
+
+    def topic_replication_factor(self) -> int:
+        """The replication factor topics are created with: the setting, else min(3, brokers)."""
+        return self.replication_factor or min(3, self.brokers)
+
+    def topic_min_insync_replicas(self) -> int:
+        """The topics' ``min.insync.replicas``: the setting, else 2 where they have 3+ replicas, else 1."""
+        return self.min_insync_replicas or (2 if self.topic_replication_factor() >= 3 else 1)
 
     def record_caps(self) -> dict[str, int]:
         """Every topic's ``max.message.bytes`` by its name without the prefix (:func:`contracts.topics.record_caps`
@@ -122,6 +170,10 @@ class RedisSettings(_Section):
     password: SecretStr | None = None
     tls: bool = False
     key_prefix: str = "thaw:"
+    # Redis Cluster (THAW_REDIS__CLUSTER=1): host/port is one startup node, the client (infra.clients.redis_client)
+    # is redis-py's RedisCluster and discovers the others; `thaw stack up --redis-cluster` starts 3 masters +
+    # 3 replicas on port .. port+5 (cluster bus on port+6 .. port+11). A cluster has database 0 only
+    cluster: bool = False
     # deadlines per command (infra.clients, docs/operations.md "Deadlines"): the ingest path (the worker, the CLI;
     # retries on a connection error or a timeout, none by default: the worker retries the whole step with backoff,
     # and redis-py retries the connection handshake and the command each, so a hung server costs
@@ -146,13 +198,27 @@ class RedisSettings(_Section):
             "ssl": self.tls,
         }
 
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_has_db_0(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("db", 0) != 0:
+            raise ValueError("a Redis Cluster has database 0 only: unset THAW_REDIS__DB with THAW_REDIS__CLUSTER")
+        return v
+
     def display(self) -> str:
         scheme = "rediss" if self.tls else "redis"
+        if self.cluster:
+            return f"{scheme}://{self.host}:{self.port} (cluster)"
         return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
 class MilvusSettings(_Section):
-    """Milvus: a server URI (standalone/distributed) or a local Milvus Lite ``.db`` path."""
+    """Milvus: a server URI (standalone/distributed) or a local Milvus Lite ``.db`` path.
+
+    A cluster is the same code with another URI and a token (``user:password``, or an API key): the token is a
+    ``SecretStr`` and goes only to the client call (:func:`infra.clients.milvus_options`); credentials written into
+    the URI are moved out of it into the token, since the URI is printed in error messages.
+    """
 
     uri: str = "http://127.0.0.1:19531"
     token: SecretStr | None = None
@@ -163,6 +229,26 @@ class MilvusSettings(_Section):
     consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
     index_type: str = "HNSW"
     metric_type: Literal["IP", "COSINE", "L2"] = "IP"
+    # the layout of a NEW items collection (indexing.milvus_items; an existing one keeps its schema, read back when
+    # opened): the partition key (kind: a kind filter visits only its kind's partition, and an unfiltered search
+    # only 5 partitions; created_day: the UTC day of created_at, so a fresh-window search visits only the window's
+    # days' partitions; none: the layout before partition keys; why kind is the default: docs/operations.md,
+    # "Milvus at scale"), the hash partitions Milvus spreads the key over (at 16 the five kinds land in five
+    # different ones), the shards (DML channels: a cluster spreads writes over its data nodes by shard) and the
+    # in-memory replicas it is loaded with (one per query node survives a query node's loss; a standalone server
+    # has one query node and refuses more than 1)
+    partition_key: Literal["kind", "created_day", "none"] = "kind"
+    partitions: int = Field(default=16, ge=1, le=1024)
+    shards: int = Field(default=1, ge=1, le=16)
+    replicas: int = Field(default=1, ge=1, le=16)
+    # index build parameters of a new collection (HNSW: M, efConstruction; IVF_FLAT: nlist) and search parameters
+    # (HNSW: ef, raised to k + excluded ids when that is larger; IVF_FLAT: nprobe); benchmarks.milvus_scale
+    # measures recall@100 and latency over them
+    hnsw_m: int = Field(default=16, ge=2, le=2048)
+    hnsw_ef_construction: int = Field(default=200, ge=1, le=65536)
+    hnsw_ef: int = Field(default=64, ge=1, le=32768)
+    ivf_nlist: int = Field(default=1024, ge=1, le=65536)
+    ivf_nprobe: int = Field(default=32, ge=1, le=65536)
     # deadlines per call (infra.clients, docs/operations.md "Deadlines"): pymilvus retries a call that fails for the
     # server's state (UNAVAILABLE, rate limit) within its deadline, then raises. The ingest path (the worker, the CLI:
     # upserts, queries, schema calls), loading a collection (startup, after a Milvus restart), the connection (channel
@@ -172,6 +258,25 @@ class MilvusSettings(_Section):
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
     serving_timeout_s: float = Field(default=0.4, gt=0, le=30)
     serving_connect_timeout_s: float = Field(default=1.0, gt=0, le=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_uri(cls, data: object) -> object:
+        """``http(s)://user:password@host`` becomes the URI without them and, unless a token is set (which wins, as
+        in pymilvus), the token ``user:password``: the URI is printed in error messages, the token never is."""
+        if not isinstance(data, dict) or not isinstance(data.get("uri"), str):
+            return data
+        from urllib.parse import unquote, urlsplit, urlunsplit
+
+        parts = urlsplit(data["uri"])
+        if parts.scheme not in ("http", "https", "tcp") or "@" not in parts.netloc:
+            return data
+        creds, _, hostport = parts.netloc.rpartition("@")
+        out = {**data, "uri": urlunsplit(parts._replace(netloc=hostport))}
+        if out.get("token") is None:
+            user, _, password = creds.partition(":")
+            out["token"] = SecretStr(f"{unquote(user)}:{unquote(password)}" if password else unquote(user))
+        return out
 
     @property
     def is_lite(self) -> bool:

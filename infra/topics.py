@@ -1,9 +1,13 @@
 """Creating the declared topics on a broker (:class:`contracts.topics.Topics`), idempotently, and keeping their record
 size caps in line.
 
-Partition counts and replication come from settings (``THAW_KAFKA__PARTITIONS``, ``THAW_KAFKA__REPLICATION_FACTOR``);
-each topic's ``max.message.bytes`` from :meth:`infra.settings.KafkaSettings.record_caps` (the contract's caps, or the
-``THAW_KAFKA__*MAX_MESSAGE_BYTES`` overrides). A topic that exists with another cap is altered to it
+Partition counts and replication come from settings (``THAW_KAFKA__PARTITIONS``, ``THAW_KAFKA__REPLICATION_FACTOR``,
+``THAW_KAFKA__MIN_INSYNC_REPLICAS``; unset: 3 replicas with ``min.insync.replicas`` 2 on a cluster of three or more
+brokers, 1 replica on one: :meth:`infra.settings.KafkaSettings.topic_replication_factor`); a replicated topic is
+created with its ``min.insync.replicas``, so an ``acks=all`` write is acknowledged only once it is on two replicas
+(a topic that already exists keeps the replication it has). Each topic's ``max.message.bytes`` comes from
+:meth:`infra.settings.KafkaSettings.record_caps` (the contract's caps, or the ``THAW_KAFKA__*MAX_MESSAGE_BYTES``
+overrides). A topic that exists with another cap is altered to it
 (IncrementalAlterConfigs), and each change is logged; a broker that refuses the change (no ALTER_CONFIGS permission)
 is logged as a warning and the topic keeps its cap.
 """
@@ -22,6 +26,7 @@ from infra.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = "max.message.bytes"
+MIN_INSYNC = "min.insync.replicas"
 
 
 @dataclass
@@ -38,9 +43,12 @@ def topic_specs(kafka: KafkaSettings, topics: Topics) -> list[TopicSpec]:
     return topics.specs(kafka.record_caps())
 
 
-def topic_configs(spec: TopicSpec) -> dict[str, str]:
-    """The configs a topic is created with."""
+def topic_configs(spec: TopicSpec, replication: tuple[int, int] = (1, 1)) -> dict[str, str]:
+    """The configs a topic is created with; ``replication``: (replication factor, ``min.insync.replicas``), the
+    latter set on the topic when it has more than one replica (one replica: the broker's default, unchanged)."""
     cfg = {MAX_MESSAGE_BYTES: str(spec.max_message_bytes)}
+    if replication[0] > 1:
+        cfg[MIN_INSYNC] = str(replication[1])
     if spec.retention_ms is not None:
         cfg["retention.ms"] = str(spec.retention_ms)
     if spec.compact:
@@ -71,6 +79,7 @@ def sync_topics(kafka: KafkaSettings, topics: Topics, partitions: int | None = N
     from kafka.errors import TopicAlreadyExistsError
 
     specs = topic_specs(kafka, topics)
+    replication = (kafka.topic_replication_factor(), kafka.topic_min_insync_replicas())
     out = TopicSync()
     admin = clients.kafka_admin(kafka)
     try:
@@ -79,7 +88,7 @@ def sync_topics(kafka: KafkaSettings, topics: Topics, partitions: int | None = N
             if spec.name in existing:
                 continue
             t = NewTopic(name=spec.name, num_partitions=partitions or kafka.partitions,
-                         replication_factor=kafka.replication_factor, topic_configs=topic_configs(spec))
+                         replication_factor=replication[0], topic_configs=topic_configs(spec, replication))
             try:
                 admin.create_topics([t], validate_only=False)
                 out.created.append(t.name)

@@ -724,7 +724,7 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         datadir=str(st.data_dir / "{conf.name}"),
         web_enabled=False,
         topic_partitions=k.partitions,
-        topic_replication_factor=k.replication_factor,
+        topic_replication_factor=k.topic_replication_factor(),
         broker_commit_interval=1.0,
         # bounded Kafka waits: a request (Faust refuses one shorter than the session timeout) and a delivery (1200 s
         # by default; a DLQ, retry or trace record not acked by then fails its send step, which is retried)
@@ -734,6 +734,11 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
         broker_heartbeat_interval=st.session_timeout_s / 4,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,  # the stop waits for batches in flight with a bound instead (ThawApp.on_stop)
+        # acks=all, and deliberately not idempotent: aiokafka 0.14 treats OutOfOrderSequenceNumber as fatal (its
+        # sender task ends and every later send fails), which an idempotent producer met after a partition's only
+        # leader was down for minutes (measured: a worker wedged until restarted); a send this worker retries may
+        # be written twice, which its readers tolerate (a retry-topic copy is applied only while its source offset
+        # is parked, a dead letter names its source position, a trace is informational)
         producer_acks=-1,
         producer_max_request_size=k.dlq_max_message_bytes,
         consumer_max_fetch_size=k.max_message_bytes,

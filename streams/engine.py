@@ -488,8 +488,12 @@ class Engine:
                 origins.setdefault(self._origin(c), []).append(c.rec.offset)
         if not origins:
             return
-        parked = self.users.read_parked(origins)
+        # the fences first, then the parked sets: a park and its fence move are one commit, so a fence read at or
+        # past an offset means its park was committed before the parked set is read (absent then: resolved by
+        # another copy). The other order loses the event when that commit lands between the two reads: not parked
+        # yet, then already fenced, so skipped as resolved.
         fences = self.users.read_fences(origins)
+        parked = self.users.read_parked(origins)
         keep: list[_Candidate] = []
         taken: set[tuple[FenceKey, int]] = set()
         for c in b.candidates:

@@ -18,7 +18,9 @@ Everything lives under ``settings.stack.home`` (default ``~/.cache/thaw/stack``)
     kafka/server.properties      single-node KRaft broker+controller on 127.0.0.1
     kafka/log4j2.properties      Log4j2 config (file appender to logs/kafka-server.log)
     kafka/kraft-<ctrl-port>/     log.dirs, formatted once with kafka.tools.StorageTool (--standalone)
+    kafka/cluster<N>-<ctrl-port>/node-<i>/   the same per node of ``--brokers N`` (infra/stack/kafka.py)
     redis/redis.conf, redis.pid  Debian redis-server, loopback only, AOF (appendfsync everysec) in redis/data/
+    redis-cluster/<port>/        the same per node of ``--redis-cluster`` (+ nodes.conf; infra/stack/redis.py)
     milvus/                      Milvus 2.3.5 standalone (PyPI ``milvus`` wheel): configs/ data/ bin/ logs/
     logs/                        stdout/stderr of every process, Kafka's server.log, redis.log
     state.json                   pids of the processes ``up`` started (so ``down`` stops only those)
@@ -27,7 +29,9 @@ Ports (defaults; all configurable through :class:`infra.settings.Settings`)::
 
     Kafka   19092  PLAINTEXT listener      (kafka.bootstrap_servers)           127.0.0.1
             19093  KRaft controller         (kafka.controller_port)             127.0.0.1
+            19094..19097 the listeners and controllers of nodes 2 and 3 of ``--brokers 3`` (+2 per node)
     Redis   16379                          (redis.port)                        127.0.0.1
+            16379..16384 the nodes of ``--redis-cluster``, 16385..16390 their cluster bus    127.0.0.1
     Milvus  19531  gRPC + REST proxy        (stack.milvus_port == milvus.uri)   ALL interfaces
             19540  embedded etcd client     (stack.milvus_port_base + 0)        127.0.0.1
             19541  embedded etcd peer       (+1)                                127.0.0.1
@@ -196,11 +200,15 @@ class LocalStack:
         return _PROBES[name](self.settings, timeout_s)
 
     def _status(self, name: str) -> ServiceStatus:
+        if name == REDIS and _redis.cluster_in_charge(self.settings, self._state):
+            return _redis.ClusterStack(self.settings, self._state, self.clock).status()
         healthy, detail = self.probe(name, timeout_s=3.0)
         pid = self._state.managed_pid(name)
         entry = self._state.read().get(name) or {}
         if pid is None and not healthy and entry:
             detail += " (the process thaw stack started has exited; see its log: " + str(entry.get("log")) + ")"
+        if name == KAFKA:
+            detail += self._kafka_nodes_detail()
         return ServiceStatus(
             name=name,
             address=self.address(name),
@@ -212,6 +220,10 @@ class LocalStack:
         )
 
     def _ensure(self, name: str) -> ServiceStatus:
+        if name == KAFKA and self.settings.kafka.brokers > 1:
+            return self._ensure_kafka_nodes()
+        if name == REDIS and _redis.cluster_in_charge(self.settings, self._state):
+            return _redis.ClusterStack(self.settings, self._state, self.clock).ensure()
         address = self.address(name)
         healthy, detail = self.probe(name, timeout_s=3.0)
         pid = self._state.managed_pid(name)
@@ -282,6 +294,10 @@ class LocalStack:
                 _CHECKS[name](self.settings)
 
     def _stop(self, name: str) -> ServiceStatus:
+        if name == KAFKA and any(n != KAFKA and _kafka.is_node_service(n) for n in self._state.read()):
+            return self._stop_kafka_nodes()
+        if name == REDIS and _redis.cluster_recorded(self._state):
+            return _redis.ClusterStack(self.settings, self._state, self.clock).stop()
         address = self.address(name)
         pid = self._state.managed_pid(name)
         if pid is None:
@@ -294,6 +310,119 @@ class LocalStack:
         self._state.drop(name)
         how = "SIGKILL after grace period" if killed else "SIGTERM"
         return ServiceStatus(name, address, False, pid, True, f"stopped ({how}, {self.clock() - started:.1f}s)")
+
+    # ------------------------------------------------------------------------------- Kafka of several nodes
+
+    def kafka_node_pid(self, node_id: int) -> int | None:
+        """The pid of local Kafka node ``node_id`` (1-based) that ``up`` started, if it runs."""
+        return self._state.managed_pid(_kafka.node_service(node_id))
+
+    def _kafka_node_entries(self) -> list[str]:
+        return sorted((n for n in self._state.read() if _kafka.is_node_service(n)), key=_kafka.node_id_of)
+
+    def _kafka_nodes_detail(self) -> str:
+        """`` nodes: 1 pid 11, 2 pid 12, 3 not running`` when more than one node is configured or recorded."""
+        wanted = {nd.service for nd in _kafka.nodes(self.settings, self.home)}
+        names = sorted(set(self._kafka_node_entries()) | wanted, key=_kafka.node_id_of)
+        if len(names) < 2:
+            return ""
+        parts = []
+        for n in names:
+            pid = self._state.managed_pid(n)
+            parts.append(f"{_kafka.node_id_of(n)} " + (f"pid {pid}" if pid else "not running"))
+        return "; nodes: " + ", ".join(parts)
+
+    def _ensure_kafka_nodes(self) -> ServiceStatus:
+        """Every node of the ``kafka.brokers``-node cluster running and all of them registered, the group
+        coordinator available: nodes still running are kept, the others (killed, never started) started, all at
+        once (a node can only finish starting once a majority of the controllers runs)."""
+        address = self.address(KAFKA)
+        nodes = _kafka.nodes(self.settings, self.home)
+        state = self._state.read()
+        for nd in nodes:  # a live node of another layout (the single broker, another cluster size) on these entries
+            pid = self._state.managed_pid(nd.service)
+            marker = (state.get(nd.service) or {}).get("marker")
+            if pid is not None and marker != nd.marker:
+                raise StackError(f"{nd.service} (pid {pid}) runs another Kafka layout ({marker}); stop it with "
+                                 "`thaw stack down` before bringing up a different number of brokers")
+        healthy, detail = self.probe(KAFKA, timeout_s=3.0)
+        running = {nd.node_id: self._state.managed_pid(nd.service) for nd in nodes}
+        if healthy:
+            entry = state.get(KAFKA) or {}
+            pid = running.get(1)
+            return ServiceStatus(KAFKA, address, True, pid, pid is not None, detail + self._kafka_nodes_detail(),
+                                 entry.get("startup_s") if pid is not None else None)
+        if not self.is_local(KAFKA):
+            raise StackError(f"kafka at {address} is not reachable ({detail}); thaw stack only starts services on "
+                             "loopback addresses, so start it yourself or point the settings at a running one")
+        missing = [nd for nd in nodes if running[nd.node_id] is None]
+        busy = [p for nd in missing for p in (nd.port, nd.controller_port) if not port_bindable("127.0.0.1", p)]
+        if busy:
+            raise StackError(f"port(s) {', '.join(map(str, busy))} needed by kafka are in use by something that is "
+                             f"not a healthy kafka ({detail}). Stop that process or choose other ports "
+                             f"({_PORT_ENV[KAFKA]})")
+        started = self.clock()
+        _kafka.fetch_kafka(self.settings)  # once, before the nodes start in parallel (each would run Maven)
+        cid = _kafka.shared_cluster_id(self.settings, self.home)
+        for nd in missing:
+            self._state.drop(nd.service)
+        with ThreadPoolExecutor(max_workers=max(1, len(missing)), thread_name_prefix="kafka-node") as pool:
+            futures = {nd.node_id: pool.submit(_kafka.start_node, self.settings, self.home, nd, cid)
+                       for nd in missing}
+        launches = {nd.node_id: self._state.launch(nd.service) for nd in nodes if running[nd.node_id] is not None}
+        errors = []
+        for nd in missing:
+            exc = futures[nd.node_id].exception()
+            if exc is None:
+                launches[nd.node_id] = futures[nd.node_id].result()
+                self._state.record(nd.service, launches[nd.node_id])
+            else:
+                errors.append(f"node {nd.node_id}: {exc}")
+        if errors:
+            raise StackError("; ".join(errors))
+
+        def attempt() -> tuple[bool, str]:
+            for nd in nodes:
+                launch = launches[nd.node_id]
+                if not pid_alive(launch.pid):
+                    self._state.drop(nd.service)
+                    tails = "\n".join(f"last lines of {p}:\n{tail(p)}" for p in (launch.log, nd.server_log(self.home))
+                                      if p.exists())
+                    raise StackError(f"kafka node {nd.node_id} (pid {launch.pid}) exited during startup; {tails}")
+            return self.probe(KAFKA, timeout_s=3.0)
+
+        deadline = self.clock() + self.settings.stack.ready_timeout_s
+        healthy, detail = poll(attempt, lambda r: r[0], until=deadline, clock=self.clock, every_s=0.25)
+        if not healthy:
+            raise StackError(
+                f"kafka ({len(nodes)} nodes, pids {[launches[nd.node_id].pid for nd in nodes]}) not healthy after "
+                f"{self.settings.stack.ready_timeout_s:.0f}s ({detail}); they are left running, see "
+                f"{self.home / 'logs'} or stop them with `thaw stack down`; raise THAW_STACK__READY_TIMEOUT_S on "
+                "slow machines"
+            )
+        elapsed = round(self.clock() - started, 3)
+        for nd in missing:
+            self._state.update(nd.service, startup_s=elapsed)
+        return ServiceStatus(KAFKA, address, True, launches[1].pid, True, detail + self._kafka_nodes_detail(),
+                             elapsed)
+
+    def _stop_kafka_nodes(self) -> ServiceStatus:
+        """Stop every recorded Kafka node at once (SIGTERM each, SIGKILL of those still running after the grace)."""
+        names = self._kafka_node_entries()
+        pids = {n: pid for n in names if (pid := self._state.managed_pid(n)) is not None}
+        live = list(pids)
+        started = self.clock()
+        grace = self.settings.stack.stop_timeout_s
+        with ThreadPoolExecutor(max_workers=max(1, len(live)), thread_name_prefix="kafka-stop") as pool:
+            killed = dict(zip(live, pool.map(lambda n: terminate(pids[n], grace, self.clock), live), strict=True))
+        for n in names:
+            self._state.drop(n)
+        if not live:
+            return ServiceStatus(KAFKA, self.address(KAFKA), False, None, False, "not running")
+        hard = sum(killed.values())
+        how = f"SIGTERM {len(live) - hard}" + (f", SIGKILL after grace period {hard}" if hard else "")
+        return ServiceStatus(KAFKA, self.address(KAFKA), False, pids.get(KAFKA) or pids[live[0]], True,
+                             f"stopped {len(live)} node(s) ({how}, {self.clock() - started:.1f}s)")
 
 
 def format_statuses(statuses: list[ServiceStatus]) -> str:

@@ -101,3 +101,50 @@ def test_a_record_parked_before_a_lost_race_is_not_also_applied_after_it():
     assert done.states["u1"].n_events == 2
     assert res.ok == 2 and res.deferred == 1 and res.dlq == parked
     assert list(users.fences.values()) == [3]
+
+
+class LandsBetween(InMemoryEngineState):
+    """The in-memory state that runs ``between`` once, right after the first read of a user-events partition's fence
+    or parked set (what another agent's commit does in between two round trips of a claim check)."""
+
+    def __init__(self):
+        super().__init__()
+        self.between = None
+
+    def _maybe(self, keys):
+        if self.between is not None and any(k.topic == TOPICS.user_events for k in keys):
+            run, self.between = self.between, None
+            return run
+        return None
+
+    def read_fences(self, keys):
+        keys = list(keys)
+        out = super().read_fences(keys)
+        if (run := self._maybe(keys)) is not None:
+            run()
+        return out
+
+    def read_parked(self, offsets):
+        out = super().read_parked(offsets)
+        if (run := self._maybe(list(offsets))) is not None:
+            run()
+        return out
+
+
+def test_a_park_committed_between_the_claim_checks_reads_is_applied_not_lost():
+    """The users agent parks an event (its retry copy is delivered before its commit); the retry agent reads the
+    copy's claim while that commit lands. Read in the order parked set, then fence, the copy looked resolved (not
+    parked yet, already fenced) and the event was lost; fences first, it is applied once."""
+    items = InMemoryItems(known={"a"})
+    users = LandsBetween()
+    eng = _engine(users, items)
+    first = eng.prepare_user_events([_event(1, "late")])
+    (copy,) = first.result.dlq
+    items.index("late")
+    users.between = lambda: eng.commit_user_events(first)  # the users agent's commit lands mid-check
+    res = eng.commit_user_events(eng.prepare_user_events([Record(TOPICS.user_events_retry, 0, 0, copy.key,
+                                                                  copy.value, 0)]))
+    assert users.between is None  # the commit did land between the two reads
+    assert res.ok == 1 and res.skipped == 0
+    (state,) = [users.state(sp, u) for sp, u in users.states]
+    assert state.n_events == 1 and all(not offs for offs in users.parked.values())
