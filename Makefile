@@ -21,13 +21,14 @@ test-datasets: setup
 	@test -n "$$THAW_DATASETS_DIR" || { echo "test-datasets: set THAW_DATASETS_DIR to the folder holding lastfm-hetrec2011/ and citeulike-a/ (see README, Datasets)"; exit 2; }
 	$(PYTEST) tests/unit tests/integration tests/e2e -q -m datasets
 
-# the integration and e2e suites again on a real Redis Cluster (3 masters + 3 replicas from Debian's redis-server,
-# `thaw stack up --redis-cluster`, its own stack home and ports 17379-17390) instead of the single Redis; Kafka and
-# Milvus are the local stack's (reused when up). CI runs it after `make test`.
+# the integration suite and the e2e tests of the user-state path again on a real Redis Cluster (3 masters + 3
+# replicas from Debian's redis-server, `thaw stack up --redis-cluster`, its own stack home and ports 17379-17390)
+# instead of the single Redis; Kafka and Milvus are the local stack's (reused when up). CI runs it after `make test`.
 CLUSTER_ENV = THAW_STACK__HOME=$(HOME)/.cache/thaw/stack-cluster THAW_REDIS__CLUSTER=1 THAW_REDIS__PORT=17379
+CLUSTER_E2E = tests/e2e/test_engine_e2e.py tests/e2e/test_follow_e2e.py tests/e2e/test_resume_e2e.py
 test-cluster: setup
 	$(CLUSTER_ENV) $(PY) -m thaw stack up --redis-cluster
-	$(CLUSTER_ENV) $(PYTEST) tests/integration tests/e2e -q -m "not datasets"
+	$(CLUSTER_ENV) $(PYTEST) tests/integration $(CLUSTER_E2E) -q -m "not datasets"
 
 test-unit:
 	$(PYTEST) tests/unit -q
