@@ -76,6 +76,7 @@ def world(stack_settings: Settings, models_dir: Path) -> Iterator[dict[str, Any]
     sim = CommunitySimulator(default_catalogue(), SimConfig(seed=0, steps=STEPS))
     end_ts = sim.cfg.start_ts + STEPS * sim.cfg.step_s
     eng = Engine(s, topics, text, items, users, group_id=s.stream.app_id, clock=lambda: end_ts)
+    eng.ensure_layout({topics.user_events: 1, topics.user_events_retry: 1})  # one partition, as the records say
 
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).isoformat()
