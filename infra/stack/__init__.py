@@ -271,13 +271,17 @@ class LocalStack:
                 raise StackError(f"{name} (pid {launch.pid}) exited during startup; {tails}")
             return self.probe(name, timeout_s=3.0)
 
+        self._poll_ready(attempt, f"{name} (pid {launch.pid})", f"it is left running, see {launch.log} or stop it")
+
+    def _poll_ready(self, attempt: Callable[[], tuple[bool, str]], what: str, left: str) -> None:
+        """Run ``attempt`` every 0.25 s until it reports healthy; StackError naming ``what`` once
+        ``ready_timeout_s`` passed (``left``: what was left running and where its logs are)."""
         deadline = self.clock() + self.settings.stack.ready_timeout_s
         healthy, detail = poll(attempt, lambda r: r[0], until=deadline, clock=self.clock, every_s=0.25)
         if not healthy:
             raise StackError(
-                f"{name} (pid {launch.pid}) not healthy after {self.settings.stack.ready_timeout_s:.0f}s "
-                f"({detail}); it is left running, see {launch.log} or stop it with "
-                f"`thaw stack down`; raise THAW_STACK__READY_TIMEOUT_S on slow machines"
+                f"{what} not healthy after {self.settings.stack.ready_timeout_s:.0f}s ({detail}); {left} with "
+                "`thaw stack down`; raise THAW_STACK__READY_TIMEOUT_S on slow machines"
             )
 
     def _check_ports_free(self, name: str, detail: str) -> None:
@@ -391,15 +395,8 @@ class LocalStack:
                     raise StackError(f"kafka node {nd.node_id} (pid {launch.pid}) exited during startup; {tails}")
             return self.probe(KAFKA, timeout_s=3.0)
 
-        deadline = self.clock() + self.settings.stack.ready_timeout_s
-        healthy, detail = poll(attempt, lambda r: r[0], until=deadline, clock=self.clock, every_s=0.25)
-        if not healthy:
-            raise StackError(
-                f"kafka ({len(nodes)} nodes, pids {[launches[nd.node_id].pid for nd in nodes]}) not healthy after "
-                f"{self.settings.stack.ready_timeout_s:.0f}s ({detail}); they are left running, see "
-                f"{self.home / 'logs'} or stop them with `thaw stack down`; raise THAW_STACK__READY_TIMEOUT_S on "
-                "slow machines"
-            )
+        self._poll_ready(attempt, f"kafka ({len(nodes)} nodes, pids {[launches[nd.node_id].pid for nd in nodes]})",
+                         f"they are left running, see {self.home / 'logs'} or stop them")
         elapsed = round(self.clock() - started, 3)
         for nd in missing:
             self._state.update(nd.service, startup_s=elapsed)
