@@ -8,7 +8,6 @@ temporary working directory (Faust writes a ``<app_id>-data`` folder into its cw
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -215,58 +214,39 @@ class Worker:
         return {"counts": counts, "first": first}
 
 
-def _is_items_collection(name: str, settings: Settings) -> bool:
-    base = settings.milvus.items_collection
-    return name == base or name.startswith(base + "__")
-
-
 def has_items_collection(client: Any, settings: Settings) -> bool:
     """Whether the worker created its items collection (of the text space or of a CF space)."""
-    return any(_is_items_collection(c, settings) for c in client.list_collections())
+    from infra.namespace import owned_collections
+
+    return bool(owned_collections(settings, client.list_collections()))
 
 
 # -------------------------------------------------------------------------------------------------- cleanup
 def cleanup_namespace(settings: Settings, extra_groups: Sequence[str] = ()) -> dict[str, Any]:
-    """Drop the namespace's Redis keys, Milvus collection, Kafka topics and consumer groups (best effort)."""
-    from contracts.topics import Topics
-    from indexing.milvus_items import ItemIndex
-    from indexing.redis_state import RedisState
+    """Drop the namespace's Redis keys, Milvus collections, Kafka topics and consumer groups (best effort: each
+    system's error is reported, never raised); ``extra_groups``: groups outside the namespace's names."""
+    from infra import namespace
 
     out: dict[str, Any] = {}
     try:
-        out["redis_keys_deleted"] = RedisState(settings.redis).delete_prefix()
+        out["redis_keys_deleted"] = namespace.drop_redis(settings)
     except Exception as exc:  # noqa: BLE001
         out["redis_error"] = f"{type(exc).__name__}: {exc}"
     try:
-        from pymilvus import MilvusClient
-
-        mc = MilvusClient(settings.milvus.uri)
-        names = [c for c in mc.list_collections() if _is_items_collection(c, settings)]
-        mc.close()
-        for name in names:  # the text space's and every CF space's collection of the namespace
-            ix = ItemIndex(settings.milvus, dim=384, collection=name)
-            ix.drop()
-            ix.close()
-        out["milvus_collections_dropped"] = names
+        out["milvus_collections_dropped"] = namespace.drop_milvus(settings)
     except Exception as exc:  # noqa: BLE001
         out["milvus_error"] = f"{type(exc).__name__}: {exc}"
     try:
-
-        admin = clients.kafka_admin(settings.kafka)
-        try:
-            app_id = settings.stream.app_id
-            existing = set(admin.list_topics())
-            mine = [t for t in Topics.for_prefix(settings.kafka.topic_prefix).all() if t in existing]
-            mine += sorted(t for t in existing if t.startswith(f"{app_id}-"))  # Faust's internal topics
-            if mine:
-                admin.delete_topics(mine)
-            out["topics_deleted"] = len(mine)
-            groups = [app_id, *extra_groups]
-            with contextlib.suppress(Exception):
-                admin.delete_groups(groups)
-            out["groups_deleted"] = groups
-        finally:
-            admin.close()
+        topics, groups = namespace.drop_kafka(settings)
+        extra = [g for g in extra_groups if g not in groups]
+        if extra:
+            admin = clients.kafka_admin(settings.kafka)
+            try:
+                namespace.delete_groups(admin, extra)
+            finally:
+                admin.close()
+        out["topics_deleted"] = len(topics)
+        out["groups_deleted"] = groups + extra
     except Exception as exc:  # noqa: BLE001
         out["kafka_error"] = f"{type(exc).__name__}: {exc}"
     return out

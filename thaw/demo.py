@@ -29,6 +29,9 @@ key prefix, printed at the end so you can inspect it with ``thaw recall``/``thaw
 9. ``thaw serve`` on the same namespace: ``/recommend`` per A/B arm on the ground truth, no already-seen item
    served, latency sequentially and under 16 concurrent clients, new-item exposure share.
 10. Every bad record must be in a dead-letter topic; the final lag; the report as JSON + HTML.
+
+Each run keeps its namespace for inspection (the report's ``inspect`` section); at the start of the stream the
+namespaces of older runs are dropped, the newest ``DEMO_RUNS_KEPT`` and any younger than an hour kept.
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +196,39 @@ def run_demo(settings: Settings, plan: CommunityPlan | None = None, rate: float 
     return rep
 
 
+DEMO_RUNS_KEPT = 3  # earlier demo namespaces left for inspection; older ones are dropped at the next run
+DEMO_RUN_MIN_AGE_S = 3600.0  # a namespace younger than this is never dropped (another demo may be using it)
+_RUN_NAME = re.compile(r"^demo_(\d{14})[0-9a-f]{4}$")
+
+
+def demo_runs_to_drop(namespaces: Sequence[str], run: str, now: float, keep: int = DEMO_RUNS_KEPT,
+                      min_age_s: float = DEMO_RUN_MIN_AGE_S) -> list[str]:
+    """The earlier demo runs' namespaces to drop before run ``run``: all but the ``keep`` newest, and none started
+    less than ``min_age_s`` before ``now`` (the run names carry their local start time)."""
+    runs = []
+    for ns in namespaces:
+        m = _RUN_NAME.match(ns)
+        if m and ns != f"demo_{run}":
+            started = time.mktime(time.strptime(m.group(1), "%Y%m%d%H%M%S"))
+            runs.append((m.group(1), ns, started))
+    runs.sort(reverse=True)
+    return sorted(ns for _, ns, started in runs[keep:] if now - started >= min_age_s)
+
+
+def prune_demo_runs(settings: Settings, run: str) -> dict[str, Any]:
+    """Drop the namespaces of older demo runs (see :func:`demo_runs_to_drop`): each run leaves its topics,
+    collections and keys for inspection, and a broker that keeps every run's topics starts ever slower."""
+    from infra.namespace import drop_namespace, list_namespaces
+
+    try:
+        names = demo_runs_to_drop(list_namespaces(settings), run, time.time())
+        for ns in names:
+            drop_namespace(settings.namespaced(ns))
+    except Exception as exc:  # noqa: BLE001 - housekeeping: the run goes on, the report says why
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"dropped": len(names), "kept": DEMO_RUNS_KEPT, "names": names[:10]}
+
+
 def _process_env(s: Settings, inherit: bool = True) -> dict[str, str]:
     """The environment of the demo's ``thaw worker`` / ``thaw serve``: the run's namespace and the CF space's model
     folder (``Settings.env`` carries the namespace only)."""
@@ -201,6 +239,7 @@ def _stream(rep: DemoReport, settings: Settings, run: str, community: Community,
             plan: CommunityPlan, rate: float, keep: bool, say: Any) -> None:
     """Steps 4-10 of the module docstring, in the run's namespace."""
     roots = media_roots() + ([Path(plan.music_dir)] if plan.music_dir else [])
+    rep.sections["earlier runs dropped"] = prune_demo_runs(settings, run)
     s0 = settings.namespaced(f"demo_{run}").with_media_roots(*roots)
     s = s0.model_copy(update={"models": s0.models.model_copy(update={"dir": space.models_dir})})
     topics = Topics.for_prefix(s.kafka.topic_prefix)

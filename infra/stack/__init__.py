@@ -271,17 +271,22 @@ class LocalStack:
                 raise StackError(f"{name} (pid {launch.pid}) exited during startup; {tails}")
             return self.probe(name, timeout_s=3.0)
 
-        self._poll_ready(attempt, f"{name} (pid {launch.pid})", f"it is left running, see {launch.log} or stop it")
+        logs = [launch.log, _kafka.server_log(self.home)] if name == KAFKA else [launch.log]
+        self._poll_ready(attempt, f"{name} (pid {launch.pid})", f"it is left running, see {launch.log} or stop it",
+                         logs)
 
-    def _poll_ready(self, attempt: Callable[[], tuple[bool, str]], what: str, left: str) -> None:
+    def _poll_ready(self, attempt: Callable[[], tuple[bool, str]], what: str, left: str,
+                    logs: Sequence[Path] = ()) -> None:
         """Run ``attempt`` every 0.25 s until it reports healthy; StackError naming ``what`` once
-        ``ready_timeout_s`` passed (``left``: what was left running and where its logs are)."""
+        ``ready_timeout_s`` passed (``left``: what was left running and where its logs are), with the last lines of
+        ``logs`` (a machine without the stack's home, a CI runner, shows why there and nowhere else)."""
         deadline = self.clock() + self.settings.stack.ready_timeout_s
         healthy, detail = poll(attempt, lambda r: r[0], until=deadline, clock=self.clock, every_s=0.25)
         if not healthy:
+            tails = "".join(f"\nlast lines of {p}:\n{tail(p, 8)}" for p in logs if p.exists())
             raise StackError(
                 f"{what} not healthy after {self.settings.stack.ready_timeout_s:.0f}s ({detail}); {left} with "
-                "`thaw stack down`; raise THAW_STACK__READY_TIMEOUT_S on slow machines"
+                f"`thaw stack down`; raise THAW_STACK__READY_TIMEOUT_S on slow machines{tails}"
             )
 
     def _check_ports_free(self, name: str, detail: str) -> None:
@@ -396,7 +401,8 @@ class LocalStack:
             return self.probe(KAFKA, timeout_s=3.0)
 
         self._poll_ready(attempt, f"kafka ({len(nodes)} nodes, pids {[launches[nd.node_id].pid for nd in nodes]})",
-                         f"they are left running, see {self.home / 'logs'} or stop them")
+                         f"they are left running, see {self.home / 'logs'} or stop them",
+                         [p for nd in nodes for p in (launches[nd.node_id].log, nd.server_log(self.home))])
         elapsed = round(self.clock() - started, 3)
         for nd in missing:
             self._state.update(nd.service, startup_s=elapsed)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from infra.settings import Settings
-from tests.integration.conftest import stack_settings, unique_name  # noqa: F401 - fixtures
+from tests.integration.conftest import made_namespaces, stack_settings, unique_name  # noqa: F401 - fixtures
 
-__all__ = ["stack_settings", "unique_name"]
+__all__ = ["made_namespaces", "stack_settings", "unique_name"]
 
 
 @dataclass
@@ -93,8 +93,7 @@ def wait_for(cond, timeout_s: float, what: str, worker: Worker | None = None, po
 def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = None) -> Iterator[Worker]:
     """A started, ready worker in namespace ``s``; stopped and its namespace dropped afterwards."""
     from contracts.topics import Topics
-    from indexing.milvus_items import ItemIndex
-    from indexing.redis_state import RedisState
+    from infra.namespace import drop_namespace
     from infra.topics import ensure_topics
 
     ensure_topics(s.kafka, Topics.for_prefix(s.kafka.topic_prefix))
@@ -108,13 +107,7 @@ def running_worker(s: Settings, log: Path, extra_env: dict[str, str] | None = No
         yield w
     finally:
         w.stop()
-    RedisState(s.redis).delete_prefix()
-    from pymilvus import MilvusClient
-
-    mc = MilvusClient(s.milvus.uri)
-    for name in mc.list_collections():
-        if name == s.milvus.items_collection or name.startswith(s.milvus.items_collection + "__"):
-            ItemIndex(s.milvus, dim=384, collection=name).drop()
+    drop_namespace(s)  # topics, groups, collections, Redis keys: what the worker made in its namespace
     shutil.rmtree(s.stream.data_dir / s.stream.app_id, ignore_errors=True)
 
 

@@ -1,5 +1,6 @@
 """``thaw state``: the engine's Redis state: its key layout (``layout``) and the layout-1 -> 2 migration
-(``migrate-keys``; see :mod:`indexing.redis_migrate`)."""
+(``migrate-keys``; see :mod:`indexing.redis_migrate`); the namespaces runs leave behind (``namespaces``,
+``drop-namespace``; see :mod:`infra.namespace`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 
 from thaw.commands._common import settings
 
-app = typer.Typer(no_args_is_help=True, help="The engine's Redis state: key layout and its migration.")
+app = typer.Typer(no_args_is_help=True, help="Engine state: Redis key layout and migration; namespaces of runs.")
 
 ShardsOpt = Annotated[int | None, typer.Option(
     min=1, help="the partitions of user.events (default: what the broker reports for it)")]
@@ -58,3 +59,34 @@ def migrate_keys(shards: ShardsOpt = None) -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(report.to_dict()))
+
+
+@app.command("namespaces")
+def namespaces() -> None:
+    """List the namespaces (demo runs, benchmark runs, test runs) that have topics on the broker."""
+    from infra.namespace import list_namespaces
+
+    for ns in list_namespaces(settings()):
+        typer.echo(ns)
+
+
+@app.command("drop-namespace")
+def drop_namespace(
+    names: Annotated[list[str], typer.Argument(help="namespaces to drop (see `thaw state namespaces`)")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be dropped, drop nothing")] = False,
+) -> None:
+    """Drop what each namespace owns: its topics and consumer groups, its Milvus collections, its Redis keys.
+    Stop its workers first (a running worker makes its topics again)."""
+    from infra.namespace import NamespaceError
+    from infra.namespace import drop_namespace as drop
+
+    base = settings()
+    for ns in names:
+        try:
+            out = drop(base.namespaced(ns), dry_run=dry_run)
+        except (NamespaceError, ValueError) as exc:
+            typer.echo(f"error: {ns}: {exc}", err=True)
+            raise typer.Exit(2) from None
+        d = out.to_dict()
+        typer.echo(json.dumps({"namespace": ns, "dry_run": dry_run, "topics": len(d["topics"]), "groups": d["groups"],
+                               "collections": d["collections"], "redis_keys": d["redis_keys"]}))

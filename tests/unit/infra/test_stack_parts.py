@@ -141,10 +141,13 @@ def test_wait_ready_reports_a_process_that_exited(settings: Settings, tmp_path: 
 def test_wait_ready_times_out_on_a_silent_process(settings: Settings, sleeper: Launch) -> None:
     stack = LocalStack(settings)
     t0 = time.monotonic()
-    with pytest.raises(StackError, match=r"not healthy after .*thaw stack down"):
+    sleeper.log.write_text("starting\nstill loading 8475 partitions\n")
+    with pytest.raises(StackError, match=r"not healthy after .*thaw stack down") as err:
         stack._wait_ready(REDIS, sleeper)
     assert time.monotonic() - t0 < 10
     assert pid_alive(sleeper.pid)  # left running
+    # the error carries the log's last lines: a CI runner shows why the service was not ready, not only where to look
+    assert f"last lines of {sleeper.log}" in str(err.value) and "still loading 8475 partitions" in str(err.value)
 
 
 def test_down_and_status_without_services(settings: Settings) -> None:
