@@ -6,12 +6,22 @@ hidden here: rows are flushed after each upsert batch (unflushed rows are slow t
 collection is loaded before use, and its index parameters are not relied on.
 
 Upsert is keyed by ``item_id``, so replaying a ``content.new`` event rewrites the same row: at-least-once delivery
-from Kafka becomes effectively-once in Milvus.
+from Kafka becomes effectively-once in Milvus. On a partitioned collection of a server before 2.4 an upsert is sent
+as a delete then an insert (:func:`split_upsert`: those servers route an upsert to the wrong partition).
 
 Every call carries a deadline (``timeout=``; pymilvus waits without one as long as the server takes): the ingest
 path's by default, the serving path's for an index built with ``serving=True`` (``MilvusSettings.timeout_s`` /
 ``load_timeout_s`` / ``serving_timeout_s``, :func:`infra.clients.milvus_deadlines`). A call past its deadline raises
 a gRPC ``DEADLINE_EXCEEDED`` error, which the worker retries as transient (:func:`streams.cores.retry.is_transient`).
+
+Layout (:class:`Layout`, read back from the collection's schema when it is opened): a collection this module
+creates has a partition key (``THAW_MILVUS__PARTITION_KEY``), by default ``kind``: a search with ``kinds`` visits
+only those kinds' partitions. With ``created_day`` (the UTC day of ``created_at``, a field of its own) a search with
+``created_after_ms`` names the days of its window (``created_day in [...]``) and Milvus visits only their
+partitions. Why ``kind`` is the default, measured: docs/operations.md, "Milvus at scale". A collection created
+before partition keys keeps working as it is (rows are written without ``created_day``, searches without day
+terms): a new CF version's collection gets the key through the usual blue/green roll-out, and
+:func:`migrate_layout` rebuilds a collection in the current layout in place.
 
 Query the collection yourself with pymilvus::
 
@@ -28,7 +38,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -42,6 +52,11 @@ log = logging.getLogger(__name__)
 
 MAX_ID = 128
 _NOT_LOADED = 101  # Milvus' error code for a request on a collection that is not loaded
+DAY_MS = 86_400_000
+DAY_FIELD = "created_day"
+#: a search of a window dated up to this far past the clock still finds its rows (the worker refuses posts dated
+#: more than ``stream.max_clock_skew_s`` ahead, at most a day)
+DAY_AHEAD_MS = DAY_MS
 
 T = TypeVar("T")
 
@@ -73,6 +88,129 @@ def _quote(s: str) -> str:
 def id_filter(ids: Iterable[str]) -> str:
     """A Milvus boolean expression ``item_id in [...]`` with safely quoted ids."""
     return "item_id in [" + ",".join(_quote(i) for i in ids) + "]"
+
+
+# ------------------------------------------------------------------------------------- layout (pure)
+def created_day(created_at_ms: int) -> int:
+    """The partition key value of an item: the UTC day number of its creation time (days since the epoch)."""
+    return int(created_at_ms) // DAY_MS
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an items collection is partitioned, as its schema says.
+
+    ``partition_key`` is the partition key field (``created_day``, ``kind``) or None (a collection created before
+    partition keys, or with ``partition_key = none``); ``partitions`` the number of hash partitions Milvus reported.
+    """
+
+    partition_key: str | None = None
+    has_day_field: bool = False
+    partitions: int = 1
+
+    @property
+    def by_day(self) -> bool:
+        return self.partition_key == DAY_FIELD and self.has_day_field
+
+
+def layout_of(description: Mapping[str, Any]) -> Layout:
+    """The layout of a collection from its ``describe_collection`` answer."""
+    fields = list(description.get("fields", []))
+    key = next((str(f.get("name")) for f in fields if f.get("is_partition_key")), None)
+    has_day = any(f.get("name") == DAY_FIELD for f in fields)
+    return Layout(key, has_day, int(description.get("num_partitions") or 1))
+
+
+def day_terms(since_ms: int, until_ms: int, max_terms: int) -> list[int] | None:
+    """The ``created_day`` values of a window ``[since_ms, until_ms]``, or None when it spans more than
+    ``max_terms`` days (then naming them prunes little: ``k`` days hash onto about ``P(1 - (1 - 1/P)^k)`` of ``P``
+    partitions). An empty window has no days."""
+    first, last = created_day(since_ms), created_day(until_ms)
+    if last < first:
+        return []
+    if last - first + 1 > max_terms:
+        return None
+    return list(range(first, last + 1))
+
+
+def search_filter(kinds: Sequence[str] | None = None, created_after_ms: int | None = None,
+                  days: Sequence[int] | None = None) -> str:
+    """The boolean expression of a search or query: the kinds, the window's start and, on a collection partitioned
+    by day, the window's days (``created_day in [...]``, which lets Milvus skip the other days' partitions; it
+    keeps the same rows, since every row's ``created_day`` is its ``created_at``'s day)."""
+    parts = []
+    if kinds:
+        parts.append("kind in [" + ",".join(_quote(k) for k in kinds) + "]")
+    if days is not None:
+        parts.append(f"{DAY_FIELD} in [" + ",".join(str(int(d)) for d in days) + "]")
+    if created_after_ms is not None:
+        parts.append(f"created_at >= {int(created_after_ms)}")
+    if len(parts) <= 1:
+        return parts[0] if parts else ""
+    return " and ".join(f"({p})" for p in parts)
+
+
+#: Milvus servers before this one route an upsert by the wrong field on a collection with a partition key: rows land
+#: in the partition of their primary key's hash, so a search that names the key's value misses them (measured on
+#: 2.3.5: 2 of 10 rows of one day found; milvus-io/milvus#30607, fixed by #30772/#30773 in February 2024). 2.4.0
+#: is the first release line that has the fix for certain.
+UPSERT_ROUTES_BY_KEY_FROM = (2, 4, 0)
+
+
+def server_version(text: str) -> tuple[int, ...] | None:
+    """``"v2.3.5-lite"`` -> ``(2, 3, 5)``; None when the answer names no version."""
+    m = re.search(r"(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def split_upsert(layout: Layout, version: tuple[int, ...] | None, *, lite: bool = False) -> bool:
+    """Whether an upsert must be sent as a delete of the ids then an insert (which Milvus routes by the partition
+    key): on a partitioned collection of a server older than :data:`UPSERT_ROUTES_BY_KEY_FROM`, or of unknown
+    version. The delete and the insert go to the same shard in timestamp order, so the inserted row survives; a
+    search between them may miss the item for that moment (a replayed item only: a new one has nothing to delete)."""
+    if lite or layout.partition_key is None:
+        return False
+    return version is None or version < UPSERT_ROUTES_BY_KEY_FROM
+
+
+def row_dict(r: ItemRow, dim: int, now_ms: int, *, day_field: bool) -> dict[str, Any]:
+    """The Milvus row of an item (``created_day`` only for a collection that has the field)."""
+    v = np.asarray(r.vector, dtype=np.float32).reshape(-1)
+    if v.shape[0] != dim:
+        raise ValueError(f"item {r.item_id}: vector has {v.shape[0]} dims, collection has {dim}")
+    row: dict[str, Any] = {
+        "item_id": r.item_id,
+        "vector": v.tolist(),
+        "kind": r.kind,
+        "creator_id": r.creator_id,
+        "created_at": int(r.created_at_ms),
+        "model_version": r.model_version,
+        "indexed_at": int(r.indexed_at_ms or now_ms),
+    }
+    if day_field:
+        row[DAY_FIELD] = created_day(r.created_at_ms)
+    return row
+
+
+def index_spec(settings: MilvusSettings) -> tuple[str, dict[str, int]]:
+    """The index type and build parameters of a new collection's vector field."""
+    if settings.index_type == "HNSW":
+        return "HNSW", {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}
+    if settings.index_type == "IVF_FLAT":
+        return "IVF_FLAT", {"nlist": settings.ivf_nlist}
+    return settings.index_type, {}
+
+
+def search_params(settings: MilvusSettings, limit: int, *, lite: bool = False) -> dict[str, Any]:
+    """The search parameters of a top-``limit`` search (HNSW: ``ef`` at least ``limit``, which Milvus requires)."""
+    params: dict[str, Any] = {"metric_type": settings.metric_type}
+    if lite:
+        return params
+    if settings.index_type == "HNSW":
+        params["params"] = {"ef": max(settings.hnsw_ef, limit)}
+    elif settings.index_type == "IVF_FLAT":
+        params["params"] = {"nprobe": min(settings.ivf_nprobe, settings.ivf_nlist)}
+    return params
 
 
 def collection_for(settings: MilvusSettings, space: str) -> str:
@@ -128,13 +266,20 @@ class ItemIndex:
         dim: vector dimension of the space.
         collection: collection (or alias) name; defaults to ``settings.items_collection``.
         serving: the serving path's deadlines (the API) instead of the ingest path's (the worker, the CLI).
+        clock: epoch-seconds clock (the upper end of a fresh window's days).
+
+    The collection's :class:`Layout` is read from its schema on :meth:`ensure` or the first call that needs it, and
+    kept: an index object over an alias reads the layout of the collection the alias named then.
     """
 
     def __init__(self, settings: MilvusSettings, dim: int, collection: str | None = None, *,
-                 serving: bool = False) -> None:
+                 serving: bool = False, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.dim = dim
         self.name = collection or settings.items_collection
+        self.clock = clock
+        self._layout: Layout | None = None
+        self._split_upsert: bool | None = None
         self.deadlines = clients.milvus_deadlines(settings, serving=serving)
         self.client = clients.milvus_client(settings, serving=serving)
         self.lite = settings.is_lite
@@ -165,46 +310,88 @@ class ItemIndex:
 
     # ---------------------------------------------------------------- schema
     def ensure(self) -> bool:
-        """Create the collection and its index if missing, and load it. Returns True when created."""
-        from pymilvus import DataType
+        """Create the collection and its index if missing, and load it. Returns True when created.
 
+        A new collection gets the settings' layout (partition key, partitions, shards); an existing one is opened
+        as it is, whatever its layout (its vectors' dimension must match). Both are loaded with
+        ``settings.replicas`` in-memory replicas when that is more than 1.
+        """
         with self._lock:
             created = False
             if not self.client.has_collection(self.name, timeout=self.deadlines.call_s):
-                schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
-                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-                schema.add_field("kind", DataType.VARCHAR, max_length=16)
-                schema.add_field("creator_id", DataType.VARCHAR, max_length=MAX_ID)
-                schema.add_field("created_at", DataType.INT64)
-                schema.add_field("model_version", DataType.VARCHAR, max_length=64)
-                schema.add_field("indexed_at", DataType.INT64)
-                idx = self.client.prepare_index_params()
-                if self.lite:
-                    idx.add_index(field_name="vector", index_type="FLAT", metric_type=self.settings.metric_type)
-                else:
-                    idx.add_index(
-                        field_name="vector",
-                        index_type=self.settings.index_type,
-                        metric_type=self.settings.metric_type,
-                        params={"M": 16, "efConstruction": 200} if self.settings.index_type == "HNSW" else {},
-                    )
-                # creating also builds the index and loads the (empty) collection: the load deadline
-                self.client.create_collection(
-                    self.name,
-                    schema=schema,
-                    index_params=idx,
-                    consistency_level=self.settings.consistency_level,
-                    timeout=self.deadlines.load_s,
-                )
+                self._create()
                 created = True
-            else:
-                self._check_dim()
-            self.client.load_collection(self.name, timeout=self.deadlines.load_s)
+            desc = self.client.describe_collection(self.name, timeout=self.deadlines.call_s)
+            self._check_dim(desc)
+            self._layout = layout_of(desc)
+            self._split_upsert = None
+            self.client.load_collection(self.name, timeout=self.deadlines.load_s, **self._replica_kw())
             return created
 
-    def _check_dim(self) -> None:
-        desc = self.client.describe_collection(self.name, timeout=self.deadlines.call_s)
+    def _replica_kw(self) -> dict[str, int]:
+        return {"replica_number": self.settings.replicas} if self.settings.replicas > 1 and not self.lite else {}
+
+    def _create(self) -> None:
+        from pymilvus import DataType
+
+        key = self.settings.partition_key
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=MAX_ID)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("kind", DataType.VARCHAR, max_length=16, is_partition_key=key == "kind")
+        schema.add_field("creator_id", DataType.VARCHAR, max_length=MAX_ID)
+        schema.add_field("created_at", DataType.INT64)
+        schema.add_field("model_version", DataType.VARCHAR, max_length=64)
+        schema.add_field("indexed_at", DataType.INT64)
+        if key == DAY_FIELD:
+            schema.add_field(DAY_FIELD, DataType.INT64, is_partition_key=True,
+                             description="UTC day of created_at (created_at // 86400000): the partition key")
+        idx = self.client.prepare_index_params()
+        if self.lite:
+            idx.add_index(field_name="vector", index_type="FLAT", metric_type=self.settings.metric_type)
+        else:
+            index_type, params = index_spec(self.settings)
+            idx.add_index(field_name="vector", index_type=index_type, metric_type=self.settings.metric_type,
+                          params=params)
+        layout: dict[str, int] = {}
+        if key != "none":
+            layout["num_partitions"] = self.settings.partitions
+        if not self.lite:
+            layout["shards_num"] = self.settings.shards
+        # creating builds the index and loads the (empty) collection: the load deadline; with more than one replica
+        # it is loaded by ensure() instead (pymilvus' create loads one)
+        self.client.create_collection(
+            self.name,
+            schema=schema,
+            index_params=idx if not self._replica_kw() else None,
+            consistency_level=self.settings.consistency_level,
+            timeout=self.deadlines.load_s,
+            **layout,
+        )
+        if self._replica_kw():
+            self.client.create_index(self.name, idx, timeout=self.deadlines.call_s)
+
+    @property
+    def layout(self) -> Layout:
+        """The collection's layout (read from its schema once)."""
+        if self._layout is None:
+            with self._lock:
+                desc = self.client.describe_collection(self.name, timeout=self.deadlines.call_s)
+            self._layout = layout_of(desc)
+        return self._layout
+
+    def splits_upserts(self) -> bool:
+        """Whether this collection's upserts go as delete + insert (:func:`split_upsert`), decided once."""
+        if self._split_upsert is None:
+            layout = self.layout
+            version = None
+            if not self.lite and layout.partition_key is not None:
+                with self._lock:
+                    version = server_version(str(self.client.get_server_version(timeout=self.deadlines.call_s)))
+            self._split_upsert = split_upsert(layout, version, lite=self.lite)
+        return self._split_upsert
+
+    def _check_dim(self, desc: Mapping[str, Any]) -> None:
         for f in desc.get("fields", []):
             if f.get("name") == "vector":
                 d = int(f.get("params", {}).get("dim", self.dim))
@@ -226,26 +413,21 @@ class ItemIndex:
         if not rows:
             return 0
         now_ms = int(time.time() * 1000)
+        day_field = self.layout.has_day_field
+        split = self.splits_upserts()
         n = 0
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            data = []
-            for r in chunk:
-                v = np.asarray(r.vector, dtype=np.float32).reshape(-1)
-                if v.shape[0] != self.dim:
-                    raise ValueError(f"item {r.item_id}: vector has {v.shape[0]} dims, collection has {self.dim}")
-                data.append(
-                    {
-                        "item_id": r.item_id,
-                        "vector": v.tolist(),
-                        "kind": r.kind,
-                        "creator_id": r.creator_id,
-                        "created_at": int(r.created_at_ms),
-                        "model_version": r.model_version,
-                        "indexed_at": int(r.indexed_at_ms or now_ms),
-                    }
-                )
-            self._loaded(partial(self._locked, self.client.upsert, self.name, data, timeout=self.deadlines.call_s))
+            data = [row_dict(r, self.dim, now_ms, day_field=day_field) for r in chunk]
+            if split:
+                ids = [d["item_id"] for d in data]
+                self._loaded(partial(self._locked, self.client.delete, self.name, filter=id_filter(ids),
+                                     timeout=self.deadlines.call_s))
+                self._loaded(partial(self._locked, self.client.insert, self.name, data,
+                                     timeout=self.deadlines.call_s))
+            else:
+                self._loaded(partial(self._locked, self.client.upsert, self.name, data,
+                                     timeout=self.deadlines.call_s))
             n += len(data)
         if self.lite:
             with self._lock:
@@ -272,7 +454,9 @@ class ItemIndex:
         """Top-k by inner product for each query vector (Q x D). ``exclude[i]`` drops ids for query i.
 
         ``consistency`` overrides the collection's level for this call (e.g. "Strong" to read your own writes);
-        ``created_after_ms`` keeps only items created at or after that time. ``max_extra`` caps how many results
+        ``created_after_ms`` keeps only items created at or after that time (on a collection partitioned by day, the
+        window's days are named too, so only their partitions are searched: rows dated more than a day past the
+        clock are then left out, see :data:`DAY_AHEAD_MS`). ``max_extra`` caps how many results
         beyond ``k`` are fetched to make up for excluded ids (default: as many as are excluded, so the answer is
         always k when the collection has them; a cap makes the search cheaper and may return fewer than k).
 
@@ -286,24 +470,18 @@ class ItemIndex:
         extra = max((len(e) for e in exclude), default=0) if exclude else 0
         if max_extra is not None:
             extra = min(extra, max_extra)
-        expr = ""
-        if kinds:
-            expr = "kind in [" + ",".join(_quote(k) for k in kinds) + "]"
-        if created_after_ms is not None:
-            expr = (f"({expr}) and " if expr else "") + f"created_at >= {int(created_after_ms)}"
-        params = {"metric_type": self.settings.metric_type}
-        if not self.lite and self.settings.index_type == "HNSW":
-            params["params"] = {"ef": max(64, k + extra)}  # type: ignore[assignment]
+        expr = self._filter(kinds, created_after_ms)
+        limit = min(k + extra, 16384)
         res = self._loaded(partial(
             self._locked,
             self.client.search,
             self.name,
             data=q.tolist(),
-            limit=min(k + extra, 16384),
+            limit=limit,
             anns_field="vector",
             filter=expr,
             output_fields=["kind", "creator_id", "created_at"],
-            search_params=params,
+            search_params=search_params(self.settings, limit, lite=self.lite),
             timeout=self.deadlines.call_s,
             **({"consistency_level": consistency} if consistency and not self.lite else {}),
         ))
@@ -329,6 +507,14 @@ class ItemIndex:
                     break
             out.append(row)
         return out
+
+    def _filter(self, kinds: Sequence[str] | None, created_after_ms: int | None) -> str:
+        days = None
+        if created_after_ms is not None and self.layout.by_day:
+            until_ms = int(self.clock() * 1000) + DAY_AHEAD_MS
+            days = day_terms(int(created_after_ms), max(until_ms, int(created_after_ms)),
+                             max(self.layout.partitions, 1))
+        return search_filter(kinds, created_after_ms, days)
 
     def get_vectors(self, ids: Sequence[str], strong_retry: bool = True) -> dict[str, np.ndarray]:
         """Vectors of the given items that exist (missing ids are simply absent).
@@ -374,10 +560,11 @@ class ItemIndex:
 
     def newest(self, n: int, since_ms: int = 0) -> list[Hit]:
         """The ``n`` most recently created items (created_at >= since_ms), newest first."""
+        expr = self._filter(None, since_ms)
         with self._lock:
             rows = self.client.query(
                 self.name,
-                filter=f"created_at >= {int(since_ms)}",
+                filter=expr,
                 output_fields=["item_id", "kind", "creator_id", "created_at"],
                 limit=16384,
                 timeout=self.deadlines.call_s,
@@ -403,3 +590,64 @@ class ItemIndex:
     def close(self) -> None:
         with self._lock:
             self.client.close()
+
+
+def migrate_layout(settings: MilvusSettings, collection: str, dim: int, *, batch_size: int = 2000,
+                   clock: Callable[[], float] = time.time) -> dict[str, Any]:
+    """Rebuild ``collection`` in the settings' layout (e.g. a collection created before partition keys), in place.
+
+    Copies every row into ``<collection>__relayout`` (created with the current layout; a leftover of an interrupted
+    run is dropped first), checks the row counts agree, then renames the old collection to
+    ``<collection>__legacy_<epoch s>``, the copy to ``collection``, and moves the old collection's aliases (the
+    serving alias) to it. The old collection is kept for the operator to drop. Stop the writers (the workers of this
+    space) first and start them after: a row upserted during the copy may be missing from it (the count check then
+    refuses to swap). Readers see the collection missing for the moment between the two renames. Returns what it
+    did; nothing when the layout is already the settings'.
+    """
+    src = ItemIndex(settings, dim, collection)
+    try:
+        if not src.exists():
+            raise ValueError(f"no collection {collection!r} to migrate")
+        src.ensure()  # loads it (and reads its layout)
+        want = None if settings.partition_key == "none" else settings.partition_key
+        if src.layout.partition_key == want:
+            return {"collection": collection, "migrated": False, "partition_key": want}
+        tmp = f"{collection}__relayout"
+        dst = ItemIndex(settings, dim, tmp)
+        try:
+            dst.drop()
+            dst.ensure()
+            copied = 0
+            it = src.client.query_iterator(
+                collection, batch_size=batch_size, filter="", timeout=src.deadlines.call_s,
+                output_fields=["item_id", "vector", "kind", "creator_id", "created_at", "model_version",
+                               "indexed_at"],
+                **({} if src.lite else {"consistency_level": "Strong"}))
+            try:
+                while rows := it.next():
+                    copied += dst.upsert([
+                        ItemRow(str(r["item_id"]), np.asarray(r["vector"], np.float32), str(r["kind"]),
+                                str(r["creator_id"]), int(r["created_at"]), str(r["model_version"]),
+                                int(r["indexed_at"]))
+                        for r in rows])
+            finally:
+                it.close()
+            n_src, n_dst = src.count(), dst.count()
+            if n_src != n_dst:
+                raise RuntimeError(f"{collection}: {n_src} rows but {n_dst} copied into {tmp} (writers running?); "
+                                   f"{collection} is unchanged, {tmp} is left to inspect")
+            t = src.deadlines.call_s
+            aliases = list(src.client.list_aliases(collection, timeout=t).get("aliases", []))
+            legacy = f"{collection}__legacy_{int(clock())}"
+            src.client.rename_collection(collection, legacy, timeout=t)
+            src.client.rename_collection(tmp, collection, timeout=t)
+            for alias in aliases:
+                src.client.alter_alias(collection, alias, timeout=t)
+            # a server keeps a renamed collection loaded, Milvus Lite releases it
+            src.client.load_collection(collection, timeout=src.deadlines.load_s, **dst._replica_kw())
+        finally:
+            dst.close()
+        return {"collection": collection, "migrated": True, "partition_key": want, "rows": n_dst,
+                "legacy": legacy, "aliases_moved": aliases}
+    finally:
+        src.close()
