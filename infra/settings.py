@@ -213,7 +213,12 @@ class RedisSettings(_Section):
 
 
 class MilvusSettings(_Section):
-    """Milvus: a server URI (standalone/distributed) or a local Milvus Lite ``.db`` path."""
+    """Milvus: a server URI (standalone/distributed) or a local Milvus Lite ``.db`` path.
+
+    A cluster is the same code with another URI and a token (``user:password``, or an API key): the token is a
+    ``SecretStr`` and goes only to the client call (:func:`infra.clients.milvus_options`); credentials written into
+    the URI are moved out of it into the token, since the URI is printed in error messages.
+    """
 
     uri: str = "http://127.0.0.1:19531"
     token: SecretStr | None = None
@@ -224,6 +229,26 @@ class MilvusSettings(_Section):
     consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
     index_type: str = "HNSW"
     metric_type: Literal["IP", "COSINE", "L2"] = "IP"
+    # the layout of a NEW items collection (indexing.milvus_items; an existing one keeps its schema, read back when
+    # opened): the partition key (kind: a kind filter visits only its kind's partition, and an unfiltered search
+    # only 5 partitions; created_day: the UTC day of created_at, so a fresh-window search visits only the window's
+    # days' partitions; none: the layout before partition keys; why kind is the default: docs/operations.md,
+    # "Milvus at scale"), the hash partitions Milvus spreads the key over (at 16 the five kinds land in five
+    # different ones), the shards (DML channels: a cluster spreads writes over its data nodes by shard) and the
+    # in-memory replicas it is loaded with (one per query node survives a query node's loss; a standalone server
+    # has one query node and refuses more than 1)
+    partition_key: Literal["kind", "created_day", "none"] = "kind"
+    partitions: int = Field(default=16, ge=1, le=1024)
+    shards: int = Field(default=1, ge=1, le=16)
+    replicas: int = Field(default=1, ge=1, le=16)
+    # index build parameters of a new collection (HNSW: M, efConstruction; IVF_FLAT: nlist) and search parameters
+    # (HNSW: ef, raised to k + excluded ids when that is larger; IVF_FLAT: nprobe); benchmarks.milvus_scale
+    # measures recall@100 and latency over them
+    hnsw_m: int = Field(default=16, ge=2, le=2048)
+    hnsw_ef_construction: int = Field(default=200, ge=1, le=65536)
+    hnsw_ef: int = Field(default=64, ge=1, le=32768)
+    ivf_nlist: int = Field(default=1024, ge=1, le=65536)
+    ivf_nprobe: int = Field(default=32, ge=1, le=65536)
     # deadlines per call (infra.clients, docs/operations.md "Deadlines"): pymilvus retries a call that fails for the
     # server's state (UNAVAILABLE, rate limit) within its deadline, then raises. The ingest path (the worker, the CLI:
     # upserts, queries, schema calls), loading a collection (startup, after a Milvus restart), the connection (channel
@@ -233,6 +258,25 @@ class MilvusSettings(_Section):
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
     serving_timeout_s: float = Field(default=0.4, gt=0, le=30)
     serving_connect_timeout_s: float = Field(default=1.0, gt=0, le=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_uri(cls, data: object) -> object:
+        """``http(s)://user:password@host`` becomes the URI without them and, unless a token is set (which wins, as
+        in pymilvus), the token ``user:password``: the URI is printed in error messages, the token never is."""
+        if not isinstance(data, dict) or not isinstance(data.get("uri"), str):
+            return data
+        from urllib.parse import unquote, urlsplit, urlunsplit
+
+        parts = urlsplit(data["uri"])
+        if parts.scheme not in ("http", "https", "tcp") or "@" not in parts.netloc:
+            return data
+        creds, _, hostport = parts.netloc.rpartition("@")
+        out = {**data, "uri": urlunsplit(parts._replace(netloc=hostport))}
+        if out.get("token") is None:
+            user, _, password = creds.partition(":")
+            out["token"] = SecretStr(f"{unquote(user)}:{unquote(password)}" if password else unquote(user))
+        return out
 
     @property
     def is_lite(self) -> bool:
