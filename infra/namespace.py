@@ -152,14 +152,31 @@ def drop_milvus(s: Settings, *, dry_run: bool = False) -> list[str]:
 
 
 def drop_redis(s: Settings, *, dry_run: bool = False) -> int:
-    """Delete every Redis key under the namespace's prefix; returns how many (with ``dry_run``: how many exist)."""
-    from indexing.redis_state import RedisState
-
+    """Delete every Redis key under the namespace's prefix (on a cluster: on every master); returns how many (with
+    ``dry_run``: how many exist)."""
     _check(s)
-    state = RedisState(s.redis)
-    if dry_run:
-        return sum(1 for _ in state.r.scan_iter(match=s.redis.key_prefix + "*", count=1000))
-    return state.delete_prefix()
+    r = clients.redis_client(s.redis)
+    try:
+        n, batch = 0, []
+        for key in r.scan_iter(match=s.redis.key_prefix + "*", count=1000):
+            n += 1
+            if not dry_run:
+                batch.append(key)
+                if len(batch) >= 500:
+                    _delete_keys(r, batch)
+                    batch = []
+        if batch:
+            _delete_keys(r, batch)
+        return n
+    finally:
+        r.close()
+
+
+def _delete_keys(r: Any, keys: list[Any]) -> None:
+    with r.pipeline(transaction=False) as pipe:  # one key per command: keys of different slots on a cluster
+        for k in keys:
+            pipe.delete(k)
+        pipe.execute()
 
 
 def drop_namespace(s: Settings, *, kafka: bool = True, milvus: bool = True, redis: bool = True,
