@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from indexing.milvus_items import DAY_MS, ItemIndex, ItemRow, created_day, migrate_layout
 from infra.settings import MilvusSettings, Settings
+from tests.milvus_legacy import create_legacy_items
 
 pytestmark = pytest.mark.integration
 
@@ -104,25 +105,10 @@ def test_a_collection_by_day_has_the_partitions_and_shards_of_the_settings(milvu
     ix.close()
 
 
-def _legacy(ix: ItemIndex) -> None:
-    from pymilvus import DataType
-
-    schema = ix.client.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=128)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
-    schema.add_field("kind", DataType.VARCHAR, max_length=16)
-    schema.add_field("creator_id", DataType.VARCHAR, max_length=128)
-    schema.add_field("created_at", DataType.INT64)
-    schema.add_field("model_version", DataType.VARCHAR, max_length=64)
-    schema.add_field("indexed_at", DataType.INT64)
-    idx = ix.client.prepare_index_params()
-    idx.add_index(field_name="vector", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
-    ix.client.create_collection(ix.name, schema=schema, index_params=idx, consistency_level="Bounded")
-
 
 def test_a_legacy_collection_keeps_working_and_migrates_in_place(milvus: MilvusSettings) -> None:
     old = ItemIndex(milvus, dim=DIM)
-    _legacy(old)
+    create_legacy_items(old)
     assert old.ensure() is False and old.layout.partition_key is None
     v, rows = _rows(200)
     assert old.upsert(rows) == 200

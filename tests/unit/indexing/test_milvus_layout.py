@@ -22,6 +22,7 @@ from indexing.milvus_items import (
     search_params,
 )
 from infra.settings import MilvusSettings
+from tests.milvus_legacy import create_legacy_items
 
 NOW_MS = 20_000 * DAY_MS + 12 * 3600_000  # noon of day 20,000
 DIM = 8
@@ -102,22 +103,6 @@ def _index(tmp_path, name: str = "items", **kw) -> ItemIndex:
     return ItemIndex(s, dim=DIM, clock=lambda: NOW_MS / 1000)
 
 
-def _legacy(ix: ItemIndex) -> None:
-    """The items collection as this module created it before partition keys."""
-    from pymilvus import DataType
-
-    schema = ix.client.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=128)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=DIM)
-    schema.add_field("kind", DataType.VARCHAR, max_length=16)
-    schema.add_field("creator_id", DataType.VARCHAR, max_length=128)
-    schema.add_field("created_at", DataType.INT64)
-    schema.add_field("model_version", DataType.VARCHAR, max_length=64)
-    schema.add_field("indexed_at", DataType.INT64)
-    idx = ix.client.prepare_index_params()
-    idx.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-    ix.client.create_collection(ix.name, schema=schema, index_params=idx)
-
 
 def test_a_new_collection_is_partitioned_by_kind_by_default(tmp_path) -> None:
     assert MilvusSettings().partition_key == "kind"
@@ -159,7 +144,7 @@ def test_the_none_layout_has_no_partition_key(tmp_path) -> None:
 
 def test_a_collection_from_before_partition_keys_keeps_working(tmp_path) -> None:
     ix = _index(tmp_path, "old")
-    _legacy(ix)
+    create_legacy_items(ix)
     assert ix.ensure() is False  # opened as it is, not altered
     assert ix.layout == Layout(None, False, ix.layout.partitions)
     v, rows = _rows(30)
@@ -172,7 +157,7 @@ def test_a_collection_from_before_partition_keys_keeps_working(tmp_path) -> None
 
 def test_migrate_layout_rebuilds_a_legacy_collection_in_place(tmp_path) -> None:
     old = _index(tmp_path, "mig")
-    _legacy(old)
+    create_legacy_items(old)
     v, rows = _rows(25)
     old.upsert(rows)
     old.client.create_alias("mig", "mig_serving")
