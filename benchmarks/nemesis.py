@@ -41,6 +41,16 @@ that moment: ``leader_kill`` (SIGKILL, down for ``leader_down_s`` while the othe
 ``leader_pause`` (SIGSTOP for ``leader_pause_s``, past the controller's 9 s broker session: it is fenced, its
 partitions get new leaders, and it wakes up a stale leader). The first node's ``broker_pause`` and
 ``broker_restart`` stay in the plan. Its full report is ``nemesis_brokers3.json``.
+
+``--redis-cluster`` runs its Redis as the local stack's Redis Cluster (``thaw stack up --redis-cluster``: 3 masters
+and 3 replicas on the Redis port .. + 5, their bus on + 6 .. + 11; :meth:`Ports.redis_ports`, which ``--free-ports``
+reserves too), with ``THAW_REDIS__CLUSTER=1`` for this process and the workers; the monitor and the checker read
+through ``RedisCluster``. Its ``redis_kill`` SIGKILLs the master serving the slots of the most user-event shards
+(:func:`master_to_kill`), waits until every live node says ``cluster_state:ok`` and routes those slots to the
+promoted replica (:func:`failover_done`; the seconds are the fault's ``failover_s``), then restarts the killed node,
+which rejoins as a replica. Replication is asynchronous, so the promoted replica may miss the last acknowledged
+commits: the worker finds its fences below their floors and restarts from them (docs/architecture.md, "Redis going
+back in time"). The report's ``redis`` says ``cluster`` or ``single``; its default name gets ``_redis_cluster``.
 """
 
 from __future__ import annotations
@@ -58,7 +68,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +78,7 @@ import numpy as np
 
 from benchmarks._harness import DEFAULT_OUT, BenchError, machine_info, wait_for, write_json
 from benchmarks.worker_group import WorkerGroup, pick_member
+from infra.stack.redis import CLUSTER_NODES
 
 #: the nemesis stack's ports (never the defaults: another stack may run there)
 DEFAULT_HOME = Path("/tmp/thaw-nemesis-stack")
@@ -92,10 +103,17 @@ class Ports:
     web: int
     # Kafka nodes: node i listens on kafka + 2i, its controller on controller + 2i (the settings list them all)
     brokers: int = 1
+    # a Redis Cluster (``infra.stack.redis.ClusterStack``): 6 nodes on redis .. redis + 5, their bus on + 6 .. + 11
+    redis_cluster: bool = False
+
+    def redis_ports(self) -> list[int]:
+        """Every port the stack's Redis takes: one, or the cluster's 12 (client ports, then bus ports)."""
+        return list(range(self.redis, self.redis + (REDIS_CLUSTER_PORTS if self.redis_cluster else 1)))
 
     def env(self, home: Path) -> dict[str, str]:
         """The ``THAW_*`` variables of a stack on these ports under ``home`` (for this process and the worker)."""
         return {
+            "THAW_REDIS__CLUSTER": "1" if self.redis_cluster else "0",
             "THAW_STACK__HOME": str(home),
             "THAW_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{self.kafka}",
             "THAW_KAFKA__CONTROLLER_PORT": str(self.controller),
@@ -108,6 +126,9 @@ class Ports:
             "THAW_STREAM__WEB_PORT": str(self.web),
         }
 
+
+#: the ports of the local Redis Cluster: 6 nodes and their 6 cluster-bus ports (``infra.stack.redis``)
+REDIS_CLUSTER_PORTS = 2 * CLUSTER_NODES
 
 DEFAULT_PORTS = Ports(kafka=29092, controller=29093, redis=26379, milvus=29531, milvus_base=29540, metrics=29108,
                       web=26066)
@@ -123,17 +144,20 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_ports(seed: int | None = None, brokers: int = 1) -> Ports:
+def free_ports(seed: int | None = None, brokers: int = 1, redis_cluster: bool = False) -> Ports:
     """Ports nothing listens on: 6 single ones and a run of 11 for Milvus (a random range in 30000-39999); with
-    several Kafka nodes, their 2 ports each after those (the single broker's ports are the same as ever)."""
+    several Kafka nodes, their 2 ports each after those; with a Redis Cluster, its 12 after all of them (the single
+    broker's and the single Redis' ports of a seed are the same as ever)."""
     rng = np.random.default_rng(seed)
+    kafka_nodes = 2 * brokers if brokers > 1 else 0
     for _ in range(200):
         base = int(rng.integers(30000, 39980))
-        run = list(range(base, base + 17 + (2 * brokers if brokers > 1 else 0)))
+        run = list(range(base, base + 17 + kafka_nodes + (REDIS_CLUSTER_PORTS if redis_cluster else 0)))
         if all(_bindable(p) for p in run):
             kafka = run[17] if brokers > 1 else run[0]
-            return Ports(kafka=kafka, controller=kafka + 1, redis=run[2], milvus=run[3], metrics=run[4],
-                         web=run[5], milvus_base=run[6], brokers=brokers)
+            redis = run[17 + kafka_nodes] if redis_cluster else run[2]
+            return Ports(kafka=kafka, controller=kafka + 1, redis=redis, milvus=run[3], metrics=run[4],
+                         web=run[5], milvus_base=run[6], brokers=brokers, redis_cluster=redis_cluster)
     raise BenchError("no free port range found")
 
 
@@ -161,6 +185,8 @@ class Plan:
     leader_pauses: int = 0
     leader_down_s: float = 15.0
     leader_pause_s: float = 15.0
+    # with a Redis Cluster (--redis-cluster): how long a killed master's replica may take to be promoted
+    redis_failover_timeout_s: float = 120.0
 
 
 FULL = Plan(user_events=100_000, items=2_000, users=3_000, rate=300.0, worker_kills=10, broker_pause_s=10.0,
@@ -236,6 +262,25 @@ class Stack:
         if node is None:
             raise BenchError(f"no partition of {topic} has a leader: {leaders}")
         return node, sorted(p for p, n in leaders.items() if n == node)
+
+    # ------------------------------------------------------------------------------------- Redis Cluster
+    def redis_probes(self) -> list[Any]:
+        """What each port of the local Redis Cluster answers now (``infra.stack.redis.NodeProbe``)."""
+        from infra.stack.redis import probe_nodes
+
+        return probe_nodes(self.settings.redis, timeout_s=2.0)
+
+    def redis_view(self) -> list[Any]:
+        """The cluster's ``CLUSTER NODES`` as the first node that answers with ``cluster_state:ok`` sees it."""
+        for p in self.redis_probes():
+            if p.answered and (p.info or {}).get("cluster_state") == "ok":
+                return list(p.nodes)
+        raise BenchError("no Redis Cluster node answers with cluster_state:ok")
+
+    def redis_node_entry(self, port: int) -> str:
+        from infra.stack.redis import node_entry
+
+        return node_entry(port)
 
 
 # ------------------------------------------------------------------------------------------------- records
@@ -424,15 +469,31 @@ class Monitor:
         self.hold = threading.Lock()  # held by the nemesis while it kills/restarts the worker
         self.stop = threading.Event()
         self._consumer: Any = None
+        self._state: Any = None  # indexing.redis_state.RedisState, see _redis
 
-    def _fences(self, r: Any, topic: str, n: int) -> int | None:
+    def _redis(self) -> Any:
+        """A ``RedisState`` over a client with short deadlines (``RedisCluster`` on a cluster), made on first use
+        and again after a failed read (a cluster client cannot be made while a slot has no master)."""
+        if self._state is None:
+            from indexing.redis_state import RedisState
+            from infra import clients
+
+            self._state = RedisState(self.s.redis, client=clients.redis_client(
+                self.s.redis, socket_timeout=2, socket_connect_timeout=1))
+        return self._state
+
+    def _fences(self, topic: str, n: int) -> int | None:
         from indexing.redis_keys import RedisKeys
 
         rk = RedisKeys(self.s.redis.key_prefix)
         keys = [rk.fence(self.s.stream.app_id, topic, i) for i in range(n)]
         try:
-            vals = r.mget(keys)
-        except Exception:  # noqa: BLE001 - Redis down: no sample
+            vals = self._redis().mget(keys)  # split by slot on a cluster: each partition's fence is in its own
+        except Exception:  # noqa: BLE001 - Redis down, a master failing over: no sample
+            with contextlib.suppress(Exception):
+                if self._state is not None:
+                    self._state.r.close()
+            self._state = None
             return None
         return sum(int(v) + 1 for v in vals if v is not None)
 
@@ -461,14 +522,11 @@ class Monitor:
         return self.samples[-1] if self.samples else Sample(time.time(), None, None, None, None, None)
 
     def run(self) -> None:
-        import redis
-
         parts = self.s.kafka.partitions
-        r = redis.Redis(host=self.s.redis.host, port=self.s.redis.port, socket_timeout=2, socket_connect_timeout=1)
         while not self.stop.wait(self.every_s):
             t = self.topics
-            self.samples.append(Sample(time.time(), self._fences(r, t.user_events, parts),
-                                       self._ends(t.user_events, parts), self._fences(r, t.user_events_retry, parts),
+            self.samples.append(Sample(time.time(), self._fences(t.user_events, parts),
+                                       self._ends(t.user_events, parts), self._fences(t.user_events_retry, parts),
                                        self._ends(t.user_events_retry, parts), self._ends(t.content_indexed, parts)))
             if self.hold.acquire(blocking=False):
                 try:
@@ -501,6 +559,7 @@ class Fault:
     detail: str = ""
     resume_s: float | None = None
     catch_up_s: float | None = None
+    failover_s: float | None = None  # a Redis Cluster master kill: until a replica serves its slots
 
 
 class Nemesis:
@@ -598,10 +657,45 @@ class Nemesis:
         fault.detail = f"node {node} (leading user.events {led}) SIGSTOP {self.plan.leader_pause_s:g}s"
 
     def redis_kill(self, fault: Fault) -> None:
+        if self.stack.settings.redis.cluster:
+            self.redis_master_kill(fault)
+            return
         self.stack.kill9("redis")
         t = time.time()
         self.stack.up()
         fault.detail = f"SIGKILL, AOF reloaded, back up in {time.time() - t:.1f}s"
+
+    def redis_master_kill(self, fault: Fault) -> None:
+        """On a Redis Cluster: SIGKILL the master serving the most user-event shards (:func:`master_to_kill`),
+        wait until every live node says ``cluster_state:ok`` and routes its slots to a promoted replica
+        (:func:`failover_done`), then restart it: ``thaw stack up`` starts the missing node, which rejoins from its
+        ``nodes.conf`` as a replica of the new master and resyncs from it."""
+        shards = self.stack.settings.kafka.partitions
+        victim, served = master_to_kill(self.stack.redis_view(), shards)
+        slot = shard_slots(shards)[served[0]]
+        self.stack.kill9(self.stack.redis_node_entry(victim.port))
+        t_kill = time.time()
+        new = None
+        while new is None:
+            if time.time() - t_kill > self.plan.redis_failover_timeout_s:
+                raise BenchError(f"no replica of Redis node {victim.port} took over within "
+                                 f"{self.plan.redis_failover_timeout_s:g}s")
+            time.sleep(0.2)
+            new = failover_done(self.stack.redis_probes(), victim.node_id, slot)
+        failover_s = time.time() - t_kill
+        t = time.time()
+        self.stack.up()
+        back_s = time.time() - t
+        view = self.stack.redis_view()
+        ports = {n.node_id: n.port for n in view}
+        rejoined = next((n for n in view if n.node_id == victim.node_id), None)
+        role = ("not in the cluster view" if rejoined is None else
+                f"a replica of {ports.get(rejoined.master_id or '', rejoined.master_id)}" if rejoined.is_replica
+                else "a master")
+        fault.detail = (f"master {victim.port} (slots of shards {served}) SIGKILL; replica {new.port} promoted, "
+                        f"cluster_state ok after {failover_s:.1f}s; {victim.port} restarted, cluster complete again "
+                        f"in {back_s:.1f}s, rejoined as {role}")
+        fault.failover_s = round(failover_s, 2)
 
     def milvus_stop(self, fault: Fault) -> None:
         self.stack.stop("milvus")
@@ -618,6 +712,55 @@ def fault_order(plan: Plan, rng: np.random.Generator) -> list[str]:
              + ["broker_pause", "broker_restart", "redis_kill", "milvus_stop"]
              + ["leader_kill"] * plan.leader_kills + ["leader_pause"] * plan.leader_pauses)
     return [kinds[int(i)] for i in rng.permutation(len(kinds))]
+
+
+def shard_slots(shards: int) -> dict[int, int]:
+    """The Redis Cluster hash slot of each user-event shard's keys (the slot of its hash tag ``{s<n>}``)."""
+    from redis.crc import key_slot
+
+    from indexing.redis_keys import RedisKeys
+
+    return {n: key_slot(RedisKeys.tag(n).encode()) for n in range(shards)}
+
+
+def _serving(nodes: Sequence[Any], slot: int) -> Any | None:
+    """The master (not marked failing) whose slot ranges hold ``slot``."""
+    return next((n for n in nodes if n.is_master and not n.failing and any(lo <= slot <= hi for lo, hi in n.slots)),
+                None)
+
+
+def master_to_kill(nodes: Sequence[Any], shards: int) -> tuple[Any, list[int]]:
+    """From ``CLUSTER NODES`` (``infra.stack.redis.ClusterNodeLine``): the master serving the slots of the most
+    user-event shards, and those shards; a tie goes to the master of the lowest shard. ValueError if no master
+    serves any shard."""
+    served: dict[str, list[int]] = {}
+    by_id: dict[str, Any] = {}
+    for shard, slot in shard_slots(shards).items():
+        m = _serving(nodes, slot)
+        if m is not None:
+            served.setdefault(m.node_id, []).append(shard)
+            by_id[m.node_id] = m
+    if not served:
+        raise ValueError(f"no master serves the slots of shards 0..{shards - 1}")
+    best = min(served, key=lambda nid: (-len(served[nid]), served[nid][0]))
+    return by_id[best], served[best]
+
+
+def failover_done(probes: Sequence[Any], killed_id: str, slot: int) -> Any | None:
+    """The promoted master, once every node that answers (``infra.stack.redis.NodeProbe``) says
+    ``cluster_state:ok`` and routes ``slot`` to a master other than ``killed_id``; None until then."""
+    live = [p for p in probes if p.answered]
+    if not live:
+        return None
+    new = None
+    for p in live:
+        if (p.info or {}).get("cluster_state") != "ok":
+            return None
+        m = _serving(p.nodes, slot)
+        if m is None or m.node_id == killed_id:
+            return None
+        new = m
+    return new
 
 
 def recover_times(faults: list[Fault], samples: list[Sample]) -> None:
@@ -827,7 +970,7 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
     if home.exists():  # a previous run's stack: stop it and start from empty data
         with contextlib.suppress(Exception):
             Stack(base).down()
-        for sub in ("kafka", "redis", "milvus", "logs", "state.json", "work"):
+        for sub in ("kafka", "redis", "redis-cluster", "milvus", "logs", "state.json", "work"):
             p = home / sub
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
@@ -838,7 +981,10 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
     ns = f"nemesis_s{seed}_{int(t_start)}"
     s = base.namespaced(ns)
     stack = Stack(s)
-    log(f"stack up under {home} (kafka {ports.kafka}, redis {ports.redis}, milvus {ports.milvus})")
+    redis_ports = ports.redis_ports()
+    log(f"stack up under {home} (kafka {ports.kafka}, redis "
+        f"{f'cluster {redis_ports[0]}-{redis_ports[-1]}' if ports.redis_cluster else ports.redis}, "
+        f"milvus {ports.milvus})")
     stack.up()
     ensure_minilm(ModelRegistry(s.models.dir))
     topics = Topics.for_prefix(s.kafka.topic_prefix)
@@ -913,6 +1059,7 @@ def run(plan: Plan, seed: int, out: Path, home: Path, ports: Ports, *, mode: str
             "mode": mode,
             "workers": workers,
             "brokers": s.kafka.brokers,
+            "redis": "cluster" if s.redis.cluster else "single",
             "partitions": s.kafka.partitions,
             "plan": asdict(plan),
             "faults_done": dict(done_kinds),
@@ -1005,6 +1152,9 @@ def main(argv: list[str] | None = None) -> int:
                     "with several, the worker faults hit a random one and some pause it past the session timeout")
     ap.add_argument("--brokers", type=int, default=1, choices=(1, 3), help="Kafka nodes (default 1); 3: topics "
                     "replicated 3 times (2 in sync), and the plan kills and pauses the broker that leads partitions")
+    ap.add_argument("--redis-cluster", action="store_true", help="run its Redis as a Redis Cluster (3 masters + 3 "
+                    "replicas, 12 ports from the Redis port); redis_kill then kills the master of the most "
+                    "user-event shards, waits for its replica's promotion and restarts it")
     ap.add_argument("--partitions", type=int, default=None, help="partitions per topic (default: the settings' "
                     "4 with one worker, 8 with several)")
     a = ap.parse_args(argv)
@@ -1021,8 +1171,11 @@ def main(argv: list[str] | None = None) -> int:
     name = "nemesis" if a.workers == 1 else f"nemesis_workers{a.workers}"
     if a.brokers > 1:
         name += f"_brokers{a.brokers}"
+    if a.redis_cluster:
+        name += "_redis_cluster"
     out = a.out or (Path(f"/tmp/thaw-{name.replace('_', '-')}-quick.json") if a.quick else DEFAULT_OUT / f"{name}.json")
-    ports = free_ports(a.seed, a.brokers) if a.free_ports else replace(DEFAULT_PORTS, brokers=a.brokers)
+    ports = (free_ports(a.seed, a.brokers, a.redis_cluster) if a.free_ports
+             else replace(DEFAULT_PORTS, brokers=a.brokers, redis_cluster=a.redis_cluster))
     res = run(plan, a.seed, out, a.home, ports, mode="quick" if a.quick else "full", keep_stack=a.keep_stack,
               workers=a.workers, partitions=partitions)
     return 0 if res["lost"] == res["duplicated"] == res["misfiled"] == res["state_mismatch"] == 0 else 1
