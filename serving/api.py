@@ -57,7 +57,7 @@ from serving.errors import install_exception_handlers
 from serving.guard import Bulkhead
 from serving.metrics import ServeMetrics, observe_requests
 from serving.ports import RecommenderLike, ServedFn
-from serving.rate_limit import RateLimiter
+from serving.rate_limit import RateLimiter, auth_failure_limiter
 from serving.routes import ab_router, ops_router, public_health_router, recommend_router
 from serving.space import ServedSpace
 
@@ -135,6 +135,7 @@ def _shared(settings: Settings, served: ServedFn | None, metrics: ServeMetrics |
         "metrics": m, "authenticator": authenticator,
         "recommend_guard": Guard(recommend_pool, sv.request_deadline_s),
         "rate_limiter": RateLimiter(sv.rate_limit_rps, sv.rate_limit_burst),
+        "auth_failure_limiter": auth_failure_limiter(),  # failed authentications per client address
         "ready_cache": {},  # /readyz's last answer (serving.routes.readyz)
         "ready_guard": Guard(ready_pool, sv.ready_deadline_s),
     }

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from contracts.events import _check_id
 from infra.settings import AuthSettings
 
 log = logging.getLogger("thaw.api.auth")
@@ -170,6 +171,16 @@ def token_scopes(claims: dict[str, Any]) -> frozenset[str]:
         elif isinstance(v, list):
             raw += [s for s in v if isinstance(s, str)]
     return frozenset(s for s in raw if s in SCOPES)
+
+
+def _as_user_id(sub: str) -> str:
+    """A token's ``sub`` in the form the API compares with a request's ``user_id``: the wire contract's NFC form
+    when it is a valid id (one user, however the issuer typed the name); otherwise as it came (it then matches no
+    request's ``user_id``, which the routes check the same way)."""
+    try:
+        return _check_id(sub)
+    except ValueError:
+        return sub
 
 
 def key_digest(key: str) -> str:
@@ -340,7 +351,7 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not 1 <= len(sub) <= 128:
             raise AuthError("invalid_token", "token sub must be a user id of 1-128 characters")
-        return Principal("jwt", sub, token_scopes(claims))
+        return Principal("jwt", _as_user_id(sub), token_scopes(claims))
 
     def from_api_key(self, key: str) -> Principal:
         """The service an API key belongs to (every configured digest is compared, in constant time each).

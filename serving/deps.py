@@ -2,7 +2,8 @@
 
 ``app.state`` holds ``served`` (a :data:`serving.ports.ServedFn`), ``metrics`` (:class:`serving.metrics.ServeMetrics`),
 ``settings`` (:class:`infra.settings.Settings`), ``authenticator`` (:class:`serving.auth.Authenticator`, None with
-authentication off), and the guards of the blocking work (:class:`Guard`): ``recommend_guard`` for ``/recommend``
+authentication off), the limiters of :mod:`serving.rate_limit` (``rate_limiter`` per caller, ``auth_failure_limiter``
+per client address), and the guards of the blocking work (:class:`Guard`): ``recommend_guard`` for ``/recommend``
 and ``/ab``, ``ready_guard`` for ``/readyz``.
 
 :func:`get_principal` is the ``Security`` dependency of the public routes: a bearer token or an API key (the
@@ -80,25 +81,45 @@ async def get_principal(
 ) -> Principal:
     """The caller: the bearer token's user or the API key's service (``LOCAL_DEV`` with authentication off).
 
+    Two limits (:mod:`serving.rate_limit`; ``RateLimited`` is answered 429 by :mod:`serving.errors`): before any
+    credential is verified, the client address's budget of failed authentications (each 401 takes one of it), then,
+    once the caller is known, the caller's own rate limit.
+
     Raises:
         AuthError: No credential, two of them, or one that does not verify (the API answers 401).
+        RateLimited: The address has failed authentication too often, or the caller is over its rate limit.
     """
     auth: Authenticator | None = request.app.state.authenticator
+    client = f"ip:{request.client.host if request.client is not None else '-'}"
     if auth is None:
         principal = LOCAL_DEV
-    elif bearer is not None and api_key is not None:
-        raise AuthError("ambiguous", "send one credential: a bearer token or an X-API-Key, not both")
-    elif bearer is not None:
-        principal = auth.from_token(bearer.credentials)
-    elif api_key is not None:
-        principal = auth.from_api_key(api_key)
     else:
-        raise AuthError("missing", "credentials needed: Authorization: Bearer <JWT>, or X-API-Key")
+        failures: RateLimiter = request.app.state.auth_failure_limiter
+        failures.check(client)
+        try:
+            principal = _verify(auth, bearer, api_key)
+        except AuthError:
+            failures.charge(client)
+            raise
     limiter: RateLimiter = request.app.state.rate_limiter
-    if limiter.enabled:  # RateLimited: answered 429 (serving.errors)
-        client = request.client.host if request.client is not None else "-"
-        limiter.take(f"ip:{client}" if principal is LOCAL_DEV else f"{principal.kind}:{principal.subject}")
+    if limiter.enabled:
+        limiter.take(client if principal is LOCAL_DEV else f"{principal.kind}:{principal.subject}")
     return principal
+
+
+def _verify(auth: Authenticator, bearer: HTTPAuthorizationCredentials | None, api_key: str | None) -> Principal:
+    """The caller the one credential names.
+
+    Raises:
+        AuthError: No credential, two of them, or one that does not verify.
+    """
+    if bearer is not None and api_key is not None:
+        raise AuthError("ambiguous", "send one credential: a bearer token or an X-API-Key, not both")
+    if bearer is not None:
+        return auth.from_token(bearer.credentials)
+    if api_key is not None:
+        return auth.from_api_key(api_key)
+    raise AuthError("missing", "credentials needed: Authorization: Bearer <JWT>, or X-API-Key")
 
 
 def current_recommender(served: ServedFn) -> RecommenderLike:

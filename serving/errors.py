@@ -114,7 +114,7 @@ async def _on_overloaded(request: Request, exc: Exception) -> Response:
 async def _on_rate_limited(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RateLimited)
     _metrics(request).rate_limited.labels(_endpoint(request)).inc()
-    return JSONResponse({"detail": "rate limit exceeded for this caller"}, status_code=429,
+    return JSONResponse({"detail": exc.detail}, status_code=429,
                         headers={"Retry-After": retry_after_header(exc.retry_after_s)})
 
 

@@ -11,10 +11,10 @@ the typed handlers of :mod:`serving.errors`. (No ``from __future__ import annota
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from ranking.online.pipeline import Recommendation, variant_summary
+from ranking.online.pipeline import USER_ID_RULE, Recommendation, checked_user_id, variant_summary
 from serving.auth import Principal, authorize
 from serving.deps import (
     MetricsDep,
@@ -66,14 +66,15 @@ def recommend_router(max_k: int) -> APIRouter:
 
     @router.get("/recommend", summary="Top-k items for a user", response_model=RecommendResponse,
                 response_model_exclude_unset=True,
-                responses={**AUTH, **UNAVAILABLE, 422: {"model": InvalidRequestResponse,
-                                                         "description": "an invalid parameter or an unknown variant"}})
+                responses={**AUTH, **UNAVAILABLE, 422: {
+                    "model": InvalidRequestResponse,
+                    "description": "an invalid parameter, a user_id the stream would refuse, or an unknown variant"}})
     async def recommend(
         principal: PrincipalDep,
         guard: RecommendGuardDep,
         served: ServedDep,
         metrics: MetricsDep,
-        user_id: Annotated[str, Query(min_length=1, max_length=128, description="the user's id")],
+        user_id: Annotated[str, Query(description=f"the user's id ({USER_ID_RULE}; served as its NFC form)")],
         k: Annotated[int, Query(ge=1, le=max_k, description="list size")] = 20,
         debug: Annotated[bool, Query(description="include the recall source, the user's profile and stage "
                                                  "timings (admin scope)")] = False,
@@ -82,7 +83,8 @@ def recommend_router(max_k: int) -> APIRouter:
         """Recall in the served space, rank, apply the new-item quota (``ranking.online.pipeline``).
 
         A user token may ask only for its own ``user_id``; the ``recommend`` scope for any user; ``debug`` and
-        ``variant`` need ``admin``."""
+        ``variant`` need ``admin``. ``user_id`` is checked as the stream checks ids (422 otherwise)."""
+        user_id = checked_user_id(user_id)  # UnknownUserIdError: 422; NFC before the access rules compare it
         _allow(principal, user_id, admin=debug or variant is not None)
 
         def work() -> tuple[Recommendation, RecommendResponse]:
@@ -117,12 +119,12 @@ async def ab(principal: PrincipalDep, guard: RecommendGuardDep, served: ServedDe
 
 
 @ab_router.get("/ab/{user_id}", summary="A user's A/B bucket and variant", response_model=ABUserResponse,
-               responses={**AUTH, **UNAVAILABLE, 422: {"model": ErrorResponse, "description": "user_id too long"}})
+               responses={**AUTH, **UNAVAILABLE, 422: {"model": ErrorResponse,
+                                                        "description": "not a user id of the wire contract"}})
 async def ab_user(principal: PrincipalDep, guard: RecommendGuardDep, served: ServedDep,
                   user_id: str) -> ABUserResponse:
-    """The user's hash bucket and the arm that owns it (the same access rules as ``/recommend``)."""
-    if not 1 <= len(user_id) <= 128:
-        raise HTTPException(422, detail="user_id must be 1-128 characters")
+    """The user's hash bucket and the arm that owns it (the same id check and access rules as ``/recommend``)."""
+    user_id = checked_user_id(user_id)
     _allow(principal, user_id)
 
     def work() -> ABUserResponse:

@@ -21,14 +21,16 @@ the
    recall similarity`` (:func:`blend_ranks`). Variant ``ranker = none`` keeps the recall order: the default arm
    (on the simulator the recall order scored NDCG@20 .367, the ranker alone .349), so a fresh ``thaw serve`` serves
    without a published ranker; ranked arms are configured. A newly published version that fails verification
-   leaves the last good one serving (:class:`RankerPool`). A variant whose ranker has no loadable version
+   leaves the last good one serving (:class:`RankerPool`; in a fresh process, the newest older published version
+   that loads). A variant whose ranker has no loadable version
    (:class:`RankerNotPublishedError`) is refused (``missing_ranker = error``, the default: the API answers 503
    naming the model and the command that publishes it), or with ``missing_ranker = recall_order`` served in the
    recall order, the response saying so (``ranked_by``, ``degraded``).
 5. **Exposure quota**: the top-k by score, then, if fewer than ``ceil(new_item_share * k)`` of them are new
-   (created within ``fresh_window_s``), the best-scored recalled new items replace the lowest-scored old ones. The
-   list is returned in score order. ``new_item_share = 0`` is the pure ranking order; the response reports how many
-   new items were recalled, how many the ranking alone kept, and how many the quota added.
+   (created within ``fresh_window_s``, and not dated more than :data:`FRESH_MAX_AHEAD_MS` ahead of the clock,
+   whichever recall found them: :func:`is_new_item`), the best-scored recalled new items replace the lowest-scored
+   old ones. The list is returned in score order. ``new_item_share = 0`` is the pure ranking order; the response
+   reports how many new items were recalled, how many the ranking alone kept, and how many the quota added.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -47,7 +50,8 @@ import numpy as np
 from cachetools import LRUCache
 
 from contracts.actions import POSITIVE_ACTIONS
-from encoders.registry import ModelIntegrityError, ModelNotFoundError, ModelRegistry
+from contracts.events import MAX_ID_CHARS, _check_id
+from encoders.registry import MANIFEST, ModelIntegrityError, ModelNotFoundError, ModelRegistry, parse_manifest
 from indexing.milvus_items import ItemIndex
 from indexing.redis_state import ItemMeta, RedisState
 from infra.settings import ABVariant, ServeSettings
@@ -70,6 +74,31 @@ class RankerLike(Protocol):
 
 class UnknownUserIdError(ValueError):
     """The user id is not a valid id (the API answers 422)."""
+
+
+USER_ID_RULE = (f"user_id must be 1-{MAX_ID_CHARS} UTF-8 bytes after Unicode NFC normalisation, without whitespace "
+                "or control characters")
+"""What a refused ``user_id`` is told (the rule of the wire contract's ids)."""
+
+# a raw id longer than this cannot normalise to MAX_ID_CHARS bytes (a canonical composition takes at most four code
+# points to one): refused before the normalisation is paid for
+MAX_RAW_ID_CHARS = 4 * MAX_ID_CHARS
+
+
+def checked_user_id(user_id: str) -> str:
+    """``user_id`` as the stream knows it: the wire contract's id check (:func:`contracts.events._check_id`: NFC,
+    1..``MAX_ID_CHARS`` UTF-8 bytes, the ``VARCHAR(128)`` of Milvus, no whitespace or control characters), so the
+    API serves exactly the ids the worker accepts, one user however its name was typed.
+
+    Raises:
+        UnknownUserIdError: Not an id the stream accepts (:data:`USER_ID_RULE`).
+    """
+    if len(user_id) > MAX_RAW_ID_CHARS:
+        raise UnknownUserIdError(USER_ID_RULE)
+    try:
+        return _check_id(user_id)
+    except ValueError:
+        raise UnknownUserIdError(USER_ID_RULE) from None
 
 
 PUBLISH_RANKER_COMMAND = "thaw train ranker"
@@ -256,6 +285,46 @@ def blend_ranks(cands: Sequence[Candidate], blend: float) -> None:
         c.score = float((1.0 - blend) * p_rank[j] + blend * p_recall[j])
 
 
+def _created(stamp: str | None) -> datetime | None:
+    """A manifest's ``created_at`` as an aware time (naive: UTC); None when absent or unparsable."""
+    if stamp is None:
+        return None
+    try:
+        t = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def fallback_versions(target: str | None, created_at: Mapping[str, str | None]) -> list[str]:
+    """The versions to fall back on, in the order to try them, when ``target`` (the newest publish) is refused and
+    nothing is loaded: those created before it, newest first by the manifests' ``created_at`` (never by name:
+    ``v10`` sorts before ``v9``); every other version when ``target``'s time is unknown (its manifest does not
+    parse). A version without a readable time is left out (its manifest does not parse: it cannot load); ties go
+    to the greater name.
+
+    Args:
+        target: The refused version.
+        created_at: Published version -> its manifest's ``created_at`` (None: unreadable), as
+            :func:`manifest_times` lists them.
+    """
+    top = _created(created_at.get(target)) if target is not None else None
+    dated = [(t, v) for v, stamp in created_at.items() if v != target and (t := _created(stamp)) is not None]
+    return [v for t, v in sorted(dated, reverse=True) if top is None or t < top]
+
+
+def manifest_times(reg: ModelRegistry, name: str) -> dict[str, str | None]:
+    """Every published version of ``name`` -> its manifest's ``created_at`` (None: the manifest is unreadable or
+    does not parse). Reads the manifests only, verifies nothing."""
+    out: dict[str, str | None] = {}
+    for version in reg.versions(name):
+        try:
+            out[version] = parse_manifest((reg.root / name / version / MANIFEST).read_bytes()).created_at
+        except (OSError, ModelIntegrityError):
+            out[version] = None
+    return out
+
+
 @dataclass(frozen=True)
 class RankerLoadFailure:
     """One version of a ranker that failed to load, remembered so it is not tried again.
@@ -286,10 +355,14 @@ class RankerPool:
     of the same spec is loaded leaves that **last good** version serving: the failure is logged once, counted
     (:attr:`load_failures`, and ``on_load_failure`` when given) and remembered by the version's manifest digest, so
     neither a request nor a later refresh reads it again; a new publish (another version, or another manifest) is
-    tried at the next refresh. Without a loaded version the spec raises :class:`RankerNotPublishedError`
-    (``not_published``, ``version_not_found``, or ``load_failed`` naming the failure) and the arm's
+    tried at the next refresh. A pool with nothing loaded yet (a fresh process, a restarted replica) whose
+    unpinned spec's ``CURRENT`` version is refused falls back the same way on the newest **older** published version
+    that loads, newest first by the manifests' ``created_at`` (:func:`fallback_versions`), skipping versions
+    refused before; it is reported as a last good version (:meth:`serving_last_good`, the same warning and count).
+    Without a version that loads the spec raises :class:`RankerNotPublishedError` (``not_published``,
+    ``version_not_found``, or ``load_failed`` naming the failure of the ``CURRENT`` version) and the arm's
     ``missing_ranker`` handling decides; that miss is remembered for ``refresh_s`` (one look at the model directory
-    per spec and period, one warning per refused version).
+    per spec and period, one warning per refused version). A pinned spec (``name@version``) never falls back.
 
     Args:
         models_dir: The model directory.
@@ -310,6 +383,7 @@ class RankerPool:
         self._cache: dict[str, tuple[RankerLike, float]] = {}
         self._missing: dict[str, tuple[RankerNotPublishedError, float]] = {}
         self._refused: dict[str, RankerLoadFailure] = {}
+        self._bad_versions: dict[tuple[str, str], str] = {}  # (model, version) -> key: refused, not a fallback
         self._failures: dict[tuple[str, str], int] = {}
 
     @staticmethod
@@ -368,10 +442,14 @@ class RankerPool:
             try:
                 ranker = self._loader(self.models_dir, name, target)
             except Exception as exc:  # noqa: BLE001 - any failure to load leaves the last good version serving
-                err = self._refuse(spec, name, pinned, target, key, exc, hit[0] if hit else None)
-                if hit is not None:
-                    self._cache[spec] = (hit[0], now)
-                    return hit[0]
+                last_good = hit[0] if hit is not None else None
+                if last_good is None and pinned is None and not isinstance(exc, ModelNotFoundError):
+                    last_good = self._older_good(name, target)  # a fresh process: an older publish, if one loads
+                err = self._refuse(spec, name, pinned, target, key, exc, last_good)
+                if last_good is not None:
+                    self._missing.pop(spec, None)
+                    self._cache[spec] = (last_good, now)
+                    return last_good
                 self._cache.pop(spec, None)
                 self._missing[spec] = (err, now)
                 raise err.for_variant(None) from exc
@@ -379,6 +457,39 @@ class RankerPool:
             self._refused.pop(spec, None)
             self._cache[spec] = (ranker, now)
             return ranker
+
+    def _older_good(self, name: str, target: str | None) -> RankerLike | None:
+        """The newest published version of ``name`` older than the refused ``target`` that loads (lock held), for a
+        pool with no version loaded yet (a restart on a bad publish); None when none does.
+
+        Candidates come newest first by their manifests' ``created_at`` (:func:`fallback_versions`); a version
+        refused before, as the newest or as a fallback (same manifest digest), is skipped unread; a new refusal is
+        remembered, logged and counted once like any other.
+        """
+        reg = ModelRegistry(self.models_dir)
+        for version in fallback_versions(target, manifest_times(reg, name)):
+            key = f"{version}:{reg.manifest_digest(name, version)}"
+            if self._bad_versions.get((name, version)) == key:
+                continue
+            try:
+                return self._loader(self.models_dir, name, version)
+            except Exception as exc:  # noqa: BLE001 - refused like the newest one; try the next older
+                self._bad_versions[(name, version)] = key
+                failure = ("version_not_found" if isinstance(exc, ModelNotFoundError)
+                           else exc.reason if isinstance(exc, ModelIntegrityError) else "load_error")
+                log.warning("ranker %s: older version %s refused too (%s, %s)", name, version, failure,
+                            type(exc).__name__)
+                self._count_failure(name, version, failure)
+        return None
+
+    def _count_failure(self, name: str, version: str | None, failure: str) -> None:
+        """Count one refused version (lock held) and tell the hook."""
+        self._failures[(name, failure)] = self._failures.get((name, failure), 0) + 1
+        if self._on_load_failure is not None:
+            try:
+                self._on_load_failure(name, version, failure)
+            except Exception:  # noqa: BLE001 - a metrics hook must not break serving
+                log.exception("ranker load-failure hook failed")
 
     def _refuse(self, spec: str, name: str, pinned: str | None, target: str | None, key: str, exc: Exception,
                 last_good: RankerLike | None) -> RankerNotPublishedError:
@@ -395,7 +506,8 @@ class RankerPool:
         if last_good is None and isinstance(exc, ModelNotFoundError):
             log.warning("%s", err)  # nothing to fall back on, nothing broken: the ranker is just not there
             return err
-        self._failures[(name, failure)] = self._failures.get((name, failure), 0) + 1
+        if target is not None:
+            self._bad_versions[(name, target)] = key
         file = getattr(exc, "file", None)
         what = f"{failure}{f' in {file}' if file else ''}, {type(exc).__name__}"
         if last_good is not None:
@@ -403,11 +515,7 @@ class RankerPool:
                         "published", name, target, what, last_good.name, last_good.version)
         else:
             log.warning("ranker %s: version %s refused (%s) and no earlier version is loaded", name, target, what)
-        if self._on_load_failure is not None:
-            try:
-                self._on_load_failure(name, target, failure)
-            except Exception:  # noqa: BLE001 - a metrics hook must not break serving
-                log.exception("ranker load-failure hook failed")
+        self._count_failure(name, target, failure)
         return err
 
 
@@ -436,6 +544,13 @@ class _FreshWindow:
 # the fresh recall leaves out items dated more than this ahead of the API's clock (the worker's default
 # stream.max_clock_skew_s: it dead-letters newer posts, see streams.cores.event_time)
 FRESH_MAX_AHEAD_MS = 300_000
+
+
+def is_new_item(created_at_ms: int, now_ms: int, window_ms: int) -> bool:
+    """Whether an item counts as new for the exposure quota: created within the last ``window_ms`` and not dated
+    more than :data:`FRESH_MAX_AHEAD_MS` ahead of ``now_ms`` (an item dated in the future, indexed before the worker
+    refused such posts, would otherwise stay "new" forever and take the quota of every list)."""
+    return now_ms - window_ms <= created_at_ms <= now_ms + FRESH_MAX_AHEAD_MS
 
 
 class Recommender:
@@ -515,7 +630,7 @@ class Recommender:
             fb = self.fallback.fallback(self.s.recall_k, set(seen))
             t["recall_fallback"] = (time.perf_counter() - t0) * 1000
             return "fallback", [Candidate(r.item_id, r.score, j, "fallback", r.kind, r.created_at_ms,
-                                          r.created_at_ms >= now_ms - window_ms) for j, r in enumerate(fb)]
+                                          is_new_item(r.created_at_ms, now_ms, window_ms)) for j, r in enumerate(fb)]
         k = self.s.recall_k
         # fetch a few more than k to make up for seen items; only if too many of those were seen, ask again with
         # room for all of them (either way the answer is the exact top-k of the unseen items)
@@ -525,7 +640,7 @@ class Recommender:
             hits = self.index.search(vec[None, :], k, exclude=[seen])[0]
         t["recall_vector"] = (time.perf_counter() - t0) * 1000
         out = [Candidate(h.item_id, h.score, j, "vector", h.kind, h.created_at_ms,
-                         h.created_at_ms >= now_ms - window_ms) for j, h in enumerate(hits)]
+                         is_new_item(h.created_at_ms, now_ms, window_ms)) for j, h in enumerate(hits)]
         if self.s.fresh_k > 0:
             t1 = time.perf_counter()
             have = {c.item_id for c in out}
@@ -589,9 +704,13 @@ class Recommender:
         return ItemContext(item_id, meta.kind or kind, meta.tags, (meta.created_at_ms or created_at_ms) / 1000.0)
 
     def recommend(self, user_id: str, k: int = 20, variant: str | None = None) -> Recommendation:
-        """One recommendation list (see the module docstring). ``variant`` overrides the A/B assignment."""
-        if not user_id or len(user_id) > 128 or any(ch in user_id for ch in "\n\r\t\x00"):
-            raise UnknownUserIdError("user_id must be 1-128 characters without control characters")
+        """One recommendation list (see the module docstring). ``variant`` overrides the A/B assignment.
+
+        Raises:
+            UnknownUserIdError: ``user_id`` is not an id of the wire contract (:func:`checked_user_id`; the list is
+                served for its NFC form).
+        """
+        user_id = checked_user_id(user_id)
         t_all = time.perf_counter()
         t: dict[str, float] = {}
         asg = self.ab.assign(user_id)

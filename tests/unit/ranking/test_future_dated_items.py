@@ -1,13 +1,18 @@
 """Items dated past the clock (indexed before the worker refused future-dated posts) never take the top of the
-fallback list nor a place in the fresh window. In-memory stand-ins for Redis; no services."""
+fallback list, a place in the fresh window, nor (found by the vector search) the "new" flag and a place of the
+new-item quota. In-memory stand-ins for Redis and Milvus; no services."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ranking.online.pipeline import FRESH_MAX_AHEAD_MS
+from indexing.milvus_items import Hit
+from indexing.redis_state import UserState
+from infra.settings import ABVariant, ServeSettings
+from ranking.online.pipeline import FRESH_MAX_AHEAD_MS, RankerPool, Recommender, is_new_item
 from ranking.online.recall import FALLBACK_MAX_AHEAD_MS, Recaller
 
 NOW = 1_796_000_000.0
@@ -66,3 +71,51 @@ def test_the_fresh_window_leaves_out_items_dated_past_the_clock() -> None:
     rec = Recommender(Settings().serve, users, _Vectors(), "text@t", None, clock=lambda: NOW)  # type: ignore[arg-type]
     source, cands = rec._recall(np.array([1.0, 0.0], np.float32), [], NOW_MS, {})
     assert source == "vector" and {c.item_id for c in cands} == {"just-now", "in-skew"}
+
+
+def _quota_recommender(hits: list[Any]) -> Any:
+    """A recall-order arm with a new-item quota of half the list, for a user with a vector, over an index whose
+    search returns ``hits``."""
+    class _User(_Users):
+        def request_view(self, space: str, user_id: str, n_engaged: int = 200) -> tuple[Any, list[Any], list[Any],
+                                                                                           dict[str, Any]]:
+            return UserState(np.array([1.0, 0.0], np.float32), 1.0, NOW, n_events=3), [], [], {}
+
+        def item_meta(self, ids: list[str]) -> dict[str, Any]:
+            return {}
+
+    class _Searched(_Index):
+        def search(self, vectors: np.ndarray, k: int, **_: Any) -> list[list[Any]]:
+            return [hits[:k]]
+
+    serve = ServeSettings(variants=(ABVariant(name="recall", ranker="none"),), fresh_k=0, new_item_share=0.5)
+    return Recommender(serve, _User({}), _Searched(), "text@t", RankerPool(Path("/nonexistent")),  # type: ignore[arg-type]
+                       clock=lambda: NOW)
+
+
+def test_a_far_future_vector_hit_is_not_new_and_takes_no_quota_place() -> None:
+    old_ms = NOW_MS - 30 * 86_400_000  # outside the fresh window
+    hits = [Hit("old-1", 0.9, "track", "c", old_ms), Hit("old-2", 0.8, "track", "c", old_ms),
+            Hit("far-future", 0.1, "track", "c", FAR_MS)]
+    rec = _quota_recommender(hits)
+    out = rec.recommend("u1", 2)
+    assert out.recall_source == "vector"
+    assert [c.item_id for c in out.items] == ["old-1", "old-2"]
+    assert out.exposure["recalled_new"] == 0 and out.exposure["new_added_by_quota"] == 0
+    _, cands = rec._recall(np.array([1.0, 0.0], np.float32), [], NOW_MS, {})
+    assert {c.item_id: c.is_new for c in cands}["far-future"] is False
+
+
+def test_new_needs_both_bounds_on_the_vector_branch() -> None:
+    window_ms = 24 * 3_600_000
+    assert is_new_item(NOW_MS - 1000, NOW_MS, window_ms) and is_new_item(NOW_MS + FRESH_MAX_AHEAD_MS, NOW_MS, window_ms)
+    assert not is_new_item(NOW_MS + FRESH_MAX_AHEAD_MS + 1, NOW_MS, window_ms)
+    assert not is_new_item(NOW_MS - window_ms - 1, NOW_MS, window_ms)
+    old_ms = NOW_MS - 30 * 86_400_000
+    hits = [Hit("old-1", 0.9, "track", "c", old_ms), Hit("old-2", 0.8, "track", "c", old_ms),
+            Hit("in-skew", 0.2, "track", "c", NOW_MS + FRESH_MAX_AHEAD_MS - 1),
+            Hit("next-hour", 0.1, "track", "c", NOW_MS + 3_600_000)]
+    out = _quota_recommender(hits).recommend("u1", 2)
+    # the in-skew post is new and the quota brings it in; the one an hour ahead is neither
+    assert [c.item_id for c in out.items] == ["old-1", "in-skew"]
+    assert out.exposure["recalled_new"] == 1 and out.exposure["new_added_by_quota"] == 1

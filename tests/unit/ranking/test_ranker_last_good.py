@@ -26,7 +26,7 @@ from indexing.redis_state import UserState
 from infra.settings import ABVariant, ServeSettings
 from ranking.online.features import ItemContext, RankFeaturizer, UserContext
 from ranking.online.onnx_bytes import VerifiedOnnxModel
-from ranking.online.pipeline import RankerNotPublishedError, RankerPool, Recommender
+from ranking.online.pipeline import RankerNotPublishedError, RankerPool, Recommender, fallback_versions
 from ranking.online.ranker import RANKER_NAME, Ranker
 from ranking.online.row_features import SPARSE_FIELDS
 
@@ -209,6 +209,104 @@ def test_a_refused_version_without_a_last_good_one_is_the_arms_missing_ranker(
     _publish(tmp_path, "v2", c=2.0)
     v2 = pool.get(RANKER_NAME)
     assert v2 is not None and v2.version == "v2" and loader.calls == ["v1", "v2"]
+
+
+# ------------------------------------------------------------------------------------------------ a fresh process
+@pytest.mark.parametrize("how", sorted(BREAKS))
+def test_a_fresh_pool_on_a_bad_newest_publish_serves_the_newest_older_good_one(
+        tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A restarted replica: nothing loaded in memory, CURRENT names a refused version; the older good one serves and
+    is reported as the last good version (log, count, hook, /readyz)."""
+    breaks, failure = BREAKS[how]
+    _publish(tmp_path, "v1", c=0.0)
+    breaks(_publish(tmp_path, "v2", c=2.0).path)
+    loader = _CountingLoader()
+    failures: list[tuple[str, str | None, str]] = []
+    pool = RankerPool(tmp_path, refresh_s=0, loader=loader, on_load_failure=lambda *a: failures.append(a))
+    with caplog.at_level(logging.WARNING, logger="thaw.serve"):
+        got = pool.get(RANKER_NAME)
+        assert got is not None and got.version == "v1" and _score(got) == pytest.approx(_sigmoid(0.0))
+        for _ in range(3):
+            assert pool.get(RANKER_NAME) is got
+    assert loader.calls == ["v2", "v1"]  # neither read again
+    logged = _warnings(caplog)
+    assert len(logged) == 1 and "v2" in logged[0] and failure in logged[0]
+    assert "still serving deepfm-mmoe@v1" in logged[0]
+    assert pool.load_failures == {(RANKER_NAME, failure): 1} and failures == [(RANKER_NAME, "v2", failure)]
+    kept = pool.serving_last_good()[RANKER_NAME]
+    assert kept[0] == "v1" and (kept[1].version, kept[1].failure) == ("v2", failure)
+    rec = _recommender(pool)
+    out = rec.recommend("u1", 3)
+    assert (out.ranker, out.ranked_by, out.degraded) == ("deepfm-mmoe@v1", "ranker", None)
+    assert rec.preload() == {"gated": f"deepfm-mmoe@v1 (last good; v2 refused: {failure})"}
+
+    _publish(tmp_path, "v3", c=2.0)  # a new publish is tried, and served
+    v3 = pool.get(RANKER_NAME)
+    assert v3 is not None and v3.version == "v3" and pool.serving_last_good() == {}
+    assert loader.calls == ["v2", "v1", "v3"]
+
+
+def test_the_fallback_goes_by_creation_time_not_by_name(tmp_path: Path) -> None:
+    _publish(tmp_path, "v9", c=0.0)
+    _publish(tmp_path, "v10", c=1.0)  # "v10" < "v9" by name: by name, v9 would look the newest
+    _corrupt_side_file(_publish(tmp_path, "v11", c=2.0).path)
+    loader = _CountingLoader()
+    got = RankerPool(tmp_path, refresh_s=0, loader=loader).get(RANKER_NAME)
+    assert got is not None and got.version == "v10" and _score(got) == pytest.approx(_sigmoid(1.0))
+    assert loader.calls == ["v11", "v10"]
+
+
+def test_a_fresh_pool_skips_refused_older_versions_and_raises_when_none_loads(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _corrupt_side_file(_publish(tmp_path, "v1", c=0.0).path)
+    _flip_byte(_publish(tmp_path, "v2", c=1.0).path / "model.onnx")
+    loader = _CountingLoader()
+    failures: list[tuple[str, str | None, str]] = []
+    pool = RankerPool(tmp_path, refresh_s=0, loader=loader, on_load_failure=lambda *a: failures.append(a))
+    with caplog.at_level(logging.WARNING, logger="thaw.serve"):
+        for _ in range(2):  # the error of the CURRENT version, as without a fallback; nothing read twice
+            with pytest.raises(RankerNotPublishedError) as info:
+                pool.get(RANKER_NAME)
+            err = info.value
+            assert (err.reason, err.failure, err.failed_version) == ("load_failed", "hash_mismatch", "v2")
+        assert loader.calls == ["v2", "v1"]
+        assert failures == [(RANKER_NAME, "v1", "hash_mismatch"), (RANKER_NAME, "v2", "hash_mismatch")]
+        assert pool.load_failures == {(RANKER_NAME, "hash_mismatch"): 2}
+        out = _recommender(pool, "recall_order").recommend("u1", 3)
+        assert (out.ranker, out.degraded) == (None, "deepfm-mmoe@v2 refused (hash_mismatch)")
+
+        _corrupt_side_file(_publish(tmp_path, "v3", c=2.0).path)  # another bad publish: v2 and v1 are not reread
+        with pytest.raises(RankerNotPublishedError) as info:
+            pool.get(RANKER_NAME)
+        assert info.value.failed_version == "v3" and loader.calls == ["v2", "v1", "v3"]
+    assert len(_warnings(caplog)) == 3  # one per refused version
+    _publish(tmp_path, "v4", c=3.0)
+    v4 = pool.get(RANKER_NAME)
+    assert v4 is not None and v4.version == "v4" and loader.calls == ["v2", "v1", "v3", "v4"]
+
+
+def test_a_pinned_version_or_a_rollback_never_falls_on_another_version(tmp_path: Path) -> None:
+    _publish(tmp_path, "v1", c=0.0)
+    _corrupt_side_file(_publish(tmp_path, "v2", c=1.0).path)
+    _publish(tmp_path, "v3", c=2.0)
+    loader = _CountingLoader()
+    with pytest.raises(RankerNotPublishedError) as info:  # a pinned spec asks for that version only
+        RankerPool(tmp_path, loader=loader).get(f"{RANKER_NAME}@v2")
+    assert info.value.failed_version == "v2" and loader.calls == ["v2"]
+    ModelRegistry(tmp_path).set_current(RANKER_NAME, "v2")  # rolled back from v3 to v2: never forward to v3
+    got = RankerPool(tmp_path, loader=loader).get(RANKER_NAME)
+    assert got is not None and got.version == "v1" and loader.calls == ["v2", "v2", "v1"]
+
+
+def test_fallback_versions_by_created_at() -> None:
+    created = {"v9": "2026-01-01T00:00:09+00:00", "v10": "2026-01-01T00:00:10+00:00",
+               "v11": "2026-01-01T00:00:11+00:00", "v8": "2026-01-01T00:00:08", "bad": None, "odd": "yesterday"}
+    assert fallback_versions("v11", created) == ["v10", "v9", "v8"]  # a naive time counts as UTC
+    assert fallback_versions("v10", created) == ["v9", "v8"]  # only older than the refused one
+    assert fallback_versions("bad", created) == ["v11", "v10", "v9", "v8"]  # its time unknown: every dated one
+    assert fallback_versions("v8", created) == [] and fallback_versions("v1", {}) == []
+    same = "2026-01-01T00:00:00+00:00"
+    assert fallback_versions("z", {"a": same, "b": same, "z": "2026-01-02T00:00:00+00:00"}) == ["b", "a"]
 
 
 def test_the_session_is_built_from_the_verified_bytes(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pymilvus.exceptions import MilvusException
 from redis import exceptions as redis_errors
 
-from ranking.online.pipeline import RankerNotPublishedError, UnknownUserIdError
+from ranking.online.pipeline import USER_ID_RULE, RankerNotPublishedError, UnknownUserIdError
 from serving.ports import RecommenderLike
 from tests.unit.serving.helpers import SECRET, FakeRecommender, serving, typed
 
@@ -107,7 +107,7 @@ def test_bad_parameters_answer_422_with_a_message(client_for: Callable[[FakeReco
     r = c.get("/recommend", params={"user_id": "u1", "variant": "nope"})
     assert (r.status_code, r.json()) == (422, {"detail": "unknown variant 'nope'; see /ab"})
     r = c.get("/ab/" + "x" * 129)
-    assert (r.status_code, r.json()) == (422, {"detail": "user_id must be 1-128 characters"})
+    assert (r.status_code, r.json()) == (422, {"detail": USER_ID_RULE})
     r = c.get("/recommend", params={"user_id": "u1", "k": 0})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "k"]
 

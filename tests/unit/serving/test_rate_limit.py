@@ -1,13 +1,23 @@
-"""Per-caller rate limits (429 with Retry-After, one bucket per authenticated caller or client address) and the
-reused /readyz answer. In-process apps over the fake recommender; no services."""
+"""Per-caller rate limits (429 with Retry-After, one bucket per authenticated caller or client address), the limit
+of failed authentications per client address, and the reused /readyz answer. In-process apps over the fake
+recommender; no services."""
 
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
 from serving.api import create_apps
 from serving.auth import key_digest
-from serving.rate_limit import RateLimited, RateLimiter
+from serving.rate_limit import (
+    AUTH_FAILURE_BURST,
+    AUTH_FAILURE_REFUSAL,
+    AUTH_FAILURE_RPS,
+    CALLER_REFUSAL,
+    RateLimited,
+    RateLimiter,
+    auth_failure_limiter,
+)
 from tests.unit.serving.helpers import FakeRecommender, clients, settings, typed
 
 KEY_A = "thaw_rate-limit-key-a-0123456789abcdef"
@@ -96,3 +106,64 @@ def test_readiness_is_reused_for_ready_cache_s():
         with clients(create_apps(settings(ready_cache_s=ttl), served=lambda r=rec: typed(r))) as (_public, ops):
             assert [ops.get("/readyz").status_code for _ in range(3)] == [200, 200, 200]
         assert rec.pings == expected
+
+
+def test_a_failure_bucket_refuses_once_spent_without_taking_and_refills():
+    clock = _Clock()
+    lim = RateLimiter(rate=1.0, burst=2, clock=clock, refusal="too many failures")
+    lim.check("ip:a")
+    lim.check("ip:a")  # a check takes nothing
+    lim.charge("ip:a")
+    lim.charge("ip:a")
+    lim.charge("ip:a")  # past empty: never raises, never below zero
+    with pytest.raises(RateLimited) as exc:
+        lim.check("ip:a")
+    assert exc.value.detail == "too many failures" and exc.value.retry_after_s == pytest.approx(1.0)
+    lim.check("ip:b")  # another address has its own bucket
+    clock.t += 1.0
+    lim.check("ip:a")  # one failure forgiven per 1/rate
+
+
+def _bad_token_flood(public: TestClient, n: int) -> list[int]:
+    return [public.get("/recommend", params={"user_id": "u1"},
+                       headers={"Authorization": "Bearer not-a-jwt"}).status_code for _ in range(n)]
+
+
+def test_bad_credentials_from_one_address_are_limited_before_they_are_checked():
+    s = settings({"api_keys": KEYS}, rate_limit_rps=0.5, rate_limit_burst=2)
+    rec = FakeRecommender()
+    apps = create_apps(s, served=lambda: typed(rec))
+    clock = _Clock()  # the app's own limiters, on a clock that stands still (no refill while the test runs)
+    apps.public.state.auth_failure_limiter = auth_failure_limiter(clock=clock)
+    apps.public.state.rate_limiter = RateLimiter(0.5, 2, clock=clock)
+    burst = int(AUTH_FAILURE_BURST)
+    with clients(apps) as (public, ops), \
+            TestClient(apps.public, raise_server_exceptions=False, client=("203.0.113.9", 4000)) as other:
+        codes = _bad_token_flood(public, burst + 5)
+        assert codes == [401] * burst + [429] * 5
+        limited = public.get("/recommend", params={"user_id": "u1"}, headers={"X-API-Key": KEY_B + "x"})
+        assert limited.status_code == 429 and limited.json() == {"detail": AUTH_FAILURE_REFUSAL}
+        assert int(limited.headers["Retry-After"]) >= 1
+        # refused before verification: a good key from the flooding address waits too, and nothing more was checked
+        assert public.get("/recommend", params={"user_id": "u1"}, headers={"X-API-Key": KEY_A}).status_code == 429
+        metrics = ops.get("/metrics").text
+        assert f'thaw_api_auth_failures_total{{reason="invalid_token"}} {float(burst)}' in metrics
+        assert 'thaw_api_rate_limited_total{endpoint="/recommend"} 7.0' in metrics
+        # another address is unaffected, and the flood took nothing of the principal's own bucket (burst 2)
+        ok = [other.get("/recommend", params={"user_id": "u1"}, headers={"X-API-Key": KEY_A}).status_code
+              for _ in range(3)]
+        assert ok == [200, 200, 429]
+        assert other.get("/recommend", params={"user_id": "u1"}, headers={"X-API-Key": KEY_A}).json() == {
+            "detail": CALLER_REFUSAL}
+        clock.t += 1.0 / AUTH_FAILURE_RPS  # one failure forgiven: the flooding address may try once more
+        assert _bad_token_flood(public, 2) == [401, 429]
+    assert rec.calls == 2
+
+
+def test_a_good_caller_spends_no_failure_budget():
+    s = settings({"api_keys": KEYS}, rate_limit_rps=0.0)  # the per-caller limit off: only the failure limit
+    rec = FakeRecommender()
+    with clients(create_apps(s, served=lambda: typed(rec))) as (public, _ops):
+        n = int(AUTH_FAILURE_BURST) * 2
+        assert [public.get("/ab", headers={"X-API-Key": KEY_A}).status_code for _ in range(n)] == [200] * n
+        assert _bad_token_flood(public, 1) == [401]
