@@ -84,6 +84,25 @@ def record_caps(overrides: Mapping[str, int] | None = None) -> dict[str, int]:
     return {name: caps[name] for name in TOPIC_NAMES}
 
 
+def least_caps(caps: Mapping[str, int]) -> dict[str, int]:
+    """The least cap the retry topic and each DLQ can have under ``caps`` (every topic by base name, as
+    :func:`record_caps` returns them): the envelope, or the dead letter, of the largest record their sources admit
+    (unrounded: :func:`envelope_max_message_bytes` and :func:`dead_letter_max_message_bytes` add a margin)."""
+    def letter(*sources: str) -> int:
+        return base64_bytes(max(caps[s] for s in sources)) + DEAD_LETTER_FIELDS_BYTES
+
+    return {"user.events.retry": base64_bytes(caps["user.events"]) + ENVELOPE_FIELDS_BYTES,
+            "content.dlq": letter("content.new"),
+            "user.dlq": letter("user.events", "user.profile", "user.events.retry")}
+
+
+def undersized_caps(caps: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """The retry topic and DLQs whose cap in ``caps`` cannot hold their sources' largest record wrapped (an
+    envelope the retry topic refuses, a dead letter a DLQ refuses: its delivery would be retried forever):
+    base name -> (cap, least cap, :func:`least_caps`)."""
+    return {name: (caps[name], need) for name, need in least_caps(caps).items() if caps[name] < need}
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str

@@ -43,14 +43,21 @@ PIXEL_STD = 128.0
 BACKGROUND = (255, 255, 255)
 
 
-def load_tokenizer(path: Path, max_tokens: int) -> Any:
-    """The MiniLM fast tokenizer from ``tokenizer.json``, truncating to ``max_tokens``, without padding."""
+def tokenizer_from_json(text: str, max_tokens: int) -> Any:
+    """The MiniLM fast tokenizer from the text of a ``tokenizer.json``, truncating to ``max_tokens``, without
+    padding."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(path))
+    tok = Tokenizer.from_str(text)
     tok.enable_truncation(max_length=max_tokens)
     tok.no_padding()
     return tok
+
+
+def load_tokenizer(path: Path, max_tokens: int) -> Any:
+    """:func:`tokenizer_from_json` of the file at ``path`` (a bundled tokenizer; a published version's comes from
+    its verified bytes instead)."""
+    return tokenizer_from_json(path.read_text(encoding="utf-8"), max_tokens)
 
 
 def tokenize(tok: Any, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +134,7 @@ class ImageTextEncoder:
         pre = image.manifest.extra.get("preprocessing", {})
         self.image_size = int(pre.get("image_size", IMAGE_SIZE))
         self.max_text_tokens = int(text.manifest.extra.get("preprocessing", {}).get("max_text_tokens", 40))
-        self._tok = load_tokenizer(text.path / "tokenizer.json", self.max_text_tokens)
+        self._tok = tokenizer_from_json(text.read_text("tokenizer.json"), self.max_text_tokens)  # verified
         self.dim = int(image.manifest.dim)
         self.versions = (image, text, fusion)
 

@@ -1,6 +1,7 @@
 """Serving exported encoders with ONNX Runtime: sessions, execution providers, micro-batching, latency.
 
-Every served encoder is an ONNX graph in the versioned model directory (:mod:`encoders.registry`).
+Every served encoder is an ONNX graph in the versioned model directory (:mod:`encoders.registry`), and its
+session is built from the graph's verified bytes.
 :class:`OnnxModel` opens one version with the CUDA execution provider when ONNX Runtime has it (the ``thaw[gpu]``
 extra installs ``onnxruntime-gpu``) and the CPU one otherwise, runs inputs in micro-batches along their first axis
 and keeps the latency of the last call and a bounded history of per-batch latencies for metrics and benchmarks.
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from encoders.registry import ModelVersion
+from encoders.registry import GRAPH, ModelVersion
 
 
 def onnx_providers(prefer_gpu: bool = True) -> list[str]:
@@ -31,7 +32,9 @@ class OnnxModel:
     """One published model version in an ONNX Runtime session.
 
     Args:
-        version: the model version (its ``model.onnx`` was checked against the manifest's sha256 on load).
+        version: the model version; the session is built from the verified bytes of its ``model.onnx``
+            (:meth:`~encoders.registry.ModelVersion.read_bytes`: the ones checked at load when they were kept,
+            else read and checked again), never from a second open of the path a writer could have swapped.
         threads: intra-op threads (CPU provider).
         micro_batch: rows per ``session.run`` call; inputs are split along axis 0.
         prefer_gpu: use CUDA when available.
@@ -53,8 +56,12 @@ class OnnxModel:
         self.batch_ms: deque[float] = deque(maxlen=4096)
 
     def _graph(self) -> str | bytes:
-        """What the session is built from: the graph's path (a subclass may give verified bytes instead)."""
-        return str(self.version.onnx_path)
+        """What the session is built from: the verified bytes of the version's graph.
+
+        Raises:
+            encoders.registry.ModelIntegrityError: The graph's bytes do not match the manifest (or it is missing).
+        """
+        return self.version.read_bytes(GRAPH)
 
     @property
     def model_version(self) -> str:

@@ -115,6 +115,17 @@ class KafkaSettings(_Section):
                              "write would fail (NOT_ENOUGH_REPLICAS)")
         return self
 
+    @model_validator(mode="after")
+    def _wrappers_hold_their_sources(self) -> KafkaSettings:
+        from contracts.topics import undersized_caps
+
+        short = undersized_caps(self.record_caps())
+        if short:
+            raise ValueError("record caps too small for what their topics carry: " + "; ".join(
+                f"{name} {cap} bytes cannot hold the {'envelope' if name.endswith('.retry') else 'dead letter'} "
+                f"of its sources' largest record (at least {need})" for name, (cap, need) in short.items()))
+        return self
+
     def topic_replication_factor(self) -> int:
         """The replication factor topics are created with: the setting, else min(3, brokers)."""
         return self.replication_factor or min(3, self.brokers)

@@ -50,7 +50,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -69,23 +69,25 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from contracts.events import RetryEnvelope
-from contracts.topics import Topics
+from contracts.topics import Topics, record_caps
 from encoders.featurizer import ContentFeaturizer
 from encoders.registry import ModelNotFoundError, ModelRegistry
 from indexing.milvus_items import ItemIndex, collection_for, point_serving_alias
 from indexing.redis_state import RedisState
+from infra.clients import kafka_consumer
 from infra.lag import wait_for_group_coordinator
 from infra.metrics import EngineMetrics, StepHealth
-from infra.settings import Settings
+from infra.settings import KafkaSettings, Settings
 from infra.topics import ensure_topics, partition_counts
 from streams.batches import open_channel, take_batches
 from streams.cores.decode import Rejected, dead_letter, decode_event
+from streams.cores.dlq import fit_dead_letter
 from streams.cores.fences import Resume, plan_resume
 from streams.cores.poison import describe, isolate
 from streams.cores.retry import SINK_WAIT, error_name, hold_s, is_transient, unwrap
 from streams.cores.watchdog import RunningStep, Watch, stuck_warning, watch
 from streams.drain import drain_in_batches
-from streams.engine import BatchResult, Engine, Outgoing, PreparedUserBatch, Record
+from streams.engine import DEFAULT_DLQ_CAP, BatchResult, Engine, Outgoing, PreparedUserBatch, Record
 from streams.models import load_cf_space
 
 log = logging.getLogger(__name__)
@@ -397,6 +399,40 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
+class KafkaPartitionEnds:
+    """:class:`streams.ports.PartitionEnds` from the broker: a kafka-python consumer without a group, made on the
+    first read (the engine reads end offsets only for a claiming retry-topic copy whose park is not found), one read
+    at a time, each bounded by ``timeout_s`` (default: the Kafka request timeout, at most 10 s; ``KafkaTimeoutError``
+    past it, and the engine lets the copies wait)."""
+
+    def __init__(self, kafka: KafkaSettings, timeout_s: float | None = None) -> None:
+        self._kafka = kafka
+        self._timeout_ms = int(1000 * (timeout_s if timeout_s is not None else min(kafka.request_timeout_s, 10.0)))
+        self._consumer: Any = None
+        self._lock = threading.Lock()
+
+    def end_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        from kafka import TopicPartition  # type: ignore[import-untyped]
+
+        with self._lock:
+            if self._consumer is None:
+                # kafka-python wants its request timeout above the (unused) session and fetch timeouts
+                self._consumer = kafka_consumer(self._kafka, group_id=None, enable_auto_commit=False,
+                                                request_timeout_ms=max(self._timeout_ms, 30_500))
+            for topic in {t for t, _ in partitions}:  # a long-lived consumer learns a topic's partitions first
+                self._consumer.partitions_for_topic(topic)
+            got = self._consumer.end_offsets([TopicPartition(t, p) for t, p in partitions],
+                                             timeout_ms=self._timeout_ms)
+        return {(tp.topic, tp.partition): int(o) for tp, o in got.items() if o is not None}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                with contextlib.suppress(Exception):
+                    self._consumer.close()
+                self._consumer = None
+
+
 def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
     """Load the published encoders (exporting the text model on first use) and the served space, connect Milvus
     and Redis, build the engine."""
@@ -427,7 +463,8 @@ def build_engine(settings: Settings, topics: Topics, group_id: str) -> Engine:
         # deployment) and `thaw cf flip` switches recall once the space has caught up
         log.warning("this worker writes space %s while %s is served; recall switches on `thaw cf flip`", space,
                     current)
-    return Engine(settings, topics, text, items, users, group_id=group_id, featurizer=featurizer, cf=cf)
+    return Engine(settings, topics, text, items, users, group_id=group_id, featurizer=featurizer, cf=cf,
+                  ends=KafkaPartitionEnds(settings.kafka))
 
 
 async def _pause(seconds: float, stopping: asyncio.Event | None, what: str) -> None:
@@ -670,12 +707,19 @@ def _secret_values(model: BaseModel) -> list[str]:
     return [s for s in out if s]
 
 
-def poison_dead_letters(topics: Topics, metrics: EngineMetrics, secrets: Sequence[str] = ()) -> DeadLetterer:
+def poison_dead_letters(topics: Topics, metrics: EngineMetrics, secrets: Sequence[str] = (),
+                        caps: Mapping[str, int] | None = None) -> DeadLetterer:
     """The :data:`DeadLetterer` of the worker: the record as consumed (a retry-topic envelope: the user event it
     carries, like an ``UnknownItem`` dead letter), the exception's class as the error class, the stage and the
     redacted, truncated message as the error (:func:`streams.cores.poison.describe`); never a traceback or
     ``secrets``. Logs one warning per record (the traceback's frames, without locals or message, at INFO) and
-    counts ``thaw_events_total{outcome="poison"}``."""
+    counts ``thaw_events_total{outcome="poison"}``.
+
+    ``caps``: every topic's record cap by base name (``settings.kafka.record_caps()``; default: the contract's).
+    A dead letter over its DLQ's cap would be refused by the broker and retried forever, holding the partition:
+    it is cut to fit (:func:`streams.cores.dlq.fit_dead_letter`), like the engine's own rejects."""
+    by_base = record_caps() if caps is None else caps
+    dlq_caps = {topics.content_dlq: by_base["content.dlq"], topics.user_dlq: by_base["user.dlq"]}
 
     def source(rec: Record) -> Record:
         if rec.topic != topics.user_events_retry or rec.value is None:
@@ -696,7 +740,8 @@ def poison_dead_letters(topics: Topics, metrics: EngineMetrics, secrets: Sequenc
                     rec.offset, spec.dlq, why.error)
         log.info("%s: where %s was raised:\n%s", spec.name, why.error_class,
                  "".join(traceback.format_tb(exc.__traceback__)).rstrip())
-        return Outgoing(spec.dlq, src.key, dl.to_bytes())
+        key, dl = fit_dead_letter(dl, src.key, dlq_caps.get(spec.dlq, DEFAULT_DLQ_CAP))
+        return Outgoing(spec.dlq, key, dl.to_bytes())
 
     return letter
 
@@ -789,7 +834,7 @@ def create_app(settings: Settings, *, topics: Topics | None = None, metrics: Eng
             for f in res.freshness_s:
                 metrics.observe_freshness(f)
 
-    letters = poison_dead_letters(topics, metrics, _secret_values(settings))
+    letters = poison_dead_letters(topics, metrics, _secret_values(settings), k.record_caps())
 
     def agent_for(spec: AgentSpec[Any]) -> Callable[[faust.StreamT], Awaitable[None]]:
         def retrying_for(records: Sequence[Record]) -> Retry:

@@ -57,7 +57,7 @@ from streams.cores.user_event_decode import DecodedUserEvent, decode_user_event
 from streams.cores.user_update import EventBatch, apply_packed, combine_priors, factorize, prior_state, profile_text
 from streams.layout import shard_count
 from streams.media_fetch import media_bytes
-from streams.ports import EngineState, Featurizer, ItemVectors, TextEmbedder
+from streams.ports import EngineState, Featurizer, ItemVectors, PartitionEnds, TextEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,9 @@ class Engine:
         clock: wall clock (epoch seconds), injectable for tests.
         featurizer: the content featuriser (every published encoder); default: text only.
         cf: the CF space to serve (CB2CF projection of new items); default: the text space of ``text``.
+        ends: the end offsets of the source partitions (the broker), to tell a forged claiming retry-topic copy
+            (a source offset no record has) from one whose park is not committed yet; default: not read, every such
+            copy waits for its park.
     """
 
     def __init__(
@@ -220,6 +223,7 @@ class Engine:
         clock: Callable[[], float] = time.time,
         featurizer: Featurizer | None = None,
         cf: CFSpace | None = None,
+        ends: PartitionEnds | None = None,
     ) -> None:
         self.s = settings
         self.featurizer: Featurizer = featurizer or ContentFeaturizer(text)  # type: ignore[arg-type]
@@ -237,6 +241,10 @@ class Engine:
         self._floor: dict[FenceKey, int] = {}
         self._floor_lock = threading.Lock()
         self.regressed: str | None = None  # why this worker stopped applying (it must resume from the fences)
+        self.ends = ends
+        # (topic, partition) -> (end offset, time.monotonic() of its read): see retry.stale_ends
+        self._ends: dict[tuple[str, int], tuple[int, float]] = {}
+        self._ends_lock = threading.Lock()
         caps = settings.kafka.record_caps()  # max.message.bytes by topic base name (contracts.topics)
         self._dlq_caps = {topics.content_dlq: caps["content.dlq"], topics.user_dlq: caps["user.dlq"]}
         self._arms = frozenset(v.name for v in settings.serve.variants)  # A/B metric labels (engagement.ab_arm)
@@ -481,7 +489,9 @@ class Engine:
         """Keep the claiming retry-topic copies whose source offset is still parked (the first of a batch's copies
         of one source; marked :attr:`_Candidate.claims`); skip those whose source is resolved (not parked, at or
         below its partition's fence: applied directly, or through another copy); :class:`ParkPendingError` for one
-        whose park is not committed yet."""
+        whose park is not committed yet, unless its source offset is at or past its source partition's end offset:
+        no worker parked that (a forged envelope), it is dead-lettered (``ForgedEnvelope``) instead of waiting
+        forever."""
         origins: dict[FenceKey, list[int]] = {}
         for c in b.candidates:
             if c.envelope is not None and c.envelope.claim:
@@ -496,6 +506,7 @@ class Engine:
         parked = self.users.read_parked(origins)
         keep: list[_Candidate] = []
         taken: set[tuple[FenceKey, int]] = set()
+        pending: list[_Candidate] = []
         for c in b.candidates:
             if c.envelope is None or not c.envelope.claim:
                 keep.append(c)
@@ -507,8 +518,57 @@ class Engine:
             elif offset <= fences[origin] or (origin, offset) in taken:
                 b.res.skipped += 1
             else:
-                raise ParkPendingError(f"{c.rec.topic}[{c.rec.partition}]@{offset}: its park is not committed yet")
+                pending.append(c)
+        for c, why in self._forged_claims(pending):
+            self._reject(b.res, c.rec, Rejected("ForgedEnvelope", f"forged retry envelope: {why}"),
+                         self.topics.user_dlq)
+            b.routed.add(c.consumed)
         b.candidates = keep
+
+    def _forged_claims(self, pending: Sequence[_Candidate]) -> list[tuple[_Candidate, str]]:
+        """The claiming copies of ``pending`` (neither parked nor behind their fence) whose source offset no record
+        of the source partition has (:func:`streams.cores.retry.past_the_end`), with why; :class:`ParkPendingError`
+        when another one's park may just not be committed yet (or the end offsets cannot be read now)."""
+        if not pending:
+            return []
+        c0 = pending[0]
+        waiting = ParkPendingError(f"{c0.rec.topic}[{c0.rec.partition}]@{c0.rec.offset}: its park is not committed "
+                                   "yet")
+        if self.ends is None:
+            raise waiting
+        wanted: dict[tuple[str, int], int] = {}
+        for c in pending:
+            tp = (c.rec.topic, c.rec.partition)
+            wanted[tp] = max(wanted.get(tp, -1), c.rec.offset)
+        try:
+            ends = self._end_offsets(wanted)
+        except Exception as exc:  # noqa: BLE001 - the broker is unreachable: the copies wait, as for a pending park
+            log.warning("could not read the end offsets of %s (%s); the claiming copies wait", sorted(wanted),
+                        type(exc).__name__)
+            raise waiting from exc
+        forged = []
+        for c in pending:
+            end = ends.get((c.rec.topic, c.rec.partition))
+            why = retry.past_the_end(c.rec.offset, end) if end is not None else None
+            if why is None:
+                raise ParkPendingError(f"{c.rec.topic}[{c.rec.partition}]@{c.rec.offset}: its park is not "
+                                       "committed yet")
+            forged.append((c, why))
+        return forged
+
+    def _end_offsets(self, wanted: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """The end offsets of ``wanted``'s partitions (-> the highest offset asked about), read from :attr:`ends`
+        only where the cache cannot answer (:func:`streams.cores.retry.stale_ends`): one read per batch at most."""
+        assert self.ends is not None
+        now = time.monotonic()
+        with self._ends_lock:
+            todo = retry.stale_ends(wanted, self._ends, now)
+        if todo:
+            read = self.ends.end_offsets(todo)
+            with self._ends_lock:
+                self._ends.update({tp: (int(end), now) for tp, end in read.items()})
+        with self._ends_lock:
+            return {tp: self._ends[tp][0] for tp in wanted if tp in self._ends}
 
     def _look_up_items(self, b: _UserBatch) -> None:
         """The vectors of the candidates' items; a batch prepared again uses the lookups of its first attempt."""

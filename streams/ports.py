@@ -78,3 +78,10 @@ class EngineState(Protocol):
     def put_prior(self, space: str, user: str, state: UserState, profile: Mapping[str, str]) -> bool: ...
 
     def put_prior_profile_only(self, user: str, profile: Mapping[str, str]) -> None: ...
+
+
+class PartitionEnds(Protocol):
+    """The end offsets (high watermarks) of Kafka partitions, read from the broker within a deadline: the offset the
+    next record written to each will take, so no record of a partition has an offset at or past it."""
+
+    def end_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]: ...

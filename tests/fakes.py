@@ -199,3 +199,20 @@ class InMemoryEngineState:
     def put_prior_profile_only(self, user: str, profile: Mapping[str, str]) -> None:
         if profile:
             self.profiles[user] = dict(profile)
+
+
+class InMemoryPartitionEnds:
+    """The broker's end offsets: ``ends`` maps (topic, partition) to the offset the next record written takes
+    (a partition not named has none yet: 0). ``calls`` holds the partitions of every read; ``fail`` makes the next
+    reads raise it (a broker out of reach)."""
+
+    def __init__(self, ends: Mapping[tuple[str, int], int] | None = None) -> None:
+        self.ends: dict[tuple[str, int], int] = dict(ends or {})
+        self.calls: list[list[tuple[str, int]]] = []
+        self.fail: Exception | None = None
+
+    def end_offsets(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        self.calls.append(list(partitions))
+        if self.fail is not None:
+            raise self.fail
+        return {tp: self.ends.get(tp, 0) for tp in partitions}

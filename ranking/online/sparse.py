@@ -195,9 +195,15 @@ class SparseVectorizer:
 
     @classmethod
     def load(cls, path: str | Path) -> SparseVectorizer:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        if doc.get("format") != "thaw-sparse-vectorizer/1":
-            raise ValueError(f"{path}: not a sparse vectorizer file")
+        return cls.from_text(Path(path).read_text(encoding="utf-8"), str(path))
+
+    @classmethod
+    def from_text(cls, text: str, what: str = "sparse vectorizer") -> SparseVectorizer:
+        """The vectorizer from the text of the JSON document :meth:`save` writes (``what`` names it in errors): the
+        serving side reads that text from a model version's verified bytes."""
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("format") != "thaw-sparse-vectorizer/1":
+            raise ValueError(f"{what}: not a sparse vectorizer file")
         tokens = doc["tokens"]
         return cls(
             doc["weighting"], {t: j for j, t in enumerate(tokens)}, np.asarray(doc["df"], np.int64),

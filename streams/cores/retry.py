@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import grpc
 from aiokafka.errors import KafkaError as AsyncKafkaError
@@ -165,6 +166,33 @@ def hold_s(due: Iterable[float], now: float, cap: float = RETRY_HOLD_MAX_S) -> f
     latest = now + UNKNOWN_ITEM_MAX_DELAY_S + RETRY_CLOCK_SKEW_S
     wait = max((d for d in due if d <= latest), default=0.0) - now
     return min(wait, cap) if wait > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------ claims past the end
+
+#: seconds the engine keeps a partition's end offset (see :func:`stale_ends`)
+END_OFFSET_TTL_S = 5.0
+K = TypeVar("K", bound=Hashable)
+
+
+def past_the_end(offset: int, end: int) -> str | None:
+    """Why a claiming retry-topic copy cannot be one a worker parked, or None: its ``source_offset`` is at or past
+    its source partition's end offset (``end``, the high watermark), so no record of that partition has it. A
+    genuine park names a record the worker read there. Such a copy would wait for its park forever (neither parked
+    nor behind the fence) and hold its retry partition."""
+    if offset < end:
+        return None
+    return f"source offset {offset} is at or past the source partition's end offset {end}: no record has it"
+
+
+def stale_ends(wanted: Mapping[K, int], cached: Mapping[K, tuple[int, float]], now: float,
+               ttl_s: float = END_OFFSET_TTL_S) -> list[K]:
+    """The partitions whose end offset must be read (again) from the broker: ``wanted`` maps each to the highest
+    offset asked about, ``cached`` holds (end, read at) of earlier reads. One not cached, read longer than
+    ``ttl_s`` ago, or whose cached end is at or below its offset asked about (an end only grows: it may have
+    passed the offset since, and a copy is never dead-lettered on a stale end) is read."""
+    return [k for k, off in wanted.items()
+            if k not in cached or now - cached[k][1] > ttl_s or cached[k][0] <= off]
 
 
 # ------------------------------------------------------------------------------------------------ what is transient

@@ -18,7 +18,9 @@ from contracts.topics import (
     Topics,
     TopicSpec,
     base64_bytes,
+    least_caps,
     record_caps,
+    undersized_caps,
 )
 from infra.settings import KafkaSettings, load_settings
 from infra.topics import cap_changes, topic_configs, topic_specs
@@ -154,3 +156,38 @@ def test_cap_changes_name_the_topics_whose_cap_differs():
     assert cap_changes({"a": 100, "b": 16 << 20, "c": 1}, specs) == {"b": (16 << 20, 200), "c": (1, 300)}
     assert cap_changes({"b": None}, specs) == {}  # not reported (a topic created a moment ago): left alone
     assert cap_changes({}, specs) == {}
+
+
+@pytest.mark.parametrize(("caps", "short"), [
+    ({"user.events.retry": 128 * 1024}, "user.events.retry"),  # under 4/3 of user.events' 128 KiB
+    ({"user.events": 256 * 1024, "user.events.retry": 176 * 1024}, "user.events.retry"),  # the source grew alone
+    ({"user.dlq": 4096}, "user.dlq"),
+    ({"user.profile": 512 * 1024, "user.dlq": 256 * 1024}, "user.dlq"),  # a larger source than the DLQ was cut for
+])
+def test_settings_refuse_a_retry_topic_or_dlq_that_cannot_hold_its_sources_largest_record(caps, short):
+    with pytest.raises(ValidationError, match=f"{short} .* cannot hold"):
+        KafkaSettings(topic_max_message_bytes=caps)
+
+
+def test_settings_refuse_a_content_dlq_smaller_than_its_largest_dead_letter():
+    with pytest.raises(ValidationError, match="content.dlq .* dead letter"):
+        KafkaSettings(max_message_bytes=20 * 1024 * 1024)  # content.new grown past what the 24 MiB DLQ holds
+    with pytest.raises(ValidationError, match="content.dlq"):
+        KafkaSettings(dlq_max_message_bytes=16 * 1024 * 1024)
+    ok = KafkaSettings(max_message_bytes=20 * 1024 * 1024, dlq_max_message_bytes=28 * 1024 * 1024)
+    assert ok.record_caps()["content.dlq"] == 28 * 1024 * 1024
+
+
+def test_the_least_caps_are_what_the_largest_records_wrapped_take():
+    base = record_caps()
+    assert undersized_caps(base) == {}  # the contract's caps hold what they carry, with a margin
+    least = least_caps(base)
+    assert all(least[n] <= base[n] < least[n] + 16 * 1024 for n in least)  # the margin is the rounding
+    # the least caps themselves are accepted, one byte less is not
+    exact = KafkaSettings(topic_max_message_bytes={"user.events.retry": least["user.events.retry"]})
+    assert exact.record_caps()["user.events.retry"] == least["user.events.retry"]
+    with pytest.raises(ValidationError, match="user.events.retry"):
+        KafkaSettings(topic_max_message_bytes={"user.events.retry": least["user.events.retry"] - 1})
+    # grown sources grow the derived caps with them: still accepted
+    assert KafkaSettings(topic_max_message_bytes={"user.events": 1024 * 1024}).record_caps()["user.dlq"] > base[
+        "user.dlq"]

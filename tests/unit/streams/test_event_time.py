@@ -9,7 +9,7 @@ import numpy as np
 from contracts.actions import ACTION_WEIGHTS
 from contracts.topics import Topics
 from indexing.redis_state import UserState
-from infra.settings import Settings
+from infra.settings import KafkaSettings, Settings
 from streams.cores import event_time
 from streams.cores.user_update import EventBatch, apply_events
 from streams.engine import Engine, Record
@@ -139,7 +139,11 @@ def test_a_dead_letter_over_its_dlq_cap_is_cut_to_fit():
     from contracts.events import DeadLetter
     from streams.cores.dlq import TRUNCATED_MARK
 
-    s = Settings.model_validate({"kafka": {"topic_max_message_bytes": {"user.dlq": 4096}}})
+    # a cap the settings refuse (KafkaSettings checks that a DLQ holds its sources' largest dead letter), built
+    # without validation: a dead letter can still outgrow its DLQ (a compressed record larger than its topic's cap)
+    small = KafkaSettings.model_construct(topic_max_message_bytes={"user.dlq": 4096})
+    s = Settings().model_copy(update={"kafka": small})
+    assert s.kafka.record_caps()["user.dlq"] == 4096
     eng = _engine(settings=s)
     big = Record(TOPICS.user_events, 0, 7, b"u1", b"{" + b"x" * 20_000, 0)  # invalid JSON, 20 KB
     small = Record(TOPICS.user_events, 0, 8, b"u1", b"{broken", 0)
@@ -149,3 +153,37 @@ def test_a_dead_letter_over_its_dlq_cap_is_cut_to_fit():
     assert len(res.dlq[0].value) + len(res.dlq[0].key or b"") <= 4096
     assert cut.error.startswith(TRUNCATED_MARK) and cut.offset == 7
     assert kept.error_class == "InvalidJSON" and not kept.error.startswith(TRUNCATED_MARK)
+
+
+# ------------------------------------------------------------------ the engine's wiring of the rules
+def test_the_engine_clamps_a_state_dated_year_9999_to_its_clock_and_the_like_moves_it():
+    """The update rule clamps only when the engine passes its clock (``now_s``): without it the poisoned state's
+    time stays in year 9999 and one like counts ~8000 years old."""
+    from indexing.redis_state import pack_state
+
+    users = InMemoryEngineState()
+    items = InMemoryItems(known={"a"})
+    items.vectors["b"] = np.array([0.0, 1.0], np.float32)
+    eng = _engine(users, items)
+    poisoned = UserState(vec=np.array([10.0, 0.0], np.float32), weight=10.0, ts=FAR.timestamp(), n_events=10,
+                         source="events")
+    users.states[(eng.space, "u1")] = pack_state(poisoned)
+    res = eng.commit_user_events(eng.prepare_user_events([_user_rec(0, NOW, item="b", action="like")]))
+    assert res.ok == 1 and res.dlq == []
+    st = users.state(eng.space, "u1")
+    assert st is not None and st.n_events == 11
+    assert st.ts == NOW  # the engine clock's now, not year 9999
+    np.testing.assert_allclose(st.vec, [10.0, ACTION_WEIGHTS["like"]], rtol=1e-5)  # the like counts in full
+
+
+def test_the_engine_tallies_a_variant_that_is_no_configured_arm_as_other():
+    """The A/B label of an event's ``ab_variant`` is itself only for the configured arms (``serve.variants``): a
+    client-chosen name is ``other``, so clients cannot mint metric labels."""
+    s = Settings.model_validate({"serve": {"variants": [{"name": "control"}, {"name": "random-0"}]}})
+    eng = _engine(settings=s)
+    recs = [Record(TOPICS.user_events, 0, i, b"u1", json.dumps(
+        {"user_id": "u1", "item_id": "a", "action": "like", "ts": _iso(NOW), "context": {"ab_variant": v}}).encode(),
+        0) for i, v in enumerate(["random-1", "random-0", "random-1"])]
+    res = eng.commit_user_events(eng.prepare_user_events(recs))
+    assert res.ok == 3
+    assert res.ab_actions == {("other", "like"): 2, ("random-0", "like"): 1}

@@ -8,7 +8,7 @@ import pytest
 
 from indexing.redis_state import FenceKey, FenceMovedError, UserCommit, UserState
 from streams import ports
-from tests.fakes import FakeFeaturizer, FakeText, InMemoryEngineState, InMemoryItems
+from tests.fakes import FakeFeaturizer, FakeText, InMemoryEngineState, InMemoryItems, InMemoryPartitionEnds
 
 
 def _members(proto: type) -> set[str]:
@@ -20,6 +20,7 @@ def _members(proto: type) -> set[str]:
     (FakeFeaturizer(), ports.Featurizer),
     (InMemoryItems(), ports.ItemVectors),
     (InMemoryEngineState(), ports.EngineState),
+    (InMemoryPartitionEnds(), ports.PartitionEnds),
 ])
 def test_each_fake_has_its_protocol(fake, proto) -> None:
     missing = {m for m in _members(proto) if not hasattr(fake, m)}

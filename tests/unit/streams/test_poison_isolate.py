@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import math
 from typing import Any, cast
 
@@ -13,10 +14,11 @@ import pytest
 from tenacity import wait_none
 
 from contracts.events import DeadLetter
-from contracts.topics import Topics
+from contracts.topics import Topics, record_caps
 from infra.metrics import EngineMetrics
 from infra.settings import Settings
 from streams.app import RecordFailure, _retrying, _secret_values, agent_specs, poison_dead_letters, run_batch
+from streams.cores.dlq import fits, is_truncated
 from streams.cores.poison import describe, isolate, redact
 from streams.cores.retry import Park, error_name
 from streams.engine import BatchResult, Outgoing, PreparedUserBatch, Record
@@ -183,7 +185,7 @@ def _batch(topic, n, poison_at):
                    _value(1000 + i, i in poison_at), 0) for i in range(n)]
 
 
-def _run(spec_index, eng, recs, *, metrics=None, secrets=("s3cret",)):
+def _run(spec_index, eng, recs, *, metrics=None, secrets=("s3cret",), caps=None):
     metrics = metrics or EngineMetrics()
     spec = agent_specs(Settings(), TOPICS, cast(Any, eng))[spec_index]
     sent: list[Outgoing] = []
@@ -195,7 +197,7 @@ def _run(spec_index, eng, recs, *, metrics=None, secrets=("s3cret",)):
     async def retrying(what, fn):
         return await _retrying(what, fn, metrics, agent=spec.name, wait=wait_none())
 
-    letters = poison_dead_letters(TOPICS, metrics, secrets)
+    letters = poison_dead_letters(TOPICS, metrics, secrets, caps)
     res = asyncio.run(run_batch(spec, recs, send=send, retrying=retrying, poison=letters))
     return res, sent, metrics
 
@@ -260,6 +262,33 @@ def test_a_poison_retry_envelope_is_dead_lettered_as_the_user_event_it_carries()
     (d,) = _dead_letters(sent, TOPICS.user_dlq)
     assert (d.source_topic, d.partition, d.offset) == (TOPICS.user_events, 5, 77)
     assert base64.b64decode(d.value_b64) == inner and d.key_b64 == base64.b64encode(b"bad-u1").decode()
+
+
+@pytest.mark.parametrize("spec_index", [1, 2], ids=["user.events", "user.events.retry"])
+def test_a_poison_dead_letter_is_cut_to_its_dlq_s_cap(spec_index):
+    """A user.dlq capped at 4096 bytes and a 20 KB poison record: its dead letter (27 KB as base64) would be
+    refused by the broker and the delivery retried forever, holding the partition; it is cut to fit instead."""
+    eng = Engine()
+    value = b"x" * 20_000
+    if spec_index == 1:
+        recs = [Record(TOPICS.user_events, 3, 41, b"bad-u1", value, 0)]
+    else:
+        env = Park(attempt=1, first_seen=1.0, retry_at=2.0).envelope(partition=3, offset=41, key=b"bad-u1",
+                                                                     value=value, group="g")
+        recs = [Record(TOPICS.user_events_retry, 3, 9, b"bad-u1", env.to_bytes(), 0)]
+    caps = {**record_caps(), "user.dlq": 4096}
+    res, sent, _ = _run(spec_index, eng, recs, caps=caps)
+    (out,) = [m for m in sent if m.topic == TOPICS.user_dlq]
+    assert fits(out.key, out.value, 4096)
+    (d,) = _dead_letters(sent, TOPICS.user_dlq)
+    assert is_truncated(d) and (d.source_topic, d.partition, d.offset) == (TOPICS.user_events, 3, 41)
+    assert f"of {len(value)} bytes kept (sha256 {hashlib.sha256(value).hexdigest()})" in d.error
+    assert value.startswith(base64.b64decode(d.value_b64)) and d.error_class == POISON
+    assert "s3cret" not in d.error and res.rejected == {POISON: 1}
+    # under the contract's caps (user.dlq 256 KiB) the same dead letter is whole
+    _, whole, _ = _run(spec_index, Engine(), recs)
+    (d,) = _dead_letters(whole, TOPICS.user_dlq)
+    assert not is_truncated(d) and base64.b64decode(d.value_b64) == value
 
 
 def test_profiles_poison_goes_to_the_user_dlq():
