@@ -276,9 +276,9 @@ class LocalStack:
                          logs)
 
     def _poll_ready(self, attempt: Callable[[], tuple[bool, str]], what: str, left: str,
-                    logs: Sequence[Path] = ()) -> None:
-        """Run ``attempt`` every 0.25 s until it reports healthy; StackError naming ``what`` once
-        ``ready_timeout_s`` passed (``left``: what was left running and where its logs are), with the last lines of
+                    logs: Sequence[Path] = ()) -> str:
+        """Run ``attempt`` every 0.25 s until it reports healthy and return its detail; StackError naming ``what``
+        once ``ready_timeout_s`` passed (``left``: what was left running and where its logs are), with the last lines of
         ``logs`` (a machine without the stack's home, a CI runner, shows why there and nowhere else)."""
         deadline = self.clock() + self.settings.stack.ready_timeout_s
         healthy, detail = poll(attempt, lambda r: r[0], until=deadline, clock=self.clock, every_s=0.25)
@@ -288,6 +288,7 @@ class LocalStack:
                 f"{what} not healthy after {self.settings.stack.ready_timeout_s:.0f}s ({detail}); {left} with "
                 f"`thaw stack down`; raise THAW_STACK__READY_TIMEOUT_S on slow machines{tails}"
             )
+        return detail
 
     def _check_ports_free(self, name: str, detail: str) -> None:
         busy = [port for host, port in _PORTS[name](self.settings) if not port_bindable(host, port)]
@@ -400,9 +401,10 @@ class LocalStack:
                     raise StackError(f"kafka node {nd.node_id} (pid {launch.pid}) exited during startup; {tails}")
             return self.probe(KAFKA, timeout_s=3.0)
 
-        self._poll_ready(attempt, f"kafka ({len(nodes)} nodes, pids {[launches[nd.node_id].pid for nd in nodes]})",
-                         f"they are left running, see {self.home / 'logs'} or stop them",
-                         [p for nd in nodes for p in (launches[nd.node_id].log, nd.server_log(self.home))])
+        pids = [launches[nd.node_id].pid for nd in nodes]
+        detail = self._poll_ready(attempt, f"kafka ({len(nodes)} nodes, pids {pids})",
+                                  f"they are left running, see {self.home / 'logs'} or stop them",
+                                  [p for nd in nodes for p in (launches[nd.node_id].log, nd.server_log(self.home))])
         elapsed = round(self.clock() - started, 3)
         for nd in missing:
             self._state.update(nd.service, startup_s=elapsed)

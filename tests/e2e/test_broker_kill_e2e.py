@@ -134,8 +134,10 @@ def kill_the_busiest_leader(base: Settings, name: str, tmp: Path, replication_fa
     seen: dict[str, Any] = {}
     try:
         t0 = time.monotonic()
-        stack.up()
+        kafka = next(x for x in stack.up() if x.name == "kafka")
         seen["stack_up_s"] = round(time.monotonic() - t0, 1)
+        # what `up` reports is the probe that found the new nodes ready, not the one before they started
+        assert kafka.healthy and kafka.detail.startswith("Kafka cluster") and "(3 broker(s))" in kafka.detail, kafka
         s = cluster.namespaced(name)
         t = Topics.for_prefix(s.kafka.topic_prefix)
         ensure_minilm(ModelRegistry(s.models.dir))
