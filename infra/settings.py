@@ -506,6 +506,10 @@ class ServeSettings(_Section):
     # rate_limit_burst refilled at rate_limit_rps; an empty bucket answers 429 (serving.rate_limit). 0: no limit
     rate_limit_rps: float = Field(default=50.0, ge=0)
     rate_limit_burst: float = Field(default=100.0, ge=1)
+    # per client address, before credentials are verified: auth_failure_burst failed authentications (401s),
+    # refilled at auth_failure_rps; beyond them the address answers 429 (serving.rate_limit). 0 rps: no limit
+    auth_failure_rps: float = Field(default=1.0, ge=0)
+    auth_failure_burst: float = Field(default=20.0, ge=1)
     # a /readyz answer (a Strong count on Milvus, a ranker load check) is reused for this long
     ready_cache_s: float = Field(default=2.0, ge=0, le=60)
     auth: AuthSettings = AuthSettings()

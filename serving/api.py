@@ -135,7 +135,8 @@ def _shared(settings: Settings, served: ServedFn | None, metrics: ServeMetrics |
         "metrics": m, "authenticator": authenticator,
         "recommend_guard": Guard(recommend_pool, sv.request_deadline_s),
         "rate_limiter": RateLimiter(sv.rate_limit_rps, sv.rate_limit_burst),
-        "auth_failure_limiter": auth_failure_limiter(),  # failed authentications per client address
+        # failed authentications per client address
+        "auth_failure_limiter": auth_failure_limiter(sv.auth_failure_rps, sv.auth_failure_burst),
         "ready_cache": {},  # /readyz's last answer (serving.routes.readyz)
         "ready_guard": Guard(ready_pool, sv.ready_deadline_s),
     }

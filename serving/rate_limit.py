@@ -99,9 +99,11 @@ class RateLimiter:
             self._buckets[key] = (max(0.0, self._tokens(key, now) - 1.0), now)
 
 
-def auth_failure_limiter(max_clients: int = 100_000, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
-    """The limiter of failed authentications per client address (see the module docstring)."""
-    return RateLimiter(AUTH_FAILURE_RPS, AUTH_FAILURE_BURST, max_clients, clock, AUTH_FAILURE_REFUSAL)
+def auth_failure_limiter(rps: float = AUTH_FAILURE_RPS, burst: float = AUTH_FAILURE_BURST,
+                         max_clients: int = 100_000, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
+    """The limiter of failed authentications per client address (see the module docstring; ``serve.auth_failure_*``
+    settings, whose defaults are these constants)."""
+    return RateLimiter(rps, burst, max_clients, clock, AUTH_FAILURE_REFUSAL)
 
 
 def retry_after_header(seconds: float) -> str:

@@ -134,7 +134,7 @@ def test_bad_credentials_from_one_address_are_limited_before_they_are_checked():
     rec = FakeRecommender()
     apps = create_apps(s, served=lambda: typed(rec))
     clock = _Clock()  # the app's own limiters, on a clock that stands still (no refill while the test runs)
-    apps.public.state.auth_failure_limiter = auth_failure_limiter(clock=clock)
+    apps.public.state.auth_failure_limiter = auth_failure_limiter(AUTH_FAILURE_RPS, AUTH_FAILURE_BURST, clock=clock)
     apps.public.state.rate_limiter = RateLimiter(0.5, 2, clock=clock)
     burst = int(AUTH_FAILURE_BURST)
     with clients(apps) as (public, ops), \
@@ -167,3 +167,13 @@ def test_a_good_caller_spends_no_failure_budget():
         n = int(AUTH_FAILURE_BURST) * 2
         assert [public.get("/ab", headers={"X-API-Key": KEY_A}).status_code for _ in range(n)] == [200] * n
         assert _bad_token_flood(public, 1) == [401]
+
+
+def test_the_failure_limit_follows_the_settings():
+    s = settings({"api_keys": KEYS}, auth_failure_rps=0.5, auth_failure_burst=3)
+    with clients(create_apps(s, served=lambda: typed(FakeRecommender()))) as (public, _ops):
+        assert _bad_token_flood(public, 5) == [401, 401, 401, 429, 429]
+    off = settings({"api_keys": KEYS}, auth_failure_rps=0.0)  # 0: no failure limit
+    with clients(create_apps(off, served=lambda: typed(FakeRecommender()))) as (public, _ops):
+        n = int(AUTH_FAILURE_BURST) + 5
+        assert _bad_token_flood(public, n) == [401] * n
