@@ -21,7 +21,7 @@ from indexing.milvus_items import ItemIndex
 from serving.auth import mint_token
 from tests.e2e.conftest import wait_for
 from tests.e2e.serve_proc import JWT_SECRET, thaw_serve
-from tests.e2e.test_worker_stop import FreezableProxy
+from tests.e2e.test_worker_stop import FreezableProxy, skip_on_a_redis_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,9 @@ def _timed(fn, *args, **kw) -> tuple[httpx.Response, float]:
     return r, time.monotonic() - t0
 
 
-def test_a_frozen_redis_answers_503_within_the_deadline_and_liveness_stays_up(worker, tmp_path):
+def test_a_frozen_redis_answers_503_within_the_deadline_and_liveness_stays_up(stack_settings, request, tmp_path):
+    skip_on_a_redis_cluster(stack_settings)  # before the worker starts
+    worker = request.getfixturevalue("worker")
     s = worker.settings
     _publish(s, worker)
     proxy = FreezableProxy(s.redis.host, s.redis.port)

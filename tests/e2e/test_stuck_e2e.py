@@ -24,7 +24,7 @@ from indexing.milvus_items import ItemIndex
 from indexing.redis_state import RedisState
 from tests.e2e.conftest import random_events, read_topic, running_worker, wait_for
 from tests.e2e.test_engine_e2e import _send
-from tests.e2e.test_worker_stop import FreezableProxy, _items, _uncommitted
+from tests.e2e.test_worker_stop import FreezableProxy, _items, _uncommitted, skip_on_a_redis_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +39,7 @@ def _gauges(url: str, name: str) -> dict[str, float]:
 
 
 def test_a_hung_redis_shows_the_worker_stuck_and_it_catches_up_losing_nothing(stack_settings, unique_name, tmp_path):
+    skip_on_a_redis_cluster(stack_settings)
     s = stack_settings.namespaced(unique_name)
     t = Topics.for_prefix(s.kafka.topic_prefix)
     proxy = FreezableProxy(s.redis.host, s.redis.port)

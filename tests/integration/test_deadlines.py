@@ -18,7 +18,7 @@ from indexing.redis_state import RedisState
 from infra import clients
 from infra.settings import Settings
 from streams.cores.retry import is_transient
-from tests.e2e.test_worker_stop import FreezableProxy
+from tests.e2e.test_worker_stop import FreezableProxy, skip_on_a_redis_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +77,7 @@ def milvus_proxy(stack_settings: Settings) -> Iterator[FreezableProxy]:
 
 
 def test_redis_through_a_frozen_proxy_gives_up_within_each_paths_budget(stack_settings, unique_name, redis_proxy):
-    if stack_settings.redis.cluster:
-        pytest.skip("a cluster client follows the slot map to the nodes' own addresses, around a one-node proxy: "
-                    "the cluster client's deadlines are unit-tested (tests/unit/infra)")
+    skip_on_a_redis_cluster(stack_settings)
     s = stack_settings.namespaced(unique_name)
     via = s.redis.model_copy(update={"host": "127.0.0.1", "port": redis_proxy.port, "timeout_s": 1.0})
     api, worker = RedisState(via, serving=True), RedisState(via)

@@ -150,8 +150,10 @@ def test_fresh_kafka_coordinates_groups_right_after_up(
         (home / "kafka-libs").symlink_to(jars)  # the jars fetched for the session stack: no Maven run here
     fresh = stack_settings.model_copy(
         update={
+            # one fresh broker (what this test is about), whatever the session's stack runs
             "kafka": stack_settings.kafka.model_copy(
-                update={"bootstrap_servers": f"127.0.0.1:{kafka_port}", "controller_port": controller_port}
+                update={"bootstrap_servers": f"127.0.0.1:{kafka_port}", "controller_port": controller_port,
+                        "brokers": 1}
             ),
             "stack": stack_settings.stack.model_copy(update={"home": home}),
         }
@@ -213,7 +215,8 @@ def test_kraft_format_takes_a_cluster_id_that_starts_with_a_dash(stack_settings:
 
     data = tmp_path / "kraft"
     props = tmp_path / "server.properties"
-    props.write_text(server_properties(stack_settings, data), encoding="utf-8")
+    single = stack_settings.model_copy(update={"kafka": stack_settings.kafka.model_copy(update={"brokers": 1})})
+    props.write_text(server_properties(single, data), encoding="utf-8")  # a single node's (--standalone) format
     cid = "-" + "A" * 21
     out = subprocess.run([java(), "-cp", kafka_classpath(stack_settings), *format_args(cid, props)],
                          capture_output=True, text=True, timeout=120, check=False)
