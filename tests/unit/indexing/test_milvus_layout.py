@@ -1,6 +1,6 @@
 """The items collection's layout: the partition key a new collection gets, the filters that name a window's days,
 collections created before partition keys, and the in-place migration; on Milvus Lite (the server path, with its
-partitions and shards, is tests/integration/test_milvus_layout.py)."""
+partitions and shards, is tests/integration/test_milvus_layout_server.py)."""
 
 from __future__ import annotations
 
