@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 MAX_ID = 128
 _NOT_LOADED = 101  # Milvus' error code for a request on a collection that is not loaded
+_NO_INDEX = 700  # Milvus' error code for loading a collection that has no index (yet)
+#: how long :meth:`ItemIndex.ensure` waits for another process' new collection to get its index before building it
+INDEX_WAIT_S = 15.0
 DAY_MS = 86_400_000
 DAY_FIELD = "created_day"
 #: a search of a window dated up to this far past the clock still finds its rows (the worker refuses posts dated
@@ -319,14 +322,50 @@ class ItemIndex:
         with self._lock:
             created = False
             if not self.client.has_collection(self.name, timeout=self.deadlines.call_s):
-                self._create()
-                created = True
+                try:
+                    self._create()
+                    created = True
+                except Exception:
+                    # another process created it between the check and the create: open that one
+                    if not self.client.has_collection(self.name, timeout=self.deadlines.call_s):
+                        raise
             desc = self.client.describe_collection(self.name, timeout=self.deadlines.call_s)
             self._check_dim(desc)
             self._layout = layout_of(desc)
             self._split_upsert = None
-            self.client.load_collection(self.name, timeout=self.deadlines.load_s, **self._replica_kw())
+            self._load_indexed()
             return created
+
+    def _load_indexed(self, wait_s: float | None = None) -> None:
+        """Load the collection. Several processes open it at once (the workers of a group, a reader): one creates
+        it and then its index, and a server refuses to load a collection without an index (error 700), so the
+        others wait for the index (``wait_s``, default :data:`INDEX_WAIT_S`); if none appears (its creator stopped
+        in between), build the index this module builds and load."""
+        from pymilvus.exceptions import MilvusException
+
+        wait_s = INDEX_WAIT_S if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
+        built = False
+        while True:
+            try:
+                self.client.load_collection(self.name, timeout=self.deadlines.load_s, **self._replica_kw())
+                return
+            except MilvusException as exc:
+                if exc.code != _NO_INDEX or self.lite or built:
+                    raise
+            if self.client.list_indexes(self.name, timeout=self.deadlines.call_s):
+                continue  # its creator built it meanwhile: load again
+            if time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            log.warning("collection %s has no index after %.0f s (its creator stopped?): building it", self.name,
+                        wait_s)
+            try:
+                self.client.create_index(self.name, self._index_params(), timeout=self.deadlines.load_s)
+            except MilvusException:
+                if not self.client.list_indexes(self.name, timeout=self.deadlines.call_s):
+                    raise  # not another creator's index landing at the same moment
+            built = True
 
     def _replica_kw(self) -> dict[str, int]:
         return {"replica_number": self.settings.replicas} if self.settings.replicas > 1 and not self.lite else {}
@@ -346,13 +385,7 @@ class ItemIndex:
         if key == DAY_FIELD:
             schema.add_field(DAY_FIELD, DataType.INT64, is_partition_key=True,
                              description="UTC day of created_at (created_at // 86400000): the partition key")
-        idx = self.client.prepare_index_params()
-        if self.lite:
-            idx.add_index(field_name="vector", index_type="FLAT", metric_type=self.settings.metric_type)
-        else:
-            index_type, params = index_spec(self.settings)
-            idx.add_index(field_name="vector", index_type=index_type, metric_type=self.settings.metric_type,
-                          params=params)
+        idx = self._index_params()
         layout: dict[str, int] = {}
         if key != "none":
             layout["num_partitions"] = self.settings.partitions
@@ -370,6 +403,17 @@ class ItemIndex:
         )
         if self._replica_kw():
             self.client.create_index(self.name, idx, timeout=self.deadlines.call_s)
+
+    def _index_params(self) -> Any:
+        """The vector index of a collection this module creates (FLAT on Milvus Lite, else the settings')."""
+        idx = self.client.prepare_index_params()
+        if self.lite:
+            idx.add_index(field_name="vector", index_type="FLAT", metric_type=self.settings.metric_type)
+        else:
+            index_type, params = index_spec(self.settings)
+            idx.add_index(field_name="vector", index_type=index_type, metric_type=self.settings.metric_type,
+                          params=params)
+        return idx
 
     @property
     def layout(self) -> Layout:
