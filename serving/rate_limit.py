@@ -65,15 +65,7 @@ class RateLimiter:
         Raises:
             RateLimited: The bucket is empty.
         """
-        if not self.enabled:
-            return
-        now = self.clock()
-        with self._lock:
-            tokens = self._tokens(key, now)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                raise RateLimited((1.0 - tokens) / self.rate, self.refusal)
-            self._buckets[key] = (tokens - 1.0, now)
+        self._admit(key, take=True)
 
     def check(self, key: str) -> None:
         """Refuse when ``key``'s bucket is empty, taking nothing (a request is let through to be verified).
@@ -81,13 +73,20 @@ class RateLimiter:
         Raises:
             RateLimited: The bucket is empty.
         """
+        self._admit(key, take=False)
+
+    def _admit(self, key: str, *, take: bool) -> None:
         if not self.enabled:
             return
         now = self.clock()
         with self._lock:
             tokens = self._tokens(key, now)
             if tokens < 1.0:
+                if take:
+                    self._buckets[key] = (tokens, now)
                 raise RateLimited((1.0 - tokens) / self.rate, self.refusal)
+            if take:
+                self._buckets[key] = (tokens - 1.0, now)
 
     def charge(self, key: str) -> None:
         """Take one token of ``key``'s bucket if one is left, never raising (a failure that already happened is
