@@ -494,9 +494,9 @@ class RedisState:
 
     def delete_prefix(self) -> int:
         """Remove every key under this store's prefix (tests and benchmarks), the layout included."""
-        n = 0
-        for k in self.r.scan_iter(match=self._keys.everything(), count=1000):
-            n += int(self.r.delete(k))
+        from infra.namespace import delete_matching
+
+        n = delete_matching(self.r, self._keys.everything())
         self._keys = RedisKeys(self.p)
         self._layout_checked = -1e18
         return n

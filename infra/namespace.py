@@ -157,26 +157,31 @@ def drop_redis(s: Settings, *, dry_run: bool = False) -> int:
     _check(s)
     r = clients.redis_client(s.redis)
     try:
-        n, batch = 0, []
-        for key in r.scan_iter(match=s.redis.key_prefix + "*", count=1000):
-            n += 1
-            if not dry_run:
-                batch.append(key)
-                if len(batch) >= 500:
-                    _delete_keys(r, batch)
-                    batch = []
-        if batch:
-            _delete_keys(r, batch)
-        return n
+        pattern = s.redis.key_prefix + "*"
+        if dry_run:
+            return sum(1 for _ in r.scan_iter(match=pattern, count=1000))
+        return delete_matching(r, pattern)
     finally:
         r.close()
 
 
-def _delete_keys(r: Any, keys: list[Any]) -> None:
-    with r.pipeline(transaction=False) as pipe:  # one key per command: keys of different slots on a cluster
+def delete_matching(r: Any, pattern: str, batch: int = 500) -> int:
+    """Delete the keys matching ``pattern`` (a SCAN, then pipelined DELs of ``batch`` keys, one key per command, so
+    keys of different slots work on a cluster); returns how many were deleted."""
+    n, keys = 0, []
+    for key in r.scan_iter(match=pattern, count=1000):
+        keys.append(key)
+        if len(keys) >= batch:
+            n += _delete_keys(r, keys)
+            keys = []
+    return n + (_delete_keys(r, keys) if keys else 0)
+
+
+def _delete_keys(r: Any, keys: list[Any]) -> int:
+    with r.pipeline(transaction=False) as pipe:
         for k in keys:
             pipe.delete(k)
-        pipe.execute()
+        return sum(int(x) for x in pipe.execute())
 
 
 def drop_namespace(s: Settings, *, kafka: bool = True, milvus: bool = True, redis: bool = True,
